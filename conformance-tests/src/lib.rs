@@ -1,0 +1,1 @@
+//! Deliberately broken stores (work in progress).

@@ -1,0 +1,1 @@
+//! The lease/checkpoint contract on postgres (work in progress).

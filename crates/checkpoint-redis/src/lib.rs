@@ -1,0 +1,1 @@
+//! The lease/checkpoint contract on redis (work in progress).

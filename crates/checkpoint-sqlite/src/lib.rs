@@ -1,0 +1,1 @@
+//! The lease/checkpoint contract on sqlite (work in progress).
