@@ -33,7 +33,10 @@ impl Default for Backoff {
 impl Backoff {
     /// No retries at all.
     pub fn none() -> Self {
-        Self { max_attempts: 1, ..Self::default() }
+        Self {
+            max_attempts: 1,
+            ..Self::default()
+        }
     }
 
     /// The upper bound of the delay before retry `attempt` (0-based): `min(max, base × 2^attempt)`.
@@ -100,7 +103,12 @@ fn jitter() -> u64 {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let mut hasher = RandomState::new().build_hasher();
     hasher.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
-    hasher.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0));
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
     hasher.finish()
 }
 
@@ -130,7 +138,10 @@ mod tests {
 
     #[test]
     fn attempts_and_budget_bound_retries() {
-        let b = Backoff { max_attempts: 3, ..Backoff::default() };
+        let b = Backoff {
+            max_attempts: 3,
+            ..Backoff::default()
+        };
         let start = Instant::now();
         assert!(b.allows(1, start, Duration::ZERO));
         assert!(b.allows(2, start, Duration::ZERO));

@@ -130,17 +130,27 @@ pub enum ErrorKind {
 impl Error {
     /// An [`Error::InvalidInput`].
     pub fn invalid(field: &'static str, reason: impl Into<String>) -> Self {
-        Self::InvalidInput { field, reason: reason.into() }
+        Self::InvalidInput {
+            field,
+            reason: reason.into(),
+        }
     }
 
     /// An [`Error::Corrupt`].
     pub fn corrupt(id: impl ToString, field: &'static str, reason: impl Into<String>) -> Self {
-        Self::Corrupt { id: id.to_string(), field, reason: reason.into() }
+        Self::Corrupt {
+            id: id.to_string(),
+            field,
+            reason: reason.into(),
+        }
     }
 
     /// An [`Error::NotFound`] for a lease.
     pub fn lease_not_found(key: &LeaseKey) -> Self {
-        Self::NotFound { entity: "lease", id: key.to_string() }
+        Self::NotFound {
+            entity: "lease",
+            id: key.to_string(),
+        }
     }
 
     /// An [`Error::Backend`] keeping the native error.
@@ -149,18 +159,38 @@ impl Error {
         retryable: bool,
         source: impl std::error::Error + Send + Sync + 'static,
     ) -> Self {
-        Self::Backend { store, retryable, message: source.to_string(), source: Some(Box::new(source)) }
+        Self::Backend {
+            store,
+            retryable,
+            message: source.to_string(),
+            source: Some(Box::new(source)),
+        }
     }
 
     /// An [`Error::Backend`] with a message only.
-    pub fn backend_message(store: &'static str, retryable: bool, message: impl Into<String>) -> Self {
-        Self::Backend { store, retryable, message: message.into(), source: None }
+    pub fn backend_message(
+        store: &'static str,
+        retryable: bool,
+        message: impl Into<String>,
+    ) -> Self {
+        Self::Backend {
+            store,
+            retryable,
+            message: message.into(),
+            source: None,
+        }
     }
 
     /// Whether trying the same call again may succeed. Only backend faults are retryable; a
     /// failed condition (held, lost, regression) never is.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, Self::Backend { retryable: true, .. })
+        matches!(
+            self,
+            Self::Backend {
+                retryable: true,
+                ..
+            }
+        )
     }
 
     /// The kind, without the details.

@@ -45,12 +45,18 @@ impl MemoryDatabase {
 
     /// An empty database on `clock` (a [`crate::ManualClock`] lets tests move time).
     pub fn with_clock(clock: Arc<dyn Clock>) -> Self {
-        Self { apps: Arc::default(), clock }
+        Self {
+            apps: Arc::default(),
+            clock,
+        }
     }
 
     /// A store handle for `app`.
     pub fn open(&self, app: AppName) -> MemoryStore {
-        MemoryStore { app, db: self.clone() }
+        MemoryStore {
+            app,
+            db: self.clone(),
+        }
     }
 }
 
@@ -142,8 +148,15 @@ impl Checkpointer for MemoryStore {
         })
     }
 
-    async fn get_lease(&self, key: &LeaseKey, worker: &WorkerId, duration: LeaseDuration) -> Result<Lease> {
-        self.apply(key, |cur, now| rules::get_lease(cur, key, worker, duration, now))
+    async fn get_lease(
+        &self,
+        key: &LeaseKey,
+        worker: &WorkerId,
+        duration: LeaseDuration,
+    ) -> Result<Lease> {
+        self.apply(key, |cur, now| {
+            rules::get_lease(cur, key, worker, duration, now)
+        })
     }
 
     async fn renew(
@@ -153,7 +166,9 @@ impl Checkpointer for MemoryStore {
         token: FencingToken,
         duration: LeaseDuration,
     ) -> Result<Lease> {
-        self.apply(key, |cur, now| rules::renew(cur, key, worker, token, duration, now))
+        self.apply(key, |cur, now| {
+            rules::renew(cur, key, worker, token, duration, now)
+        })
     }
 
     async fn renew_many(
@@ -166,7 +181,14 @@ impl Checkpointer for MemoryStore {
         self.with_app(|data, now| {
             let mut outcome = RenewOutcome::default();
             for (key, token) in leases {
-                match rules::renew(data.leases.get(key).cloned(), key, worker, *token, duration, now) {
+                match rules::renew(
+                    data.leases.get(key).cloned(),
+                    key,
+                    worker,
+                    *token,
+                    duration,
+                    now,
+                ) {
                     Ok(lease) => {
                         data.leases.insert(key.clone(), lease.clone());
                         outcome.renewed.push(lease);
@@ -187,7 +209,9 @@ impl Checkpointer for MemoryStore {
         token: FencingToken,
         position: &Position,
     ) -> Result<Lease> {
-        self.apply(key, |cur, _| rules::checkpoint(cur, key, worker, token, position))
+        self.apply(key, |cur, _| {
+            rules::checkpoint(cur, key, worker, token, position)
+        })
     }
 
     async fn prepare_checkpoint(
@@ -197,14 +221,21 @@ impl Checkpointer for MemoryStore {
         token: FencingToken,
         position: &Position,
     ) -> Result<Lease> {
-        self.apply(key, |cur, _| rules::prepare_checkpoint(cur, key, worker, token, position))
+        self.apply(key, |cur, _| {
+            rules::prepare_checkpoint(cur, key, worker, token, position)
+        })
     }
 
     async fn fetch(&self, key: &LeaseKey) -> Result<Option<Lease>> {
         self.with_app(|data, _| Ok(data.leases.get(key).cloned()))
     }
 
-    async fn release(&self, key: &LeaseKey, worker: &WorkerId, token: FencingToken) -> Result<Lease> {
+    async fn release(
+        &self,
+        key: &LeaseKey,
+        worker: &WorkerId,
+        token: FencingToken,
+    ) -> Result<Lease> {
         self.apply_outcome(key, |cur, _| rules::release(cur, key, worker, token))
     }
 
@@ -239,7 +270,15 @@ impl Checkpointer for MemoryStore {
         duration: LeaseDuration,
     ) -> Result<Lease> {
         self.apply_outcome(key, |cur, now| {
-            rules::steal(cur, key, thief, expected_owner, expected_token, duration, now)
+            rules::steal(
+                cur,
+                key,
+                thief,
+                expected_owner,
+                expected_token,
+                duration,
+                now,
+            )
         })
     }
 
@@ -267,13 +306,21 @@ impl Membership for MemoryStore {
                 *expiry = now + ttl.get();
                 Ok(())
             }
-            None => Err(Error::NotFound { entity: "worker", id: worker.to_string() }),
+            None => Err(Error::NotFound {
+                entity: "worker",
+                id: worker.to_string(),
+            }),
         })
     }
 
     async fn live_workers(&self) -> Result<Vec<WorkerId>> {
         self.with_app(|data, now| {
-            Ok(data.workers.iter().filter(|(_, e)| **e > now).map(|(w, _)| w.clone()).collect())
+            Ok(data
+                .workers
+                .iter()
+                .filter(|(_, e)| **e > now)
+                .map(|(w, _)| w.clone())
+                .collect())
         })
     }
 
@@ -315,7 +362,9 @@ mod tests {
         clock.advance(Duration::from_secs(9));
         let held = store.get_lease(&key(), &b, d).await.unwrap_err();
         match held {
-            Error::LeaseHeld { holder, remaining, .. } => {
+            Error::LeaseHeld {
+                holder, remaining, ..
+            } => {
                 assert_eq!(holder, a);
                 assert_eq!(remaining, Duration::from_secs(1));
             }
@@ -333,11 +382,19 @@ mod tests {
         let clock = Arc::new(ManualClock::default());
         let store = MemoryDatabase::with_clock(clock.clone()).open(AppName::new("app").unwrap());
         let w = WorkerId::new("w").unwrap();
-        store.register_worker(&w, HeartbeatTtl::from_millis(100).unwrap()).await.unwrap();
+        store
+            .register_worker(&w, HeartbeatTtl::from_millis(100).unwrap())
+            .await
+            .unwrap();
         assert_eq!(store.live_workers().await.unwrap(), vec![w.clone()]);
         clock.advance(Duration::from_millis(100));
         assert!(store.live_workers().await.unwrap().is_empty());
         assert_eq!(store.prune_dead_workers().await.unwrap(), 1);
-        assert!(store.heartbeat(&w, HeartbeatTtl::from_millis(100).unwrap()).await.is_err());
+        assert!(
+            store
+                .heartbeat(&w, HeartbeatTtl::from_millis(100).unwrap())
+                .await
+                .is_err()
+        );
     }
 }

@@ -43,7 +43,11 @@ fn deadline(now: SystemTime, duration: LeaseDuration) -> SystemTime {
 }
 
 fn lost(key: &LeaseKey, worker: &WorkerId, token: FencingToken) -> Error {
-    Error::LeaseLost { key: key.clone(), worker: worker.clone(), token }
+    Error::LeaseLost {
+        key: key.clone(),
+        worker: worker.clone(),
+        token,
+    }
 }
 
 /// Grants `lease` to `worker` as a new owner: bumps the token, counts an owner switch, drops
@@ -82,7 +86,10 @@ pub fn get_lease(
     let lease = current.unwrap_or_else(|| Lease::new(key.clone(), Vec::new(), None));
     let until = deadline(now, duration);
     match &lease.owner {
-        Some(owner) if owner == worker => Ok(Lease { deadline: Some(until), ..lease }),
+        Some(owner) if owner == worker => Ok(Lease {
+            deadline: Some(until),
+            ..lease
+        }),
         Some(owner) if lease.is_live_at(now) => Err(Error::LeaseHeld {
             key: key.clone(),
             holder: owner.clone(),
@@ -94,7 +101,9 @@ pub fn get_lease(
 
 /// Time from `now` to `deadline`, zero when past.
 pub fn remaining(deadline: Option<SystemTime>, now: SystemTime) -> Duration {
-    deadline.and_then(|d| d.duration_since(now).ok()).unwrap_or_default()
+    deadline
+        .and_then(|d| d.duration_since(now).ok())
+        .unwrap_or_default()
 }
 
 /// Operation 4, renew: iff owner and token match, even past the deadline.
@@ -107,16 +116,21 @@ pub fn renew(
     now: SystemTime,
 ) -> Result<Lease> {
     match current {
-        Some(lease) if lease.is_held_by(worker, token) => {
-            Ok(Lease { deadline: Some(deadline(now, duration)), ..lease })
-        }
+        Some(lease) if lease.is_held_by(worker, token) => Ok(Lease {
+            deadline: Some(deadline(now, duration)),
+            ..lease
+        }),
         _ => Err(lost(key, worker, token)),
     }
 }
 
 /// The monotonicity rule: `attempted` must not be behind `stored`, and nothing but `SHARD_END`
 /// itself follows `SHARD_END`. Equal positions are accepted (an idempotent repeat).
-pub fn check_progress(key: &LeaseKey, stored: Option<&Position>, attempted: &Position) -> Result<()> {
+pub fn check_progress(
+    key: &LeaseKey,
+    stored: Option<&Position>,
+    attempted: &Position,
+) -> Result<()> {
     let Some(stored) = stored else { return Ok(()) };
     let regression = attempted.cmp_progress(stored) == Ordering::Less
         || (*stored == Position::ShardEnd && *attempted != Position::ShardEnd);
@@ -165,7 +179,10 @@ pub fn prepare_checkpoint(
     match current {
         Some(lease) if lease.is_held_by(worker, token) => {
             check_progress(key, lease.checkpoint.as_ref(), position)?;
-            Ok(Lease { pending_checkpoint: Some(position.clone()), ..lease })
+            Ok(Lease {
+                pending_checkpoint: Some(position.clone()),
+                ..lease
+            })
         }
         _ => Err(lost(key, worker, token)),
     }
@@ -180,9 +197,11 @@ pub fn release(
     token: FencingToken,
 ) -> Result<Outcome> {
     match current {
-        Some(lease) if lease.is_held_by(worker, token) => {
-            Ok(Outcome::Write(Lease { owner: None, deadline: None, ..lease }))
-        }
+        Some(lease) if lease.is_held_by(worker, token) => Ok(Outcome::Write(Lease {
+            owner: None,
+            deadline: None,
+            ..lease
+        })),
         Some(lease) if lease.owner.is_none() && lease.token == token => {
             Ok(Outcome::Unchanged(lease))
         }
@@ -193,7 +212,11 @@ pub fn release(
 /// Operation 7, admin form: clears owner and deadline whoever holds it.
 pub fn force_release(current: Option<Lease>, key: &LeaseKey) -> Result<Lease> {
     match current {
-        Some(lease) => Ok(Lease { owner: None, deadline: None, ..lease }),
+        Some(lease) => Ok(Lease {
+            owner: None,
+            deadline: None,
+            ..lease
+        }),
         None => Err(Error::lease_not_found(key)),
     }
 }
@@ -210,13 +233,18 @@ pub fn steal(
     now: SystemTime,
 ) -> Result<Outcome> {
     if thief == expected_owner {
-        return Err(Error::invalid("thief", "a worker cannot steal a lease from itself"));
+        return Err(Error::invalid(
+            "thief",
+            "a worker cannot steal a lease from itself",
+        ));
     }
     match current {
         Some(lease) if lease.is_held_by(expected_owner, expected_token) => {
             Ok(Outcome::Write(grant(lease, thief, deadline(now, duration))))
         }
-        Some(lease) if lease.is_held_by(thief, expected_token.next()) => Ok(Outcome::Unchanged(lease)),
+        Some(lease) if lease.is_held_by(thief, expected_token.next()) => {
+            Ok(Outcome::Unchanged(lease))
+        }
         _ => Err(Error::LeaseChanged {
             key: key.clone(),
             expected_owner: expected_owner.clone(),
@@ -231,14 +259,21 @@ pub fn claim(current: Option<Lease>, key: &LeaseKey, claimant: &WorkerId) -> Res
     match current {
         Some(lease) if lease.owner.as_ref() == Some(claimant) => Ok(Outcome::Unchanged(lease)),
         Some(lease) if lease.claim.as_ref() == Some(claimant) => Ok(Outcome::Unchanged(lease)),
-        Some(lease) => Ok(Outcome::Write(Lease { claim: Some(claimant.clone()), ..lease })),
+        Some(lease) => Ok(Outcome::Write(Lease {
+            claim: Some(claimant.clone()),
+            ..lease
+        })),
         None => Err(Error::lease_not_found(key)),
     }
 }
 
 /// Admin reset of a checkpoint: the one way to move a position backwards. Clears the pending
 /// position and the owner-switch count; ownership and token are untouched.
-pub fn reset_checkpoint(current: Option<Lease>, key: &LeaseKey, position: Option<&Position>) -> Result<Lease> {
+pub fn reset_checkpoint(
+    current: Option<Lease>,
+    key: &LeaseKey,
+    position: Option<&Position>,
+) -> Result<Lease> {
     match current {
         Some(lease) => Ok(Lease {
             checkpoint: position.cloned(),
@@ -255,7 +290,10 @@ pub fn check_renew_batch(leases: &[(LeaseKey, FencingToken)]) -> Result<()> {
     let mut keys: Vec<&LeaseKey> = leases.iter().map(|(k, _)| k).collect();
     keys.sort();
     if keys.windows(2).any(|w| w[0] == w[1]) {
-        return Err(Error::invalid("leases", "a lease key appears more than once"));
+        return Err(Error::invalid(
+            "leases",
+            "a lease key appears more than once",
+        ));
     }
     Ok(())
 }

@@ -89,7 +89,11 @@ impl Capabilities {
             "| {} | {} | {} | {} | {:?} | {} |",
             self.backend,
             clock,
-            if self.transactional_checkpoint { "yes" } else { "no" },
+            if self.transactional_checkpoint {
+                "yes"
+            } else {
+                "no"
+            },
             batch,
             self.durability,
             if self.multi_process { "yes" } else { "no" },
@@ -132,7 +136,12 @@ pub trait Checkpointer: Send + Sync + fmt::Debug {
     /// Operation 3: grant the lease to `worker` when free, expired, or already held by it;
     /// creates an absent record. A grant to a new owner bumps the token. Otherwise
     /// [`crate::Error::LeaseHeld`].
-    async fn get_lease(&self, key: &LeaseKey, worker: &WorkerId, duration: LeaseDuration) -> Result<Lease>;
+    async fn get_lease(
+        &self,
+        key: &LeaseKey,
+        worker: &WorkerId,
+        duration: LeaseDuration,
+    ) -> Result<Lease>;
 
     /// Operation 4: extend the deadline iff owner and token match (even past the deadline when
     /// nobody took it). Otherwise [`crate::Error::LeaseLost`].
@@ -178,7 +187,12 @@ pub trait Checkpointer: Send + Sync + fmt::Debug {
 
     /// Operation 7: release the lease iff owner and token match; owner and deadline are cleared,
     /// token and checkpoint kept. Repeating a completed release is not an error.
-    async fn release(&self, key: &LeaseKey, worker: &WorkerId, token: FencingToken) -> Result<Lease>;
+    async fn release(
+        &self,
+        key: &LeaseKey,
+        worker: &WorkerId,
+        token: FencingToken,
+    ) -> Result<Lease>;
 
     /// Operation 7, admin form: release whoever holds it.
     async fn force_release(&self, key: &LeaseKey) -> Result<Lease>;

@@ -23,7 +23,10 @@ fn validate_id(field: &'static str, value: &str) -> Result<()> {
     if value.len() > MAX_ID_BYTES {
         return Err(Error::invalid(
             field,
-            format!("is {} bytes long; at most {MAX_ID_BYTES} are allowed", value.len()),
+            format!(
+                "is {} bytes long; at most {MAX_ID_BYTES} are allowed",
+                value.len()
+            ),
         ));
     }
     if let Some(bad) = value
@@ -183,7 +186,11 @@ impl SequenceNumber {
             ));
         }
         let trimmed = digits.trim_start_matches('0');
-        Ok(Self(if trimmed.is_empty() { "0".to_owned() } else { trimmed.to_owned() }))
+        Ok(Self(if trimmed.is_empty() {
+            "0".to_owned()
+        } else {
+            trimmed.to_owned()
+        }))
     }
 
     /// The canonical digits, without leading zeros.
@@ -200,7 +207,10 @@ impl SequenceNumber {
 
 impl Ord for SequenceNumber {
     fn cmp(&self, other: &Self) -> Ordering {
-        self.0.len().cmp(&other.0.len()).then_with(|| self.0.cmp(&other.0))
+        self.0
+            .len()
+            .cmp(&other.0.len())
+            .then_with(|| self.0.cmp(&other.0))
     }
 }
 
@@ -263,7 +273,10 @@ impl Position {
 
     /// A sequence position with a sub-sequence.
     pub fn sequence_with_sub(digits: &str, sub_sequence: u64) -> Result<Self> {
-        Ok(Self::Sequence { sequence: SequenceNumber::new(digits)?, sub_sequence })
+        Ok(Self::Sequence {
+            sequence: SequenceNumber::new(digits)?,
+            sub_sequence,
+        })
     }
 
     /// Where this position stands in the coarse order.
@@ -280,8 +293,14 @@ impl Position {
     pub fn cmp_progress(&self, other: &Self) -> Ordering {
         match (self, other) {
             (
-                Self::Sequence { sequence: a, sub_sequence: sa },
-                Self::Sequence { sequence: b, sub_sequence: sb },
+                Self::Sequence {
+                    sequence: a,
+                    sub_sequence: sa,
+                },
+                Self::Sequence {
+                    sequence: b,
+                    sub_sequence: sb,
+                },
             ) => a.cmp(b).then(sa.cmp(sb)),
             _ => self.rank().cmp(&other.rank()),
         }
@@ -324,12 +343,18 @@ impl Position {
                 } else {
                     let sequence = SequenceNumber::new(text)
                         .map_err(|e| Error::invalid(field, e.to_string()))?;
-                    return Ok(Self::Sequence { sequence, sub_sequence });
+                    return Ok(Self::Sequence {
+                        sequence,
+                        sub_sequence,
+                    });
                 }
             }
         };
         if sub_sequence != 0 {
-            return Err(Error::invalid(field, "a sub-sequence is only allowed on a sequence number"));
+            return Err(Error::invalid(
+                field,
+                "a sub-sequence is only allowed on a sequence number",
+            ));
         }
         Ok(position)
     }
@@ -338,7 +363,10 @@ impl Position {
 impl fmt::Display for Position {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::Sequence { sequence, sub_sequence } => write!(f, "{sequence}.{sub_sequence}"),
+            Self::Sequence {
+                sequence,
+                sub_sequence,
+            } => write!(f, "{sequence}.{sub_sequence}"),
             other => f.write_str(&other.encode()),
         }
     }

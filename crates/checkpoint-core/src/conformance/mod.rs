@@ -104,8 +104,11 @@ impl SuiteReport {
     /// Panics, listing every failure, unless all scenarios passed; prints the count otherwise.
     pub fn assert_passed(&self) {
         if !self.failed.is_empty() {
-            let list: Vec<String> =
-                self.failed.iter().map(|(name, why)| format!("  {name}: {why}")).collect();
+            let list: Vec<String> = self
+                .failed
+                .iter()
+                .map(|(name, why)| format!("  {name}: {why}"))
+                .collect();
             panic!(
                 "conformance suite on {}: {} of {} scenarios failed:\n{}",
                 self.backend,
@@ -125,20 +128,24 @@ impl SuiteReport {
 /// A fresh random app name, `<prefix>-<random hex>`, so parallel runs never share records.
 pub fn random_app(prefix: &str) -> AppName {
     let suffix: u64 = rand::random();
-    AppName::new(format!("{prefix}-{suffix:016x}")).expect("a prefix of id characters is a valid app name")
+    AppName::new(format!("{prefix}-{suffix:016x}"))
+        .expect("a prefix of id characters is a valid app name")
 }
 
 /// Whether strict mode is on (`CHECKPOINT_REQUIRE_ALL=1`): a backend that cannot be reached is a
 /// failure instead of a skip.
 pub fn strict_mode() -> bool {
-    std::env::var("CHECKPOINT_REQUIRE_ALL").is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true"))
+    std::env::var("CHECKPOINT_REQUIRE_ALL")
+        .is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true"))
 }
 
 /// Reports a backend that could not be reached: in strict mode this panics (fails the test);
 /// otherwise it prints one line naming how to provide the server and the test returns early.
 pub fn backend_unavailable(backend: &str, how_to_provide: &str, reason: &dyn fmt::Display) {
     if strict_mode() {
-        panic!("{backend} could not be tested (CHECKPOINT_REQUIRE_ALL=1): {reason}. {how_to_provide}");
+        panic!(
+            "{backend} could not be tested (CHECKPOINT_REQUIRE_ALL=1): {reason}. {how_to_provide}"
+        );
     }
     eprintln!("SKIPPED {backend}: {reason}. {how_to_provide}");
 }
@@ -146,23 +153,42 @@ pub fn backend_unavailable(backend: &str, how_to_provide: &str, reason: &dyn fmt
 /// One scenario: its name and its function.
 pub type Scenario = (
     &'static str,
-    for<'a> fn(&'a dyn StoreFactory) -> futures::future::BoxFuture<'a, Outcome>,
+    for<'a> fn(&'a dyn StoreFactory) -> futures::future::LocalBoxFuture<'a, Outcome>,
 );
 
 /// Runs every scenario against stores from `factory`, and reports which passed.
 pub async fn run_all(factory: &dyn StoreFactory) -> SuiteReport {
+    run_selected(factory, |_| true).await
+}
+
+/// Runs the scenarios whose names `select` accepts, in the suite's order, and reports which
+/// passed. Useful to rerun one failing scenario, or to check a mutant against the scenarios
+/// that guard the rule it breaks.
+pub async fn run_selected(
+    factory: &dyn StoreFactory,
+    select: impl Fn(&str) -> bool,
+) -> SuiteReport {
     let backend = match factory.open(&random_app("probe")).await {
         Ok(store) => store.capabilities().backend.to_owned(),
         Err(e) => {
             return SuiteReport {
                 backend: "unknown".into(),
                 passed: Vec::new(),
-                failed: vec![("open", Failure(format!("the factory could not open a store: {e}")))],
+                failed: vec![(
+                    "open",
+                    Failure(format!("the factory could not open a store: {e}")),
+                )],
             };
         }
     };
-    let mut report = SuiteReport { backend, ..SuiteReport::default() };
-    for (name, scenario) in scenarios::all() {
+    let mut report = SuiteReport {
+        backend,
+        ..SuiteReport::default()
+    };
+    for (name, scenario) in scenarios::all()
+        .into_iter()
+        .filter(|(name, _)| select(name))
+    {
         match scenario(factory).await {
             Ok(()) => report.passed.push(name),
             Err(why) => report.failed.push((name, why)),
