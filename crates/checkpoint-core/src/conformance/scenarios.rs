@@ -452,15 +452,15 @@ async fn exact_count_task(
         if started.elapsed() > Duration::from_secs(240) {
             return Err(Failure(format!("{me} made only {done} rounds in 240 s")));
         }
-        let lease = match store.get_lease(&k, &me, long()).await {
+        let lease = match store.get_lease(k, me, long()).await {
             Ok(lease) => lease,
             Err(Error::LeaseHeld { .. }) => {
-                tokio::time::sleep(Duration::from_micros(200 + (i as u64 * 37) % 500)).await;
+                tokio::time::sleep(Duration::from_micros(200 + (i * 37) % 500)).await;
                 continue;
             }
             Err(e) => return Err(Failure(format!("{me} get_lease: {e}"))),
         };
-        let current = match store.fetch(&k).await?.and_then(|l| l.checkpoint) {
+        let current = match store.fetch(k).await?.and_then(|l| l.checkpoint) {
             Some(Position::Sequence { sequence, .. }) => {
                 sequence.as_str().parse::<u64>().unwrap_or(0)
             }
@@ -468,7 +468,7 @@ async fn exact_count_task(
         };
         let next = seq(&(current + 1).to_string());
         store
-            .checkpoint(&k, &me, lease.token, &next)
+            .checkpoint(k, me, lease.token, &next)
             .await
             .map_err(|e| {
                 Failure(format!(
@@ -477,11 +477,11 @@ async fn exact_count_task(
                 ))
             })?;
         store
-            .renew(&k, &me, lease.token, long())
+            .renew(k, me, lease.token, long())
             .await
             .map_err(|e| Failure(format!("{me} renew: {e}")))?;
         store
-            .release(&k, &me, lease.token)
+            .release(k, me, lease.token)
             .await
             .map_err(|e| Failure(format!("{me} release: {e}")))?;
         done += 1;

@@ -1,0 +1,867 @@
+//! [`SqliteStore`]: the [`Checkpointer`] and [`Membership`] implementations.
+//!
+//! Every lease operation is one `BEGIN IMMEDIATE` transaction on one connection: it takes the
+//! database's write lock (waiting up to the busy timeout for another connection or process),
+//! reads the row, reads the host clock, applies the matching [`rules`] function and writes the
+//! row back with one upsert, then commits. Because the write lock is held from the read to the
+//! commit, no other writer in any process can interleave: this is what makes each operation
+//! atomic, and it gives exactly the reference semantics of [`checkpoint_core::MemoryStore`].
+
+use std::sync::{Arc, Mutex, TryLockError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use checkpoint_core::rules::{self, Outcome};
+use checkpoint_core::{
+    AppName, BatchMode, Capabilities, Checkpointer, ClockSource, Durability, Error, FencingToken,
+    HeartbeatTtl, Lease, LeaseDuration, LeaseKey, Membership, Position, RenewOutcome, Result,
+    ShardId, StreamName, WorkerId,
+};
+use rusqlite::types::ValueRef;
+use rusqlite::{Connection, Row, TransactionBehavior, params};
+use tokio::sync::Semaphore;
+
+use crate::config::{Location, SqliteConfig};
+use crate::error::{STORE, from_sqlite};
+use crate::schema::{self, Sql};
+
+/// A lease/checkpoint store on one SQLite database, for one app.
+///
+/// Cheap to clone (clones share the connections). `Send + Sync`, usable as
+/// `Arc<dyn checkpoint_core::Store>`.
+///
+/// Blocking SQLite calls never run on the async executor: each operation waits (asynchronously)
+/// for one of at most [`SqliteConfig::max_connections`] connection slots, then runs on tokio's
+/// blocking thread pool (`spawn_blocking`). The slot and the connection are released by the
+/// blocking task itself, so a caller that drops the future mid-operation loses nothing; the
+/// operation then either commits or rolls back as a whole.
+#[derive(Clone, Debug)]
+pub struct SqliteStore {
+    app: AppName,
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    config: SqliteConfig,
+    sql: Sql,
+    /// One slot per connection, opened lazily (the first one at open). A task holding a permit
+    /// always finds an unlocked slot, as there are as many permits as slots.
+    slots: Vec<Mutex<Option<Connection>>>,
+    permits: Arc<Semaphore>,
+}
+
+impl Inner {
+    /// Runs `f` on a free connection, opening it when the slot is empty. Called on a blocking
+    /// thread while holding a permit.
+    fn with_connection<T>(
+        &self,
+        f: impl FnOnce(&mut Connection, &Inner) -> Result<T>,
+    ) -> Result<T> {
+        for slot in &self.slots {
+            let mut guard = match slot.try_lock() {
+                Ok(guard) => guard,
+                // A panic while a connection was in use rolled its transaction back when the
+                // transaction was dropped; the connection itself is still good.
+                Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+                Err(TryLockError::WouldBlock) => continue,
+            };
+            if guard.is_none() {
+                *guard = Some(self.config.connect()?);
+            }
+            return match guard.as_mut() {
+                Some(conn) => f(conn, self),
+                None => Err(Error::backend_message(
+                    STORE,
+                    false,
+                    "connection slot left empty",
+                )),
+            };
+        }
+        Err(Error::backend_message(
+            STORE,
+            true,
+            "no free connection slot",
+        ))
+    }
+
+    /// The host-clock instant, truncated to the stored millisecond precision so that a returned
+    /// record is exactly what a later fetch reads.
+    fn now(&self) -> Result<(SystemTime, i64)> {
+        let ms = to_ms(self.config.clock().now())?;
+        Ok((from_ms(ms), ms))
+    }
+}
+
+fn to_ms(t: SystemTime) -> Result<i64> {
+    t.duration_since(UNIX_EPOCH)
+        .ok()
+        .and_then(|d| i64::try_from(d.as_millis()).ok())
+        .ok_or_else(|| {
+            Error::backend_message(
+                STORE,
+                false,
+                "the clock is before 1970 or beyond year 292 million",
+            )
+        })
+}
+
+fn from_ms(ms: i64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_millis(ms.max(0).unsigned_abs())
+}
+
+impl SqliteStore {
+    /// Opens the database described by `config` for `app`, and runs [`Checkpointer::init`]
+    /// (creating or upgrading the tables). Invalid settings are [`Error::InvalidInput`].
+    pub async fn open(config: SqliteConfig, app: AppName) -> Result<Self> {
+        config.validate()?;
+        let slots = (0..config.max_connections())
+            .map(|_| Mutex::new(None))
+            .collect::<Vec<_>>();
+        let store = Self {
+            app,
+            inner: Arc::new(Inner {
+                sql: Sql::new(config.table_prefix()),
+                permits: Arc::new(Semaphore::new(slots.len())),
+                slots,
+                config,
+            }),
+        };
+        store.init().await?;
+        Ok(store)
+    }
+
+    /// [`SqliteConfig::from_url`] then [`SqliteStore::open`].
+    pub async fn connect(url: &str, app: AppName) -> Result<Self> {
+        Self::open(SqliteConfig::from_url(url)?, app).await
+    }
+
+    /// A handle for another app on the same database and connections (the same in-memory
+    /// database, too).
+    pub fn for_app(&self, app: AppName) -> Self {
+        Self {
+            app,
+            inner: self.inner.clone(),
+        }
+    }
+
+    /// The configuration this store was opened with.
+    pub fn config(&self) -> &SqliteConfig {
+        &self.inner.config
+    }
+
+    /// Opens a new connection to the database file, set up as the store's own (WAL, busy
+    /// timeout, `synchronous`), for the caller's own transactions with
+    /// [`SqliteStore::checkpoint_in_transaction`]. Blocking (opening a file is quick). An
+    /// in-memory database cannot be reached from another connection: that is
+    /// [`Error::InvalidInput`].
+    pub fn open_connection(&self) -> Result<Connection> {
+        match self.inner.config.location() {
+            Location::File(_) => self.inner.config.connect(),
+            Location::Memory => Err(Error::invalid(
+                "location",
+                "an in-memory database cannot be opened from another connection",
+            )),
+        }
+    }
+
+    /// Transactional checkpoint (operation 13): writes the fenced checkpoint of `key` inside the
+    /// caller's own open transaction on `conn`, so the application's state and the position
+    /// commit or roll back together (exactly-once processing).
+    ///
+    /// Same rules as [`Checkpointer::checkpoint`]: fencing (the row is read inside the caller's
+    /// transaction and written only if `worker` still holds it with `token`, else
+    /// [`Error::LeaseLost`]) and monotonicity ([`Error::CheckpointRegression`]). On an error
+    /// nothing was written by this call, and the caller should roll back its transaction.
+    ///
+    /// Begin the transaction with `BEGIN IMMEDIATE`
+    /// ([`rusqlite::TransactionBehavior::Immediate`]): it takes the write lock before the read,
+    /// so no other writer can change the lease between this check and the commit. Under a
+    /// deferred transaction the same guarantee holds (SQLite refuses to upgrade a read snapshot
+    /// another writer has moved past, with a `SQLITE_BUSY` backend error), but such a
+    /// transaction may have to be retried. `conn` outside any transaction is
+    /// [`Error::InvalidInput`]: the write would commit on its own, which is what
+    /// [`Checkpointer::checkpoint`] is for. This call blocks; from async code run it, with the
+    /// rest of the transaction, inside `spawn_blocking`.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use checkpoint_core::{AppName, Checkpointer, LeaseDuration, LeaseKey, Position, WorkerId};
+    /// # use checkpoint_sqlite::{SqliteConfig, SqliteStore, rusqlite};
+    /// # tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap().block_on(async {
+    /// # let path = std::env::temp_dir().join(format!("doc-{}.db", std::process::id()));
+    /// let store = SqliteStore::open(SqliteConfig::file(&path), AppName::new("billing")?).await?;
+    /// let key = LeaseKey::parse("orders", "shard-0")?;
+    /// let me = WorkerId::new("worker-1")?;
+    /// let lease = store.get_lease(&key, &me, LeaseDuration::new(Duration::from_secs(10))?).await?;
+    ///
+    /// let mut conn = store.open_connection()?;
+    /// conn.execute_batch("CREATE TABLE IF NOT EXISTS totals (id INTEGER PRIMARY KEY, amount INTEGER)").unwrap();
+    /// let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).unwrap();
+    /// tx.execute("INSERT OR REPLACE INTO totals VALUES (1, 42)", []).unwrap();
+    /// store.checkpoint_in_transaction(&tx, &key, &me, lease.token, &Position::sequence("1000")?)?;
+    /// tx.commit().unwrap(); // the total and the position, or neither
+    /// # drop(conn); drop(store);
+    /// # for suffix in ["", "-wal", "-shm"] { let _ = std::fs::remove_file(format!("{}{suffix}", path.display())); }
+    /// # Ok::<(), checkpoint_core::Error>(())
+    /// # }).unwrap();
+    /// ```
+    pub fn checkpoint_in_transaction(
+        &self,
+        conn: &Connection,
+        key: &LeaseKey,
+        worker: &WorkerId,
+        token: FencingToken,
+        position: &Position,
+    ) -> Result<Lease> {
+        if conn.is_autocommit() {
+            return Err(Error::invalid(
+                "transaction",
+                "the connection is not inside a transaction; begin one first",
+            ));
+        }
+        let sql = &self.inner.sql;
+        let current = read_lease(conn, sql, &self.app, key)?;
+        let lease = rules::checkpoint(current, key, worker, token, position)?;
+        write_lease(conn, sql, &self.app, &lease)?;
+        Ok(lease)
+    }
+
+    /// Runs `f` on a connection on the blocking pool. `f` is `'static`: it owns its arguments.
+    async fn blocking<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection, &Inner) -> Result<T> + Send + 'static,
+    {
+        let permit = self
+            .inner
+            .permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|e| Error::backend(STORE, false, e))?;
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            inner.with_connection(f)
+        })
+        .await
+        .map_err(|e| Error::backend(STORE, false, e))?
+    }
+
+    /// One write operation: `BEGIN IMMEDIATE`, `f` with the host-clock instant, `COMMIT`; retried
+    /// with the configured backoff while the database is busy. `f` returning an error rolls the
+    /// transaction back. A retry runs `f` again against the record as it is then, which is how a
+    /// lost reply or a busy database is resolved: never by guessing.
+    async fn write<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: Fn(&Connection, &Sql, &AppName, SystemTime, i64) -> Result<T> + Send + Sync + 'static,
+    {
+        let f = Arc::new(f);
+        let app = self.app.clone();
+        self.inner
+            .config
+            .backoff()
+            .retry(|_| {
+                let f = f.clone();
+                let app = app.clone();
+                self.blocking(move |conn, inner| {
+                    let tx = conn
+                        .transaction_with_behavior(TransactionBehavior::Immediate)
+                        .map_err(from_sqlite)?;
+                    let (now, now_ms) = inner.now()?;
+                    let out = f(&tx, &inner.sql, &app, now, now_ms)?;
+                    tx.commit().map_err(from_sqlite)?;
+                    Ok(out)
+                })
+            })
+            .await
+    }
+
+    /// One read: a single `SELECT` (atomic by itself), retried while the database is busy.
+    async fn read<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: Fn(&Connection, &Sql, &AppName, SystemTime, i64) -> Result<T> + Send + Sync + 'static,
+    {
+        let f = Arc::new(f);
+        let app = self.app.clone();
+        self.inner
+            .config
+            .backoff()
+            .retry(|_| {
+                let f = f.clone();
+                let app = app.clone();
+                self.blocking(move |conn, inner| {
+                    let (now, now_ms) = inner.now()?;
+                    f(conn, &inner.sql, &app, now, now_ms)
+                })
+            })
+            .await
+    }
+
+    /// Applies a rule that always writes its result, in one write transaction.
+    async fn apply<F>(&self, key: &LeaseKey, rule: F) -> Result<Lease>
+    where
+        F: Fn(Option<Lease>, SystemTime) -> Result<Lease> + Send + Sync + 'static,
+    {
+        self.apply_outcome(key, move |current, now| {
+            rule(current, now).map(Outcome::Write)
+        })
+        .await
+    }
+
+    /// Applies a rule that may decide to write nothing, in one write transaction.
+    async fn apply_outcome<F>(&self, key: &LeaseKey, rule: F) -> Result<Lease>
+    where
+        F: Fn(Option<Lease>, SystemTime) -> Result<Outcome> + Send + Sync + 'static,
+    {
+        let key = key.clone();
+        self.write(move |conn, sql, app, now, _| {
+            let outcome = rule(read_lease(conn, sql, app, &key)?, now)?;
+            if let Outcome::Write(lease) = &outcome {
+                write_lease(conn, sql, app, lease)?;
+            }
+            Ok(outcome.into_lease())
+        })
+        .await
+    }
+}
+
+/// Reads one lease row of `app`, or `None`.
+fn read_lease(
+    conn: &Connection,
+    sql: &Sql,
+    app: &AppName,
+    key: &LeaseKey,
+) -> Result<Option<Lease>> {
+    let mut stmt = conn
+        .prepare_cached(&sql.select_lease)
+        .map_err(from_sqlite)?;
+    let mut rows = stmt
+        .query(params![
+            app.as_str(),
+            key.stream.as_str(),
+            key.shard.as_str()
+        ])
+        .map_err(from_sqlite)?;
+    match rows.next().map_err(from_sqlite)? {
+        Some(row) => decode_lease(row).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// Writes the whole row of `lease` (insert or update). Only ever called inside a transaction
+/// that read the row first and applied a rule to it.
+fn write_lease(conn: &Connection, sql: &Sql, app: &AppName, lease: &Lease) -> Result<()> {
+    let deadline = lease.deadline.map(to_ms).transpose()?;
+    let parents = lease
+        .parents
+        .iter()
+        .map(ShardId::as_str)
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut stmt = conn
+        .prepare_cached(&sql.upsert_lease)
+        .map_err(from_sqlite)?;
+    stmt.execute(params![
+        app.as_str(),
+        lease.key.stream.as_str(),
+        lease.key.shard.as_str(),
+        lease.owner.as_ref().map(WorkerId::as_str),
+        lease.token.0.to_string(),
+        deadline,
+        lease.checkpoint.as_ref().map(Position::encode),
+        lease
+            .checkpoint
+            .as_ref()
+            .map(|p| p.sub_sequence().to_string()),
+        lease.pending_checkpoint.as_ref().map(Position::encode),
+        lease
+            .pending_checkpoint
+            .as_ref()
+            .map(|p| p.sub_sequence().to_string()),
+        parents,
+        lease.claim.as_ref().map(WorkerId::as_str),
+        lease.owner_switches_since_checkpoint.to_string(),
+    ])
+    .map_err(from_sqlite)?;
+    Ok(())
+}
+
+/// Reads a row of `SELECT_COLUMNS` into a [`Lease`]; a value this store would never have written
+/// is [`Error::Corrupt`] naming the column.
+fn decode_lease(row: &Row<'_>) -> Result<Lease> {
+    let raw_stream = text(row, 0, "?", "stream")?.unwrap_or_default();
+    let raw_shard = text(row, 1, "?", "shard")?.unwrap_or_default();
+    let id = format!("{raw_stream}/{raw_shard}");
+    let stream =
+        StreamName::new(raw_stream).map_err(|e| Error::corrupt(&id, "stream", e.to_string()))?;
+    let shard = ShardId::new(raw_shard).map_err(|e| Error::corrupt(&id, "shard", e.to_string()))?;
+    let key = LeaseKey::new(stream, shard);
+    let id = key.to_string();
+    let owner = text(row, 2, &id, "owner")?
+        .map(|o| WorkerId::new(o).map_err(|e| Error::corrupt(&id, "owner", e.to_string())))
+        .transpose()?;
+    let token = FencingToken(
+        u64_text(row, 3, &id, "token")?.ok_or_else(|| Error::corrupt(&id, "token", "is NULL"))?,
+    );
+    let deadline = match row.get_ref(4).map_err(from_sqlite)? {
+        ValueRef::Null => None,
+        ValueRef::Integer(ms) if ms >= 0 => Some(from_ms(ms)),
+        other => {
+            return Err(Error::corrupt(
+                &id,
+                "deadline_ms",
+                format!("{other:?} is not milliseconds since 1970"),
+            ));
+        }
+    };
+    let checkpoint = position(row, 5, 6, &id, "checkpoint", "checkpoint_sub")?;
+    let pending = position(row, 7, 8, &id, "pending", "pending_sub")?;
+    let parents = match text(row, 9, &id, "parents")? {
+        None => return Err(Error::corrupt(&id, "parents", "is NULL")),
+        Some(p) if p.is_empty() => Vec::new(),
+        Some(p) => p
+            .split(',')
+            .map(|s| ShardId::new(s).map_err(|e| Error::corrupt(&id, "parents", e.to_string())))
+            .collect::<Result<Vec<_>>>()?,
+    };
+    let claim = text(row, 10, &id, "claim")?
+        .map(|c| WorkerId::new(c).map_err(|e| Error::corrupt(&id, "claim", e.to_string())))
+        .transpose()?;
+    let owner_switches = u64_text(row, 11, &id, "owner_switches")?
+        .ok_or_else(|| Error::corrupt(&id, "owner_switches", "is NULL"))?;
+    Ok(Lease {
+        key,
+        owner,
+        token,
+        deadline,
+        checkpoint,
+        pending_checkpoint: pending,
+        parents,
+        claim,
+        owner_switches_since_checkpoint: owner_switches,
+    })
+}
+
+/// A TEXT column, or `None` for NULL; any other type is corrupt.
+fn text(row: &Row<'_>, idx: usize, id: &str, field: &'static str) -> Result<Option<String>> {
+    match row.get_ref(idx).map_err(from_sqlite)? {
+        ValueRef::Null => Ok(None),
+        ValueRef::Text(bytes) => std::str::from_utf8(bytes)
+            .map(|s| Some(s.to_owned()))
+            .map_err(|_| Error::corrupt(id, field, "is not UTF-8")),
+        other => Err(Error::corrupt(
+            id,
+            field,
+            format!("{:?} is not text", other.data_type()),
+        )),
+    }
+}
+
+/// A `u64` stored as canonical decimal TEXT (an INTEGER is accepted when not negative).
+fn u64_text(row: &Row<'_>, idx: usize, id: &str, field: &'static str) -> Result<Option<u64>> {
+    match row.get_ref(idx).map_err(from_sqlite)? {
+        ValueRef::Null => Ok(None),
+        ValueRef::Integer(i) => u64::try_from(i)
+            .map(Some)
+            .map_err(|_| Error::corrupt(id, field, format!("{i} is negative"))),
+        ValueRef::Text(bytes) => {
+            let s = std::str::from_utf8(bytes)
+                .map_err(|_| Error::corrupt(id, field, "is not UTF-8"))?;
+            if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(Error::corrupt(
+                    id,
+                    field,
+                    format!("{s:?} is not an unsigned decimal number"),
+                ));
+            }
+            s.parse::<u64>()
+                .map(Some)
+                .map_err(|_| Error::corrupt(id, field, format!("{s:?} does not fit in 64 bits")))
+        }
+        other => Err(Error::corrupt(
+            id,
+            field,
+            format!("{:?} is not a number", other.data_type()),
+        )),
+    }
+}
+
+/// A position column and its sub-sequence column.
+fn position(
+    row: &Row<'_>,
+    idx: usize,
+    sub_idx: usize,
+    id: &str,
+    field: &'static str,
+    sub_field: &'static str,
+) -> Result<Option<Position>> {
+    let Some(encoded) = text(row, idx, id, field)? else {
+        return Ok(None);
+    };
+    let sub = u64_text(row, sub_idx, id, sub_field)?.unwrap_or(0);
+    Position::decode(field, &encoded, sub)
+        .map(Some)
+        .map_err(|e| {
+            let reason = match e {
+                Error::InvalidInput { reason, .. } => reason,
+                other => other.to_string(),
+            };
+            Error::corrupt(id, field, reason)
+        })
+}
+
+#[async_trait]
+impl Checkpointer for SqliteStore {
+    fn app(&self) -> &AppName {
+        &self.app
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        let file = matches!(self.inner.config.location(), Location::File(_));
+        Capabilities {
+            backend: if file { "sqlite" } else { "sqlite (memory)" },
+            clock: ClockSource::Host,
+            transactional_checkpoint: file,
+            renew_many: BatchMode::OneRoundTrip,
+            durability: if file {
+                Durability::Disk
+            } else {
+                Durability::Process
+            },
+            multi_process: file,
+        }
+    }
+
+    /// Creates or upgrades the tables in one `BEGIN IMMEDIATE` transaction (see
+    /// [`crate::schema`]); idempotent, safe from many handles and processes at once.
+    async fn init(&self) -> Result<()> {
+        self.inner
+            .config
+            .backoff()
+            .retry(|_| {
+                self.blocking(|conn, inner| {
+                    let (_, now_ms) = inner.now()?;
+                    schema::init(conn, &inner.sql, now_ms)
+                })
+            })
+            .await
+    }
+
+    /// Operation 2. One transaction: read, [`rules::create_if_absent`], insert. The write lock
+    /// held from read to commit makes "absent" still true when the row is inserted.
+    async fn create_lease_if_absent(
+        &self,
+        key: &LeaseKey,
+        parents: &[ShardId],
+        initial: Option<&Position>,
+    ) -> Result<bool> {
+        let (key, parents, initial) = (key.clone(), parents.to_vec(), initial.cloned());
+        self.write(move |conn, sql, app, _, _| {
+            let current = read_lease(conn, sql, app, &key)?;
+            match rules::create_if_absent(current.as_ref(), &key, &parents, initial.as_ref()) {
+                Some(lease) => {
+                    write_lease(conn, sql, app, &lease)?;
+                    Ok(true)
+                }
+                None => Ok(false),
+            }
+        })
+        .await
+    }
+
+    /// Operation 3. Mutual exclusion: under the write lock the row is read, judged by
+    /// [`rules::get_lease`] against the host clock read inside the transaction, and written;
+    /// racing workers in any process are serialised by the lock, so exactly one sees the lease
+    /// free and the others see it held. A grant to a new owner bumps the token (fencing).
+    async fn get_lease(
+        &self,
+        key: &LeaseKey,
+        worker: &WorkerId,
+        duration: LeaseDuration,
+    ) -> Result<Lease> {
+        let (k, worker) = (key.clone(), worker.clone());
+        self.apply(key, move |cur, now| {
+            rules::get_lease(cur, &k, &worker, duration, now)
+        })
+        .await
+    }
+
+    /// Operation 4. Fencing: [`rules::renew`] writes only when owner and token still match the
+    /// row read under the write lock; otherwise [`Error::LeaseLost`] and nothing is written.
+    async fn renew(
+        &self,
+        key: &LeaseKey,
+        worker: &WorkerId,
+        token: FencingToken,
+        duration: LeaseDuration,
+    ) -> Result<Lease> {
+        let (k, worker) = (key.clone(), worker.clone());
+        self.apply(key, move |cur, now| {
+            rules::renew(cur, &k, &worker, token, duration, now)
+        })
+        .await
+    }
+
+    /// Operation 4, batched: every lease in one transaction (one round trip to the file), each
+    /// renewed under the same fencing rule as [`Checkpointer::renew`].
+    async fn renew_many(
+        &self,
+        worker: &WorkerId,
+        leases: &[(LeaseKey, FencingToken)],
+        duration: LeaseDuration,
+    ) -> Result<RenewOutcome> {
+        rules::check_renew_batch(leases)?;
+        let (worker, leases) = (worker.clone(), leases.to_vec());
+        self.write(move |conn, sql, app, now, _| {
+            let mut outcome = RenewOutcome::default();
+            for (key, token) in &leases {
+                let current = read_lease(conn, sql, app, key)?;
+                match rules::renew(current, key, &worker, *token, duration, now) {
+                    Ok(lease) => {
+                        write_lease(conn, sql, app, &lease)?;
+                        outcome.renewed.push(lease);
+                    }
+                    Err(_) => outcome.lost.push(key.clone()),
+                }
+            }
+            outcome.renewed.sort_by(|a, b| a.key.cmp(&b.key));
+            outcome.lost.sort();
+            Ok(outcome)
+        })
+        .await
+    }
+
+    /// Operation 5. Fencing and monotonic positions: [`rules::checkpoint`] checks owner, token
+    /// and progress against the row read under the write lock; a stale holder or a regression
+    /// writes nothing. Durable once `COMMIT` returns, to the degree of
+    /// [`crate::Synchronous`].
+    async fn checkpoint(
+        &self,
+        key: &LeaseKey,
+        worker: &WorkerId,
+        token: FencingToken,
+        position: &Position,
+    ) -> Result<Lease> {
+        let (k, worker, position) = (key.clone(), worker.clone(), position.clone());
+        self.apply(key, move |cur, _| {
+            rules::checkpoint(cur, &k, &worker, token, &position)
+        })
+        .await
+    }
+
+    /// Operation 14. Fenced and checked like a checkpoint ([`rules::prepare_checkpoint`]).
+    async fn prepare_checkpoint(
+        &self,
+        key: &LeaseKey,
+        worker: &WorkerId,
+        token: FencingToken,
+        position: &Position,
+    ) -> Result<Lease> {
+        let (k, worker, position) = (key.clone(), worker.clone(), position.clone());
+        self.apply(key, move |cur, _| {
+            rules::prepare_checkpoint(cur, &k, &worker, token, &position)
+        })
+        .await
+    }
+
+    /// Operation 6: one `SELECT`, which sees every committed write of any connection.
+    async fn fetch(&self, key: &LeaseKey) -> Result<Option<Lease>> {
+        let key = key.clone();
+        self.read(move |conn, sql, app, _, _| read_lease(conn, sql, app, &key))
+            .await
+    }
+
+    /// Operation 7. Fencing: [`rules::release`] clears owner and deadline only when owner and
+    /// token match the row read under the write lock; a completed release repeated writes
+    /// nothing.
+    async fn release(
+        &self,
+        key: &LeaseKey,
+        worker: &WorkerId,
+        token: FencingToken,
+    ) -> Result<Lease> {
+        let (k, worker) = (key.clone(), worker.clone());
+        self.apply_outcome(key, move |cur, _| rules::release(cur, &k, &worker, token))
+            .await
+    }
+
+    /// Operation 7, admin form ([`rules::force_release`]): the token is kept, so the former
+    /// holder's writes stay fenced out after the next grant.
+    async fn force_release(&self, key: &LeaseKey) -> Result<Lease> {
+        let k = key.clone();
+        self.apply(key, move |cur, _| rules::force_release(cur, &k))
+            .await
+    }
+
+    /// Operation 8: one `DELETE`; deleting an absent row is not an error.
+    async fn delete_lease(&self, key: &LeaseKey) -> Result<()> {
+        let key = key.clone();
+        self.write(move |conn, sql, app, _, _| {
+            conn.prepare_cached(&sql.delete_lease)
+                .and_then(|mut s| {
+                    s.execute(params![
+                        app.as_str(),
+                        key.stream.as_str(),
+                        key.shard.as_str()
+                    ])
+                })
+                .map_err(from_sqlite)?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Operation 9: one `SELECT` over the app's rows (one consistent snapshot), sorted by key.
+    async fn list_leases(&self, stream: Option<&StreamName>) -> Result<Vec<Lease>> {
+        let stream = stream.cloned();
+        self.read(move |conn, sql, app, _, _| match &stream {
+            Some(s) => {
+                let mut stmt = conn
+                    .prepare_cached(&sql.list_stream_leases)
+                    .map_err(from_sqlite)?;
+                collect_leases(stmt.query(params![app.as_str(), s.as_str()]))
+            }
+            None => {
+                let mut stmt = conn.prepare_cached(&sql.list_leases).map_err(from_sqlite)?;
+                collect_leases(stmt.query(params![app.as_str()]))
+            }
+        })
+        .await
+    }
+
+    /// Operation 10. Fencing: [`rules::steal`] grants (and bumps the token) only when the row read
+    /// under the write lock still has exactly the expected owner and token.
+    async fn steal(
+        &self,
+        key: &LeaseKey,
+        thief: &WorkerId,
+        expected_owner: &WorkerId,
+        expected_token: FencingToken,
+        duration: LeaseDuration,
+    ) -> Result<Lease> {
+        let (k, thief, expected_owner) = (key.clone(), thief.clone(), expected_owner.clone());
+        self.apply_outcome(key, move |cur, now| {
+            rules::steal(
+                cur,
+                &k,
+                &thief,
+                &expected_owner,
+                expected_token,
+                duration,
+                now,
+            )
+        })
+        .await
+    }
+
+    /// Operation 11 ([`rules::claim`]): records the claimant; ownership and token are untouched.
+    async fn claim(&self, key: &LeaseKey, claimant: &WorkerId) -> Result<Lease> {
+        let (k, claimant) = (key.clone(), claimant.clone());
+        self.apply_outcome(key, move |cur, _| rules::claim(cur, &k, &claimant))
+            .await
+    }
+
+    /// Admin reset ([`rules::reset_checkpoint`]), the one way a position moves backwards.
+    async fn reset_checkpoint(&self, key: &LeaseKey, position: Option<&Position>) -> Result<Lease> {
+        let (k, position) = (key.clone(), position.cloned());
+        self.apply(key, move |cur, _| {
+            rules::reset_checkpoint(cur, &k, position.as_ref())
+        })
+        .await
+    }
+}
+
+fn collect_leases(rows: rusqlite::Result<rusqlite::Rows<'_>>) -> Result<Vec<Lease>> {
+    let mut rows = rows.map_err(from_sqlite)?;
+    let mut leases = Vec::new();
+    while let Some(row) = rows.next().map_err(from_sqlite)? {
+        leases.push(decode_lease(row)?);
+    }
+    Ok(leases)
+}
+
+#[async_trait]
+impl Membership for SqliteStore {
+    /// One upsert: the worker's expiry becomes now + `ttl` by the host clock.
+    async fn register_worker(&self, worker: &WorkerId, ttl: HeartbeatTtl) -> Result<()> {
+        let worker = worker.clone();
+        self.write(move |conn, sql, app, _, now_ms| {
+            conn.prepare_cached(&sql.upsert_worker)
+                .and_then(|mut s| {
+                    s.execute(params![app.as_str(), worker.as_str(), expiry(now_ms, ttl)])
+                })
+                .map_err(from_sqlite)?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// One conditional `UPDATE` of an existing row; no row is [`Error::NotFound`].
+    async fn heartbeat(&self, worker: &WorkerId, ttl: HeartbeatTtl) -> Result<()> {
+        let worker = worker.clone();
+        self.write(move |conn, sql, app, _, now_ms| {
+            let updated = conn
+                .prepare_cached(&sql.heartbeat)
+                .and_then(|mut s| {
+                    s.execute(params![app.as_str(), worker.as_str(), expiry(now_ms, ttl)])
+                })
+                .map_err(from_sqlite)?;
+            if updated == 0 {
+                return Err(Error::NotFound {
+                    entity: "worker",
+                    id: worker.to_string(),
+                });
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn live_workers(&self) -> Result<Vec<WorkerId>> {
+        self.read(move |conn, sql, app, _, now_ms| {
+            let mut stmt = conn
+                .prepare_cached(&sql.live_workers)
+                .map_err(from_sqlite)?;
+            let mut rows = stmt
+                .query(params![app.as_str(), now_ms])
+                .map_err(from_sqlite)?;
+            let mut workers = Vec::new();
+            while let Some(row) = rows.next().map_err(from_sqlite)? {
+                let raw = text(row, 0, app.as_str(), "worker")?.unwrap_or_default();
+                workers.push(WorkerId::new(raw.clone()).map_err(|e| {
+                    Error::corrupt(format!("{app}/{raw}"), "worker", e.to_string())
+                })?);
+            }
+            Ok(workers)
+        })
+        .await
+    }
+
+    async fn deregister_worker(&self, worker: &WorkerId) -> Result<()> {
+        let worker = worker.clone();
+        self.write(move |conn, sql, app, _, _| {
+            conn.prepare_cached(&sql.delete_worker)
+                .and_then(|mut s| s.execute(params![app.as_str(), worker.as_str()]))
+                .map_err(from_sqlite)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn prune_dead_workers(&self) -> Result<usize> {
+        self.write(move |conn, sql, app, _, now_ms| {
+            conn.prepare_cached(&sql.prune_workers)
+                .and_then(|mut s| s.execute(params![app.as_str(), now_ms]))
+                .map_err(from_sqlite)
+        })
+        .await
+    }
+}
+
+fn expiry(now_ms: i64, ttl: HeartbeatTtl) -> i64 {
+    now_ms.saturating_add(i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX))
+}
