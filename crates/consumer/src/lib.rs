@@ -1,1 +1,85 @@
-//! Consumer runtime (work in progress).
+//! A thin worker runtime that shares the shards of a stream between workers through any
+//! checkpoint store, shaped as the Kinesis Client Library.
+//!
+//! - [`connect`] opens a store from a URL (`sqlite://`, `postgres://`, `redis://`,
+//!   `dynamodb://`, `memory://`); any `Arc<dyn Store>` works too, custom stores included.
+//! - [`ShardSource`] is where records come from; [`MemoryStream`] is an in-process stream that
+//!   can split and merge shards, for tests and demos.
+//! - [`RecordProcessor`] is the application's logic, one per shard lease; it checkpoints through
+//!   a [`ShardCheckpointer`] fenced by the lease's token, so a processor whose lease was lost can
+//!   never write.
+//! - [`Worker`] registers in membership, discovers shards, takes and balances leases, renews
+//!   them, and runs the processors ([`WorkerConfig`] sets its pace).
+//!
+//! Delivery is at least once: after a lease moves (expiry after a crash, or a steal), the new
+//! owner starts from the last checkpoint, so records processed after it are delivered again.
+//! A child shard is processed only after every parent reached `SHARD_END`.
+//!
+//! Observability: `tracing` events for lease taken / renewed (trace) / lost / stolen / released
+//! and checkpoint written (debug), inside a `worker` span and one `shard` span per lease; and
+//! counters through the `metrics` facade: `consumer_leases_taken_total`,
+//! `consumer_leases_renewed_total`, `consumer_leases_lost_total`, `consumer_leases_stolen_total`,
+//! `consumer_leases_claimed_total`, `consumer_leases_released_total`, `consumer_checkpoints_total`,
+//! `consumer_records_processed_total`.
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use async_trait::async_trait;
+//! use checkpoint_core::{AppName, LeaseKey, StreamName, WorkerId};
+//! use consumer::{
+//!     InitializeInput, MemoryStream, ProcessorError, Record, RecordProcessor, ShardCheckpointer,
+//!     ShutdownReason, Worker, WorkerConfig,
+//! };
+//!
+//! struct Printer;
+//!
+//! #[async_trait]
+//! impl RecordProcessor for Printer {
+//!     async fn initialize(&mut self, _: &InitializeInput) -> Result<(), ProcessorError> {
+//!         Ok(())
+//!     }
+//!     async fn process_records(&mut self, records: &[Record], cp: &ShardCheckpointer) -> Result<(), ProcessorError> {
+//!         for r in records {
+//!             println!("{}: {} bytes", r.sequence, r.data.len());
+//!         }
+//!         if let Some(last) = records.last() {
+//!             cp.checkpoint_record(last).await?;
+//!         }
+//!         Ok(())
+//!     }
+//!     async fn shutdown(&mut self, reason: ShutdownReason, cp: &ShardCheckpointer) -> Result<(), ProcessorError> {
+//!         if reason == ShutdownReason::ShardEnd {
+//!             cp.checkpoint_shard_end().await?;
+//!         }
+//!         Ok(())
+//!     }
+//! }
+//!
+//! # async fn run() -> checkpoint_core::Result<()> {
+//! let store = consumer::connect("sqlite://checkpoints.db", AppName::new("printer")?).await?;
+//! let stream = Arc::new(MemoryStream::new(StreamName::new("orders")?, 4)?);
+//! let config = WorkerConfig::builder().build()?;
+//! let worker = Worker::new(WorkerId::new("worker-1")?, store, stream, |_: &LeaseKey| Printer, config);
+//! let handle = worker.spawn();
+//! // …
+//! handle.shutdown().await?;
+//! # Ok(())
+//! # }
+//! ```
+
+mod config;
+mod connect;
+mod memory_stream;
+mod processor;
+mod source;
+mod worker;
+
+pub use config::{Balance, WorkerConfig, WorkerConfigBuilder};
+pub use connect::connect;
+pub use memory_stream::MemoryStream;
+pub use processor::{
+    InitializeInput, ProcessorError, ProcessorFactory, RecordProcessor, ShardCheckpointer,
+    ShutdownReason,
+};
+pub use source::{Cursor, ReadBatch, Record, ShardInfo, ShardSource};
+pub use worker::{Worker, WorkerHandle};

@@ -1,0 +1,298 @@
+//! The application's side: [`RecordProcessor`] (one per shard lease, shaped as the KCL's) and
+//! the fenced [`ShardCheckpointer`] handle it checkpoints through.
+
+use std::fmt;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use checkpoint_core::{Backoff, Error, FencingToken, LeaseKey, Position, Result, Store, WorkerId};
+use tokio::sync::watch;
+
+use crate::source::Record;
+
+/// What a processor returns when it fails: any error. A failed batch is not checkpointed; the
+/// worker releases the lease so the shard is processed again from its last checkpoint.
+pub type ProcessorError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Why a processor is being shut down.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ShutdownReason {
+    /// The shard is closed and every record was delivered. The processor must checkpoint
+    /// [`Position::ShardEnd`] (see [`ShardCheckpointer::checkpoint_shard_end`]); until it does,
+    /// the shard's children are not processed and the shard is processed again later.
+    ShardEnd,
+    /// Another worker took the lease (it expired or was stolen). The processor must not
+    /// checkpoint: every checkpoint through its handle fails with
+    /// [`Error::LeaseLost`](checkpoint_core::Error::LeaseLost) without reaching the store.
+    LeaseLost,
+    /// The worker is shutting down gracefully, or another worker claimed the lease. The
+    /// processor should checkpoint what it finished; the worker then releases the lease.
+    Requested,
+}
+
+/// What a processor learns when it starts on a shard.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InitializeInput {
+    /// The shard's lease key.
+    pub key: LeaseKey,
+    /// The fencing token of the lease this processor works under.
+    pub token: FencingToken,
+    /// Where processing starts: the stored checkpoint, or the configured initial position.
+    pub start: Position,
+    /// A prepared (two-phase) position a previous owner stored and did not commit.
+    pub pending_checkpoint: Option<Position>,
+}
+
+/// The application's logic for one shard. The worker makes one per lease it takes
+/// ([`ProcessorFactory`]) and calls, in order: [`initialize`](RecordProcessor::initialize) once,
+/// [`process_records`](RecordProcessor::process_records) for each batch read, and
+/// [`shutdown`](RecordProcessor::shutdown) once (except after an abrupt kill).
+#[async_trait]
+pub trait RecordProcessor: Send {
+    /// Called once before the first batch.
+    async fn initialize(
+        &mut self,
+        input: &InitializeInput,
+    ) -> std::result::Result<(), ProcessorError>;
+
+    /// Handles one batch (never empty). Checkpoint through `checkpointer` when the records'
+    /// effects are durable. When the lease is lost the worker stops this future where it
+    /// awaits and calls [`shutdown`](RecordProcessor::shutdown) with
+    /// [`ShutdownReason::LeaseLost`].
+    async fn process_records(
+        &mut self,
+        records: &[Record],
+        checkpointer: &ShardCheckpointer,
+    ) -> std::result::Result<(), ProcessorError>;
+
+    /// Called once when the processor stops; see [`ShutdownReason`] for what it must do.
+    async fn shutdown(
+        &mut self,
+        reason: ShutdownReason,
+        checkpointer: &ShardCheckpointer,
+    ) -> std::result::Result<(), ProcessorError>;
+}
+
+/// Makes one [`RecordProcessor`] per lease. Any `Fn(&LeaseKey) -> P` is one.
+pub trait ProcessorFactory: Send + Sync + 'static {
+    /// A processor for the shard `key`.
+    fn create(&self, key: &LeaseKey) -> Box<dyn RecordProcessor>;
+}
+
+impl<F, P> ProcessorFactory for F
+where
+    F: Fn(&LeaseKey) -> P + Send + Sync + 'static,
+    P: RecordProcessor + 'static,
+{
+    fn create(&self, key: &LeaseKey) -> Box<dyn RecordProcessor> {
+        Box::new(self(key))
+    }
+}
+
+/// What the worker knows about one lease it holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum LeaseState {
+    /// Held and renewed.
+    Held,
+    /// A graceful stop was asked (worker shutdown or a hand-off claim).
+    StopRequested,
+    /// Lost: expired locally, not renewed, stolen, or a write was fenced. Terminal.
+    Lost,
+}
+
+/// The shared signal of one lease: the worker's renewer, the shard task and the handle all see
+/// the same state, so a loss noticed by any of them stops the others.
+#[derive(Clone, Debug)]
+pub(crate) struct LeaseSignal(Arc<watch::Sender<LeaseState>>);
+
+impl LeaseSignal {
+    pub(crate) fn new() -> Self {
+        Self(Arc::new(watch::Sender::new(LeaseState::Held)))
+    }
+
+    pub(crate) fn get(&self) -> LeaseState {
+        *self.0.borrow()
+    }
+
+    /// Marks the lease lost; returns whether it was not lost before.
+    pub(crate) fn mark_lost(&self) -> bool {
+        self.0.send_if_modified(|s| {
+            let changed = *s != LeaseState::Lost;
+            *s = LeaseState::Lost;
+            changed
+        })
+    }
+
+    /// Asks for a graceful stop unless the lease is already lost.
+    pub(crate) fn request_stop(&self) {
+        self.0.send_if_modified(|s| {
+            if *s == LeaseState::Held {
+                *s = LeaseState::StopRequested;
+                true
+            } else {
+                false
+            }
+        });
+    }
+
+    /// Resolves when the state is no longer [`LeaseState::Held`].
+    pub(crate) async fn changed_from_held(&self) -> LeaseState {
+        let mut rx = self.0.subscribe();
+        // The sender lives in `self`, so `wait_for` cannot fail; fall back to the current value.
+        match rx.wait_for(|s| *s != LeaseState::Held).await {
+            Ok(s) => *s,
+            Err(_) => self.get(),
+        }
+    }
+
+    /// Resolves when the lease is lost.
+    pub(crate) async fn lost(&self) {
+        let mut rx = self.0.subscribe();
+        let _ = rx.wait_for(|s| *s == LeaseState::Lost).await;
+    }
+}
+
+/// A processor's only way to write a checkpoint: the store, the lease key, this worker and the
+/// fencing token of the lease it was made for. Once the worker learns the lease is lost (or a
+/// write is fenced), every further call fails with
+/// [`Error::LeaseLost`](checkpoint_core::Error::LeaseLost) before reaching the store; and because
+/// every write carries the token, a stale handle can never overwrite a newer owner's checkpoint
+/// even before the worker notices.
+pub struct ShardCheckpointer {
+    store: Arc<dyn Store>,
+    key: LeaseKey,
+    worker: WorkerId,
+    token: FencingToken,
+    signal: LeaseSignal,
+    backoff: Backoff,
+    last: Mutex<Option<Position>>,
+}
+
+impl fmt::Debug for ShardCheckpointer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ShardCheckpointer")
+            .field("key", &self.key)
+            .field("worker", &self.worker)
+            .field("token", &self.token)
+            .field("state", &self.signal.get())
+            .finish()
+    }
+}
+
+impl ShardCheckpointer {
+    pub(crate) fn new(
+        store: Arc<dyn Store>,
+        key: LeaseKey,
+        worker: WorkerId,
+        token: FencingToken,
+        signal: LeaseSignal,
+        backoff: Backoff,
+        stored: Option<Position>,
+    ) -> Self {
+        Self {
+            store,
+            key,
+            worker,
+            token,
+            signal,
+            backoff,
+            last: Mutex::new(stored),
+        }
+    }
+
+    /// The shard's lease key.
+    pub fn key(&self) -> &LeaseKey {
+        &self.key
+    }
+
+    /// The worker this handle writes as.
+    pub fn worker(&self) -> &WorkerId {
+        &self.worker
+    }
+
+    /// The fencing token every write carries.
+    pub fn token(&self) -> FencingToken {
+        self.token
+    }
+
+    /// Whether the lease is known to be lost.
+    pub fn is_lost(&self) -> bool {
+        self.signal.get() == LeaseState::Lost
+    }
+
+    /// The last position this handle wrote, or the stored checkpoint it started from.
+    pub fn last_checkpoint(&self) -> Option<Position> {
+        self.last.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn lost_error(&self) -> Error {
+        Error::LeaseLost {
+            key: self.key.clone(),
+            worker: self.worker.clone(),
+            token: self.token,
+        }
+    }
+
+    /// Stores `position` as the shard's checkpoint, fenced by the lease token. Transient store
+    /// faults are retried with the worker's [`Backoff`]; repeating a checkpoint whose reply was
+    /// lost re-evaluates it against the stored record (an equal position is accepted), so a
+    /// retry never guesses.
+    ///
+    /// Fails with [`Error::LeaseLost`] when the lease is gone (and marks it lost, stopping the
+    /// processor), [`Error::CheckpointRegression`] when `position` is behind the stored one.
+    pub async fn checkpoint(&self, position: &Position) -> Result<()> {
+        if self.is_lost() {
+            return Err(self.lost_error());
+        }
+        let result = self
+            .backoff
+            .retry(|_| {
+                self.store
+                    .checkpoint(&self.key, &self.worker, self.token, position)
+            })
+            .await;
+        match result {
+            Ok(_) => {
+                *self.last.lock().unwrap_or_else(|e| e.into_inner()) = Some(position.clone());
+                metrics::counter!("consumer_checkpoints_total").increment(1);
+                tracing::debug!(key = %self.key, worker = %self.worker, token = %self.token, %position, "checkpoint written");
+                Ok(())
+            }
+            Err(e) => {
+                if matches!(e, Error::LeaseLost { .. }) && self.signal.mark_lost() {
+                    tracing::info!(key = %self.key, worker = %self.worker, token = %self.token, "lease lost: checkpoint fenced");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Checkpoints "after this record".
+    pub async fn checkpoint_record(&self, record: &Record) -> Result<()> {
+        self.checkpoint(&record.position()).await
+    }
+
+    /// Checkpoints [`Position::ShardEnd`]: what a processor must do on
+    /// [`ShutdownReason::ShardEnd`].
+    pub async fn checkpoint_shard_end(&self) -> Result<()> {
+        self.checkpoint(&Position::ShardEnd).await
+    }
+
+    /// Stores a pending (two-phase) position, fenced like a checkpoint.
+    pub async fn prepare_checkpoint(&self, position: &Position) -> Result<()> {
+        if self.is_lost() {
+            return Err(self.lost_error());
+        }
+        let result = self
+            .backoff
+            .retry(|_| {
+                self.store
+                    .prepare_checkpoint(&self.key, &self.worker, self.token, position)
+            })
+            .await;
+        if let Err(Error::LeaseLost { .. }) = &result {
+            self.signal.mark_lost();
+        }
+        result.map(|_| ())
+    }
+}
