@@ -278,40 +278,34 @@ async fn corrupt_rows_are_typed_errors_naming_the_field() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn incompatible_existing_tables_are_schema_mismatch() {
-    // A table of the same name that this crate did not create.
-    let db = TempDb::new();
-    rusqlite::Connection::open(&db.0)
-        .expect("raw")
-        .execute_batch("CREATE TABLE checkpoint_leases (id INTEGER PRIMARY KEY, blob BLOB)")
-        .expect("foreign table");
-    let err = SqliteStore::open(SqliteConfig::file(&db.0), random_app("app"))
-        .await
-        .expect_err("mismatch");
-    assert_eq!(err.kind(), ErrorKind::SchemaMismatch, "{err}");
-
-    // A database migrated by a newer version of this crate.
-    let db = TempDb::new();
-    drop(open(&db.0).await);
-    rusqlite::Connection::open(&db.0)
-        .expect("raw")
-        .execute_batch("INSERT INTO checkpoint_schema_migrations VALUES (99, 'from the future', 0)")
-        .expect("future version");
-    let err = SqliteStore::open(SqliteConfig::file(&db.0), random_app("app"))
-        .await
-        .expect_err("mismatch");
-    assert_eq!(err.kind(), ErrorKind::SchemaMismatch, "{err}");
-
-    // A column changed by hand.
-    let db = TempDb::new();
-    drop(open(&db.0).await);
-    rusqlite::Connection::open(&db.0)
-        .expect("raw")
-        .execute_batch("ALTER TABLE checkpoint_workers ADD COLUMN extra TEXT")
-        .expect("alter");
-    let err = SqliteStore::open(SqliteConfig::file(&db.0), random_app("app"))
-        .await
-        .expect_err("mismatch");
-    assert_eq!(err.kind(), ErrorKind::SchemaMismatch, "{err}");
+    let cases = [
+        // A table of the same name that this crate did not create.
+        (
+            false,
+            "CREATE TABLE checkpoint_leases (id INTEGER PRIMARY KEY, blob BLOB)",
+        ),
+        // A database migrated by a newer version of this crate.
+        (
+            true,
+            "INSERT INTO checkpoint_schema_migrations VALUES (99, 'from the future', 0)",
+        ),
+        // A column changed by hand.
+        (true, "ALTER TABLE checkpoint_workers ADD COLUMN extra TEXT"),
+    ];
+    for (initialised, edit) in cases {
+        let db = TempDb::new();
+        if initialised {
+            drop(open(&db.0).await);
+        }
+        rusqlite::Connection::open(&db.0)
+            .expect("raw")
+            .execute_batch(edit)
+            .expect(edit);
+        let err = SqliteStore::open(SqliteConfig::file(&db.0), random_app("app"))
+            .await
+            .expect_err(edit);
+        assert_eq!(err.kind(), ErrorKind::SchemaMismatch, "{edit}: {err}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
