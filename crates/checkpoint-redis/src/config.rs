@@ -1,0 +1,480 @@
+//! Where the server is and how to talk to it: from a URL ([`RedisConfig::from_url`]) or the
+//! builder ([`RedisConfig::new`] and the `with_*` setters).
+
+use std::fmt;
+use std::time::Duration;
+
+use checkpoint_core::{Backoff, Error, Result};
+
+/// Default host: `127.0.0.1`.
+pub const DEFAULT_HOST: &str = "127.0.0.1";
+/// Default port: 6379.
+pub const DEFAULT_PORT: u16 = 6379;
+/// Default [`RedisConfig::with_prefix`]: `ckpt`.
+pub const DEFAULT_PREFIX: &str = "ckpt";
+/// Longest accepted key prefix, in bytes.
+pub const MAX_PREFIX_BYTES: usize = 64;
+/// Default [`RedisConfig::with_connection_timeout`]: 2 s.
+pub const DEFAULT_CONNECTION_TIMEOUT: Duration = Duration::from_secs(2);
+/// Default [`RedisConfig::with_response_timeout`]: 5 s.
+pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default [`RedisConfig::with_list_page_size`]: 500.
+pub const DEFAULT_LIST_PAGE_SIZE: usize = 500;
+
+/// How to reach a Redis server and lay out keys in it.
+///
+/// ```
+/// use std::time::Duration;
+/// use checkpoint_redis::RedisConfig;
+///
+/// let config = RedisConfig::from_url("redis://:secret@127.0.0.1:6379/0?prefix=orders&response_timeout_ms=2000")?;
+/// assert_eq!(config.prefix(), "orders");
+/// assert_eq!(config.response_timeout(), Duration::from_secs(2));
+/// assert!(!format!("{config:?}").contains("secret"));
+///
+/// let built = RedisConfig::new()
+///     .with_host("cache.internal")
+///     .with_db(2)
+///     .with_password("secret")
+///     .with_prefix("ckpt");
+/// assert!(!format!("{built:?}").contains("secret"));
+/// # Ok::<(), checkpoint_core::Error>(())
+/// ```
+///
+/// The password is never shown by `Debug`, never logged and never part of an error message.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RedisConfig {
+    host: String,
+    port: u16,
+    db: i64,
+    username: Option<String>,
+    password: Option<String>,
+    tls: bool,
+    prefix: String,
+    connection_timeout: Duration,
+    response_timeout: Duration,
+    backoff: Backoff,
+    list_page_size: usize,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Debug for RedisConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisConfig")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("db", &self.db)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("tls", &self.tls)
+            .field("prefix", &self.prefix)
+            .field("connection_timeout", &self.connection_timeout)
+            .field("response_timeout", &self.response_timeout)
+            .field("backoff", &self.backoff)
+            .field("list_page_size", &self.list_page_size)
+            .finish()
+    }
+}
+
+fn invalid_url(reason: impl Into<String>) -> Error {
+    Error::invalid("url", reason)
+}
+
+/// Decodes `%XX` escapes (the user info of a URL); `+` stays `+`.
+fn percent_decode(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = s.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+fn parse_ms(field: &'static str, value: &str) -> Result<Duration> {
+    value
+        .parse::<u64>()
+        .map(Duration::from_millis)
+        .map_err(|_| Error::invalid(field, format!("{value:?} is not a number of milliseconds")))
+}
+
+impl RedisConfig {
+    /// `redis://127.0.0.1:6379/0`, prefix `ckpt`, no user, no password, no TLS, every other
+    /// setting at its default.
+    pub fn new() -> Self {
+        Self {
+            host: DEFAULT_HOST.to_owned(),
+            port: DEFAULT_PORT,
+            db: 0,
+            username: None,
+            password: None,
+            tls: false,
+            prefix: DEFAULT_PREFIX.to_owned(),
+            connection_timeout: DEFAULT_CONNECTION_TIMEOUT,
+            response_timeout: DEFAULT_RESPONSE_TIMEOUT,
+            backoff: Backoff::default(),
+            list_page_size: DEFAULT_LIST_PAGE_SIZE,
+        }
+    }
+
+    /// Parses `redis://[user][:password@]host[:port][/db][?param=value&...]`, or `rediss://...`
+    /// for TLS (needs the `tls` feature; the server certificate is checked against the
+    /// platform's root certificates).
+    ///
+    /// User and password are percent-decoded. Query parameters: `prefix`,
+    /// `connection_timeout_ms`, `response_timeout_ms`, `list_page_size`. An unknown parameter is
+    /// an error, so a typo is never silently ignored. Errors never echo the URL (it may hold a
+    /// password).
+    pub fn from_url(url: &str) -> Result<Self> {
+        // The url crate's messages do not contain the input.
+        let parsed =
+            url::Url::parse(url).map_err(|e| invalid_url(format!("does not parse: {e}")))?;
+        let mut config = Self::new();
+        match parsed.scheme() {
+            "redis" => {}
+            "rediss" => config.tls = true,
+            other => {
+                return Err(invalid_url(format!(
+                    "scheme {other:?} is not redis or rediss"
+                )));
+            }
+        }
+        if parsed.fragment().is_some() {
+            return Err(invalid_url("a fragment (#...) is not allowed"));
+        }
+        config.host = match parsed.host() {
+            Some(url::Host::Domain(d)) => d.to_owned(),
+            Some(url::Host::Ipv4(ip)) => ip.to_string(),
+            Some(url::Host::Ipv6(ip)) => ip.to_string(),
+            None => return Err(invalid_url("names no host")),
+        };
+        config.port = parsed.port().unwrap_or(DEFAULT_PORT);
+        config.db = match parsed.path().trim_matches('/') {
+            "" => 0,
+            db => db
+                .parse()
+                .map_err(|_| Error::invalid("db", format!("{db:?} is not a database number")))?,
+        };
+        if !parsed.username().is_empty() {
+            let user = percent_decode(parsed.username())
+                .ok_or_else(|| invalid_url("the user name is not valid percent-encoded UTF-8"))?;
+            config.username = Some(user);
+        }
+        if let Some(password) = parsed.password() {
+            let password = percent_decode(password)
+                .ok_or_else(|| invalid_url("the password is not valid percent-encoded UTF-8"))?;
+            config.password = Some(password);
+        }
+        for (name, value) in parsed.query_pairs() {
+            config = match name.as_ref() {
+                "prefix" => config.with_prefix(value.as_ref()),
+                "connection_timeout_ms" => {
+                    config.with_connection_timeout(parse_ms("connection_timeout_ms", &value)?)
+                }
+                "response_timeout_ms" => {
+                    config.with_response_timeout(parse_ms("response_timeout_ms", &value)?)
+                }
+                "list_page_size" => {
+                    let n = value.parse::<usize>().map_err(|_| {
+                        Error::invalid("list_page_size", format!("{value:?} is not a number"))
+                    })?;
+                    config.with_list_page_size(n)
+                }
+                other => {
+                    return Err(invalid_url(format!(
+                        "unknown parameter {other:?}; known: prefix, connection_timeout_ms, \
+                         response_timeout_ms, list_page_size"
+                    )));
+                }
+            };
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The server's host name or address. Default `127.0.0.1`.
+    pub fn with_host(mut self, host: impl Into<String>) -> Self {
+        self.host = host.into();
+        self
+    }
+
+    /// The server's port. Default 6379.
+    pub fn with_port(mut self, port: u16) -> Self {
+        self.port = port;
+        self
+    }
+
+    /// The database number (`SELECT`). Default 0.
+    pub fn with_db(mut self, db: i64) -> Self {
+        self.db = db;
+        self
+    }
+
+    /// The ACL user name. Default none (the `default` user).
+    pub fn with_username(mut self, username: impl Into<String>) -> Self {
+        self.username = Some(username.into());
+        self
+    }
+
+    /// The password (`AUTH`). Default none. Never shown by `Debug` or logged.
+    pub fn with_password(mut self, password: impl Into<String>) -> Self {
+        self.password = Some(password.into());
+        self
+    }
+
+    /// TLS (needs the `tls` feature, else opening the store is [`Error::InvalidInput`] naming
+    /// `tls`). Default off.
+    pub fn with_tls(mut self, tls: bool) -> Self {
+        self.tls = tls;
+        self
+    }
+
+    /// The first part of every key, before the app's hash tag: 1 to 64 bytes of ASCII letters,
+    /// digits, `-`, `_`, `.` and `:` (no `{`, `}` or spaces, so it can never change the hash tag).
+    /// Default `ckpt` ([`DEFAULT_PREFIX`]).
+    pub fn with_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// Time allowed to open a connection. Default 2 s ([`DEFAULT_CONNECTION_TIMEOUT`]).
+    pub fn with_connection_timeout(mut self, timeout: Duration) -> Self {
+        self.connection_timeout = timeout;
+        self
+    }
+
+    /// Time allowed for one reply. A reply that does not come in time is a retryable error and
+    /// the operation is retried: the script may have run, and the retry re-evaluates its
+    /// condition against the stored record. Default 5 s ([`DEFAULT_RESPONSE_TIMEOUT`]).
+    pub fn with_response_timeout(mut self, timeout: Duration) -> Self {
+        self.response_timeout = timeout;
+        self
+    }
+
+    /// Retry policy for transient faults (dropped connection, timeout, `LOADING`, failover).
+    /// Default [`Backoff::default`] (6 tries, 5 s budget); [`Backoff::none`] surfaces every
+    /// fault to the caller as a retryable error.
+    pub fn with_backoff(mut self, backoff: Backoff) -> Self {
+        self.backoff = backoff;
+        self
+    }
+
+    /// How many leases `list_leases` reads per round trip, 1 to 10,000. Default 500
+    /// ([`DEFAULT_LIST_PAGE_SIZE`]).
+    pub fn with_list_page_size(mut self, size: usize) -> Self {
+        self.list_page_size = size;
+        self
+    }
+
+    /// The host.
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// The port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The database number.
+    pub fn db(&self) -> i64 {
+        self.db
+    }
+
+    /// The ACL user name.
+    pub fn username(&self) -> Option<&str> {
+        self.username.as_deref()
+    }
+
+    /// Whether a password is set (the password itself is not readable back).
+    pub fn has_password(&self) -> bool {
+        self.password.is_some()
+    }
+
+    /// Whether TLS is on.
+    pub fn tls(&self) -> bool {
+        self.tls
+    }
+
+    /// The key prefix.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// The connection timeout.
+    pub fn connection_timeout(&self) -> Duration {
+        self.connection_timeout
+    }
+
+    /// The response timeout.
+    pub fn response_timeout(&self) -> Duration {
+        self.response_timeout
+    }
+
+    /// The retry policy.
+    pub fn backoff(&self) -> Backoff {
+        self.backoff
+    }
+
+    /// Leases read per `list_leases` round trip.
+    pub fn list_page_size(&self) -> usize {
+        self.list_page_size
+    }
+
+    /// Checks every setting; [`Error::InvalidInput`] naming the first bad one.
+    pub fn validate(&self) -> Result<()> {
+        if self.host.is_empty() {
+            return Err(Error::invalid("host", "must not be empty"));
+        }
+        if self.prefix.is_empty() || self.prefix.len() > MAX_PREFIX_BYTES {
+            return Err(Error::invalid(
+                "prefix",
+                format!("must be 1 to {MAX_PREFIX_BYTES} bytes long"),
+            ));
+        }
+        if let Some(bad) = self
+            .prefix
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':')))
+        {
+            return Err(Error::invalid(
+                "prefix",
+                format!(
+                    "contains {bad:?}; only ASCII letters, digits, '-', '_', '.' and ':' are allowed"
+                ),
+            ));
+        }
+        if !(0..=1_000_000).contains(&self.db) {
+            return Err(Error::invalid(
+                "db",
+                format!("{} is not a database number", self.db),
+            ));
+        }
+        for (field, value) in [
+            ("connection_timeout_ms", self.connection_timeout),
+            ("response_timeout_ms", self.response_timeout),
+        ] {
+            if value.is_zero() || value > Duration::from_secs(600) {
+                return Err(Error::invalid(field, "must be between 1 ms and 10 minutes"));
+            }
+        }
+        if !(1..=10_000).contains(&self.list_page_size) {
+            return Err(Error::invalid(
+                "list_page_size",
+                format!("{} is not between 1 and 10000", self.list_page_size),
+            ));
+        }
+        if self.tls && !cfg!(feature = "tls") {
+            return Err(Error::invalid(
+                "tls",
+                "rediss:// (TLS) needs the `tls` feature of checkpoint-redis",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The `redis` crate's connection settings.
+    pub(crate) fn connection_info(&self) -> Result<redis::ConnectionInfo> {
+        use redis::IntoConnectionInfo;
+        let addr = if self.tls {
+            redis::ConnectionAddr::TcpTls {
+                host: self.host.clone(),
+                port: self.port,
+                insecure: false,
+                tls_params: None,
+            }
+        } else {
+            redis::ConnectionAddr::Tcp(self.host.clone(), self.port)
+        };
+        let mut settings = redis::RedisConnectionInfo::default().set_db(self.db);
+        if let Some(user) = &self.username {
+            settings = settings.set_username(user);
+        }
+        if let Some(password) = &self.password {
+            settings = settings.set_password(password);
+        }
+        let info = addr
+            .into_connection_info()
+            .map_err(crate::error::from_redis)?;
+        Ok(info.set_redis_settings(settings))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_every_part_and_hides_the_password() {
+        let c = RedisConfig::from_url(
+            "redis://bob:p%40ss@example.org:6380/3?prefix=a:b&connection_timeout_ms=250&response_timeout_ms=900&list_page_size=7",
+        )
+        .unwrap();
+        assert_eq!((c.host(), c.port(), c.db()), ("example.org", 6380, 3));
+        assert_eq!(c.username(), Some("bob"));
+        assert_eq!(c.password.as_deref(), Some("p@ss"));
+        assert!(c.has_password());
+        assert_eq!(c.prefix(), "a:b");
+        assert_eq!(c.connection_timeout(), Duration::from_millis(250));
+        assert_eq!(c.response_timeout(), Duration::from_millis(900));
+        assert_eq!(c.list_page_size(), 7);
+        let shown = format!("{c:?}");
+        assert!(
+            !shown.contains("p@ss") && !shown.contains("p%40ss"),
+            "{shown}"
+        );
+        assert!(shown.contains("<redacted>"));
+        let info = format!("{:?}", c.connection_info().unwrap());
+        assert!(!info.contains("p@ss"), "{info}");
+    }
+
+    #[test]
+    fn url_and_builder_agree() {
+        let from_url = RedisConfig::from_url("redis://127.0.0.1").unwrap();
+        assert_eq!(from_url, RedisConfig::new());
+        assert_eq!(
+            RedisConfig::from_url("redis://[::1]:7000/").unwrap().host(),
+            "::1"
+        );
+    }
+
+    #[test]
+    fn bad_urls_name_the_field_and_never_echo_the_password() {
+        let field = |url: &str| RedisConfig::from_url(url).unwrap_err().field();
+        assert_eq!(field("http://h"), Some("url"));
+        assert_eq!(field("not a url"), Some("url"));
+        assert_eq!(field("redis://h/x"), Some("db"));
+        assert_eq!(field("redis://h?prefix={x}"), Some("prefix"));
+        assert_eq!(field("redis://h?prefix="), Some("prefix"));
+        assert_eq!(field("redis://h?prefix=a%20b"), Some("prefix"));
+        assert_eq!(field("redis://h?other=1"), Some("url"));
+        assert_eq!(field("redis://h#frag"), Some("url"));
+        assert_eq!(field("redis://h?list_page_size=0"), Some("list_page_size"));
+        assert_eq!(
+            field("redis://h?response_timeout_ms=0"),
+            Some("response_timeout_ms")
+        );
+        assert_eq!(
+            field("redis://h?connection_timeout_ms=x"),
+            Some("connection_timeout_ms")
+        );
+        let err = RedisConfig::from_url("redis://u:hunter2@h/x").unwrap_err();
+        assert!(!err.to_string().contains("hunter2"), "{err}");
+        #[cfg(not(feature = "tls"))]
+        assert_eq!(field("rediss://h"), Some("tls"));
+        #[cfg(feature = "tls")]
+        assert!(RedisConfig::from_url("rediss://h").unwrap().tls());
+    }
+}

@@ -1,0 +1,63 @@
+//! The one place native `redis` errors become [`checkpoint_core::Error`].
+
+use checkpoint_core::Error;
+use redis::{ErrorKind, RedisError, ServerErrorKind};
+
+/// The backend name used in errors.
+pub(crate) const STORE: &str = "redis";
+
+/// Maps a `redis` error.
+///
+/// Retryable: I/O errors (a dropped or refused connection, a response timeout), and the server
+/// states that pass (`LOADING`, `TRYAGAIN`, `CLUSTERDOWN`, `MASTERDOWN`, `READONLY` during a
+/// failover, `BUSY` while another script runs). A script that ran but whose reply was lost is
+/// resolved by running it again: every script is idempotent by the rules, so the repeat
+/// re-evaluates its condition against the stored record.
+///
+/// Not retryable: authentication, configuration and protocol errors, script errors, and
+/// `WRONGTYPE` (a key of this store's layout holding another type: a schema mismatch).
+pub(crate) fn from_redis(err: RedisError) -> Error {
+    if err.code() == Some("WRONGTYPE") {
+        return Error::SchemaMismatch {
+            store: STORE,
+            detail: format!("a key of this app holds another type: {err}"),
+        };
+    }
+    let retryable = err.is_io_error()
+        || err.is_timeout()
+        || err.is_connection_dropped()
+        || err.is_connection_refusal()
+        || matches!(
+            err.kind(),
+            ErrorKind::Server(
+                ServerErrorKind::BusyLoading
+                    | ServerErrorKind::TryAgain
+                    | ServerErrorKind::ClusterDown
+                    | ServerErrorKind::MasterDown
+                    | ServerErrorKind::ReadOnly
+            )
+        )
+        || err.code() == Some("BUSY");
+    tracing::debug!(retryable, error = %err, "redis error");
+    Error::backend(STORE, retryable, err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn io_errors_retry_and_script_errors_do_not() {
+        let io = RedisError::from(std::io::Error::from(std::io::ErrorKind::ConnectionReset));
+        assert!(from_redis(io).is_retryable());
+        let script = RedisError::from((
+            ErrorKind::Server(ServerErrorKind::ResponseError),
+            "ERR",
+            "boom".to_owned(),
+        ));
+        assert!(!from_redis(script).is_retryable());
+        let loading =
+            RedisError::from((ErrorKind::Server(ServerErrorKind::BusyLoading), "loading"));
+        assert!(from_redis(loading).is_retryable());
+    }
+}

@@ -1,0 +1,1050 @@
+//! The key layout, the stored hash fields, and the Lua scripts: one script per conditional
+//! operation, each a transcription of the matching function of [`checkpoint_core::rules`].
+//!
+//! # Key layout
+//!
+//! Every key of one app carries the app as its Redis Cluster hash tag, so a script that touches
+//! a lease and the app's index runs on one slot:
+//!
+//! | key | type | holds |
+//! | --- | --- | --- |
+//! | `<prefix>:{<app>}:meta` | hash | `layout` = the layout version, written by `init` |
+//! | `<prefix>:{<app>}:leases` | sorted set | one member `<stream>:<shard>` per lease (score 0, read by lexical range) |
+//! | `<prefix>:{<app>}:lease:<stream>:<shard>` | hash | one lease record (fields below) |
+//! | `<prefix>:{<app>}:workers` | sorted set | live workers scored by heartbeat expiry (server ms) |
+//!
+//! Identifiers cannot contain `:`, `{` or `}` (the core types only admit letters, digits, `-`,
+//! `_` and `.`), so no two apps, streams or shards can produce the same key.
+//!
+//! # Lease hash fields
+//!
+//! `owner` (absent when free), `token` (decimal u64), `deadline` (server ms since the epoch,
+//! absent when free), `checkpoint` ([`Position::encode`]) with `checkpoint_sub` (decimal u64),
+//! `pending` with `pending_sub` (a prepared position), `parents` (comma-separated shard ids),
+//! `claim` (worker id), `owner_switches` (decimal u64), and `created_by` (the random nonce of the
+//! `create_lease_if_absent` call that created the record, so a retried create can recognise its
+//! own write).
+//!
+//! # Arithmetic in Lua
+//!
+//! Lua numbers are doubles, so no u64 is ever computed as a number: tokens and counters are
+//! incremented as decimal strings (saturating at `u64::MAX` like [`FencingToken::next`]),
+//! sequence numbers are compared as their 128-digit zero-padded form
+//! ([`SequenceNumber::padded`](checkpoint_core::SequenceNumber::padded)) and sub-sequences as
+//! 20-digit zero-padded strings. Only milliseconds of server time (below 2^53) are numbers.
+//!
+//! # Replies
+//!
+//! A lease script replies `[status, server_now_ms, detail, field, value, field, value, ...]`:
+//! the status (`OK`, `HELD`, `LOST`, `CHANGED`, `REGRESSION`, `NOTFOUND`, `CORRUPT`), the server
+//! clock it judged by, the offending field for `CORRUPT`, and the record as it stands after the
+//! operation. Every script validates the whole stored record before it writes anything, so a
+//! hand-edited record is reported as corrupt and never overwritten by an operation.
+
+use std::collections::HashMap;
+use std::sync::LazyLock;
+use std::time::{Duration, SystemTime};
+
+use checkpoint_core::{
+    AppName, Error, FencingToken, Lease, LeaseKey, Position, RenewOutcome, Result, ShardId,
+    StreamName, WorkerId,
+};
+use redis::{Script, Value};
+
+/// The version of the key layout written under `layout` in the meta hash.
+pub const LAYOUT_VERSION: &str = "1";
+
+/// Stored field names (also the `field` of [`Error::Corrupt`]).
+pub(crate) mod field {
+    pub(crate) const OWNER: &str = "owner";
+    pub(crate) const TOKEN: &str = "token";
+    pub(crate) const DEADLINE: &str = "deadline";
+    pub(crate) const CHECKPOINT: &str = "checkpoint";
+    pub(crate) const CHECKPOINT_SUB: &str = "checkpoint_sub";
+    pub(crate) const PENDING: &str = "pending";
+    pub(crate) const PENDING_SUB: &str = "pending_sub";
+    pub(crate) const PARENTS: &str = "parents";
+    pub(crate) const CLAIM: &str = "claim";
+    pub(crate) const OWNER_SWITCHES: &str = "owner_switches";
+    /// A member of the lease index that is not `<stream>:<shard>`.
+    pub(crate) const INDEX_MEMBER: &str = "index_member";
+    /// A member of the workers set that is not a worker id.
+    pub(crate) const WORKER: &str = "worker";
+}
+
+/// The keys of one app: every one carries the app as its Redis Cluster hash tag.
+///
+/// ```
+/// use checkpoint_core::{AppName, LeaseKey};
+/// use checkpoint_redis::KeyLayout;
+///
+/// let keys = KeyLayout::new("ckpt", &AppName::new("billing")?);
+/// assert_eq!(keys.lease(&LeaseKey::parse("orders", "shard-0")?), "ckpt:{billing}:lease:orders:shard-0");
+/// assert_eq!(keys.index(), "ckpt:{billing}:leases");
+/// assert_eq!(keys.workers(), "ckpt:{billing}:workers");
+/// assert_eq!(keys.hash_tag(), "{billing}");
+/// # Ok::<(), checkpoint_core::Error>(())
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyLayout {
+    base: String,
+    tag: String,
+}
+
+impl KeyLayout {
+    /// The layout of `app` under `prefix`. The prefix is validated by
+    /// [`RedisConfig::validate`](crate::RedisConfig::validate) (no `{` or `}`), and the app name
+    /// admits neither, so the tag is exactly `{<app>}`.
+    pub fn new(prefix: &str, app: &AppName) -> Self {
+        let tag = format!("{{{app}}}");
+        Self {
+            base: format!("{prefix}:{tag}"),
+            tag,
+        }
+    }
+
+    /// The hash tag shared by every key of the app: `{<app>}`.
+    pub fn hash_tag(&self) -> &str {
+        &self.tag
+    }
+
+    /// The meta hash (`layout` = the layout version).
+    pub fn meta(&self) -> String {
+        format!("{}:meta", self.base)
+    }
+
+    /// The lease index: a sorted set of `<stream>:<shard>` members, all scored 0.
+    pub fn index(&self) -> String {
+        format!("{}:leases", self.base)
+    }
+
+    /// The live workers: a sorted set scored by heartbeat expiry (server milliseconds).
+    pub fn workers(&self) -> String {
+        format!("{}:workers", self.base)
+    }
+
+    /// The hash holding one lease record.
+    pub fn lease(&self, key: &LeaseKey) -> String {
+        format!("{}:lease:{}:{}", self.base, key.stream, key.shard)
+    }
+
+    /// The index member of a lease: `<stream>:<shard>`.
+    pub(crate) fn member(key: &LeaseKey) -> String {
+        format!("{}:{}", key.stream, key.shard)
+    }
+
+    /// Parses an index member back into a key.
+    pub(crate) fn parse_member(member: &str) -> Result<LeaseKey> {
+        let corrupt = |reason: String| Error::corrupt(member, field::INDEX_MEMBER, reason);
+        let (stream, shard) = member
+            .split_once(':')
+            .ok_or_else(|| corrupt("no ':' between stream and shard".into()))?;
+        Ok(LeaseKey::new(
+            StreamName::new(stream).map_err(|e| corrupt(e.to_string()))?,
+            ShardId::new(shard).map_err(|e| corrupt(e.to_string()))?,
+        ))
+    }
+
+    /// The lexical range of index members of one stream (`[<stream>:` to `(<stream>;`, `;`
+    /// being the byte after `:`), or of all.
+    pub(crate) fn member_range(stream: Option<&StreamName>) -> (String, String) {
+        match stream {
+            Some(s) => (format!("[{s}:"), format!("({s};")),
+            None => ("-".to_owned(), "+".to_owned()),
+        }
+    }
+}
+
+/// Helpers shared by every script: server time, validation, decimal-string arithmetic, the
+/// record codec and the progress rule.
+const PRELUDE: &str = r#"
+local U64_MAX = '18446744073709551615'
+local FIELDS = {'owner', 'token', 'deadline', 'checkpoint', 'checkpoint_sub', 'pending',
+  'pending_sub', 'parents', 'claim', 'owner_switches'}
+
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+local function fmt(n)
+  return string.format('%.0f', n)
+end
+
+-- A canonical decimal u64: digits, no leading zero, at most u64::MAX.
+local function is_u64(s)
+  if type(s) ~= 'string' or #s == 0 or #s > 20 or not string.match(s, '^%d+$') then return false end
+  if #s > 1 and string.sub(s, 1, 1) == '0' then return false end
+  if #s == 20 and s > U64_MAX then return false end
+  return true
+end
+
+local function is_id(s)
+  return type(s) == 'string' and #s >= 1 and #s <= 256 and string.match(s, '^[%w_%.%-]+$') ~= nil
+end
+
+local function is_parents(s)
+  if s == '' then return true end
+  for piece in string.gmatch(s .. ',', '([^,]*),') do
+    if not is_id(piece) then return false end
+  end
+  return true
+end
+
+-- 0: TRIM_HORIZON, LATEST, AT_TIMESTAMP; 1: a sequence number; 2: SHARD_END.
+local function pos_rank(p)
+  if p == 'SHARD_END' then return 2 end
+  if string.match(p, '^%d+$') then return 1 end
+  return 0
+end
+
+-- What Position::decode accepts, with the sub-sequence already known to be a u64.
+local function is_position(p, sub)
+  if p == 'TRIM_HORIZON' or p == 'LATEST' or p == 'SHARD_END' then return sub == '0' end
+  local ts = string.match(p, '^AT_TIMESTAMP:%+?(%d+)$')
+  if ts then
+    ts = string.gsub(ts, '^0+', '')
+    return sub == '0' and (#ts < 20 or (#ts == 20 and ts <= U64_MAX))
+  end
+  return #p >= 1 and #p <= 128 and string.match(p, '^%d+$') ~= nil
+end
+
+-- The first field of the record that the client could not decode, or nil.
+local function validate(r)
+  if r.owner ~= nil and not is_id(r.owner) then return 'owner' end
+  if not is_u64(r.token) then return 'token' end
+  if r.deadline ~= nil and not is_u64(r.deadline) then return 'deadline' end
+  if r.checkpoint ~= nil then
+    if r.checkpoint_sub ~= nil and not is_u64(r.checkpoint_sub) then return 'checkpoint_sub' end
+    if not is_position(r.checkpoint, r.checkpoint_sub or '0') then return 'checkpoint' end
+  end
+  if r.pending ~= nil then
+    if r.pending_sub ~= nil and not is_u64(r.pending_sub) then return 'pending_sub' end
+    if not is_position(r.pending, r.pending_sub or '0') then return 'pending' end
+  end
+  if r.parents ~= nil and not is_parents(r.parents) then return 'parents' end
+  if r.claim ~= nil and not is_id(r.claim) then return 'claim' end
+  if not is_u64(r.owner_switches) then return 'owner_switches' end
+  return nil
+end
+
+-- Adds one to a canonical decimal u64, saturating at u64::MAX (FencingToken::next).
+local function incr(s)
+  if s == U64_MAX then return s end
+  local n = #s
+  while n > 0 and string.sub(s, n, n) == '9' do n = n - 1 end
+  if n == 0 then return '1' .. string.rep('0', #s) end
+  return string.sub(s, 1, n - 1) .. string.char(string.byte(s, n) + 1) .. string.rep('0', #s - n)
+end
+
+local function pad(s, width)
+  return string.rep('0', width - #s) .. s
+end
+
+-- rules::check_progress: true when the attempted position is behind the stored one, or the
+-- shard already ended and the attempt is anything else.
+local function regresses(stored, stored_sub, att, att_padded, att_sub_padded)
+  if stored == nil then return false end
+  if stored == 'SHARD_END' then return att ~= 'SHARD_END' end
+  local sr, ar = pos_rank(stored), pos_rank(att)
+  if sr ~= ar then return ar < sr end
+  if ar ~= 1 then return false end
+  local s = pad(stored, 128)
+  if att_padded ~= s then return att_padded < s end
+  return att_sub_padded < pad(stored_sub or '0', 20)
+end
+
+local function load(key)
+  local flat = redis.call('HGETALL', key)
+  if #flat == 0 then return nil end
+  local r = {}
+  for i = 1, #flat, 2 do r[flat[i]] = flat[i + 1] end
+  return r
+end
+
+local function save(key, r, fields)
+  local set, del = {}, {}
+  for _, f in ipairs(fields) do
+    if r[f] == nil then del[#del + 1] = f else
+      set[#set + 1] = f
+      set[#set + 1] = r[f]
+    end
+  end
+  if #set > 0 then redis.call('HSET', key, unpack(set)) end
+  if #del > 0 then redis.call('HDEL', key, unpack(del)) end
+end
+
+local function reply(status, now, detail, r)
+  local out = {status, fmt(now), detail}
+  if r ~= nil then
+    for _, f in ipairs(FIELDS) do
+      if r[f] ~= nil then
+        out[#out + 1] = f
+        out[#out + 1] = r[f]
+      end
+    end
+  end
+  return out
+end
+
+local function held_by(r, worker, token)
+  return r.owner == worker and r.token == token
+end
+
+-- rules::grant: a new owner, the next token, one more owner switch, no claim.
+local function grant(r, worker, deadline)
+  r.owner = worker
+  r.token = incr(r.token)
+  r.deadline = deadline
+  r.claim = nil
+  r.owner_switches = incr(r.owner_switches)
+end
+"#;
+
+fn script(body: &str) -> Script {
+    Script::new(&format!("{PRELUDE}\n{body}"))
+}
+
+/// `init`: checks the types of the app's keys and writes the layout version.
+/// KEYS: meta, index, workers. Replies `[OK|MISMATCH, detail]`.
+pub(crate) static INIT: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r#"
+local expected = {'hash', 'zset', 'zset'}
+for i, key in ipairs(KEYS) do
+  local t = redis.call('TYPE', key)['ok']
+  if t ~= 'none' and t ~= expected[i] then
+    return {'MISMATCH', key .. ' holds a ' .. t .. ', expected a ' .. expected[i]}
+  end
+end
+redis.call('HSETNX', KEYS[1], 'layout', ARGV[1])
+local layout = redis.call('HGET', KEYS[1], 'layout')
+if layout ~= ARGV[1] then
+  return {'MISMATCH', KEYS[1] .. ' says layout ' .. tostring(layout) .. ', this version writes layout ' .. ARGV[1]}
+end
+return {'OK', ''}
+"#,
+    )
+});
+
+/// Operation 2. KEYS: lease, index. ARGV: member, parents, has_initial, text, sub, nonce.
+/// Replies 1 when it created the record, 0 when one existed. The record keeps the nonce of the
+/// call that created it (`created_by`), so a retry of a call whose reply was lost finds its own
+/// nonce and still reports 1: re-read, never guessed.
+pub(crate) static CREATE: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r#"
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  if redis.call('HGET', KEYS[1], 'created_by') == ARGV[6] then return 1 end
+  return 0
+end
+if ARGV[3] == '1' then
+  redis.call('HSET', KEYS[1], 'token', '0', 'owner_switches', '0', 'parents', ARGV[2],
+    'checkpoint', ARGV[4], 'checkpoint_sub', ARGV[5], 'created_by', ARGV[6])
+else
+  redis.call('HSET', KEYS[1], 'token', '0', 'owner_switches', '0', 'parents', ARGV[2],
+    'created_by', ARGV[6])
+end
+redis.call('ZADD', KEYS[2], 0, ARGV[1])
+return 1
+"#,
+    )
+});
+
+/// Operation 3, `rules::get_lease`. KEYS: lease, index. ARGV: worker, duration_ms, member.
+pub(crate) static GET_LEASE: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r#"
+local now = now_ms()
+local r = load(KEYS[1])
+local created = false
+if r == nil then
+  r = {token = '0', owner_switches = '0', parents = ''}
+  created = true
+end
+local bad = validate(r)
+if bad then return reply('CORRUPT', now, bad, nil) end
+local deadline = fmt(now + tonumber(ARGV[2]))
+if r.owner == ARGV[1] then
+  r.deadline = deadline
+  save(KEYS[1], r, {'deadline'})
+  return reply('OK', now, '', r)
+end
+if r.owner ~= nil and r.deadline ~= nil and tonumber(r.deadline) > now then
+  return reply('HELD', now, '', r)
+end
+grant(r, ARGV[1], deadline)
+save(KEYS[1], r, FIELDS)
+if created then redis.call('ZADD', KEYS[2], 0, ARGV[3]) end
+return reply('OK', now, '', r)
+"#,
+    )
+});
+
+/// Operation 4, `rules::renew`. KEYS: lease. ARGV: worker, token, duration_ms.
+pub(crate) static RENEW: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r#"
+local now = now_ms()
+local r = load(KEYS[1])
+if r == nil then return reply('LOST', now, '', nil) end
+local bad = validate(r)
+if bad then return reply('CORRUPT', now, bad, nil) end
+if not held_by(r, ARGV[1], ARGV[2]) then return reply('LOST', now, '', r) end
+r.deadline = fmt(now + tonumber(ARGV[3]))
+save(KEYS[1], r, {'deadline'})
+return reply('OK', now, '', r)
+"#,
+    )
+});
+
+/// Operation 4 batched: `rules::renew` over every key in one script, so the whole batch is one
+/// round trip and one atomic step. Every record is read and validated first; a corrupt one
+/// aborts the batch before anything is written.
+/// KEYS: leases. ARGV: worker, duration_ms, then the token of each key in order.
+/// Replies `[OK, now, entry...]` with each entry `[OK, field, value, ...]` or `[LOST]`, or
+/// `[CORRUPT, index (1-based), field]`.
+pub(crate) static RENEW_MANY: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r#"
+local now = now_ms()
+local deadline = fmt(now + tonumber(ARGV[2]))
+local records = {}
+for i, key in ipairs(KEYS) do
+  local r = load(key)
+  if r ~= nil then
+    local bad = validate(r)
+    if bad then return {'CORRUPT', tostring(i), bad} end
+  end
+  records[i] = r or false
+end
+local out = {'OK', fmt(now)}
+for i, key in ipairs(KEYS) do
+  local r = records[i]
+  if r and held_by(r, ARGV[1], ARGV[2 + i]) then
+    r.deadline = deadline
+    redis.call('HSET', key, 'deadline', deadline)
+    local entry = reply('OK', now, '', r)
+    table.remove(entry, 2)
+    table.remove(entry, 2)
+    out[#out + 1] = entry
+  else
+    out[#out + 1] = {'LOST'}
+  end
+end
+return out
+"#,
+    )
+});
+
+/// Operations 5 and 14, `rules::checkpoint` / `rules::prepare_checkpoint`.
+/// KEYS: lease. ARGV: worker, token, mode (`commit` | `prepare`), text, sub, padded sequence
+/// (empty unless a sequence), padded sub.
+pub(crate) static CHECKPOINT: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r#"
+local now = now_ms()
+local r = load(KEYS[1])
+if r == nil then return reply('LOST', now, '', nil) end
+local bad = validate(r)
+if bad then return reply('CORRUPT', now, bad, nil) end
+if not held_by(r, ARGV[1], ARGV[2]) then return reply('LOST', now, '', r) end
+if regresses(r.checkpoint, r.checkpoint_sub, ARGV[4], ARGV[6], ARGV[7]) then
+  return reply('REGRESSION', now, '', r)
+end
+if ARGV[3] == 'commit' then
+  r.checkpoint = ARGV[4]
+  r.checkpoint_sub = ARGV[5]
+  r.pending = nil
+  r.pending_sub = nil
+  r.owner_switches = '0'
+  save(KEYS[1], r, {'checkpoint', 'checkpoint_sub', 'pending', 'pending_sub', 'owner_switches'})
+else
+  r.pending = ARGV[4]
+  r.pending_sub = ARGV[5]
+  save(KEYS[1], r, {'pending', 'pending_sub'})
+end
+return reply('OK', now, '', r)
+"#,
+    )
+});
+
+/// Operation 7, `rules::release`. KEYS: lease. ARGV: worker, token.
+pub(crate) static RELEASE: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r#"
+local now = now_ms()
+local r = load(KEYS[1])
+if r == nil then return reply('LOST', now, '', nil) end
+local bad = validate(r)
+if bad then return reply('CORRUPT', now, bad, nil) end
+if held_by(r, ARGV[1], ARGV[2]) then
+  r.owner = nil
+  r.deadline = nil
+  save(KEYS[1], r, {'owner', 'deadline'})
+  return reply('OK', now, '', r)
+end
+if r.owner == nil and r.token == ARGV[2] then return reply('OK', now, '', r) end
+return reply('LOST', now, '', r)
+"#,
+    )
+});
+
+/// Operation 7, admin form, `rules::force_release`. KEYS: lease.
+pub(crate) static FORCE_RELEASE: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r#"
+local now = now_ms()
+local r = load(KEYS[1])
+if r == nil then return reply('NOTFOUND', now, '', nil) end
+local bad = validate(r)
+if bad then return reply('CORRUPT', now, bad, nil) end
+r.owner = nil
+r.deadline = nil
+save(KEYS[1], r, {'owner', 'deadline'})
+return reply('OK', now, '', r)
+"#,
+    )
+});
+
+/// Operation 8. KEYS: lease, index. ARGV: member.
+pub(crate) static DELETE: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r#"
+redis.call('DEL', KEYS[1])
+redis.call('ZREM', KEYS[2], ARGV[1])
+return 1
+"#,
+    )
+});
+
+/// Operation 10, `rules::steal`. KEYS: lease.
+/// ARGV: thief, expected owner, expected token, expected token + 1, duration_ms.
+pub(crate) static STEAL: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r#"
+local now = now_ms()
+local r = load(KEYS[1])
+if r == nil then return reply('CHANGED', now, '', nil) end
+local bad = validate(r)
+if bad then return reply('CORRUPT', now, bad, nil) end
+if held_by(r, ARGV[2], ARGV[3]) then
+  grant(r, ARGV[1], fmt(now + tonumber(ARGV[5])))
+  save(KEYS[1], r, FIELDS)
+  return reply('OK', now, '', r)
+end
+if held_by(r, ARGV[1], ARGV[4]) then return reply('OK', now, '', r) end
+return reply('CHANGED', now, '', r)
+"#,
+    )
+});
+
+/// Operation 11, `rules::claim`. KEYS: lease. ARGV: claimant.
+pub(crate) static CLAIM: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r#"
+local now = now_ms()
+local r = load(KEYS[1])
+if r == nil then return reply('NOTFOUND', now, '', nil) end
+local bad = validate(r)
+if bad then return reply('CORRUPT', now, bad, nil) end
+if r.owner == ARGV[1] or r.claim == ARGV[1] then return reply('OK', now, '', r) end
+r.claim = ARGV[1]
+save(KEYS[1], r, {'claim'})
+return reply('OK', now, '', r)
+"#,
+    )
+});
+
+/// Admin reset, `rules::reset_checkpoint`. KEYS: lease. ARGV: has_position, text, sub.
+pub(crate) static RESET_CHECKPOINT: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r#"
+local now = now_ms()
+local r = load(KEYS[1])
+if r == nil then return reply('NOTFOUND', now, '', nil) end
+local bad = validate(r)
+if bad then return reply('CORRUPT', now, bad, nil) end
+if ARGV[1] == '1' then
+  r.checkpoint = ARGV[2]
+  r.checkpoint_sub = ARGV[3]
+else
+  r.checkpoint = nil
+  r.checkpoint_sub = nil
+end
+r.pending = nil
+r.pending_sub = nil
+r.owner_switches = '0'
+save(KEYS[1], r, {'checkpoint', 'checkpoint_sub', 'pending', 'pending_sub', 'owner_switches'})
+return reply('OK', now, '', r)
+"#,
+    )
+});
+
+/// Operation 12, register. KEYS: workers. ARGV: worker, ttl_ms.
+pub(crate) static REGISTER: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r#"
+redis.call('ZADD', KEYS[1], fmt(now_ms() + tonumber(ARGV[2])), ARGV[1])
+return 1
+"#,
+    )
+});
+
+/// Operation 12, heartbeat: only for a registered worker. KEYS: workers. ARGV: worker, ttl_ms.
+/// Replies 1, or 0 when the worker is not registered.
+pub(crate) static HEARTBEAT: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r#"
+if not redis.call('ZSCORE', KEYS[1], ARGV[1]) then return 0 end
+redis.call('ZADD', KEYS[1], fmt(now_ms() + tonumber(ARGV[2])), ARGV[1])
+return 1
+"#,
+    )
+});
+
+/// Operation 12, live workers: expiry strictly after server now. KEYS: workers.
+pub(crate) static LIVE_WORKERS: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r#"
+return redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. fmt(now_ms()), '+inf')
+"#,
+    )
+});
+
+/// Operation 12, prune: removes workers whose expiry is at or before server now. KEYS: workers.
+pub(crate) static PRUNE: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r#"
+return redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', fmt(now_ms()))
+"#,
+    )
+});
+
+/// Every script, for `SCRIPT LOAD` at init.
+pub(crate) fn all() -> [&'static Script; 16] {
+    [
+        &INIT,
+        &CREATE,
+        &GET_LEASE,
+        &RENEW,
+        &RENEW_MANY,
+        &CHECKPOINT,
+        &RELEASE,
+        &FORCE_RELEASE,
+        &DELETE,
+        &STEAL,
+        &CLAIM,
+        &RESET_CHECKPOINT,
+        &REGISTER,
+        &HEARTBEAT,
+        &LIVE_WORKERS,
+        &PRUNE,
+    ]
+}
+
+/// The verdict of a lease script.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Status {
+    Ok,
+    Held,
+    Lost,
+    Changed,
+    Regression,
+    NotFound,
+    Corrupt,
+}
+
+/// A decoded lease-script reply.
+#[derive(Debug)]
+pub(crate) struct Reply {
+    pub(crate) status: Status,
+    pub(crate) now: SystemTime,
+    /// The corrupt field's name, for [`Status::Corrupt`].
+    pub(crate) detail: String,
+    /// The record after the operation, or `None` when absent.
+    pub(crate) lease: Option<Lease>,
+}
+
+pub(crate) fn protocol_error(what: impl Into<String>) -> Error {
+    Error::backend_message(
+        "redis",
+        false,
+        format!("unexpected script reply: {}", what.into()),
+    )
+}
+
+pub(crate) fn text(value: &Value) -> Result<String> {
+    match value {
+        Value::BulkString(bytes) => String::from_utf8(bytes.clone())
+            .map_err(|_| protocol_error("a reply string is not UTF-8")),
+        Value::SimpleString(s) => Ok(s.clone()),
+        Value::Int(i) => Ok(i.to_string()),
+        Value::Okay => Ok("OK".to_owned()),
+        other => Err(protocol_error(format!("expected a string, got {other:?}"))),
+    }
+}
+
+pub(crate) fn items(value: Value) -> Result<Vec<Value>> {
+    match value {
+        Value::Array(items) | Value::Set(items) => Ok(items),
+        other => Err(protocol_error(format!("expected an array, got {other:?}"))),
+    }
+}
+
+/// The items of a hash reply as a flat `field, value, ...` list (RESP2 array or RESP3 map).
+pub(crate) fn hash_items(value: Value) -> Result<Vec<Value>> {
+    match value {
+        Value::Map(pairs) => Ok(pairs.into_iter().flat_map(|(k, v)| [k, v]).collect()),
+        Value::Nil => Ok(Vec::new()),
+        other => items(other),
+    }
+}
+
+fn status(s: &str) -> Result<Status> {
+    Ok(match s {
+        "OK" => Status::Ok,
+        "HELD" => Status::Held,
+        "LOST" => Status::Lost,
+        "CHANGED" => Status::Changed,
+        "REGRESSION" => Status::Regression,
+        "NOTFOUND" => Status::NotFound,
+        "CORRUPT" => Status::Corrupt,
+        other => return Err(protocol_error(format!("unknown status {other:?}"))),
+    })
+}
+
+fn millis(ms: &str) -> Result<SystemTime> {
+    let ms: u64 = ms
+        .parse()
+        .map_err(|_| protocol_error(format!("bad server time {ms:?}")))?;
+    Ok(SystemTime::UNIX_EPOCH + Duration::from_millis(ms))
+}
+
+/// Decodes `[status, now, detail, field, value, ...]`.
+pub(crate) fn decode_reply(key: &LeaseKey, value: Value) -> Result<Reply> {
+    let items = items(value)?;
+    if items.len() < 3 {
+        return Err(protocol_error(format!(
+            "{} items, expected at least 3",
+            items.len()
+        )));
+    }
+    let status = status(&text(&items[0])?)?;
+    let now = millis(&text(&items[1])?)?;
+    let detail = text(&items[2])?;
+    let lease = if items.len() > 3 {
+        Some(decode_lease(key, &items[3..])?)
+    } else {
+        None
+    };
+    Ok(Reply {
+        status,
+        now,
+        detail,
+        lease,
+    })
+}
+
+/// Decodes renew-many's reply for `keys` (in the order they were sent): `[OK, now, entry...]`
+/// with each entry `[OK, field, value, ...]` or `[LOST]`, or `[CORRUPT, index, field]`.
+pub(crate) fn decode_renew_many(
+    keys: &[(LeaseKey, FencingToken)],
+    value: Value,
+) -> Result<RenewOutcome> {
+    let mut items = items(value)?.into_iter();
+    let head = items
+        .next()
+        .ok_or_else(|| protocol_error("empty renew-many reply"))?;
+    match text(&head)?.as_str() {
+        "OK" => {}
+        "CORRUPT" => {
+            let index = items
+                .next()
+                .map(|v| text(&v))
+                .transpose()?
+                .unwrap_or_default();
+            let name = items
+                .next()
+                .map(|v| text(&v))
+                .transpose()?
+                .unwrap_or_default();
+            let key = index
+                .parse::<usize>()
+                .ok()
+                .and_then(|i| i.checked_sub(1))
+                .and_then(|i| keys.get(i))
+                .ok_or_else(|| protocol_error(format!("bad corrupt index {index:?}")))?;
+            return Err(corrupt_field(&key.0, &name));
+        }
+        other => return Err(protocol_error(format!("renew-many status {other:?}"))),
+    }
+    let _now = items
+        .next()
+        .ok_or_else(|| protocol_error("renew-many reply without server time"))?;
+    if items.len() != keys.len() {
+        return Err(protocol_error(format!(
+            "{} renew-many entries for {} keys",
+            items.len(),
+            keys.len()
+        )));
+    }
+    let mut outcome = RenewOutcome::default();
+    for ((key, _), entry) in keys.iter().zip(items) {
+        let entry = self::items(entry)?;
+        let Some(first) = entry.first() else {
+            return Err(protocol_error("empty renew-many entry"));
+        };
+        match status(&text(first)?)? {
+            Status::Ok => outcome.renewed.push(decode_lease(key, &entry[1..])?),
+            Status::Lost => outcome.lost.push(key.clone()),
+            other => return Err(protocol_error(format!("renew-many entry status {other:?}"))),
+        }
+    }
+    outcome.renewed.sort_by(|a, b| a.key.cmp(&b.key));
+    outcome.lost.sort();
+    Ok(outcome)
+}
+
+/// The [`Error::Corrupt`] for a field a script found bad.
+pub(crate) fn corrupt_field(key: &LeaseKey, name: &str) -> Error {
+    let field = [
+        field::OWNER,
+        field::TOKEN,
+        field::DEADLINE,
+        field::CHECKPOINT,
+        field::CHECKPOINT_SUB,
+        field::PENDING,
+        field::PENDING_SUB,
+        field::PARENTS,
+        field::CLAIM,
+        field::OWNER_SWITCHES,
+    ]
+    .into_iter()
+    .find(|f| *f == name)
+    .unwrap_or("record");
+    Error::corrupt(key, field, "the stored value does not decode")
+}
+
+/// A canonical decimal u64 (no sign, no leading zero), as the scripts write and check it.
+fn parse_u64(key: &LeaseKey, name: &'static str, value: &str) -> Result<u64> {
+    let canonical = !value.is_empty()
+        && value.bytes().all(|b| b.is_ascii_digit())
+        && (value == "0" || !value.starts_with('0'));
+    let parsed = if canonical {
+        value.parse::<u64>().ok()
+    } else {
+        None
+    };
+    parsed.ok_or_else(|| Error::corrupt(key, name, format!("{value:?} is not a decimal u64")))
+}
+
+fn parse_id(key: &LeaseKey, name: &'static str, value: &str) -> Result<WorkerId> {
+    WorkerId::new(value).map_err(|e| Error::corrupt(key, name, e.to_string()))
+}
+
+fn parse_position(
+    key: &LeaseKey,
+    name: &'static str,
+    sub_name: &'static str,
+    text: &str,
+    sub: Option<&str>,
+) -> Result<Position> {
+    let sub = match sub {
+        Some(s) => parse_u64(key, sub_name, s)?,
+        None => 0,
+    };
+    Position::decode(name, text, sub).map_err(|e| Error::corrupt(key, name, e.to_string()))
+}
+
+/// Decodes a flat `field, value, ...` list (a hash) into a lease; a field that does not decode
+/// is [`Error::Corrupt`] naming it.
+pub(crate) fn decode_lease(key: &LeaseKey, flat: &[Value]) -> Result<Lease> {
+    if flat.len() % 2 != 0 {
+        return Err(protocol_error("odd number of hash items"));
+    }
+    let mut map: HashMap<String, String> = HashMap::new();
+    for pair in flat.chunks_exact(2) {
+        map.insert(text(&pair[0])?, text(&pair[1])?);
+    }
+    let get = |name: &str| map.get(name).map(String::as_str);
+    let owner = get(field::OWNER)
+        .map(|v| parse_id(key, field::OWNER, v))
+        .transpose()?;
+    let token = match get(field::TOKEN) {
+        Some(v) => FencingToken(parse_u64(key, field::TOKEN, v)?),
+        None => return Err(Error::corrupt(key, field::TOKEN, "missing")),
+    };
+    let deadline = get(field::DEADLINE)
+        .map(|v| {
+            parse_u64(key, field::DEADLINE, v)
+                .map(|ms| SystemTime::UNIX_EPOCH + Duration::from_millis(ms))
+        })
+        .transpose()?;
+    let checkpoint = get(field::CHECKPOINT)
+        .map(|v| {
+            parse_position(
+                key,
+                field::CHECKPOINT,
+                field::CHECKPOINT_SUB,
+                v,
+                get(field::CHECKPOINT_SUB),
+            )
+        })
+        .transpose()?;
+    let pending_checkpoint = get(field::PENDING)
+        .map(|v| {
+            parse_position(
+                key,
+                field::PENDING,
+                field::PENDING_SUB,
+                v,
+                get(field::PENDING_SUB),
+            )
+        })
+        .transpose()?;
+    let parents = match get(field::PARENTS) {
+        None | Some("") => Vec::new(),
+        Some(v) => v
+            .split(',')
+            .map(|p| {
+                ShardId::new(p).map_err(|e| Error::corrupt(key, field::PARENTS, e.to_string()))
+            })
+            .collect::<Result<Vec<_>>>()?,
+    };
+    let claim = get(field::CLAIM)
+        .map(|v| parse_id(key, field::CLAIM, v))
+        .transpose()?;
+    let owner_switches_since_checkpoint = match get(field::OWNER_SWITCHES) {
+        Some(v) => parse_u64(key, field::OWNER_SWITCHES, v)?,
+        None => return Err(Error::corrupt(key, field::OWNER_SWITCHES, "missing")),
+    };
+    Ok(Lease {
+        key: key.clone(),
+        owner,
+        token,
+        deadline,
+        checkpoint,
+        pending_checkpoint,
+        parents,
+        claim,
+        owner_switches_since_checkpoint,
+    })
+}
+
+/// The script arguments of a position: text, sub, padded sequence (empty unless a sequence),
+/// padded sub.
+pub(crate) fn position_args(position: &Position) -> [String; 4] {
+    let padded = match position {
+        Position::Sequence { sequence, .. } => sequence.padded(),
+        _ => String::new(),
+    };
+    let sub = position.sub_sequence();
+    [
+        position.encode(),
+        sub.to_string(),
+        padded,
+        format!("{sub:020}"),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key() -> LeaseKey {
+        LeaseKey::parse("s", "x").unwrap()
+    }
+
+    fn flat(pairs: &[(&str, &str)]) -> Vec<Value> {
+        pairs
+            .iter()
+            .flat_map(|(f, v)| {
+                [
+                    Value::BulkString(f.as_bytes().to_vec()),
+                    Value::BulkString(v.as_bytes().to_vec()),
+                ]
+            })
+            .collect()
+    }
+
+    #[test]
+    fn keys_share_the_app_hash_tag() {
+        let keys = KeyLayout::new("ckpt", &AppName::new("billing").unwrap());
+        assert_eq!(keys.lease(&key()), "ckpt:{billing}:lease:s:x");
+        assert_eq!(keys.index(), "ckpt:{billing}:leases");
+        assert_eq!(keys.workers(), "ckpt:{billing}:workers");
+        assert_eq!(KeyLayout::parse_member("s:x").unwrap(), key());
+        assert_eq!(
+            KeyLayout::parse_member("s").unwrap_err().field(),
+            Some(field::INDEX_MEMBER)
+        );
+    }
+
+    #[test]
+    fn decodes_a_full_record() {
+        let lease = decode_lease(
+            &key(),
+            &flat(&[
+                ("owner", "w"),
+                ("token", "18446744073709551615"),
+                ("deadline", "1700000000123"),
+                ("checkpoint", "12345678901234567890123"),
+                ("checkpoint_sub", "7"),
+                ("pending", "SHARD_END"),
+                ("pending_sub", "0"),
+                ("parents", "a,b"),
+                ("claim", "c"),
+                ("owner_switches", "3"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(lease.token, FencingToken(u64::MAX));
+        assert_eq!(
+            lease.checkpoint,
+            Some(Position::sequence_with_sub("12345678901234567890123", 7).unwrap())
+        );
+        assert_eq!(lease.pending_checkpoint, Some(Position::ShardEnd));
+        assert_eq!(lease.parents.len(), 2);
+    }
+
+    #[test]
+    fn a_corrupt_field_is_named() {
+        let base = [("token", "1"), ("owner_switches", "0")];
+        let cases: &[(&str, &str, &str)] = &[
+            ("token", "abc", "token"),
+            ("token", "01", "token"),
+            ("token", "18446744073709551616", "token"),
+            ("owner", "a b", "owner"),
+            ("deadline", "-5", "deadline"),
+            ("checkpoint", "NOPE", "checkpoint"),
+            ("checkpoint_sub", "x", "checkpoint_sub"),
+            ("parents", "a,,b", "parents"),
+            ("claim", "", "claim"),
+            ("owner_switches", "1.5", "owner_switches"),
+        ];
+        for (name, value, expected) in cases {
+            let mut pairs: Vec<(&str, &str)> =
+                base.iter().filter(|(f, _)| f != name).copied().collect();
+            pairs.push((name, value));
+            if *name == "checkpoint_sub" {
+                pairs.push(("checkpoint", "5"));
+            }
+            let err = decode_lease(&key(), &flat(&pairs)).unwrap_err();
+            assert_eq!(err.field(), Some(*expected), "{name}={value}: {err}");
+        }
+        let err = decode_lease(&key(), &flat(&[("owner_switches", "0")])).unwrap_err();
+        assert_eq!(err.field(), Some("token"));
+    }
+
+    #[test]
+    fn position_args_pad_for_text_comparison() {
+        let [text, sub, padded, sub_padded] =
+            position_args(&Position::sequence_with_sub("0042", 9).unwrap());
+        assert_eq!((text.as_str(), sub.as_str()), ("42", "9"));
+        assert_eq!(padded.len(), 128);
+        assert_eq!(sub_padded, "00000000000000000009");
+        let [text, _, padded, _] = position_args(&Position::AtTimestamp(5));
+        assert_eq!((text.as_str(), padded.as_str()), ("AT_TIMESTAMP:5", ""));
+    }
+}

@@ -1,0 +1,735 @@
+//! [`RedisStore`]: the [`Checkpointer`] and [`Membership`] implementations.
+//!
+//! Every conditional operation is one Lua script from [`crate::scripts`], sent by its SHA1
+//! (`EVALSHA`; [`redis::Script`] loads it again on `NOSCRIPT`). A script runs atomically on the
+//! server: it reads the record, reads the server clock (`TIME`), applies the transcription of the
+//! matching [`checkpoint_core::rules`] function and writes the record back, with no other
+//! command of any client in between. Reads that need no condition are single commands
+//! (`HGETALL`, `ZRANGEBYLEX`), atomic by themselves.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use checkpoint_core::{
+    AppName, BatchMode, Capabilities, Checkpointer, ClockSource, Durability, Error, FencingToken,
+    HeartbeatTtl, Lease, LeaseDuration, LeaseKey, Membership, Position, RenewOutcome, Result,
+    ShardId, StreamName, WorkerId, rules,
+};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{Script, Value};
+
+use crate::config::RedisConfig;
+use crate::error::{STORE, from_redis};
+use crate::scripts::{self, KeyLayout, Reply, Status};
+
+/// A lease/checkpoint store on one Redis server, for one app.
+///
+/// Cheap to clone; clones and [`RedisStore::for_app`] handles share one multiplexed connection
+/// (a [`ConnectionManager`], which reconnects after the connection drops). `Send + Sync`,
+/// usable as `Arc<dyn checkpoint_core::Store>`.
+#[derive(Clone)]
+pub struct RedisStore {
+    app: AppName,
+    keys: KeyLayout,
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: RedisConfig,
+    conn: ConnectionManager,
+}
+
+impl fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The config's Debug redacts the password; the connection is not shown.
+        f.debug_struct("RedisStore")
+            .field("app", &self.app)
+            .field("hash_tag", &self.keys.hash_tag())
+            .field("config", &self.inner.config)
+            .finish()
+    }
+}
+
+/// A fresh 128-bit nonce in hex, from std's randomly keyed hasher over a counter, the time and
+/// the process id. Unique enough to tell two `create_lease_if_absent` calls apart; not secret.
+fn nonce() -> String {
+    use std::collections::hash_map::RandomState;
+    use std::hash::{BuildHasher, Hasher};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let count = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let time = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let half = |salt: u64| {
+        let mut hasher = RandomState::new().build_hasher();
+        hasher.write_u64(salt);
+        hasher.write_u64(count);
+        hasher.write_u128(time);
+        hasher.write_u32(std::process::id());
+        hasher.finish()
+    };
+    format!("{:016x}{:016x}", half(1), half(2))
+}
+
+/// The reply's record; a missing one where the status promises it is a protocol error.
+fn record(reply: Reply) -> Result<Lease> {
+    reply
+        .lease
+        .ok_or_else(|| scripts::protocol_error("a successful reply without the record"))
+}
+
+/// Turns a `CORRUPT` or unknown status into its error.
+fn unexpected(key: &LeaseKey, reply: &Reply) -> Error {
+    match reply.status {
+        Status::Corrupt => scripts::corrupt_field(key, &reply.detail),
+        other => scripts::protocol_error(format!("status {other:?} for {key}")),
+    }
+}
+
+fn lost(key: &LeaseKey, worker: &WorkerId, token: FencingToken) -> Error {
+    Error::LeaseLost {
+        key: key.clone(),
+        worker: worker.clone(),
+        token,
+    }
+}
+
+impl RedisStore {
+    /// Connects to the server described by `config` for `app`, and runs
+    /// [`Checkpointer::init`] (loads the scripts, checks the key layout). Invalid settings are
+    /// [`Error::InvalidInput`]; an unreachable server is a retryable [`Error::Backend`].
+    pub async fn open(config: RedisConfig, app: AppName) -> Result<Self> {
+        config.validate()?;
+        let client = redis::Client::open(config.connection_info()?).map_err(from_redis)?;
+        let manager_config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(config.connection_timeout()))
+            .set_response_timeout(Some(config.response_timeout()))
+            // Reconnection attempts inside the manager, per failed operation; the store's own
+            // backoff retries the operation on top.
+            .set_number_of_retries(1)
+            .set_min_delay(Duration::from_millis(10))
+            .set_max_delay(Duration::from_millis(200));
+        let conn = ConnectionManager::new_with_config(client, manager_config)
+            .await
+            .map_err(from_redis)?;
+        let store = Self {
+            keys: KeyLayout::new(config.prefix(), &app),
+            app,
+            inner: Arc::new(Inner { config, conn }),
+        };
+        store.init().await?;
+        Ok(store)
+    }
+
+    /// [`RedisConfig::from_url`] then [`RedisStore::open`]: connects and runs init.
+    pub async fn connect(url: &str, app: AppName) -> Result<Self> {
+        Self::open(RedisConfig::from_url(url)?, app).await
+    }
+
+    /// A handle for another app on the same connection. Call [`Checkpointer::init`] on it
+    /// before first use if the app may be new (it checks the app's key layout).
+    pub fn for_app(&self, app: AppName) -> Self {
+        Self {
+            keys: KeyLayout::new(self.inner.config.prefix(), &app),
+            app,
+            inner: self.inner.clone(),
+        }
+    }
+
+    /// The configuration this store was opened with.
+    pub fn config(&self) -> &RedisConfig {
+        &self.inner.config
+    }
+
+    /// The keys of this store's app.
+    pub fn key_layout(&self) -> &KeyLayout {
+        &self.keys
+    }
+
+    /// The server-side id (`CLIENT ID`) of the connection currently in use, for `CLIENT LIST`
+    /// and `CLIENT KILL ID`. It changes when the store reconnects.
+    pub async fn client_id(&self) -> Result<i64> {
+        self.command(|| redis::cmd("CLIENT").arg("ID").clone())
+            .await
+    }
+
+    /// Runs one command, retried with the configured backoff on transient faults. Only used for
+    /// reads and for writes that are idempotent as a whole (`ZREM`).
+    async fn command<T, F>(&self, build: F) -> Result<T>
+    where
+        T: redis::FromRedisValue + Send,
+        F: Fn() -> redis::Cmd + Send + Sync,
+    {
+        let build = &build;
+        self.inner
+            .config
+            .backoff()
+            .retry(|_| {
+                let mut conn = self.inner.conn.clone();
+                async move {
+                    build()
+                        .query_async::<T>(&mut conn)
+                        .await
+                        .map_err(from_redis)
+                }
+            })
+            .await
+    }
+
+    /// Runs one script by hash (loading it on `NOSCRIPT`), retried with the configured backoff
+    /// on transient faults.
+    ///
+    /// A fault after the script was sent (dropped connection, response timeout) leaves it
+    /// unknown whether the script ran. The retry runs the same script again, which reads the
+    /// record as it is then and applies the rule to it: every script is written so that running
+    /// it again after it already ran returns the same success (the grant to the same worker,
+    /// the renewal, the equal checkpoint, the completed release or steal, the creation nonce),
+    /// so a lost reply is resolved by re-reading, never reported as a failure or success by
+    /// guessing. When the retries are spent the caller gets a retryable [`Error::Backend`].
+    async fn eval(
+        &self,
+        script: &'static Script,
+        keys: &[String],
+        args: &[String],
+    ) -> Result<Value> {
+        self.inner
+            .config
+            .backoff()
+            .retry(|_| {
+                let mut conn = self.inner.conn.clone();
+                async move {
+                    let mut invocation = script.prepare_invoke();
+                    for key in keys {
+                        invocation.key(key.as_str());
+                    }
+                    for arg in args {
+                        invocation.arg(arg.as_str());
+                    }
+                    invocation
+                        .invoke_async::<Value>(&mut conn)
+                        .await
+                        .map_err(from_redis)
+                }
+            })
+            .await
+    }
+
+    /// Runs a lease script on the record of `key` and decodes its reply.
+    async fn lease_script(
+        &self,
+        script: &'static Script,
+        key: &LeaseKey,
+        with_index: bool,
+        args: Vec<String>,
+    ) -> Result<Reply> {
+        let mut keys = vec![self.keys.lease(key)];
+        if with_index {
+            keys.push(self.keys.index());
+        }
+        let value = self.eval(script, &keys, &args).await?;
+        scripts::decode_reply(key, value)
+    }
+}
+
+#[async_trait]
+impl Checkpointer for RedisStore {
+    fn app(&self) -> &AppName {
+        &self.app
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            backend: STORE,
+            clock: ClockSource::Server,
+            transactional_checkpoint: false,
+            renew_many: BatchMode::OneRoundTrip,
+            durability: Durability::ServerConfigured,
+            multi_process: true,
+        }
+    }
+
+    /// Loads every script (`SCRIPT LOAD`, so later calls go by hash) and checks the app's keys:
+    /// each present key must have the type this layout gives it, and the meta hash's `layout`
+    /// must be this version (written when absent). Anything else is
+    /// [`Error::SchemaMismatch`] naming the key. Idempotent; concurrent calls are safe (one
+    /// script, `HSETNX`).
+    async fn init(&self) -> Result<()> {
+        for script in scripts::all() {
+            self.inner
+                .config
+                .backoff()
+                .retry(|_| {
+                    let mut conn = self.inner.conn.clone();
+                    async move { script.load_async(&mut conn).await.map_err(from_redis) }
+                })
+                .await?;
+        }
+        let keys = [self.keys.meta(), self.keys.index(), self.keys.workers()];
+        let reply = scripts::items(
+            self.eval(&scripts::INIT, &keys, &[scripts::LAYOUT_VERSION.to_owned()])
+                .await?,
+        )?;
+        let status = reply.first().map(scripts::text).transpose()?;
+        let detail = reply
+            .get(1)
+            .map(scripts::text)
+            .transpose()?
+            .unwrap_or_default();
+        match status.as_deref() {
+            Some("OK") => Ok(()),
+            Some("MISMATCH") => Err(Error::SchemaMismatch {
+                store: STORE,
+                detail,
+            }),
+            other => Err(scripts::protocol_error(format!("init status {other:?}"))),
+        }
+    }
+
+    /// Operation 2, one script: creates the record and its index entry only if `EXISTS` is
+    /// false, atomically, so two creators never both report `true` (a retry of this call whose
+    /// reply was lost recognises its own nonce and still reports `true`).
+    async fn create_lease_if_absent(
+        &self,
+        key: &LeaseKey,
+        parents: &[ShardId],
+        initial: Option<&Position>,
+    ) -> Result<bool> {
+        let parents = parents
+            .iter()
+            .map(ShardId::as_str)
+            .collect::<Vec<_>>()
+            .join(",");
+        let (has_initial, text, sub) = match initial {
+            Some(p) => ("1", p.encode(), p.sub_sequence().to_string()),
+            None => ("0", String::new(), "0".to_owned()),
+        };
+        let keys = [self.keys.lease(key), self.keys.index()];
+        let args = [
+            KeyLayout::member(key),
+            parents,
+            has_initial.to_owned(),
+            text,
+            sub,
+            nonce(),
+        ];
+        match self.eval(&scripts::CREATE, &keys, &args).await? {
+            Value::Int(1) => Ok(true),
+            Value::Int(0) => Ok(false),
+            other => Err(scripts::protocol_error(format!("create replied {other:?}"))),
+        }
+    }
+
+    /// Operation 3, one script (`rules::get_lease`): mutual exclusion holds because the script
+    /// reads owner and deadline and writes the grant with no other command in between, judging
+    /// expiry by the server's `TIME`; a grant to a new owner bumps the token (fencing). A
+    /// retried call finds itself the owner and only moves the deadline, so it never bumps twice.
+    async fn get_lease(
+        &self,
+        key: &LeaseKey,
+        worker: &WorkerId,
+        duration: LeaseDuration,
+    ) -> Result<Lease> {
+        let args = vec![
+            worker.to_string(),
+            duration.as_millis().to_string(),
+            KeyLayout::member(key),
+        ];
+        let reply = self
+            .lease_script(&scripts::GET_LEASE, key, true, args)
+            .await?;
+        match reply.status {
+            Status::Ok => record(reply),
+            Status::Held => {
+                let now = reply.now;
+                let lease = record(reply)?;
+                let holder = lease
+                    .owner
+                    .clone()
+                    .ok_or_else(|| scripts::protocol_error("HELD without an owner"))?;
+                Err(Error::LeaseHeld {
+                    key: key.clone(),
+                    holder,
+                    remaining: rules::remaining(lease.deadline, now),
+                })
+            }
+            _ => Err(unexpected(key, &reply)),
+        }
+    }
+
+    /// Operation 4, one script (`rules::renew`): moves the deadline only if owner and token
+    /// still match (fencing), even past the deadline when nobody took the lease.
+    async fn renew(
+        &self,
+        key: &LeaseKey,
+        worker: &WorkerId,
+        token: FencingToken,
+        duration: LeaseDuration,
+    ) -> Result<Lease> {
+        let args = vec![
+            worker.to_string(),
+            token.0.to_string(),
+            duration.as_millis().to_string(),
+        ];
+        let reply = self.lease_script(&scripts::RENEW, key, false, args).await?;
+        match reply.status {
+            Status::Ok => record(reply),
+            Status::Lost => Err(lost(key, worker, token)),
+            _ => Err(unexpected(key, &reply)),
+        }
+    }
+
+    /// Operation 4 batched: one script call for the whole batch (one round trip, one atomic
+    /// step), applying `rules::renew` to each record; records no longer held with their token
+    /// are reported lost and left untouched (fencing). A corrupt record fails the whole batch
+    /// before anything is written.
+    async fn renew_many(
+        &self,
+        worker: &WorkerId,
+        leases: &[(LeaseKey, FencingToken)],
+        duration: LeaseDuration,
+    ) -> Result<RenewOutcome> {
+        rules::check_renew_batch(leases)?;
+        if leases.is_empty() {
+            return Ok(RenewOutcome::default());
+        }
+        let keys: Vec<String> = leases.iter().map(|(k, _)| self.keys.lease(k)).collect();
+        let mut args = Vec::with_capacity(leases.len() + 2);
+        args.push(worker.to_string());
+        args.push(duration.as_millis().to_string());
+        args.extend(leases.iter().map(|(_, t)| t.0.to_string()));
+        let value = self.eval(&scripts::RENEW_MANY, &keys, &args).await?;
+        scripts::decode_renew_many(leases, value)
+    }
+
+    /// Operation 5, one script (`rules::checkpoint`): writes only if owner and token match
+    /// (fencing) and the position is not behind the stored one (monotonic positions; sequence
+    /// numbers compared as 128-digit zero-padded text, so numerically). Repeating an equal
+    /// checkpoint is accepted, which is what makes a retry after a lost reply safe.
+    async fn checkpoint(
+        &self,
+        key: &LeaseKey,
+        worker: &WorkerId,
+        token: FencingToken,
+        position: &Position,
+    ) -> Result<Lease> {
+        self.write_position(key, worker, token, position, "commit")
+            .await
+    }
+
+    /// Operation 14, one script (`rules::prepare_checkpoint`): fenced and checked exactly like a
+    /// checkpoint; stores the pending position.
+    async fn prepare_checkpoint(
+        &self,
+        key: &LeaseKey,
+        worker: &WorkerId,
+        token: FencingToken,
+        position: &Position,
+    ) -> Result<Lease> {
+        self.write_position(key, worker, token, position, "prepare")
+            .await
+    }
+
+    /// Operation 6: one `HGETALL`, atomic by itself and always read from the server this store
+    /// writes to (strongly consistent on one primary).
+    async fn fetch(&self, key: &LeaseKey) -> Result<Option<Lease>> {
+        let lease_key = self.keys.lease(key);
+        let value: Value = self
+            .command(|| redis::cmd("HGETALL").arg(&lease_key).clone())
+            .await?;
+        let flat = scripts::hash_items(value)?;
+        if flat.is_empty() {
+            return Ok(None);
+        }
+        scripts::decode_lease(key, &flat).map(Some)
+    }
+
+    /// Operation 7, one script (`rules::release`): clears owner and deadline only if owner and
+    /// token match (fencing); token and checkpoint are kept, so the next grant still bumps the
+    /// token. Repeating a completed release is not an error.
+    async fn release(
+        &self,
+        key: &LeaseKey,
+        worker: &WorkerId,
+        token: FencingToken,
+    ) -> Result<Lease> {
+        let args = vec![worker.to_string(), token.0.to_string()];
+        let reply = self
+            .lease_script(&scripts::RELEASE, key, false, args)
+            .await?;
+        match reply.status {
+            Status::Ok => record(reply),
+            Status::Lost => Err(lost(key, worker, token)),
+            _ => Err(unexpected(key, &reply)),
+        }
+    }
+
+    /// Operation 7, admin form, one script (`rules::force_release`). The token is kept, so the
+    /// released holder's writes stay fenced after the next grant.
+    async fn force_release(&self, key: &LeaseKey) -> Result<Lease> {
+        let reply = self
+            .lease_script(&scripts::FORCE_RELEASE, key, false, Vec::new())
+            .await?;
+        match reply.status {
+            Status::Ok => record(reply),
+            Status::NotFound => Err(Error::lease_not_found(key)),
+            _ => Err(unexpected(key, &reply)),
+        }
+    }
+
+    /// Operation 8, one script: deletes the record and its index entry together, so a listing
+    /// never shows a half-deleted lease. A holder's later writes find no record and fail
+    /// (`LeaseLost`) without recreating it.
+    async fn delete_lease(&self, key: &LeaseKey) -> Result<()> {
+        let keys = [self.keys.lease(key), self.keys.index()];
+        self.eval(&scripts::DELETE, &keys, &[KeyLayout::member(key)])
+            .await?;
+        Ok(())
+    }
+
+    /// Operation 9: pages of the app's lease index (`ZRANGEBYLEX` over `<stream>:<shard>`
+    /// members, a stream being one lexical range), each page's records read with one pipeline of
+    /// `HGETALL`s. Never `KEYS` or `SCAN`. A record deleted between the two reads is skipped.
+    async fn list_leases(&self, stream: Option<&StreamName>) -> Result<Vec<Lease>> {
+        let (mut min, max) = KeyLayout::member_range(stream);
+        let page = self.inner.config.list_page_size();
+        let index = self.keys.index();
+        let mut leases = Vec::new();
+        loop {
+            let members: Vec<String> = self
+                .command(|| {
+                    redis::cmd("ZRANGEBYLEX")
+                        .arg(&index)
+                        .arg(&min)
+                        .arg(&max)
+                        .arg("LIMIT")
+                        .arg(0)
+                        .arg(page)
+                        .clone()
+                })
+                .await?;
+            let keys = members
+                .iter()
+                .map(|m| KeyLayout::parse_member(m))
+                .collect::<Result<Vec<_>>>()?;
+            if !keys.is_empty() {
+                let lease_keys: Vec<String> = keys.iter().map(|k| self.keys.lease(k)).collect();
+                let values: Vec<Value> = self
+                    .inner
+                    .config
+                    .backoff()
+                    .retry(|_| {
+                        let mut conn = self.inner.conn.clone();
+                        let lease_keys = &lease_keys;
+                        async move {
+                            let mut pipe = redis::pipe();
+                            for k in lease_keys {
+                                pipe.cmd("HGETALL").arg(k);
+                            }
+                            pipe.query_async::<Vec<Value>>(&mut conn)
+                                .await
+                                .map_err(from_redis)
+                        }
+                    })
+                    .await?;
+                for (key, value) in keys.iter().zip(values) {
+                    let flat = scripts::hash_items(value)?;
+                    if !flat.is_empty() {
+                        leases.push(scripts::decode_lease(key, &flat)?);
+                    }
+                }
+            }
+            match members.last() {
+                Some(last) if members.len() == page => min = format!("({last}"),
+                _ => break,
+            }
+        }
+        // Index order puts `:` after `-` and `.`, so `a:x` sorts after `a.b:y`; the contract's
+        // order is by (stream, shard).
+        leases.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(leases)
+    }
+
+    /// Operation 10, one script (`rules::steal`): takes the lease only if owner and token are
+    /// exactly what the caller saw, and bumps the token (fencing the robbed holder). A repeat
+    /// after a lost reply finds the thief holding the next token and succeeds unchanged.
+    async fn steal(
+        &self,
+        key: &LeaseKey,
+        thief: &WorkerId,
+        expected_owner: &WorkerId,
+        expected_token: FencingToken,
+        duration: LeaseDuration,
+    ) -> Result<Lease> {
+        if thief == expected_owner {
+            return Err(Error::invalid(
+                "thief",
+                "a worker cannot steal a lease from itself",
+            ));
+        }
+        let args = vec![
+            thief.to_string(),
+            expected_owner.to_string(),
+            expected_token.0.to_string(),
+            expected_token.next().0.to_string(),
+            duration.as_millis().to_string(),
+        ];
+        let reply = self.lease_script(&scripts::STEAL, key, false, args).await?;
+        match reply.status {
+            Status::Ok => record(reply),
+            Status::Changed => Err(Error::LeaseChanged {
+                key: key.clone(),
+                expected_owner: expected_owner.clone(),
+                expected_token,
+            }),
+            _ => Err(unexpected(key, &reply)),
+        }
+    }
+
+    /// Operation 11, one script (`rules::claim`): records the claimant on an existing record;
+    /// ownership and token are untouched.
+    async fn claim(&self, key: &LeaseKey, claimant: &WorkerId) -> Result<Lease> {
+        let reply = self
+            .lease_script(&scripts::CLAIM, key, false, vec![claimant.to_string()])
+            .await?;
+        match reply.status {
+            Status::Ok => record(reply),
+            Status::NotFound => Err(Error::lease_not_found(key)),
+            _ => Err(unexpected(key, &reply)),
+        }
+    }
+
+    /// Admin reset, one script (`rules::reset_checkpoint`): the one write that may move a
+    /// position backwards; ownership and token are untouched.
+    async fn reset_checkpoint(&self, key: &LeaseKey, position: Option<&Position>) -> Result<Lease> {
+        let args = match position {
+            Some(p) => vec!["1".to_owned(), p.encode(), p.sub_sequence().to_string()],
+            None => vec!["0".to_owned(), String::new(), "0".to_owned()],
+        };
+        let reply = self
+            .lease_script(&scripts::RESET_CHECKPOINT, key, false, args)
+            .await?;
+        match reply.status {
+            Status::Ok => record(reply),
+            Status::NotFound => Err(Error::lease_not_found(key)),
+            _ => Err(unexpected(key, &reply)),
+        }
+    }
+}
+
+impl RedisStore {
+    async fn write_position(
+        &self,
+        key: &LeaseKey,
+        worker: &WorkerId,
+        token: FencingToken,
+        position: &Position,
+        mode: &str,
+    ) -> Result<Lease> {
+        let [text, sub, padded, sub_padded] = scripts::position_args(position);
+        let args = vec![
+            worker.to_string(),
+            token.0.to_string(),
+            mode.to_owned(),
+            text,
+            sub,
+            padded,
+            sub_padded,
+        ];
+        let reply = self
+            .lease_script(&scripts::CHECKPOINT, key, false, args)
+            .await?;
+        match reply.status {
+            Status::Ok => record(reply),
+            Status::Lost => Err(lost(key, worker, token)),
+            Status::Regression => {
+                let stored = record(reply)?.checkpoint.ok_or_else(|| {
+                    scripts::protocol_error("REGRESSION without a stored checkpoint")
+                })?;
+                Err(Error::CheckpointRegression {
+                    key: key.clone(),
+                    stored,
+                    attempted: position.clone(),
+                })
+            }
+            _ => Err(unexpected(key, &reply)),
+        }
+    }
+}
+
+#[async_trait]
+impl Membership for RedisStore {
+    /// One script: `ZADD` with score = server `TIME` + ttl.
+    async fn register_worker(&self, worker: &WorkerId, ttl: HeartbeatTtl) -> Result<()> {
+        let args = [worker.to_string(), ttl.as_millis().to_string()];
+        self.eval(&scripts::REGISTER, &[self.keys.workers()], &args)
+            .await?;
+        Ok(())
+    }
+
+    /// One script: moves the expiry only if the worker is still in the set, else
+    /// [`Error::NotFound`] (deregistered or pruned: register again).
+    async fn heartbeat(&self, worker: &WorkerId, ttl: HeartbeatTtl) -> Result<()> {
+        let args = [worker.to_string(), ttl.as_millis().to_string()];
+        match self
+            .eval(&scripts::HEARTBEAT, &[self.keys.workers()], &args)
+            .await?
+        {
+            Value::Int(1) => Ok(()),
+            Value::Int(0) => Err(Error::NotFound {
+                entity: "worker",
+                id: worker.to_string(),
+            }),
+            other => Err(scripts::protocol_error(format!(
+                "heartbeat replied {other:?}"
+            ))),
+        }
+    }
+
+    /// One script: members whose expiry is after the server's `TIME`, sorted by id.
+    async fn live_workers(&self) -> Result<Vec<WorkerId>> {
+        let value = self
+            .eval(&scripts::LIVE_WORKERS, &[self.keys.workers()], &[])
+            .await?;
+        let mut workers = scripts::items(value)?
+            .iter()
+            .map(|v| {
+                let id = scripts::text(v)?;
+                WorkerId::new(id.as_str())
+                    .map_err(|e| Error::corrupt(&id, scripts::field::WORKER, e.to_string()))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        workers.sort();
+        Ok(workers)
+    }
+
+    /// One `ZREM`; absent is not an error.
+    async fn deregister_worker(&self, worker: &WorkerId) -> Result<()> {
+        let workers = self.keys.workers();
+        let _: i64 = self
+            .command(|| {
+                redis::cmd("ZREM")
+                    .arg(&workers)
+                    .arg(worker.as_str())
+                    .clone()
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// One script: removes members whose expiry is at or before the server's `TIME`. If the
+    /// reply is lost and the call retried, the count is that of the retry (possibly 0).
+    async fn prune_dead_workers(&self) -> Result<usize> {
+        match self
+            .eval(&scripts::PRUNE, &[self.keys.workers()], &[])
+            .await?
+        {
+            Value::Int(n) => usize::try_from(n)
+                .map_err(|_| scripts::protocol_error(format!("prune replied {n}"))),
+            other => Err(scripts::protocol_error(format!("prune replied {other:?}"))),
+        }
+    }
+}
