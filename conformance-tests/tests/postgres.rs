@@ -1,0 +1,65 @@
+//! The conformance suite (with the model test) against PostgreSQL: the server named by
+//! `CHECKPOINT_POSTGRES_URL` (default `postgres://postgres@127.0.0.1:5432/test`). Every factory
+//! call opens a new store with its own connection pool (and runs `init`), so every scenario also
+//! exercises independent handles and reconnection; every scenario uses its own random app, so
+//! runs in parallel share the tables without seeing each other.
+#![cfg(feature = "postgres")]
+
+use std::sync::Arc;
+
+use checkpoint_core::conformance::{self, random_app};
+use checkpoint_core::{AppName, Checkpointer, Store};
+use checkpoint_postgres::{DEFAULT_URL, PostgresConfig, PostgresStore};
+use conformance_tests::print_capability_table;
+
+const HOW_TO_PROVIDE: &str = "start PostgreSQL on 127.0.0.1:5432 or set CHECKPOINT_POSTGRES_URL=postgres://user@host:port/db";
+
+fn url() -> String {
+    std::env::var("CHECKPOINT_POSTGRES_URL").unwrap_or_else(|_| DEFAULT_URL.to_owned())
+}
+
+fn config() -> PostgresConfig {
+    PostgresConfig::from_url(&url())
+        .expect("CHECKPOINT_POSTGRES_URL is a valid postgres:// URL")
+        .with_max_connections(4)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_conforms() {
+    let probe = match PostgresStore::open(config(), random_app("caps")).await {
+        Ok(store) => store,
+        Err(e) if e.is_retryable() => {
+            conformance::backend_unavailable("postgres", HOW_TO_PROVIDE, &e);
+            return;
+        }
+        Err(e) => panic!("opening the PostgreSQL store failed: {e}"),
+    };
+    print_capability_table(&[probe.capabilities()]);
+    let factory = |app: AppName| async move {
+        let store: Arc<dyn Store> = Arc::new(PostgresStore::open(config(), app).await?);
+        Ok(store)
+    };
+    conformance::run_all(&factory).await.assert_passed();
+}
+
+/// The model test again on handles that share one pool ([`PostgresStore::for_app`]), the way
+/// a consumer with many apps would open them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_model_on_a_shared_pool() {
+    let base = match PostgresStore::open(config(), random_app("shared")).await {
+        Ok(store) => store,
+        Err(e) if e.is_retryable() => {
+            conformance::backend_unavailable("postgres", HOW_TO_PROVIDE, &e);
+            return;
+        }
+        Err(e) => panic!("opening the PostgreSQL store failed: {e}"),
+    };
+    let factory = move |app: AppName| {
+        let store: Arc<dyn Store> = Arc::new(base.for_app(app));
+        std::future::ready(Ok(store))
+    };
+    if let Err(failure) = conformance::model_test(&factory).await {
+        panic!("model test on postgres (shared pool): {failure}");
+    }
+    println!("model test on postgres (shared pool): passed");
+}

@@ -1,0 +1,548 @@
+//! Table names, the embedded migrations, the layout check, and every SQL statement the store
+//! runs.
+//!
+//! Identifiers (schema and table prefix) are the only text ever pasted into SQL: they are
+//! validated to ASCII letters, digits and `_` and always double-quoted. Every value is a bind
+//! parameter.
+
+use std::sync::Arc;
+
+use checkpoint_core::{Error, Result};
+use sqlx::{AssertSqlSafe, PgConnection, Row, SqlStr};
+
+use crate::error::{STORE, from_sqlx, sqlstate};
+
+/// PostgreSQL's identifier limit (NAMEDATALEN - 1).
+pub(crate) const MAX_IDENTIFIER_BYTES: usize = 63;
+/// Longest table prefix: leaves room for the longest suffix, `_migrations`, and more.
+pub(crate) const MAX_PREFIX_BYTES: usize = 48;
+
+/// Checks a schema or table-name part: 1 to `max` bytes of ASCII letters, digits and `_`, not
+/// starting with a digit.
+pub(crate) fn validate_identifier(field: &'static str, value: &str, max: usize) -> Result<()> {
+    if value.is_empty() {
+        return Err(Error::invalid(field, "must not be empty"));
+    }
+    if value.len() > max {
+        return Err(Error::invalid(
+            field,
+            format!("is {} bytes long; at most {max} are allowed", value.len()),
+        ));
+    }
+    if let Some(bad) = value
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || *c == '_'))
+    {
+        return Err(Error::invalid(
+            field,
+            format!("contains {bad:?}; only ASCII letters, digits and '_' are allowed"),
+        ));
+    }
+    if value.starts_with(|c: char| c.is_ascii_digit()) {
+        return Err(Error::invalid(field, "must not start with a digit"));
+    }
+    Ok(())
+}
+
+/// One embedded migration.
+struct Migration {
+    version: i32,
+    description: &'static str,
+    sql: &'static str,
+}
+
+/// The migrations, in order. A released migration is never edited: changes are new versions.
+const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    description: "create the lease and membership tables",
+    sql: include_str!("../migrations/0001_create_tables.sql"),
+}];
+
+/// The newest schema version this crate knows.
+pub(crate) const LATEST_VERSION: i32 = 1;
+
+/// Expected columns: name, `information_schema.columns.data_type`, nullable.
+type ColumnSpec = (&'static str, &'static str, bool);
+
+const LEASE_COLUMNS: &[ColumnSpec] = &[
+    ("app", "text", false),
+    ("stream", "text", false),
+    ("shard", "text", false),
+    ("owner", "text", true),
+    ("token", "bigint", false),
+    ("deadline", "timestamp with time zone", true),
+    ("checkpoint", "text", true),
+    ("checkpoint_sub", "numeric", false),
+    ("checkpoint_order", "text", true),
+    ("pending_checkpoint", "text", true),
+    ("pending_checkpoint_sub", "numeric", false),
+    ("parents", "ARRAY", false),
+    ("claim", "text", true),
+    ("owner_switches", "bigint", false),
+];
+const LEASE_KEY: &[&str] = &["app", "stream", "shard"];
+
+const WORKER_COLUMNS: &[ColumnSpec] = &[
+    ("app", "text", false),
+    ("worker", "text", false),
+    ("expires_at", "timestamp with time zone", false),
+];
+const WORKER_KEY: &[&str] = &["app", "worker"];
+
+const MIGRATION_COLUMNS: &[ColumnSpec] = &[
+    ("version", "integer", false),
+    ("description", "text", false),
+];
+const MIGRATION_KEY: &[&str] = &["version"];
+
+/// The quoted, schema-qualified names of the store's tables.
+#[derive(Clone, Debug)]
+pub(crate) struct Tables {
+    pub(crate) schema: String,
+    pub(crate) leases: String,
+    pub(crate) workers: String,
+    pub(crate) migrations: String,
+    /// The unquoted table names, for catalog look-ups.
+    leases_name: String,
+    workers_name: String,
+    migrations_name: String,
+}
+
+impl Tables {
+    /// Names from a validated schema and prefix.
+    pub(crate) fn new(schema: &str, prefix: &str) -> Result<Self> {
+        validate_identifier("schema", schema, MAX_IDENTIFIER_BYTES)?;
+        validate_identifier("table_prefix", prefix, MAX_PREFIX_BYTES)?;
+        let qualified = |table: &str| format!("\"{schema}\".\"{table}\"");
+        let (leases_name, workers_name, migrations_name) = (
+            format!("{prefix}_leases"),
+            format!("{prefix}_workers"),
+            format!("{prefix}_migrations"),
+        );
+        Ok(Self {
+            schema: schema.to_owned(),
+            leases: qualified(&leases_name),
+            workers: qualified(&workers_name),
+            migrations: qualified(&migrations_name),
+            leases_name,
+            workers_name,
+            migrations_name,
+        })
+    }
+
+    fn substitute(&self, sql: &str) -> String {
+        sql.replace("{leases}", &self.leases)
+            .replace("{workers}", &self.workers)
+    }
+
+    /// The advisory lock key of this schema: `init` of every table set in one schema runs one
+    /// at a time, so two sets cannot race to create the schema either.
+    fn lock_name(&self) -> String {
+        format!("checkpoint-postgres init {}", self.schema)
+    }
+}
+
+fn sql(text: String) -> SqlStr {
+    // Safe: `text` is a constant statement with only validated, quoted identifiers pasted in.
+    sqlx::SqlSafeStr::into_sql_str(AssertSqlSafe(Arc::<str>::from(text)))
+}
+
+/// Operation 1: applies the missing migrations and checks the layout, in one transaction under
+/// `pg_advisory_xact_lock`, so any number of workers may call it at once; the lock is released
+/// by the commit or rollback, even if the client dies.
+pub(crate) async fn migrate(conn: &mut PgConnection, tables: &Tables) -> Result<()> {
+    use sqlx::Connection;
+    let mut tx = conn.begin().await.map_err(from_sqlx)?;
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+        .bind(tables.lock_name())
+        .execute(&mut *tx)
+        .await
+        .map_err(from_sqlx)?;
+    // CREATE SCHEMA needs the CREATE privilege on the database even when the schema exists, so
+    // it only runs when the schema is missing.
+    let schema_exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)")
+            .bind(&tables.schema)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(from_sqlx)?;
+    if !schema_exists {
+        sqlx::raw_sql(sql(format!(
+            "CREATE SCHEMA IF NOT EXISTS \"{}\"",
+            tables.schema
+        )))
+        .execute(&mut *tx)
+        .await
+        .map_err(from_sqlx)?;
+    }
+    let create = format!(
+        "CREATE TABLE IF NOT EXISTS {migrations} (
+             version     integer PRIMARY KEY,
+             description text NOT NULL,
+             applied_at  timestamptz NOT NULL DEFAULT clock_timestamp()
+         )",
+        migrations = tables.migrations,
+    );
+    sqlx::raw_sql(sql(create))
+        .execute(&mut *tx)
+        .await
+        .map_err(from_sqlx)?;
+    check_columns(
+        &mut tx,
+        tables,
+        &tables.migrations_name,
+        MIGRATION_COLUMNS,
+        MIGRATION_KEY,
+    )
+    .await?;
+    let applied: Vec<i32> = sqlx::query_scalar(sql(format!(
+        "SELECT version FROM {} ORDER BY version",
+        tables.migrations
+    )))
+    .fetch_all(&mut *tx)
+    .await
+    .map_err(from_sqlx)?;
+    if let Some(newer) = applied.iter().find(|v| **v > LATEST_VERSION) {
+        return Err(Error::SchemaMismatch {
+            store: STORE,
+            detail: format!(
+                "{} records schema version {newer}, newer than the {LATEST_VERSION} this version \
+                 of checkpoint-postgres knows",
+                tables.migrations
+            ),
+        });
+    }
+    for migration in MIGRATIONS.iter().filter(|m| !applied.contains(&m.version)) {
+        tracing::info!(version = migration.version, tables = %tables.leases, "applying migration");
+        sqlx::raw_sql(sql(tables.substitute(migration.sql)))
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| migration_error(tables, migration, e))?;
+        sqlx::query(sql(format!(
+            "INSERT INTO {} (version, description) VALUES ($1, $2)",
+            tables.migrations
+        )))
+        .bind(migration.version)
+        .bind(migration.description)
+        .execute(&mut *tx)
+        .await
+        .map_err(from_sqlx)?;
+    }
+    check_columns(
+        &mut tx,
+        tables,
+        &tables.leases_name,
+        LEASE_COLUMNS,
+        LEASE_KEY,
+    )
+    .await?;
+    check_columns(
+        &mut tx,
+        tables,
+        &tables.workers_name,
+        WORKER_COLUMNS,
+        WORKER_KEY,
+    )
+    .await?;
+    tx.commit().await.map_err(from_sqlx)
+}
+
+fn migration_error(tables: &Tables, migration: &Migration, err: sqlx::Error) -> Error {
+    match sqlstate(&err).as_deref() {
+        // Undefined column, datatype mismatch, wrong object type: an existing object is not
+        // the one the migration expects.
+        Some("42703" | "42804" | "42809" | "42P16") => Error::SchemaMismatch {
+            store: STORE,
+            detail: format!(
+                "migration {} on {} failed against an existing object: {err}",
+                migration.version, tables.leases
+            ),
+        },
+        _ => from_sqlx(err),
+    }
+}
+
+/// Checks that `table` has every expected column with the expected type and nullability, and
+/// the expected primary key; [`Error::SchemaMismatch`] naming the first difference otherwise.
+async fn check_columns(
+    conn: &mut PgConnection,
+    tables: &Tables,
+    table: &str,
+    expected: &[ColumnSpec],
+    key: &[&str],
+) -> Result<()> {
+    let rows = sqlx::query(
+        "SELECT column_name::text, data_type::text, is_nullable = 'YES'
+         FROM information_schema.columns WHERE table_schema = $1 AND table_name = $2",
+    )
+    .bind(&tables.schema)
+    .bind(table)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(from_sqlx)?;
+    let qualified = format!("\"{}\".\"{}\"", tables.schema, table);
+    let mismatch = |detail: String| Error::SchemaMismatch {
+        store: STORE,
+        detail,
+    };
+    let mut found = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let name: String = row.try_get(0).map_err(from_sqlx)?;
+        let data_type: String = row.try_get(1).map_err(from_sqlx)?;
+        let nullable: bool = row.try_get(2).map_err(from_sqlx)?;
+        found.push((name, data_type, nullable));
+    }
+    if found.is_empty() {
+        return Err(mismatch(format!(
+            "table {qualified} does not exist or is not visible"
+        )));
+    }
+    for (name, data_type, nullable) in expected {
+        match found.iter().find(|(n, _, _)| n == name) {
+            None => return Err(mismatch(format!("table {qualified} has no column {name}"))),
+            Some((_, t, _)) if t != data_type => {
+                return Err(mismatch(format!(
+                    "column {name} of {qualified} is {t}, expected {data_type}"
+                )));
+            }
+            Some((_, _, n)) if n != nullable => {
+                return Err(mismatch(format!(
+                    "column {name} of {qualified} is {}, expected {}",
+                    if *n { "nullable" } else { "NOT NULL" },
+                    if *nullable { "nullable" } else { "NOT NULL" },
+                )));
+            }
+            Some(_) => {}
+        }
+    }
+    let mut primary: Vec<String> = sqlx::query_scalar(
+        "SELECT a.attname::text
+         FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)
+         WHERE i.indrelid = to_regclass($1) AND i.indisprimary",
+    )
+    .bind(&qualified)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(from_sqlx)?;
+    primary.sort();
+    let mut wanted: Vec<&str> = key.to_vec();
+    wanted.sort_unstable();
+    if primary != wanted {
+        return Err(mismatch(format!(
+            "primary key of {qualified} is ({}), expected ({})",
+            primary.join(", "),
+            key.join(", ")
+        )));
+    }
+    Ok(())
+}
+
+/// The columns every statement returns for a lease, in the order [`crate::store`] decodes them.
+/// The deadline travels as microseconds since the Unix epoch, the numerics as text.
+const LEASE_COLUMNS_SQL: &str = "l.stream, l.shard, l.owner, l.token, \
+     (extract(epoch FROM l.deadline) * 1000000)::bigint AS deadline_us, \
+     l.checkpoint, l.checkpoint_sub::text AS checkpoint_sub, \
+     l.pending_checkpoint, l.pending_checkpoint_sub::text AS pending_checkpoint_sub, \
+     l.parents, l.claim, l.owner_switches";
+
+/// The key condition of one lease: `$1` app, `$2` stream, `$3` shard.
+const KEY: &str = "l.app = $1 AND l.stream = $2 AND l.shard = $3";
+
+/// Every statement of the store, built once per store from its table names.
+#[derive(Debug)]
+pub(crate) struct Statements {
+    pub(crate) create_if_absent: SqlStr,
+    pub(crate) get_lease: SqlStr,
+    pub(crate) renew: SqlStr,
+    pub(crate) renew_many: SqlStr,
+    pub(crate) checkpoint: SqlStr,
+    pub(crate) prepare_checkpoint: SqlStr,
+    pub(crate) fetch: SqlStr,
+    pub(crate) reread: SqlStr,
+    pub(crate) release: SqlStr,
+    pub(crate) force_release: SqlStr,
+    pub(crate) delete: SqlStr,
+    pub(crate) list_page: SqlStr,
+    pub(crate) steal: SqlStr,
+    pub(crate) claim: SqlStr,
+    pub(crate) reset_checkpoint: SqlStr,
+    pub(crate) register_worker: SqlStr,
+    pub(crate) heartbeat: SqlStr,
+    pub(crate) live_workers: SqlStr,
+    pub(crate) deregister_worker: SqlStr,
+    pub(crate) prune_workers: SqlStr,
+}
+
+impl Statements {
+    pub(crate) fn new(tables: &Tables) -> Self {
+        let leases = &tables.leases;
+        let workers = &tables.workers;
+        let cols = LEASE_COLUMNS_SQL;
+        let ms = "* interval '1 millisecond'";
+        Self {
+            // $4 parents, $5 checkpoint, $6 checkpoint sub-sequence.
+            create_if_absent: sql(format!(
+                "INSERT INTO {leases} AS l (app, stream, shard, parents, checkpoint, checkpoint_sub)
+                 VALUES ($1, $2, $3, $4::text[], $5::text, $6::numeric)
+                 ON CONFLICT (app, stream, shard) DO NOTHING"
+            )),
+            // $4 worker, $5 duration in ms.
+            get_lease: sql(format!(
+                "WITH now AS (SELECT clock_timestamp() AS t)
+                 INSERT INTO {leases} AS l (app, stream, shard, owner, token, deadline, owner_switches)
+                 SELECT $1::text, $2::text, $3::text, $4::text, 1, now.t + $5::bigint {ms}, 1 FROM now
+                 ON CONFLICT (app, stream, shard) DO UPDATE SET
+                     token = CASE WHEN l.owner = $4::text THEN l.token ELSE l.token + 1 END,
+                     owner_switches = CASE WHEN l.owner = $4::text THEN l.owner_switches
+                                           ELSE l.owner_switches + 1 END,
+                     claim = CASE WHEN l.owner = $4::text THEN l.claim ELSE NULL END,
+                     owner = $4::text,
+                     deadline = EXCLUDED.deadline
+                 WHERE l.owner IS NULL OR l.owner = $4::text OR l.deadline IS NULL
+                       OR l.deadline <= (SELECT t FROM now)
+                 RETURNING {cols}"
+            )),
+            // $4 worker, $5 token, $6 duration in ms.
+            renew: sql(format!(
+                "UPDATE {leases} AS l SET deadline = clock_timestamp() + $6::bigint {ms}
+                 WHERE {KEY} AND l.owner = $4::text AND l.token = $5::bigint
+                 RETURNING {cols}"
+            )),
+            // $1 app, $2 worker, $3 streams, $4 shards, $5 tokens, $6 duration in ms.
+            renew_many: sql(format!(
+                "WITH now AS (SELECT clock_timestamp() AS t)
+                 UPDATE {leases} AS l SET deadline = now.t + $6::bigint {ms}
+                 FROM now, unnest($3::text[], $4::text[], $5::bigint[]) AS b(stream, shard, token)
+                 WHERE l.app = $1 AND l.owner = $2::text
+                       AND l.stream = b.stream AND l.shard = b.shard AND l.token = b.token
+                 RETURNING {cols}"
+            )),
+            // $4 worker, $5 token, $6 position, $7 sub-sequence, $8 progress key.
+            checkpoint: sql(format!(
+                "UPDATE {leases} AS l SET checkpoint = $6::text, checkpoint_sub = $7::numeric,
+                     pending_checkpoint = NULL, pending_checkpoint_sub = 0, owner_switches = 0
+                 WHERE {KEY} AND l.owner = $4::text AND l.token = $5::bigint
+                       AND (l.checkpoint IS NULL OR l.checkpoint_order <= $8::text)
+                 RETURNING {cols}"
+            )),
+            prepare_checkpoint: sql(format!(
+                "UPDATE {leases} AS l SET pending_checkpoint = $6::text,
+                     pending_checkpoint_sub = $7::numeric
+                 WHERE {KEY} AND l.owner = $4::text AND l.token = $5::bigint
+                       AND (l.checkpoint IS NULL OR l.checkpoint_order <= $8::text)
+                 RETURNING {cols}"
+            )),
+            fetch: sql(format!("SELECT {cols} FROM {leases} AS l WHERE {KEY}")),
+            // Always one row: the server's clock, and the record's columns (NULL when absent).
+            reread: sql(format!(
+                "SELECT {cols}, (extract(epoch FROM n.t) * 1000000)::bigint AS now_us
+                 FROM (SELECT clock_timestamp() AS t) AS n
+                 LEFT JOIN {leases} AS l ON {KEY}"
+            )),
+            // $4 worker, $5 token.
+            release: sql(format!(
+                "UPDATE {leases} AS l SET owner = NULL, deadline = NULL
+                 WHERE {KEY} AND l.owner = $4::text AND l.token = $5::bigint
+                 RETURNING {cols}"
+            )),
+            force_release: sql(format!(
+                "UPDATE {leases} AS l SET owner = NULL, deadline = NULL WHERE {KEY} RETURNING {cols}"
+            )),
+            delete: sql(format!("DELETE FROM {leases} AS l WHERE {KEY}")),
+            // $1 app, $2 stream or NULL, ($3, $4) the last key of the previous page, $5 limit.
+            list_page: sql(format!(
+                "SELECT {cols} FROM {leases} AS l
+                 WHERE l.app = $1 AND ($2::text IS NULL OR l.stream = $2::text)
+                       AND (l.stream, l.shard) > ($3::text, $4::text)
+                 ORDER BY l.stream, l.shard LIMIT $5"
+            )),
+            // $4 thief, $5 expected owner, $6 expected token, $7 duration in ms.
+            steal: sql(format!(
+                "UPDATE {leases} AS l SET owner = $4::text, token = l.token + 1,
+                     deadline = clock_timestamp() + $7::bigint {ms}, claim = NULL,
+                     owner_switches = l.owner_switches + 1
+                 WHERE {KEY} AND l.owner = $5::text AND l.token = $6::bigint
+                 RETURNING {cols}"
+            )),
+            // $4 claimant.
+            claim: sql(format!(
+                "UPDATE {leases} AS l SET claim = $4::text
+                 WHERE {KEY} AND l.owner IS DISTINCT FROM $4::text
+                       AND l.claim IS DISTINCT FROM $4::text
+                 RETURNING {cols}"
+            )),
+            // $4 position or NULL, $5 sub-sequence.
+            reset_checkpoint: sql(format!(
+                "UPDATE {leases} AS l SET checkpoint = $4::text, checkpoint_sub = $5::numeric,
+                     pending_checkpoint = NULL, pending_checkpoint_sub = 0, owner_switches = 0
+                 WHERE {KEY} RETURNING {cols}"
+            )),
+            // $1 app, $2 worker, $3 ttl in ms.
+            register_worker: sql(format!(
+                "INSERT INTO {workers} AS w (app, worker, expires_at)
+                 VALUES ($1, $2, clock_timestamp() + $3::bigint {ms})
+                 ON CONFLICT (app, worker) DO UPDATE SET expires_at = EXCLUDED.expires_at"
+            )),
+            heartbeat: sql(format!(
+                "UPDATE {workers} AS w SET expires_at = clock_timestamp() + $3::bigint {ms}
+                 WHERE w.app = $1 AND w.worker = $2"
+            )),
+            live_workers: sql(format!(
+                "SELECT w.worker FROM {workers} AS w
+                 WHERE w.app = $1 AND w.expires_at > clock_timestamp() ORDER BY w.worker"
+            )),
+            deregister_worker: sql(format!(
+                "DELETE FROM {workers} AS w WHERE w.app = $1 AND w.worker = $2"
+            )),
+            prune_workers: sql(format!(
+                "DELETE FROM {workers} AS w WHERE w.app = $1 AND w.expires_at <= clock_timestamp()"
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identifiers_are_validated_and_quoted() {
+        let tables = Tables::new("my_schema", "orders").unwrap();
+        assert_eq!(tables.leases, "\"my_schema\".\"orders_leases\"");
+        assert_eq!(tables.workers, "\"my_schema\".\"orders_workers\"");
+        assert_eq!(tables.migrations, "\"my_schema\".\"orders_migrations\"");
+        for bad in [
+            "",
+            "a\"b",
+            "a.b",
+            "a b",
+            "x;DROP TABLE y",
+            "9lives",
+            "ünï",
+            "a-b",
+        ] {
+            assert_eq!(
+                Tables::new(bad, "p").unwrap_err().field(),
+                Some("schema"),
+                "{bad:?}"
+            );
+            assert_eq!(
+                Tables::new("s", bad).unwrap_err().field(),
+                Some("table_prefix"),
+                "{bad:?}"
+            );
+        }
+        assert!(Tables::new(&"s".repeat(63), "p").is_ok());
+        assert!(Tables::new(&"s".repeat(64), "p").is_err());
+        assert!(Tables::new("s", &"p".repeat(48)).is_ok());
+        assert!(Tables::new("s", &"p".repeat(49)).is_err());
+    }
+
+    #[test]
+    fn migrations_are_numbered_in_order() {
+        for (i, m) in MIGRATIONS.iter().enumerate() {
+            assert_eq!(m.version, i as i32 + 1);
+        }
+        assert_eq!(MIGRATIONS.last().map(|m| m.version), Some(LATEST_VERSION));
+    }
+}

@@ -1,0 +1,915 @@
+//! [`PostgresStore`]: the [`Checkpointer`] and [`Membership`] implementations.
+//!
+//! Every operation is one SQL statement run in its own implicit transaction (see
+//! [`crate::schema`] for the statements): a conditional `UPDATE … WHERE owner = $ AND token = $
+//! … RETURNING`, an `INSERT … ON CONFLICT`, or a `DELETE`. PostgreSQL takes the row lock and
+//! re-checks the `WHERE` clause against the newest committed row version before writing, so two
+//! writers can never both pass a condition on one record. Expiry is compared with
+//! `clock_timestamp()` inside the statement: the server's clock, never the client's.
+//!
+//! A statement that matched no row writes nothing. The store then re-reads the record with the
+//! server's clock and applies the matching [`rules`] function to it, which names the failed
+//! condition exactly as the reference store would ([`Error::LeaseLost`], [`Error::LeaseHeld`],
+//! [`Error::CheckpointRegression`], ...), or finds an idempotent repeat (a release or steal that
+//! already happened) and returns the record. If the rule finds the write would now succeed, the
+//! record changed between the statement and the re-read, and the statement runs again.
+//!
+//! Transient faults (a dropped connection, a terminated backend, a pool timeout, a
+//! serialization failure) are retried with the configured [`checkpoint_core::Backoff`]. A retry
+//! runs the same conditional statement again, so a write whose reply was lost is resolved
+//! against the stored record: the repeat of a grant, renewal, checkpoint, release or steal that
+//! already happened matches the record it left and reports the same success; one that did not
+//! happen is applied now or reported as the failed condition it meets. Nothing is guessed.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use checkpoint_core::rules::{self, Outcome};
+use checkpoint_core::{
+    AppName, BatchMode, Capabilities, Checkpointer, ClockSource, Durability, Error, FencingToken,
+    HeartbeatTtl, Lease, LeaseDuration, LeaseKey, Membership, Position, RenewOutcome, Result,
+    ShardId, StreamName, WorkerId,
+};
+use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
+use sqlx::{Connection, PgConnection, PgExecutor, Row};
+
+use crate::config::PostgresConfig;
+use crate::error::{STORE, from_sqlx};
+use crate::schema::{self, Statements, Tables};
+
+/// Rows fetched per page by [`Checkpointer::list_leases`].
+const LIST_PAGE: i64 = 500;
+
+/// How often one call runs its statement again after the re-read found that the record changed
+/// in between (another writer was faster every time) before giving up with a retryable error.
+const MAX_RACES: usize = 8;
+
+/// A lease/checkpoint store on one PostgreSQL database, for one app.
+///
+/// Cheap to clone; clones and [`PostgresStore::for_app`] handles share one connection pool.
+/// `Send + Sync`, usable as `Arc<dyn checkpoint_core::Store>`.
+#[derive(Clone)]
+pub struct PostgresStore {
+    app: AppName,
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    pool: PgPool,
+    config: PostgresConfig,
+    tables: Tables,
+    sql: Statements,
+}
+
+impl fmt::Debug for PostgresStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The configuration's Debug redacts the password; the pool's connect options (which
+        // hold it) are never shown.
+        f.debug_struct("PostgresStore")
+            .field("app", &self.app)
+            .field("leases", &self.inner.tables.leases)
+            .field("workers", &self.inner.tables.workers)
+            .field("pool_size", &self.inner.pool.size())
+            .field("config", &self.inner.config)
+            .finish()
+    }
+}
+
+type Attempt<'a> = Pin<Box<dyn Future<Output = Result<Option<Lease>>> + Send + 'a>>;
+
+impl PostgresStore {
+    /// Opens a connection pool described by `config` for `app` and runs [`Checkpointer::init`]
+    /// (creating or upgrading the tables; [`Error::SchemaMismatch`] if an existing table is not
+    /// ours). Invalid settings are [`Error::InvalidInput`]; an unreachable server is a retryable
+    /// [`Error::Backend`] after the configured backoff is spent.
+    pub async fn open(config: PostgresConfig, app: AppName) -> Result<Self> {
+        config.validate()?;
+        let tables = Tables::new(config.schema(), config.table_prefix())?;
+        let pool = PgPoolOptions::new()
+            .max_connections(config.max_connections())
+            .min_connections(0)
+            .acquire_timeout(config.acquire_timeout())
+            .idle_timeout(Duration::from_secs(60))
+            // A connection is pinged when it is returned to the pool, and a connection that
+            // died while idle fails its next statement with a retryable error that the store
+            // retries on a fresh one: no extra round trip before every operation.
+            .test_before_acquire(false)
+            .connect_lazy_with(config.connect_options(&app));
+        let store = Self {
+            app,
+            inner: Arc::new(Inner {
+                sql: Statements::new(&tables),
+                pool,
+                config,
+                tables,
+            }),
+        };
+        store.init().await?;
+        Ok(store)
+    }
+
+    /// [`PostgresConfig::from_url`] then [`PostgresStore::open`]: connects and runs `init`.
+    pub async fn connect(url: &str, app: AppName) -> Result<Self> {
+        Self::open(PostgresConfig::from_url(url)?, app).await
+    }
+
+    /// A handle for another app on the same tables, sharing this store's connection pool.
+    pub fn for_app(&self, app: AppName) -> Self {
+        Self {
+            app,
+            inner: self.inner.clone(),
+        }
+    }
+
+    /// The configuration this store was opened with.
+    pub fn config(&self) -> &PostgresConfig {
+        &self.inner.config
+    }
+
+    /// The store's connection pool, for example to begin the transaction given to
+    /// [`PostgresStore::checkpoint_in_transaction`].
+    pub fn pool(&self) -> &PgPool {
+        &self.inner.pool
+    }
+
+    /// The schema-qualified, quoted name of the lease table, for example
+    /// `"public"."checkpoint_leases"`.
+    pub fn lease_table(&self) -> &str {
+        &self.inner.tables.leases
+    }
+
+    /// Transactional checkpoint (operation 13): writes the fenced checkpoint of `key` inside the
+    /// caller's own open transaction on `conn` (a `&mut *tx` of a
+    /// `sqlx::Transaction<'_, Postgres>`), so the application's state and the position commit
+    /// or roll back together: exactly-once processing.
+    ///
+    /// Same rules as [`Checkpointer::checkpoint`]. Fencing: the conditional `UPDATE` matches
+    /// only while `worker` holds the lease with `token`, and the row lock it takes is held until
+    /// the caller's transaction ends, so no steal or take-over can slip in between this check and
+    /// the commit (keep the transaction short: a competing `get_lease` or `steal` waits for it).
+    /// Otherwise [`Error::LeaseLost`] or [`Error::CheckpointRegression`], with nothing written
+    /// by this call; the caller should roll back. Faults are not retried here: the transaction
+    /// belongs to the caller. `conn` outside a transaction is [`Error::InvalidInput`] naming
+    /// `transaction` (the write would commit on its own, which is what
+    /// [`Checkpointer::checkpoint`] is for).
+    ///
+    /// ```no_run
+    /// # use std::time::Duration;
+    /// # use checkpoint_core::{AppName, Checkpointer, LeaseDuration, LeaseKey, Position, WorkerId};
+    /// # use checkpoint_postgres::PostgresStore;
+    /// # async fn demo() -> checkpoint_core::Result<()> {
+    /// let store = PostgresStore::connect("postgres://postgres@127.0.0.1/test", AppName::new("billing")?).await?;
+    /// let key = LeaseKey::parse("orders", "shard-0")?;
+    /// let me = WorkerId::new("worker-1")?;
+    /// let lease = store.get_lease(&key, &me, LeaseDuration::new(Duration::from_secs(10))?).await?;
+    ///
+    /// let mut tx = store.pool().begin().await.expect("begin");
+    /// sqlx::query("UPDATE totals SET amount = amount + 42 WHERE id = 1")
+    ///     .execute(&mut *tx).await.expect("app write");
+    /// store.checkpoint_in_transaction(&mut tx, &key, &me, lease.token, &Position::sequence("1000")?).await?;
+    /// tx.commit().await.expect("commit"); // the total and the position, or neither
+    /// # Ok(()) }
+    /// ```
+    pub async fn checkpoint_in_transaction(
+        &self,
+        conn: &mut PgConnection,
+        key: &LeaseKey,
+        worker: &WorkerId,
+        token: FencingToken,
+        position: &Position,
+    ) -> Result<Lease> {
+        if !conn.is_in_transaction() {
+            return Err(Error::invalid(
+                "transaction",
+                "the connection is not inside a transaction; begin one first",
+            ));
+        }
+        for _ in 0..MAX_RACES {
+            let written = self
+                .checkpoint_statement(
+                    &mut *conn,
+                    &self.inner.sql.checkpoint,
+                    key,
+                    worker,
+                    token,
+                    position,
+                )
+                .await?;
+            if let Some(lease) = written {
+                return Ok(lease);
+            }
+            let (current, _) = self.reread(&mut *conn, key).await?;
+            rules::checkpoint(current, key, worker, token, position)?;
+        }
+        Err(raced(key))
+    }
+
+    /// Runs `op` with the configured backoff while it fails with a retryable error.
+    async fn retry<T, F, Fut>(&self, mut op: F) -> Result<T>
+    where
+        F: FnMut() -> Fut + Send,
+        Fut: Future<Output = Result<T>> + Send,
+    {
+        self.inner.config.backoff().retry(|_| op()).await
+    }
+
+    /// A conditional write: runs `statement` (which returns the written record, or `None` when
+    /// its condition matched no row); on `None` re-reads the record with the server's clock and
+    /// lets `rule` decide. `rule` failing is the operation's answer; `Outcome::Unchanged` is an
+    /// idempotent repeat, returned as is; `Outcome::Write` means the record changed between the
+    /// statement and the re-read, so the statement runs again. Retried on transient faults.
+    async fn conditional<'a, S, R>(
+        &'a self,
+        key: &'a LeaseKey,
+        statement: S,
+        rule: R,
+    ) -> Result<Lease>
+    where
+        S: Fn() -> Attempt<'a> + Send + Sync,
+        R: Fn(Option<Lease>, SystemTime) -> Result<Outcome> + Send + Sync,
+    {
+        self.retry(|| async {
+            for _ in 0..MAX_RACES {
+                if let Some(lease) = statement().await? {
+                    return Ok(lease);
+                }
+                let (current, now) = self.reread(&self.inner.pool, key).await?;
+                match rule(current, now)? {
+                    Outcome::Unchanged(lease) => return Ok(lease),
+                    Outcome::Write(_) => {}
+                }
+            }
+            Err(raced(key))
+        })
+        .await
+    }
+
+    /// The record (or `None`) and the server's clock, read in one statement.
+    async fn reread<'e, E: PgExecutor<'e>>(
+        &self,
+        exec: E,
+        key: &LeaseKey,
+    ) -> Result<(Option<Lease>, SystemTime)> {
+        let row = sqlx::query(self.inner.sql.reread.clone())
+            .bind(self.app.as_str())
+            .bind(key.stream.as_str())
+            .bind(key.shard.as_str())
+            .fetch_one(exec)
+            .await
+            .map_err(from_sqlx)?;
+        let now_us: i64 = row.try_get("now_us").map_err(from_sqlx)?;
+        let now = from_micros(now_us).ok_or_else(|| {
+            Error::backend_message(STORE, false, "the server clock is before 1970")
+        })?;
+        let stream: Option<String> = row.try_get("stream").map_err(from_sqlx)?;
+        let lease = match stream {
+            Some(_) => Some(decode_lease(&row)?),
+            None => None,
+        };
+        Ok((lease, now))
+    }
+
+    /// The fenced checkpoint (or prepare) statement: `sql` is `checkpoint` or
+    /// `prepare_checkpoint`.
+    async fn checkpoint_statement<'e, E: PgExecutor<'e>>(
+        &self,
+        exec: E,
+        sql: &sqlx::SqlStr,
+        key: &LeaseKey,
+        worker: &WorkerId,
+        token: FencingToken,
+        position: &Position,
+    ) -> Result<Option<Lease>> {
+        let row = sqlx::query(sql.clone())
+            .bind(self.app.as_str())
+            .bind(key.stream.as_str())
+            .bind(key.shard.as_str())
+            .bind(worker.as_str())
+            .bind(token_param(token))
+            .bind(position.encode())
+            .bind(position.sub_sequence().to_string())
+            .bind(progress_key(position))
+            .fetch_optional(exec)
+            .await
+            .map_err(from_sqlx)?;
+        row.as_ref().map(decode_lease).transpose()
+    }
+
+    /// Runs a statement that returns at most one lease row.
+    fn lease_row<'a>(
+        &'a self,
+        query: sqlx::query::Query<'a, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    ) -> Attempt<'a> {
+        Box::pin(async move {
+            let row = query
+                .fetch_optional(&self.inner.pool)
+                .await
+                .map_err(from_sqlx)?;
+            row.as_ref().map(decode_lease).transpose()
+        })
+    }
+
+    /// A query on `sql` with the key parameters `$1` app, `$2` stream, `$3` shard bound.
+    fn keyed<'a>(
+        &'a self,
+        sql: &sqlx::SqlStr,
+        key: &'a LeaseKey,
+    ) -> sqlx::query::Query<'a, sqlx::Postgres, sqlx::postgres::PgArguments> {
+        sqlx::query(sql.clone())
+            .bind(self.app.as_str())
+            .bind(key.stream.as_str())
+            .bind(key.shard.as_str())
+    }
+}
+
+#[async_trait]
+impl Checkpointer for PostgresStore {
+    fn app(&self) -> &AppName {
+        &self.app
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            backend: STORE,
+            clock: ClockSource::Server,
+            transactional_checkpoint: true,
+            renew_many: BatchMode::OneRoundTrip,
+            durability: Durability::Disk,
+            multi_process: true,
+        }
+    }
+
+    /// Applies the embedded migrations in one transaction under a transaction-scoped advisory
+    /// lock (`pg_advisory_xact_lock`), so any number of workers may call it at once, then checks
+    /// the tables' columns and keys ([`Error::SchemaMismatch`] naming the first difference).
+    async fn init(&self) -> Result<()> {
+        self.retry(|| async {
+            let mut conn = self.inner.pool.acquire().await.map_err(from_sqlx)?;
+            schema::migrate(&mut conn, &self.inner.tables).await
+        })
+        .await
+    }
+
+    /// Operation 2: `INSERT … ON CONFLICT DO NOTHING`; created iff one row was inserted.
+    ///
+    /// If a first attempt's reply is lost and the retry finds the row, this reports `false`
+    /// although the lost attempt may have been the one that created it: the record exists
+    /// either way, which is what the caller needs.
+    async fn create_lease_if_absent(
+        &self,
+        key: &LeaseKey,
+        parents: &[ShardId],
+        initial: Option<&Position>,
+    ) -> Result<bool> {
+        let parents: Vec<String> = parents.iter().map(|p| p.as_str().to_owned()).collect();
+        self.retry(|| async {
+            let done = self
+                .keyed(&self.inner.sql.create_if_absent, key)
+                .bind(&parents)
+                .bind(initial.map(Position::encode))
+                .bind(initial.map_or(0, Position::sub_sequence).to_string())
+                .execute(&self.inner.pool)
+                .await
+                .map_err(from_sqlx)?;
+            Ok(done.rows_affected() == 1)
+        })
+        .await
+    }
+
+    /// Operation 3 (mutual exclusion): one `INSERT … ON CONFLICT DO UPDATE … WHERE` whose
+    /// condition (free, expired by `clock_timestamp()`, or already ours) is evaluated under the
+    /// row lock against the newest committed version. Of any number of racing workers exactly
+    /// one passes it; the others match no row and get [`Error::LeaseHeld`] from the re-read.
+    /// The token is bumped unless the lease was already ours.
+    async fn get_lease(
+        &self,
+        key: &LeaseKey,
+        worker: &WorkerId,
+        duration: LeaseDuration,
+    ) -> Result<Lease> {
+        self.conditional(
+            key,
+            || {
+                self.lease_row(
+                    self.keyed(&self.inner.sql.get_lease, key)
+                        .bind(worker.as_str())
+                        .bind(millis(duration.get())),
+                )
+            },
+            |current, now| {
+                rules::get_lease(current, key, worker, duration, now).map(Outcome::Write)
+            },
+        )
+        .await
+    }
+
+    /// Operation 4 (fencing): `UPDATE … WHERE owner = $worker AND token = $token`, past the
+    /// deadline too; otherwise [`Error::LeaseLost`] and nothing written.
+    async fn renew(
+        &self,
+        key: &LeaseKey,
+        worker: &WorkerId,
+        token: FencingToken,
+        duration: LeaseDuration,
+    ) -> Result<Lease> {
+        self.conditional(
+            key,
+            || {
+                self.lease_row(
+                    self.keyed(&self.inner.sql.renew, key)
+                        .bind(worker.as_str())
+                        .bind(token_param(token))
+                        .bind(millis(duration.get())),
+                )
+            },
+            |current, now| {
+                rules::renew(current, key, worker, token, duration, now).map(Outcome::Write)
+            },
+        )
+        .await
+    }
+
+    /// Operation 4, batched (fencing): one `UPDATE … FROM unnest($streams, $shards, $tokens)`
+    /// for the whole batch, matching each row on owner and its own token; the keys it did not
+    /// return were not renewed and are reported lost.
+    async fn renew_many(
+        &self,
+        worker: &WorkerId,
+        leases: &[(LeaseKey, FencingToken)],
+        duration: LeaseDuration,
+    ) -> Result<RenewOutcome> {
+        rules::check_renew_batch(leases)?;
+        if leases.is_empty() {
+            return Ok(RenewOutcome::default());
+        }
+        let streams: Vec<&str> = leases.iter().map(|(k, _)| k.stream.as_str()).collect();
+        let shards: Vec<&str> = leases.iter().map(|(k, _)| k.shard.as_str()).collect();
+        let tokens: Vec<i64> = leases.iter().map(|(_, t)| token_param(*t)).collect();
+        let rows = self
+            .retry(|| async {
+                sqlx::query(self.inner.sql.renew_many.clone())
+                    .bind(self.app.as_str())
+                    .bind(worker.as_str())
+                    .bind(&streams)
+                    .bind(&shards)
+                    .bind(&tokens)
+                    .bind(millis(duration.get()))
+                    .fetch_all(&self.inner.pool)
+                    .await
+                    .map_err(from_sqlx)
+            })
+            .await?;
+        let mut renewed = rows.iter().map(decode_lease).collect::<Result<Vec<_>>>()?;
+        renewed.sort_by(|a, b| a.key.cmp(&b.key));
+        let mut lost: Vec<LeaseKey> = leases
+            .iter()
+            .filter(|(k, _)| renewed.binary_search_by(|l| l.key.cmp(k)).is_err())
+            .map(|(k, _)| k.clone())
+            .collect();
+        lost.sort();
+        Ok(RenewOutcome { renewed, lost })
+    }
+
+    /// Operation 5 (fencing, monotonic positions): `UPDATE … WHERE owner = $worker AND token =
+    /// $token AND stored progress key <= new progress key`, the progress key being the rank and
+    /// the zero-padded sequence and sub-sequence, so text order is progress order and nothing
+    /// but `SHARD_END` follows `SHARD_END`. No row: [`Error::LeaseLost`] or
+    /// [`Error::CheckpointRegression`] from the re-read, nothing written.
+    async fn checkpoint(
+        &self,
+        key: &LeaseKey,
+        worker: &WorkerId,
+        token: FencingToken,
+        position: &Position,
+    ) -> Result<Lease> {
+        self.conditional(
+            key,
+            || {
+                Box::pin(self.checkpoint_statement(
+                    &self.inner.pool,
+                    &self.inner.sql.checkpoint,
+                    key,
+                    worker,
+                    token,
+                    position,
+                ))
+            },
+            |current, _| {
+                rules::checkpoint(current, key, worker, token, position).map(Outcome::Write)
+            },
+        )
+        .await
+    }
+
+    /// Operation 14: fenced and checked against the stored checkpoint exactly as
+    /// [`Checkpointer::checkpoint`], storing the pending position.
+    async fn prepare_checkpoint(
+        &self,
+        key: &LeaseKey,
+        worker: &WorkerId,
+        token: FencingToken,
+        position: &Position,
+    ) -> Result<Lease> {
+        self.conditional(
+            key,
+            || {
+                Box::pin(self.checkpoint_statement(
+                    &self.inner.pool,
+                    &self.inner.sql.prepare_checkpoint,
+                    key,
+                    worker,
+                    token,
+                    position,
+                ))
+            },
+            |current, _| {
+                rules::prepare_checkpoint(current, key, worker, token, position).map(Outcome::Write)
+            },
+        )
+        .await
+    }
+
+    async fn fetch(&self, key: &LeaseKey) -> Result<Option<Lease>> {
+        self.retry(|| self.lease_row(self.keyed(&self.inner.sql.fetch, key)))
+            .await
+    }
+
+    /// Operation 7 (fencing): `UPDATE … SET owner = NULL, deadline = NULL WHERE owner = $worker
+    /// AND token = $token`. No row: a repeat of a completed release (free, same token) returns
+    /// the record; anything else is [`Error::LeaseLost`].
+    async fn release(
+        &self,
+        key: &LeaseKey,
+        worker: &WorkerId,
+        token: FencingToken,
+    ) -> Result<Lease> {
+        self.conditional(
+            key,
+            || {
+                self.lease_row(
+                    self.keyed(&self.inner.sql.release, key)
+                        .bind(worker.as_str())
+                        .bind(token_param(token)),
+                )
+            },
+            |current, _| rules::release(current, key, worker, token),
+        )
+        .await
+    }
+
+    async fn force_release(&self, key: &LeaseKey) -> Result<Lease> {
+        self.conditional(
+            key,
+            || self.lease_row(self.keyed(&self.inner.sql.force_release, key)),
+            |current, _| rules::force_release(current, key).map(Outcome::Write),
+        )
+        .await
+    }
+
+    async fn delete_lease(&self, key: &LeaseKey) -> Result<()> {
+        self.retry(|| async {
+            self.keyed(&self.inner.sql.delete, key)
+                .execute(&self.inner.pool)
+                .await
+                .map_err(from_sqlx)?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Keyset pagination over the primary key, [`LIST_PAGE`] rows a page; each page is a
+    /// consistent read, the whole list is not one snapshot.
+    async fn list_leases(&self, stream: Option<&StreamName>) -> Result<Vec<Lease>> {
+        let mut all = Vec::new();
+        let (mut after_stream, mut after_shard) = (String::new(), String::new());
+        loop {
+            let rows = self
+                .retry(|| async {
+                    sqlx::query(self.inner.sql.list_page.clone())
+                        .bind(self.app.as_str())
+                        .bind(stream.map(StreamName::as_str))
+                        .bind(after_stream.as_str())
+                        .bind(after_shard.as_str())
+                        .bind(LIST_PAGE)
+                        .fetch_all(&self.inner.pool)
+                        .await
+                        .map_err(from_sqlx)
+                })
+                .await?;
+            let full = rows.len() as i64 == LIST_PAGE;
+            for row in &rows {
+                all.push(decode_lease(row)?);
+            }
+            match all.last() {
+                Some(last) if full => {
+                    after_stream = last.key.stream.as_str().to_owned();
+                    after_shard = last.key.shard.as_str().to_owned();
+                }
+                _ => return Ok(all),
+            }
+        }
+    }
+
+    /// Operation 10 (fencing): `UPDATE … SET owner = $thief, token = token + 1 WHERE owner =
+    /// $expected_owner AND token = $expected_token`. No row: a repeat of a completed steal
+    /// returns the record; anything else is [`Error::LeaseChanged`].
+    async fn steal(
+        &self,
+        key: &LeaseKey,
+        thief: &WorkerId,
+        expected_owner: &WorkerId,
+        expected_token: FencingToken,
+        duration: LeaseDuration,
+    ) -> Result<Lease> {
+        if thief == expected_owner {
+            return Err(Error::invalid(
+                "thief",
+                "a worker cannot steal a lease from itself",
+            ));
+        }
+        self.conditional(
+            key,
+            || {
+                self.lease_row(
+                    self.keyed(&self.inner.sql.steal, key)
+                        .bind(thief.as_str())
+                        .bind(expected_owner.as_str())
+                        .bind(token_param(expected_token))
+                        .bind(millis(duration.get())),
+                )
+            },
+            |current, now| {
+                rules::steal(
+                    current,
+                    key,
+                    thief,
+                    expected_owner,
+                    expected_token,
+                    duration,
+                    now,
+                )
+            },
+        )
+        .await
+    }
+
+    /// Operation 11: `UPDATE … SET claim = $claimant` unless the claimant already holds or
+    /// claimed it (then the record is returned unchanged); absent is [`Error::NotFound`].
+    async fn claim(&self, key: &LeaseKey, claimant: &WorkerId) -> Result<Lease> {
+        self.conditional(
+            key,
+            || {
+                self.lease_row(
+                    self.keyed(&self.inner.sql.claim, key)
+                        .bind(claimant.as_str()),
+                )
+            },
+            |current, _| rules::claim(current, key, claimant),
+        )
+        .await
+    }
+
+    async fn reset_checkpoint(&self, key: &LeaseKey, position: Option<&Position>) -> Result<Lease> {
+        self.conditional(
+            key,
+            || {
+                self.lease_row(
+                    self.keyed(&self.inner.sql.reset_checkpoint, key)
+                        .bind(position.map(Position::encode))
+                        .bind(position.map_or(0, Position::sub_sequence).to_string()),
+                )
+            },
+            |current, _| rules::reset_checkpoint(current, key, position).map(Outcome::Write),
+        )
+        .await
+    }
+}
+
+#[async_trait]
+impl Membership for PostgresStore {
+    async fn register_worker(&self, worker: &WorkerId, ttl: HeartbeatTtl) -> Result<()> {
+        self.retry(|| async {
+            sqlx::query(self.inner.sql.register_worker.clone())
+                .bind(self.app.as_str())
+                .bind(worker.as_str())
+                .bind(millis(ttl.get()))
+                .execute(&self.inner.pool)
+                .await
+                .map_err(from_sqlx)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn heartbeat(&self, worker: &WorkerId, ttl: HeartbeatTtl) -> Result<()> {
+        let updated = self
+            .retry(|| async {
+                sqlx::query(self.inner.sql.heartbeat.clone())
+                    .bind(self.app.as_str())
+                    .bind(worker.as_str())
+                    .bind(millis(ttl.get()))
+                    .execute(&self.inner.pool)
+                    .await
+                    .map_err(from_sqlx)
+            })
+            .await?;
+        if updated.rows_affected() == 0 {
+            return Err(Error::NotFound {
+                entity: "worker",
+                id: worker.to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    async fn live_workers(&self) -> Result<Vec<WorkerId>> {
+        let names: Vec<String> = self
+            .retry(|| async {
+                sqlx::query_scalar(self.inner.sql.live_workers.clone())
+                    .bind(self.app.as_str())
+                    .fetch_all(&self.inner.pool)
+                    .await
+                    .map_err(from_sqlx)
+            })
+            .await?;
+        names
+            .into_iter()
+            .map(|name| {
+                WorkerId::new(name.clone()).map_err(|e| {
+                    Error::corrupt(format!("worker {name:?}"), "worker", e.to_string())
+                })
+            })
+            .collect()
+    }
+
+    async fn deregister_worker(&self, worker: &WorkerId) -> Result<()> {
+        self.retry(|| async {
+            sqlx::query(self.inner.sql.deregister_worker.clone())
+                .bind(self.app.as_str())
+                .bind(worker.as_str())
+                .execute(&self.inner.pool)
+                .await
+                .map_err(from_sqlx)?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// One `DELETE … WHERE expires_at <= clock_timestamp()`. If a first attempt's reply is lost,
+    /// the retry's count misses what that attempt deleted.
+    async fn prune_dead_workers(&self) -> Result<usize> {
+        let done = self
+            .retry(|| async {
+                sqlx::query(self.inner.sql.prune_workers.clone())
+                    .bind(self.app.as_str())
+                    .execute(&self.inner.pool)
+                    .await
+                    .map_err(from_sqlx)
+            })
+            .await?;
+        Ok(usize::try_from(done.rows_affected()).unwrap_or(usize::MAX))
+    }
+}
+
+/// The retryable error when every attempt found the record changed by another writer between
+/// the conditional statement and the re-read.
+fn raced(key: &LeaseKey) -> Error {
+    Error::backend_message(
+        STORE,
+        true,
+        format!("lease {key} kept changing under concurrent writers; nothing was written"),
+    )
+}
+
+/// A token as the `bigint` column stores it. Tokens beyond `i64::MAX` cannot be stored, so no
+/// record holds one: they become -1, which the `token >= 0` check keeps out of every row, and the
+/// fenced statement matches nothing.
+fn token_param(token: FencingToken) -> i64 {
+    i64::try_from(token.0).unwrap_or(-1)
+}
+
+/// Whole milliseconds (durations are validated to at most 24 h).
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// The progress key of a position, the same text the table's generated `checkpoint_order`
+/// column computes from a stored one: `0` for the initial positions (all equal), `1` then the
+/// sequence number zero-padded to 128 digits and the sub-sequence to 20 for a sequence, `2` for
+/// `SHARD_END`. Byte order of these keys is [`Position::cmp_progress`] order.
+fn progress_key(position: &Position) -> String {
+    match position {
+        Position::Sequence {
+            sequence,
+            sub_sequence,
+        } => format!("1{}{sub_sequence:020}", sequence.padded()),
+        Position::ShardEnd => "2".to_owned(),
+        Position::TrimHorizon | Position::Latest | Position::AtTimestamp(_) => "0".to_owned(),
+    }
+}
+
+fn from_micros(us: i64) -> Option<SystemTime> {
+    u64::try_from(us)
+        .ok()
+        .map(|us| UNIX_EPOCH + Duration::from_micros(us))
+}
+
+/// Decodes a row with the columns of `schema::LEASE_COLUMNS_SQL`. A stored value this crate
+/// would never write is [`Error::Corrupt`] naming the record and the column.
+fn decode_lease(row: &PgRow) -> Result<Lease> {
+    let stream: String = row.try_get("stream").map_err(from_sqlx)?;
+    let shard: String = row.try_get("shard").map_err(from_sqlx)?;
+    let id = format!("{stream}/{shard}");
+    let corrupt = |field: &'static str, e: Error| Error::corrupt(&id, field, e.to_string());
+    let key = LeaseKey::new(
+        StreamName::new(stream.clone()).map_err(|e| corrupt("stream", e))?,
+        ShardId::new(shard.clone()).map_err(|e| corrupt("shard", e))?,
+    );
+    let worker = |field: &'static str| -> Result<Option<WorkerId>> {
+        let name: Option<String> = row.try_get(field).map_err(from_sqlx)?;
+        name.map(|n| WorkerId::new(n).map_err(|e| corrupt(field, e)))
+            .transpose()
+    };
+    let position = |field: &'static str, sub_field: &'static str| -> Result<Option<Position>> {
+        let text: Option<String> = row.try_get(field).map_err(from_sqlx)?;
+        let sub: String = row.try_get(sub_field).map_err(from_sqlx)?;
+        let Some(text) = text else { return Ok(None) };
+        let sub: u64 = sub
+            .parse()
+            .map_err(|_| Error::corrupt(&id, sub_field, format!("{sub:?} is not a u64")))?;
+        Position::decode(field, &text, sub)
+            .map(Some)
+            .map_err(|e| corrupt(field, e))
+    };
+    let token: i64 = row.try_get("token").map_err(from_sqlx)?;
+    let token = u64::try_from(token)
+        .map_err(|_| Error::corrupt(&id, "token", format!("{token} is negative")))?;
+    let deadline: Option<i64> = row.try_get("deadline_us").map_err(from_sqlx)?;
+    let deadline = deadline
+        .map(|us| from_micros(us).ok_or_else(|| Error::corrupt(&id, "deadline", "is before 1970")))
+        .transpose()?;
+    let parents: Vec<String> = row.try_get("parents").map_err(from_sqlx)?;
+    let parents = parents
+        .into_iter()
+        .map(|p| ShardId::new(p).map_err(|e| corrupt("parents", e)))
+        .collect::<Result<Vec<_>>>()?;
+    let switches: i64 = row.try_get("owner_switches").map_err(from_sqlx)?;
+    let switches = u64::try_from(switches)
+        .map_err(|_| Error::corrupt(&id, "owner_switches", format!("{switches} is negative")))?;
+    Ok(Lease {
+        key,
+        owner: worker("owner")?,
+        token: FencingToken(token),
+        deadline,
+        checkpoint: position("checkpoint", "checkpoint_sub")?,
+        pending_checkpoint: position("pending_checkpoint", "pending_checkpoint_sub")?,
+        parents,
+        claim: worker("claim")?,
+        owner_switches_since_checkpoint: switches,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn progress_keys_sort_in_progress_order() {
+        let positions = [
+            Position::TrimHorizon,
+            Position::sequence("0").unwrap(),
+            Position::sequence_with_sub("0", 1).unwrap(),
+            Position::sequence("9").unwrap(),
+            Position::sequence("10").unwrap(),
+            Position::sequence_with_sub("10", u64::MAX).unwrap(),
+            Position::sequence(&"9".repeat(128)).unwrap(),
+            Position::ShardEnd,
+        ];
+        for pair in positions.windows(2) {
+            assert!(progress_key(&pair[0]) < progress_key(&pair[1]), "{pair:?}");
+            assert_eq!(
+                pair[0].cmp_progress(&pair[1]),
+                std::cmp::Ordering::Less,
+                "{pair:?}"
+            );
+        }
+        assert_eq!(
+            progress_key(&Position::Latest),
+            progress_key(&Position::AtTimestamp(5))
+        );
+        assert_eq!(
+            progress_key(&Position::sequence("0010").unwrap()),
+            progress_key(&Position::sequence("10").unwrap())
+        );
+    }
+
+    #[test]
+    fn huge_tokens_never_match_a_stored_one() {
+        assert_eq!(token_param(FencingToken(7)), 7);
+        assert_eq!(token_param(FencingToken(u64::MAX)), -1);
+    }
+}
