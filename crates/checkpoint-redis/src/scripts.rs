@@ -860,7 +860,7 @@ fn parse_position(
 /// Decodes a flat `field, value, ...` list (a hash) into a lease; a field that does not decode
 /// is [`Error::Corrupt`] naming it.
 pub(crate) fn decode_lease(key: &LeaseKey, flat: &[Value]) -> Result<Lease> {
-    if flat.len() % 2 != 0 {
+    if !flat.len().is_multiple_of(2) {
         return Err(protocol_error("odd number of hash items"));
     }
     let mut map: HashMap<String, String> = HashMap::new();
