@@ -7,7 +7,8 @@ use checkpoint_core::conformance::backend_unavailable;
 use checkpoint_redis::{RedisConfig, RedisStore};
 use redis::aio::MultiplexedConnection;
 
-pub(crate) const HOW: &str = "start one with `redis-server --port 6379` or set CHECKPOINT_REDIS_URL";
+pub(crate) const HOW: &str =
+    "start one with `redis-server --port 6379` or set CHECKPOINT_REDIS_URL";
 
 pub(crate) fn url() -> String {
     std::env::var("CHECKPOINT_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/".into())

@@ -1,0 +1,490 @@
+//! Redis-specific behaviour the conformance suite cannot see: the key layout and its hash tag,
+//! server-clock deadlines, listing without `KEYS` or `SCAN`, redacted secrets, hand-edited
+//! records reported as corrupt, and an incompatible existing layout reported as a mismatch.
+
+mod common;
+
+use std::time::Duration;
+
+use checkpoint_core::conformance::random_app;
+use checkpoint_core::{
+    Checkpointer, Error, ErrorKind, HeartbeatTtl, LeaseDuration, LeaseKey, Membership, Position,
+    StreamName, WorkerId,
+};
+use checkpoint_redis::{RedisConfig, RedisStore};
+use futures::StreamExt;
+
+fn long() -> LeaseDuration {
+    LeaseDuration::new(Duration::from_secs(120)).expect("duration")
+}
+
+async fn type_of(admin: &mut redis::aio::MultiplexedConnection, key: &str) -> String {
+    redis::cmd("TYPE")
+        .arg(key)
+        .query_async(admin)
+        .await
+        .expect("TYPE")
+}
+
+/// Every key of an app carries `{<app>}` as its hash tag (so one Cluster slot), has the
+/// documented type, and deadlines and heartbeat expiries are server-clock milliseconds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_layout_shares_the_app_hash_tag_and_uses_the_server_clock() {
+    let app = random_app("layout");
+    let Some(store) = common::open(common::config(), app.clone()).await else {
+        return;
+    };
+    let mut admin = common::admin().await;
+    let keys = store.key_layout().clone();
+    let tag = format!("{{{app}}}");
+    assert_eq!(keys.hash_tag(), tag);
+    let key = LeaseKey::parse("orders", "shard-7").unwrap();
+    let w = WorkerId::new("w").unwrap();
+    store
+        .get_lease(&key, &w, LeaseDuration::from_millis(30_000).unwrap())
+        .await
+        .unwrap();
+    store
+        .register_worker(&w, HeartbeatTtl::from_millis(60_000).unwrap())
+        .await
+        .unwrap();
+    let now = common::server_ms(&mut admin).await;
+
+    let lease_key = keys.lease(&key);
+    for (name, expected) in [
+        (lease_key.clone(), "hash"),
+        (keys.index(), "zset"),
+        (keys.workers(), "zset"),
+        (keys.meta(), "hash"),
+    ] {
+        assert!(
+            name.starts_with(&format!("ckpt:{tag}:")),
+            "{name} is outside the app's hash tag"
+        );
+        // The hash tag is the first {...} section: exactly the app.
+        let open = name.find('{').unwrap();
+        let close = name.find('}').unwrap();
+        assert_eq!(&name[open..=close], tag, "{name}");
+        assert_eq!(type_of(&mut admin, &name).await, expected, "{name}");
+    }
+    assert_eq!(lease_key, format!("ckpt:{tag}:lease:orders:shard-7"));
+    let members: Vec<String> = redis::cmd("ZRANGE")
+        .arg(keys.index())
+        .arg(0)
+        .arg(-1)
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    assert_eq!(members, vec!["orders:shard-7".to_owned()]);
+    let layout: Option<String> = redis::cmd("HGET")
+        .arg(keys.meta())
+        .arg("layout")
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    assert_eq!(
+        layout.as_deref(),
+        Some(checkpoint_redis::scripts::LAYOUT_VERSION)
+    );
+
+    let deadline: u64 = redis::cmd("HGET")
+        .arg(&lease_key)
+        .arg("deadline")
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    assert!(
+        deadline > now + 25_000 && deadline <= now + 30_000,
+        "deadline {deadline} is not server time {now} + 30 s"
+    );
+    let expiry: f64 = redis::cmd("ZSCORE")
+        .arg(keys.workers())
+        .arg("w")
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    let expiry = expiry as u64;
+    assert!(
+        expiry > now + 55_000 && expiry <= now + 60_000,
+        "heartbeat expiry {expiry} is not server time {now} + 60 s"
+    );
+
+    // Another app's keys carry its own tag; the prefix is configurable.
+    let other = store.for_app(random_app("layout"));
+    other.init().await.unwrap();
+    assert_ne!(other.key_layout().hash_tag(), tag);
+    let prefixed = common::open(common::config().with_prefix("tenant-1:ckpt"), app.clone())
+        .await
+        .unwrap();
+    assert_eq!(
+        prefixed.key_layout().lease(&key),
+        format!("tenant-1:ckpt:{tag}:lease:orders:shard-7")
+    );
+    assert!(
+        prefixed.fetch(&key).await.unwrap().is_none(),
+        "another prefix must be another namespace"
+    );
+}
+
+/// Listing pages through the app's index: `ZRANGEBYLEX` on the index and `HGETALL` on lease
+/// keys, never `KEYS` or `SCAN`; and no command of the store touches a key outside the app's
+/// hash tag. Observed with `MONITOR`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listing_uses_the_index_never_keys_or_scan() {
+    let app = random_app("nokeys");
+    let config = common::config().with_list_page_size(7);
+    let Some(store) = common::open(config, app.clone()).await else {
+        return;
+    };
+    let tag = store.key_layout().hash_tag().to_owned();
+    for i in 0..30 {
+        let stream = if i % 3 == 0 { "b.x" } else { "b" };
+        let key = LeaseKey::parse(stream, &format!("shard-{i:03}")).unwrap();
+        store.create_lease_if_absent(&key, &[], None).await.unwrap();
+    }
+    let client = redis::Client::open(common::url()).unwrap();
+    let monitor = client.get_async_monitor().await.expect("MONITOR");
+    let sentinel = format!("end-of-{app}");
+    let collector = {
+        let sentinel = sentinel.clone();
+        tokio::spawn(async move {
+            let mut lines = Vec::new();
+            let mut stream = Box::pin(monitor.into_on_message::<String>());
+            while let Some(line) = stream.next().await {
+                let done = line.contains(&sentinel);
+                lines.push(line);
+                if done {
+                    break;
+                }
+            }
+            lines
+        })
+    };
+
+    let all = store.list_leases(None).await.unwrap();
+    assert_eq!(all.len(), 30);
+    assert!(
+        all.windows(2).all(|w| w[0].key < w[1].key),
+        "not sorted by key"
+    );
+    assert_eq!(all[0].key.stream.as_str(), "b", "'b' sorts before 'b.x'");
+    let only_b = store
+        .list_leases(Some(&StreamName::new("b").unwrap()))
+        .await
+        .unwrap();
+    assert_eq!(only_b.len(), 20);
+    let only_bx = store
+        .list_leases(Some(&StreamName::new("b.x").unwrap()))
+        .await
+        .unwrap();
+    assert_eq!(only_bx.len(), 10);
+
+    let mut admin = common::admin().await;
+    let _: String = redis::cmd("ECHO")
+        .arg(&sentinel)
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    let lines = tokio::time::timeout(Duration::from_secs(30), collector)
+        .await
+        .expect("MONITOR saw the sentinel")
+        .unwrap();
+
+    let command = |line: &str| -> String {
+        // `<time> [<db> <client>] "COMMAND" "arg" ...`
+        line.split("] \"")
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+            .unwrap_or_default()
+            .to_ascii_uppercase()
+    };
+    for line in &lines {
+        let cmd = command(line);
+        assert!(
+            cmd != "KEYS" && cmd != "SCAN",
+            "a KEYS or SCAN was sent while listing: {line}"
+        );
+    }
+    let ours: Vec<&String> = lines.iter().filter(|l| l.contains(&tag)).collect();
+    assert!(
+        ours.iter()
+            .any(|l| command(l) == "ZRANGEBYLEX" && l.contains(":leases")),
+        "no ZRANGEBYLEX on the index: {ours:#?}"
+    );
+    // 3 pages of 7 for 'b' plus the last short page, 2 for 'b.x', 5 for all.
+    let pages = ours.iter().filter(|l| command(l) == "ZRANGEBYLEX").count();
+    assert_eq!(pages, 5 + 3 + 2, "pages read: {pages}");
+    for line in &ours {
+        let cmd = command(line);
+        assert!(
+            ["ZRANGEBYLEX", "HGETALL"].contains(&cmd.as_str()),
+            "listing sent {cmd}: {line}"
+        );
+        for arg in line.split('"').filter(|a| a.starts_with("ckpt:")) {
+            assert!(
+                arg.contains(&tag),
+                "a key outside the app's hash tag: {arg}"
+            );
+        }
+    }
+}
+
+/// Passwords never appear in `Debug`, in errors, or in the store's `Debug`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn passwords_are_redacted() {
+    let secret = "hunter2-s3cr3t";
+    let config = common::config()
+        .with_username("nobody-at-all")
+        .with_password(secret);
+    let shown = format!("{config:?}");
+    assert!(
+        !shown.contains(secret) && shown.contains("<redacted>"),
+        "{shown}"
+    );
+    let url = format!("redis://:{secret}@127.0.0.1:1/");
+    let from_url = RedisConfig::from_url(&url).unwrap();
+    assert!(!format!("{from_url:?}").contains(secret));
+
+    // Wrong credentials: the error names no password.
+    match RedisStore::open(config, random_app("auth")).await {
+        Err(e) => {
+            let text = format!("{e} {e:?}");
+            assert!(!text.contains(secret), "{text}");
+        }
+        Ok(store) => assert!(!format!("{store:?}").contains(secret)),
+    }
+    // A refused connection: retryable, and still no password.
+    let refused = RedisStore::connect(&url, random_app("auth"))
+        .await
+        .unwrap_err();
+    assert!(refused.is_retryable(), "{refused:?}");
+    assert!(!format!("{refused} {refused:?}").contains(secret));
+
+    let Some(store) = common::open(common::config(), random_app("dbg")).await else {
+        return;
+    };
+    let shown = format!("{store:?}");
+    assert!(
+        shown.contains("RedisStore") && shown.contains("hash_tag"),
+        "{shown}"
+    );
+}
+
+async fn hset(admin: &mut redis::aio::MultiplexedConnection, key: &str, field: &str, value: &str) {
+    let _: i64 = redis::cmd("HSET")
+        .arg(key)
+        .arg(field)
+        .arg(value)
+        .query_async(admin)
+        .await
+        .unwrap();
+}
+
+fn assert_corrupt<T: std::fmt::Debug>(result: checkpoint_core::Result<T>, field: &str, what: &str) {
+    match result {
+        Err(Error::Corrupt { field: got, .. }) if got == field => {}
+        other => panic!("{what}: expected Corrupt naming {field}, got {other:?}"),
+    }
+}
+
+/// A hand-edited hash field is `Error::Corrupt` naming the field, from a fetch, from every
+/// script, and from a renew-many batch, which then writes nothing at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupt_field_is_reported_and_never_overwritten() {
+    let Some(store) = common::open(common::config(), random_app("corrupt")).await else {
+        return;
+    };
+    let mut admin = common::admin().await;
+    let w = WorkerId::new("w").unwrap();
+    let good = LeaseKey::parse("s", "good").unwrap();
+    let bad = LeaseKey::parse("s", "bad").unwrap();
+    let good_lease = store.get_lease(&good, &w, long()).await.unwrap();
+    let bad_lease = store.get_lease(&bad, &w, long()).await.unwrap();
+    let bad_key = store.key_layout().lease(&bad);
+
+    for (field, value) in [
+        ("token", "abc"),
+        ("token", "-1"),
+        ("token", "18446744073709551616"),
+        ("owner", "a:b"),
+        ("deadline", "soon"),
+        ("checkpoint", "NOPE"),
+        ("checkpoint", "AT_TIMESTAMP:x"),
+        ("checkpoint_sub", "1.5"),
+        ("parents", "a,,b"),
+        ("claim", "{x}"),
+        ("owner_switches", ""),
+    ] {
+        hset(&mut admin, &bad_key, "checkpoint", "5").await;
+        hset(&mut admin, &bad_key, field, value).await;
+        let what = format!("{field}={value:?}");
+        assert_corrupt(store.fetch(&bad).await, field, &format!("fetch {what}"));
+        assert_corrupt(
+            store.renew(&bad, &w, bad_lease.token, long()).await,
+            field,
+            &format!("renew {what}"),
+        );
+        assert_corrupt(
+            store
+                .checkpoint(&bad, &w, bad_lease.token, &Position::sequence("9").unwrap())
+                .await,
+            field,
+            &format!("checkpoint {what}"),
+        );
+        assert_corrupt(
+            store.get_lease(&bad, &w, long()).await,
+            field,
+            &format!("get_lease {what}"),
+        );
+        assert_corrupt(
+            store.list_leases(None).await,
+            field,
+            &format!("list {what}"),
+        );
+        let before = store.fetch(&good).await.unwrap().unwrap();
+        assert_corrupt(
+            store
+                .renew_many(
+                    &w,
+                    &[
+                        (good.clone(), good_lease.token),
+                        (bad.clone(), bad_lease.token),
+                    ],
+                    long(),
+                )
+                .await,
+            field,
+            &format!("renew_many {what}"),
+        );
+        assert_eq!(
+            store.fetch(&good).await.unwrap().unwrap(),
+            before,
+            "a failed renew_many renewed part of the batch"
+        );
+        let stored: Option<String> = redis::cmd("HGET")
+            .arg(&bad_key)
+            .arg(field)
+            .query_async(&mut admin)
+            .await
+            .unwrap();
+        assert_eq!(
+            stored.as_deref(),
+            Some(value),
+            "a script overwrote the corrupt {field}"
+        );
+        // Repair the record for the next case.
+        let _: i64 = redis::cmd("HSET")
+            .arg(&bad_key)
+            .arg("token")
+            .arg(bad_lease.token.0.to_string())
+            .arg("owner")
+            .arg("w")
+            .arg("deadline")
+            .arg("1")
+            .arg("checkpoint")
+            .arg("5")
+            .arg("checkpoint_sub")
+            .arg("0")
+            .arg("parents")
+            .arg("")
+            .arg("owner_switches")
+            .arg("0")
+            .query_async(&mut admin)
+            .await
+            .unwrap();
+        let _: i64 = redis::cmd("HDEL")
+            .arg(&bad_key)
+            .arg("claim")
+            .query_async(&mut admin)
+            .await
+            .unwrap();
+        store.fetch(&bad).await.expect("repaired");
+    }
+
+    // A bad index member and a bad worker member.
+    let _: i64 = redis::cmd("ZADD")
+        .arg(store.key_layout().index())
+        .arg(0)
+        .arg("no-colon")
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    assert_corrupt(
+        store.list_leases(None).await,
+        "index_member",
+        "index member",
+    );
+    let _: i64 = redis::cmd("ZADD")
+        .arg(store.key_layout().workers())
+        .arg("99999999999999")
+        .arg("bad worker")
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    assert_corrupt(store.live_workers().await, "worker", "worker member");
+}
+
+/// An existing key of the wrong type, or a meta hash from another layout version, is a schema
+/// mismatch naming the key, at init and during operations; nothing is overwritten.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_incompatible_layout_is_a_schema_mismatch() {
+    let app = random_app("mismatch");
+    let Some(store) = common::open(common::config(), app.clone()).await else {
+        return;
+    };
+    let mut admin = common::admin().await;
+    let keys = store.key_layout().clone();
+
+    let _: () = redis::cmd("HSET")
+        .arg(keys.meta())
+        .arg("layout")
+        .arg("99")
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    let err = RedisStore::open(common::config(), app.clone())
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::SchemaMismatch, "{err:?}");
+    assert!(err.to_string().contains(":meta"), "{err}");
+
+    let other = random_app("mismatch");
+    let other_keys = store.for_app(other.clone()).key_layout().clone();
+    let _: () = redis::cmd("SET")
+        .arg(other_keys.index())
+        .arg("not a sorted set")
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    let err = RedisStore::open(common::config(), other.clone())
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::SchemaMismatch, "{err:?}");
+    assert!(err.to_string().contains(":leases"), "{err}");
+    let kept: String = redis::cmd("GET")
+        .arg(other_keys.index())
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    assert_eq!(kept, "not a sorted set");
+
+    // A lease key of the wrong type met during an operation (WRONGTYPE inside the script).
+    let fine = common::open(common::config(), random_app("mismatch"))
+        .await
+        .unwrap();
+    let key = LeaseKey::parse("s", "x").unwrap();
+    let _: () = redis::cmd("SET")
+        .arg(fine.key_layout().lease(&key))
+        .arg("a string")
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    let err = fine
+        .get_lease(&key, &WorkerId::new("w").unwrap(), long())
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::SchemaMismatch, "{err:?}");
+    assert!(!err.is_retryable());
+    let err = fine.fetch(&key).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::SchemaMismatch, "{err:?}");
+}
