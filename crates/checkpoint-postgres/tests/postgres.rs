@@ -1,0 +1,762 @@
+//! PostgreSQL-specific behaviour beyond the conformance suite: the transactional checkpoint,
+//! backend faults (`pg_terminate_backend`, a lost reply), schema checks, identifier validation
+//! and redaction. Against `CHECKPOINT_POSTGRES_URL` (default
+//! `postgres://postgres@127.0.0.1:5432/test`); each test uses its own random app, and the tests
+//! that need their own tables use their own random schema and drop only that.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use checkpoint_core::conformance::{backend_unavailable, random_app};
+use checkpoint_core::{
+    Backoff, Checkpointer, Error, ErrorKind, FencingToken, LeaseDuration, LeaseKey, Position,
+    WorkerId,
+};
+use checkpoint_postgres::sqlx::{self, Connection};
+use checkpoint_postgres::{DEFAULT_URL, PostgresConfig, PostgresStore};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+const HOW_TO_PROVIDE: &str = "start PostgreSQL on 127.0.0.1:5432 or set CHECKPOINT_POSTGRES_URL=postgres://user@host:port/db";
+
+fn url() -> String {
+    std::env::var("CHECKPOINT_POSTGRES_URL").unwrap_or_else(|_| DEFAULT_URL.to_owned())
+}
+
+fn config() -> PostgresConfig {
+    PostgresConfig::from_url(&url()).expect("CHECKPOINT_POSTGRES_URL is a valid URL")
+}
+
+/// Opens a store, or reports the server unavailable (`None`). Only a retryable error (the
+/// server could not be reached) counts as unavailable; anything else fails the test.
+async fn open(config: PostgresConfig) -> Option<PostgresStore> {
+    match PostgresStore::open(config, random_app("pg")).await {
+        Ok(store) => Some(store),
+        Err(e) if e.is_retryable() => {
+            backend_unavailable("postgres", HOW_TO_PROVIDE, &e);
+            None
+        }
+        Err(e) => panic!("opening the store failed: {e}"),
+    }
+}
+
+/// A schema name of this test's own: `t_<random hex>`.
+fn random_schema() -> String {
+    let app = random_app("t");
+    app.as_str().replace('-', "_")
+}
+
+async fn drop_schema(store: &PostgresStore, schema: &str) {
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"
+    )))
+    .execute(store.pool())
+    .await
+    .expect("drop the test's own schema");
+}
+
+fn key() -> LeaseKey {
+    LeaseKey::parse("orders", "shardId-000000000001").expect("key")
+}
+
+fn worker(name: &str) -> WorkerId {
+    WorkerId::new(name).expect("worker")
+}
+
+fn long() -> LeaseDuration {
+    LeaseDuration::new(Duration::from_secs(120)).expect("duration")
+}
+
+fn seq(n: u64) -> Position {
+    Position::sequence(&n.to_string()).expect("sequence")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolled_back_transaction_leaves_the_old_checkpoint() {
+    let Some(store) = open(config()).await else {
+        return;
+    };
+    let schema = random_schema();
+    let totals = format!("\"{schema}\".totals");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "CREATE SCHEMA \"{schema}\"; CREATE TABLE {totals} (id int PRIMARY KEY, amount bigint NOT NULL); \
+         INSERT INTO {totals} VALUES (1, 0)"
+    )))
+    .execute(store.pool())
+    .await
+    .expect("application table");
+    let (k, me) = (key(), worker("w"));
+    let lease = store.get_lease(&k, &me, long()).await.expect("acquire");
+    store
+        .checkpoint(&k, &me, lease.token, &seq(10))
+        .await
+        .expect("first checkpoint");
+    let add = sqlx::AssertSqlSafe(format!(
+        "UPDATE {totals} SET amount = amount + 5 WHERE id = 1"
+    ));
+    let amount = sqlx::AssertSqlSafe(format!("SELECT amount FROM {totals} WHERE id = 1"));
+
+    // Rolled back: neither the application's write nor the position.
+    let mut tx = store.pool().begin().await.expect("begin");
+    sqlx::query(sqlx::AssertSqlSafe(add.0.clone()))
+        .execute(&mut *tx)
+        .await
+        .expect("app write");
+    let written = store
+        .checkpoint_in_transaction(&mut tx, &k, &me, lease.token, &seq(20))
+        .await
+        .expect("checkpoint in the transaction");
+    assert_eq!(written.checkpoint, Some(seq(20)));
+    tx.rollback().await.expect("rollback");
+    let fetched = store.fetch(&k).await.expect("fetch").expect("record");
+    assert_eq!(
+        fetched.checkpoint,
+        Some(seq(10)),
+        "rollback must keep the old checkpoint"
+    );
+    let total: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(amount.0.clone()))
+        .fetch_one(store.pool())
+        .await
+        .expect("amount");
+    assert_eq!(total, 0);
+
+    // Committed: both.
+    let mut tx = store.pool().begin().await.expect("begin");
+    sqlx::query(sqlx::AssertSqlSafe(add.0.clone()))
+        .execute(&mut *tx)
+        .await
+        .expect("app write");
+    store
+        .checkpoint_in_transaction(&mut tx, &k, &me, lease.token, &seq(20))
+        .await
+        .expect("checkpoint in the transaction");
+    tx.commit().await.expect("commit");
+    let fetched = store.fetch(&k).await.expect("fetch").expect("record");
+    assert_eq!(fetched.checkpoint, Some(seq(20)));
+    let total: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(amount.0.clone()))
+        .fetch_one(store.pool())
+        .await
+        .expect("amount");
+    assert_eq!(total, 5);
+
+    // Fenced and monotonic inside a transaction too; nothing written.
+    let mut tx = store.pool().begin().await.expect("begin");
+    let stale = store
+        .checkpoint_in_transaction(&mut tx, &k, &me, FencingToken(lease.token.0 + 1), &seq(30))
+        .await
+        .unwrap_err();
+    assert_eq!(stale.kind(), ErrorKind::LeaseLost, "{stale}");
+    let back = store
+        .checkpoint_in_transaction(&mut tx, &k, &me, lease.token, &seq(15))
+        .await
+        .unwrap_err();
+    assert_eq!(back.kind(), ErrorKind::CheckpointRegression, "{back}");
+    tx.commit().await.expect("commit");
+    assert_eq!(
+        store
+            .fetch(&k)
+            .await
+            .expect("fetch")
+            .expect("record")
+            .checkpoint,
+        Some(seq(20))
+    );
+
+    // Outside a transaction: refused, naming the argument.
+    let mut conn = store.pool().acquire().await.expect("connection");
+    let outside = store
+        .checkpoint_in_transaction(&mut conn, &k, &me, lease.token, &seq(40))
+        .await
+        .unwrap_err();
+    assert_eq!(outside.field(), Some("transaction"), "{outside}");
+    drop(conn);
+    drop_schema(&store, &schema).await;
+}
+
+/// While a transaction holding a checkpoint is open, a steal waits for it; the steal then wins
+/// and the committed checkpoint (written under the old token, while it was still valid) stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_steal_waits_for_an_open_transactional_checkpoint() {
+    let Some(store) = open(config()).await else {
+        return;
+    };
+    let (k, a, b) = (key(), worker("a"), worker("b"));
+    let lease = store.get_lease(&k, &a, long()).await.expect("acquire");
+    let mut tx = store.pool().begin().await.expect("begin");
+    store
+        .checkpoint_in_transaction(&mut tx, &k, &a, lease.token, &seq(7))
+        .await
+        .expect("checkpoint");
+    let thief = store.clone();
+    let steal = tokio::spawn({
+        let (k, a, b) = (k.clone(), a.clone(), b.clone());
+        async move { thief.steal(&k, &b, &a, lease.token, long()).await }
+    });
+    // Wait until the steal's statement is blocked on the row lock of the open transaction.
+    let started = std::time::Instant::now();
+    loop {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 AND wait_event_type = 'Lock'",
+        )
+        .bind(format!("checkpoint:{}", store.app()))
+        .fetch_one(store.pool())
+        .await
+        .expect("pg_stat_activity");
+        if waiting > 0 {
+            break;
+        }
+        assert!(
+            !steal.is_finished(),
+            "a steal overtook an open transactional checkpoint"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the steal never waited for the lock"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(
+        !steal.is_finished(),
+        "a steal overtook an open transactional checkpoint"
+    );
+    tx.commit().await.expect("commit");
+    let stolen = steal.await.expect("task").expect("steal");
+    assert_eq!(stolen.owner, Some(b));
+    assert_eq!(stolen.checkpoint, Some(seq(7)));
+}
+
+/// Terminates the store's backends between operations and while a run of checkpoints is in
+/// flight. Without retries each operation either succeeds or fails with a retryable error; with
+/// the default backoff the next operation succeeds on a fresh connection. Every success is
+/// visible to a fresh reader: never a false success.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn terminated_backends_give_retryable_errors_never_false_success() {
+    let Some(admin) = open(config()).await else {
+        return;
+    };
+    let name = format!("fault{}", random_schema());
+    let no_retry = open(
+        config()
+            .with_application_name(name.clone())
+            .with_max_connections(2)
+            .with_backoff(Backoff::none()),
+    )
+    .await
+    .expect("server reachable");
+    let no_retry = no_retry.for_app(admin.app().clone());
+    let retrying = PostgresStore::open(
+        config()
+            .with_application_name(name.clone())
+            .with_max_connections(2),
+        admin.app().clone(),
+    )
+    .await
+    .expect("open");
+    let terminate = || async {
+        let killed: Vec<bool> = sqlx::query_scalar(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1",
+        )
+        .bind(&name)
+        .fetch_all(admin.pool())
+        .await
+        .expect("terminate");
+        killed.len()
+    };
+    let (k, me) = (key(), worker("w"));
+    let token = no_retry
+        .get_lease(&k, &me, long())
+        .await
+        .expect("acquire")
+        .token;
+    retrying
+        .renew(&k, &me, token, long())
+        .await
+        .expect("connect the second pool");
+    let stored = |admin: PostgresStore, k: LeaseKey| async move {
+        admin
+            .fetch(&k)
+            .await
+            .expect("fetch")
+            .expect("record")
+            .checkpoint
+    };
+
+    // Between operations.
+    let mut errors = 0;
+    for round in 1..=10u64 {
+        assert!(terminate().await > 0, "no backend to terminate");
+        match no_retry.checkpoint(&k, &me, token, &seq(round * 2)).await {
+            Ok(_) => assert_eq!(stored(admin.clone(), k.clone()).await, Some(seq(round * 2))),
+            Err(e) => {
+                assert!(e.is_retryable(), "not retryable: {e:?}");
+                errors += 1;
+            }
+        }
+        terminate().await;
+        retrying
+            .checkpoint(&k, &me, token, &seq(round * 2 + 1))
+            .await
+            .expect("with backoff, the next operation succeeds on a fresh connection");
+        assert_eq!(
+            stored(admin.clone(), k.clone()).await,
+            Some(seq(round * 2 + 1))
+        );
+    }
+    println!(
+        "terminated between operations: {errors} of 10 unretried checkpoints failed (retryable)"
+    );
+
+    // In the middle of a run: a killer terminates the backends every few milliseconds while
+    // checkpoints run without retries.
+    let stop = Arc::new(AtomicBool::new(false));
+    let kills = Arc::new(AtomicUsize::new(0));
+    let killer = tokio::spawn({
+        let (admin, name, stop, kills) = (admin.clone(), name.clone(), stop.clone(), kills.clone());
+        async move {
+            while !stop.load(Ordering::SeqCst) {
+                let n: Vec<bool> = sqlx::query_scalar(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1",
+                )
+                .bind(&name)
+                .fetch_all(admin.pool())
+                .await
+                .expect("terminate");
+                kills.fetch_add(n.len(), Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(3)).await;
+            }
+        }
+    });
+    let (mut ok, mut failed, mut last_ok) = (0, 0, 0);
+    let first = 100;
+    let last = first + 400;
+    for n in first..last {
+        match no_retry.checkpoint(&k, &me, token, &seq(n)).await {
+            Ok(lease) => {
+                assert_eq!(lease.checkpoint, Some(seq(n)));
+                ok += 1;
+                last_ok = n;
+            }
+            Err(e) => {
+                assert!(e.is_retryable(), "not retryable: {e:?}");
+                failed += 1;
+            }
+        }
+    }
+    stop.store(true, Ordering::SeqCst);
+    killer.await.expect("killer");
+    let Some(Position::Sequence { sequence, .. }) = stored(admin.clone(), k.clone()).await else {
+        panic!("no sequence stored");
+    };
+    let final_seq: u64 = sequence.as_str().parse().expect("number");
+    assert!(
+        final_seq >= last_ok && final_seq < last,
+        "stored {final_seq}, last success {last_ok}: a success was not stored"
+    );
+    println!(
+        "terminated mid-run: {} backends killed, {ok} checkpoints ok, {failed} retryable errors, stored {final_seq} >= last ok {last_ok}",
+        kills.load(Ordering::SeqCst)
+    );
+    assert!(
+        kills.load(Ordering::SeqCst) > 0,
+        "no backend was terminated mid-run"
+    );
+}
+
+/// A TCP proxy in front of the server that, when armed, forwards the server's reply to the next
+/// `UPDATE`/`INSERT` up to its `CommandComplete` but drops the `ReadyForQuery` that follows (the
+/// statement has committed by then) and closes the connection: a write whose reply was lost.
+struct LossyProxy {
+    port: u16,
+    armed: Arc<AtomicBool>,
+    dropped: Arc<AtomicUsize>,
+}
+
+impl LossyProxy {
+    async fn start(upstream: String) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let armed = Arc::new(AtomicBool::new(false));
+        let dropped = Arc::new(AtomicUsize::new(0));
+        tokio::spawn({
+            let (armed, dropped) = (armed.clone(), dropped.clone());
+            async move {
+                while let Ok((client, _)) = listener.accept().await {
+                    let Ok(server) = TcpStream::connect(&upstream).await else {
+                        continue;
+                    };
+                    let (mut client_read, client_write) = client.into_split();
+                    let (server_read, mut server_write) = server.into_split();
+                    tokio::spawn(async move {
+                        let _ = tokio::io::copy(&mut client_read, &mut server_write).await;
+                    });
+                    tokio::spawn(forward_replies(
+                        server_read,
+                        client_write,
+                        armed.clone(),
+                        dropped.clone(),
+                    ));
+                }
+            }
+        });
+        Self {
+            port,
+            armed,
+            dropped,
+        }
+    }
+
+    fn arm(&self) {
+        self.armed.store(true, Ordering::SeqCst);
+    }
+}
+
+/// Copies server messages (type byte, 4-byte length, body) to the client, applying the armed
+/// drop. Needs `sslmode=disable`, so every server message is framed.
+async fn forward_replies(
+    mut server: tokio::net::tcp::OwnedReadHalf,
+    mut client: tokio::net::tcp::OwnedWriteHalf,
+    armed: Arc<AtomicBool>,
+    dropped: Arc<AtomicUsize>,
+) {
+    let mut write_completed = false;
+    loop {
+        let mut header = [0u8; 5];
+        if server.read_exact(&mut header).await.is_err() {
+            return;
+        }
+        let len = u32::from_be_bytes([header[1], header[2], header[3], header[4]]) as usize;
+        let mut body = vec![0u8; len.saturating_sub(4)];
+        if server.read_exact(&mut body).await.is_err() {
+            return;
+        }
+        match header[0] {
+            b'C' if body.starts_with(b"UPDATE") || body.starts_with(b"INSERT") => {
+                write_completed = true;
+            }
+            b'Z' if write_completed && armed.swap(false, Ordering::SeqCst) => {
+                dropped.fetch_add(1, Ordering::SeqCst);
+                let _ = client.shutdown().await;
+                return;
+            }
+            b'Z' => write_completed = false,
+            _ => {}
+        }
+        if client.write_all(&header).await.is_err() || client.write_all(&body).await.is_err() {
+            return;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_reply_is_resolved_by_rereading() {
+    let Some(direct) = open(config()).await else {
+        return;
+    };
+    let upstream = {
+        let u = url::Url::parse(&url()).expect("url");
+        format!(
+            "{}:{}",
+            u.host_str().unwrap_or("127.0.0.1"),
+            u.port().unwrap_or(5432)
+        )
+    };
+    let proxy = LossyProxy::start(upstream).await;
+    let mut proxied_url = url::Url::parse(&url()).expect("url");
+    proxied_url.set_host(Some("127.0.0.1")).expect("host");
+    proxied_url.set_port(Some(proxy.port)).expect("port");
+    proxied_url
+        .query_pairs_mut()
+        .append_pair("sslmode", "disable");
+    let proxied = PostgresStore::open(
+        PostgresConfig::from_url(proxied_url.as_str()).expect("proxied url"),
+        direct.app().clone(),
+    )
+    .await
+    .expect("open through the proxy");
+    let no_retry = PostgresStore::open(
+        PostgresConfig::from_url(proxied_url.as_str())
+            .expect("proxied url")
+            .with_backoff(Backoff::none()),
+        direct.app().clone(),
+    )
+    .await
+    .expect("open through the proxy");
+    let (k, a, b) = (key(), worker("a"), worker("b"));
+
+    // get_lease: the lost grant is found on retry as "already ours", with the same token.
+    proxy.arm();
+    let lease = proxied.get_lease(&k, &a, long()).await.expect("get_lease");
+    assert_eq!(
+        proxy.dropped.load(Ordering::SeqCst),
+        1,
+        "no reply was dropped"
+    );
+    assert_eq!(
+        lease.token,
+        FencingToken(1),
+        "a retried grant bumped the token twice"
+    );
+
+    // checkpoint: the retry finds the equal position and reports the same success.
+    proxy.arm();
+    let l = proxied
+        .checkpoint(&k, &a, lease.token, &seq(5))
+        .await
+        .expect("checkpoint");
+    assert_eq!(proxy.dropped.load(Ordering::SeqCst), 2);
+    assert_eq!(l.checkpoint, Some(seq(5)));
+
+    // Without retries the lost reply is a retryable error, and the write did happen.
+    proxy.arm();
+    let e = no_retry
+        .checkpoint(&k, &a, lease.token, &seq(6))
+        .await
+        .unwrap_err();
+    assert_eq!(proxy.dropped.load(Ordering::SeqCst), 3);
+    assert!(e.is_retryable(), "{e:?}");
+    let stored = direct.fetch(&k).await.expect("fetch").expect("record");
+    assert_eq!(stored.checkpoint, Some(seq(6)));
+
+    // steal: the retry matches no row (the owner changed), and the re-read finds the steal
+    // already done by this thief with the next token.
+    proxy.arm();
+    let stolen = proxied
+        .steal(&k, &b, &a, lease.token, long())
+        .await
+        .expect("steal");
+    assert_eq!(proxy.dropped.load(Ordering::SeqCst), 4);
+    assert_eq!(
+        (stolen.owner.as_ref(), stolen.token),
+        (Some(&b), lease.token.next())
+    );
+
+    // release: the re-read finds the lease free with the same token: the release happened.
+    proxy.arm();
+    let released = proxied
+        .release(&k, &b, stolen.token)
+        .await
+        .expect("release");
+    assert_eq!(proxy.dropped.load(Ordering::SeqCst), 5);
+    assert!(released.owner.is_none() && released.token == stolen.token);
+
+    // renew_many: the repeat renews again.
+    let again = proxied.get_lease(&k, &a, long()).await.expect("get_lease");
+    proxy.arm();
+    let outcome = proxied
+        .renew_many(&a, &[(k.clone(), again.token)], long())
+        .await
+        .expect("renew_many");
+    assert_eq!(proxy.dropped.load(Ordering::SeqCst), 6);
+    assert_eq!(outcome.renewed.len(), 1);
+    assert!(outcome.lost.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_incompatible_existing_table_is_a_schema_mismatch() {
+    let Some(store) = open(config()).await else {
+        return;
+    };
+    let cases: [(&str, &str); 4] = [
+        (
+            "missing columns",
+            "CREATE TABLE {s}.ck_leases (app text, stream text, shard text, PRIMARY KEY (app, stream, shard))",
+        ),
+        (
+            "wrong type",
+            "CREATE TABLE {s}.ck_workers (app text NOT NULL, worker text NOT NULL, expires_at bigint NOT NULL, PRIMARY KEY (app, worker))",
+        ),
+        (
+            "wrong primary key",
+            "CREATE TABLE {s}.ck_workers (app text NOT NULL, worker text NOT NULL, expires_at timestamptz NOT NULL, PRIMARY KEY (worker))",
+        ),
+        (
+            "newer schema version",
+            "CREATE TABLE {s}.ck_migrations (version integer PRIMARY KEY, description text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now()); \
+             INSERT INTO {s}.ck_migrations VALUES (99, 'from the future')",
+        ),
+    ];
+    for (what, ddl) in cases {
+        let schema = random_schema();
+        let quoted = format!("\"{schema}\"");
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "CREATE SCHEMA {quoted}; {}",
+            ddl.replace("{s}", &quoted)
+        )))
+        .execute(store.pool())
+        .await
+        .expect("incompatible table");
+        let err = PostgresStore::open(
+            config().with_schema(schema.clone()).with_table_prefix("ck"),
+            random_app("mismatch"),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::SchemaMismatch, "{what}: {err}");
+        println!("{what}: {err}");
+        drop_schema(&store, &schema).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn many_workers_initialise_a_new_schema_at_once() {
+    let Some(store) = open(config()).await else {
+        return;
+    };
+    let schema = random_schema();
+    let opens = (0..12).map(|i| {
+        let prefix = if i % 2 == 0 { "left" } else { "right" };
+        PostgresStore::open(
+            config()
+                .with_schema(schema.clone())
+                .with_table_prefix(prefix)
+                .with_max_connections(1),
+            random_app("init"),
+        )
+    });
+    let stores = futures_join_all(opens).await;
+    for s in &stores {
+        let s = s.as_ref().expect("concurrent init");
+        s.init().await.expect("init again");
+        assert!(
+            s.create_lease_if_absent(&key(), &[], None)
+                .await
+                .expect("create")
+        );
+    }
+    let versions: Vec<i32> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT version FROM \"{schema}\".left_migrations"
+    )))
+    .fetch_all(store.pool())
+    .await
+    .expect("migrations");
+    assert_eq!(versions, vec![1], "each migration is recorded once");
+    drop_schema(&store, &schema).await;
+}
+
+/// `join_all` without a dependency on the futures crate.
+async fn futures_join_all<F: std::future::Future + Send + 'static>(
+    futures: impl Iterator<Item = F>,
+) -> Vec<F::Output>
+where
+    F::Output: Send + 'static,
+{
+    let handles: Vec<_> = futures.map(tokio::spawn).collect();
+    let mut out = Vec::with_capacity(handles.len());
+    for h in handles {
+        out.push(h.await.expect("task"));
+    }
+    out
+}
+
+#[tokio::test]
+async fn identifiers_are_validated_before_any_sql() {
+    let bad = [
+        "",
+        "a\"b",
+        "x\";DROP TABLE y;--",
+        "a.b",
+        "a b",
+        "9lives",
+        "zürich",
+        "a-b",
+        "semi;colon",
+    ];
+    for value in bad {
+        let e = PostgresStore::open(config().with_schema(value), random_app("bad"))
+            .await
+            .unwrap_err();
+        assert_eq!(e.field(), Some("schema"), "{value:?}: {e}");
+        let e = PostgresStore::open(config().with_table_prefix(value), random_app("bad"))
+            .await
+            .unwrap_err();
+        assert_eq!(e.field(), Some("table_prefix"), "{value:?}: {e}");
+        let encoded: String = url::form_urlencoded::byte_serialize(value.as_bytes()).collect();
+        let e =
+            PostgresConfig::from_url(&format!("postgres://u@h/db?table={encoded}")).unwrap_err();
+        assert_eq!(e.field(), Some("table_prefix"), "{value:?}: {e}");
+    }
+    let e = PostgresConfig::from_url(&format!("postgres://u@h/db?schema={}", "s".repeat(64)))
+        .unwrap_err();
+    assert_eq!(e.field(), Some("schema"));
+    let e = PostgresConfig::from_url("redis://h/").unwrap_err();
+    assert_eq!(e.field(), Some("url"));
+}
+
+#[tokio::test]
+async fn the_password_never_shows() {
+    let secret = "hunter2-very-secret";
+    let mut with_password = url::Url::parse(&url()).expect("url");
+    with_password.set_password(Some(secret)).expect("password");
+    let config = PostgresConfig::from_url(with_password.as_str()).expect("config");
+    assert!(!format!("{config:?}{config:#?}").contains(secret));
+    // The test server trusts local connections, so the password is sent but not needed.
+    let Some(store) = open(config.clone()).await else {
+        return;
+    };
+    assert!(!format!("{store:?}{store:#?}").contains(secret));
+    let bad = PostgresConfig::from_url(&with_password.as_str().replace("postgres://", "mysql://"))
+        .unwrap_err();
+    assert!(!bad.to_string().contains(secret));
+    // A refused connection names the server, not the password.
+    let mut refused = with_password.clone();
+    refused.set_port(Some(1)).expect("port");
+    let e = PostgresStore::open(
+        PostgresConfig::from_url(refused.as_str())
+            .expect("config")
+            .with_backoff(Backoff::none()),
+        random_app("refused"),
+    )
+    .await
+    .unwrap_err();
+    assert!(e.is_retryable(), "{e:?}");
+    assert!(!format!("{e} {e:?}").contains(secret), "{e:?}");
+}
+
+#[tokio::test]
+async fn url_parameters_reach_the_connection() {
+    let mut u = url::Url::parse(&url()).expect("url");
+    let name = format!("appname{}", random_schema());
+    u.query_pairs_mut()
+        .append_pair("application_name", &name)
+        .append_pair("max_connections", "3");
+    let Some(store) = open(PostgresConfig::from_url(u.as_str()).expect("config")).await else {
+        return;
+    };
+    assert_eq!(store.config().max_connections(), 3);
+    let mut conn = store.pool().acquire().await.expect("connection");
+    let shown: String = sqlx::query_scalar("SELECT current_setting('application_name')")
+        .fetch_one(&mut *conn)
+        .await
+        .expect("application_name");
+    assert_eq!(shown, name);
+    conn.ping().await.expect("ping");
+}
+
+#[tokio::test]
+async fn a_corrupt_row_is_reported_naming_the_field() {
+    let Some(store) = open(config()).await else {
+        return;
+    };
+    let (k, me) = (key(), worker("w"));
+    store.get_lease(&k, &me, long()).await.expect("acquire");
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "UPDATE {} SET checkpoint = 'not a position' WHERE app = $1",
+        store.lease_table()
+    )))
+    .bind(store.app().as_str())
+    .execute(store.pool())
+    .await
+    .expect("corrupt the row");
+    let e = store.fetch(&k).await.unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::Corrupt {
+                field: "checkpoint",
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+}
