@@ -4,7 +4,8 @@
 //! - [`connect`] opens a store from a URL (`sqlite://`, `postgres://`, `redis://`,
 //!   `dynamodb://`, `memory://`); any `Arc<dyn Store>` works too, custom stores included.
 //! - [`ShardSource`] is where records come from; [`MemoryStream`] is an in-process stream that
-//!   can split and merge shards, for tests and demos.
+//!   can split and merge shards, for tests and demos; `KinesisSource` (feature `kinesis`) reads
+//!   Amazon Kinesis Data Streams through `aws-sdk-kinesis`.
 //! - [`RecordProcessor`] is the application's logic, one per shard lease; it checkpoints through
 //!   a [`ShardCheckpointer`] fenced by the lease's token, so a processor whose lease was lost can
 //!   never write.
@@ -69,6 +70,8 @@
 
 mod config;
 mod connect;
+#[cfg(feature = "kinesis")]
+mod kinesis;
 mod memory_stream;
 mod processor;
 mod source;
@@ -76,6 +79,8 @@ mod worker;
 
 pub use config::{Balance, WorkerConfig, WorkerConfigBuilder};
 pub use connect::connect;
+#[cfg(feature = "kinesis")]
+pub use kinesis::KinesisSource;
 pub use memory_stream::MemoryStream;
 pub use processor::{
     InitializeInput, ProcessorError, ProcessorFactory, RecordProcessor, ShardCheckpointer,

@@ -22,7 +22,6 @@ pub(crate) enum Event {
     Init {
         shard: ShardId,
         worker: WorkerId,
-        token: FencingToken,
         at: Instant,
     },
     /// A record was handed to a processor.
@@ -98,7 +97,6 @@ impl RecordProcessor for CountingProcessor {
         self.recorder.push(Event::Init {
             shard: self.shard.clone(),
             worker: self.worker.clone(),
-            token: input.token,
             at: Instant::now(),
         });
         Ok(())
@@ -379,8 +377,11 @@ pub(crate) async fn run(stores: [Arc<dyn Store>; 4], plan: &Plan) -> Result<Repo
             }
             report.split = Some((parent, children));
         }
-        if kill.is_none() && now >= plan.kill_after {
-            if let Some(handle) = workers[1].take() {
+        if kill.is_none()
+            && now >= plan.kill_after
+            && let Some(handle) = workers[1].take()
+        {
+            {
                 let id = handle.id().clone();
                 handle.abort().await;
                 let at = Instant::now();
@@ -443,16 +444,13 @@ pub(crate) async fn run(stores: [Arc<dyn Store>; 4], plan: &Plan) -> Result<Repo
     // Account for everything.
     let events = recorder.snapshot();
     let mut deliveries: HashMap<u64, Vec<FencingToken>> = HashMap::new();
-    let mut per_token: HashMap<(u64, FencingToken), u64> = HashMap::new();
+    // A delivery is identified by the record, the shard and the lease token it was made under:
+    // the same record twice under one token is a duplicate no lease move explains.
+    let mut per_token: HashMap<(u64, &ShardId, FencingToken), u64> = HashMap::new();
     for event in &events {
-        if let Event::Processed {
-            id,
-            shard: _,
-            token,
-        } = event
-        {
+        if let Event::Processed { id, shard, token } = event {
             deliveries.entry(*id).or_default().push(*token);
-            *per_token.entry((*id, *token)).or_default() += 1;
+            *per_token.entry((*id, shard, *token)).or_default() += 1;
         }
     }
     report.produced = produced;
