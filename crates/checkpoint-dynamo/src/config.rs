@@ -1,0 +1,331 @@
+//! Configuration: from a `dynamodb://` URL or built with `with_*` setters.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use checkpoint_core::{Backoff, Clock, Error, Result, StreamName, SystemClock};
+
+use crate::schema::KeyLayout;
+
+/// How a table created by [`checkpoint_core::Checkpointer::init`] is billed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Billing {
+    /// On-demand (`PAY_PER_REQUEST`).
+    OnDemand,
+    /// Provisioned capacity.
+    Provisioned {
+        /// Read capacity units.
+        read: i64,
+        /// Write capacity units.
+        write: i64,
+    },
+}
+
+/// Static AWS credentials. Never shown by `Debug`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct StaticCredentials {
+    pub(crate) access_key_id: String,
+    pub(crate) secret_access_key: String,
+    pub(crate) session_token: Option<String>,
+}
+
+impl fmt::Debug for StaticCredentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StaticCredentials")
+            .field("access_key_id", &"<redacted>")
+            .field("secret_access_key", &"<redacted>")
+            .field("session_token", &self.session_token.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+/// Where and how to reach the lease table.
+///
+/// ```
+/// use checkpoint_dynamo::DynamoConfig;
+/// let config = DynamoConfig::from_url("dynamodb://leases?region=eu-west-1")?;
+/// assert_eq!(config.table(), "leases");
+/// # Ok::<(), checkpoint_core::Error>(())
+/// ```
+#[derive(Clone)]
+pub struct DynamoConfig {
+    pub(crate) table: String,
+    pub(crate) region: Option<String>,
+    pub(crate) endpoint: Option<String>,
+    pub(crate) credentials: Option<StaticCredentials>,
+    pub(crate) billing: Billing,
+    pub(crate) layout: KeyLayout,
+    pub(crate) skew_allowance: Duration,
+    pub(crate) backoff: Backoff,
+    pub(crate) renew_concurrency: usize,
+    pub(crate) request_timeout: Duration,
+    pub(crate) table_active_timeout: Duration,
+    pub(crate) clock: Arc<dyn Clock>,
+}
+
+impl fmt::Debug for DynamoConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DynamoConfig")
+            .field("table", &self.table)
+            .field("region", &self.region)
+            .field("endpoint", &self.endpoint)
+            .field("credentials", &self.credentials.as_ref().map(|_| "<redacted>"))
+            .field("billing", &self.billing)
+            .field("layout", &self.layout)
+            .field("skew_allowance", &self.skew_allowance)
+            .field("backoff", &self.backoff)
+            .field("renew_concurrency", &self.renew_concurrency)
+            .field("request_timeout", &self.request_timeout)
+            .field("table_active_timeout", &self.table_active_timeout)
+            .field("clock", &self.clock)
+            .finish()
+    }
+}
+
+/// The default skew allowance: a lease past its deadline by less than this is still held.
+pub const DEFAULT_SKEW_ALLOWANCE: Duration = Duration::from_secs(1);
+
+fn validate_table(table: &str) -> Result<()> {
+    if !(3..=255).contains(&table.len()) {
+        return Err(Error::invalid("table", "a DynamoDB table name is 3 to 255 characters long"));
+    }
+    if let Some(bad) = table.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))) {
+        return Err(Error::invalid(
+            "table",
+            format!("contains {bad:?}; only ASCII letters, digits, '-', '_' and '.' are allowed"),
+        ));
+    }
+    Ok(())
+}
+
+impl DynamoConfig {
+    /// The table `table`, every other setting at its default. Fails when the name is not a
+    /// valid DynamoDB table name (3 to 255 of `[A-Za-z0-9_.-]`).
+    pub fn new(table: impl Into<String>) -> Result<Self> {
+        let table = table.into();
+        validate_table(&table)?;
+        Ok(Self {
+            table,
+            region: None,
+            endpoint: None,
+            credentials: None,
+            billing: Billing::OnDemand,
+            layout: KeyLayout::Shared,
+            skew_allowance: DEFAULT_SKEW_ALLOWANCE,
+            backoff: Backoff::default(),
+            renew_concurrency: 16,
+            request_timeout: Duration::from_secs(5),
+            table_active_timeout: Duration::from_secs(60),
+            clock: Arc::new(SystemClock),
+        })
+    }
+
+    /// Parses `dynamodb://<table>?<options>`. Options (all optional): `region`, `endpoint`
+    /// (for DynamoDB Local or moto, e.g. `http://127.0.0.1:8000`), `access_key_id` +
+    /// `secret_access_key` (+ `session_token`) for static credentials (otherwise the AWS default
+    /// chain: environment, profile, web identity, container, instance metadata),
+    /// `billing=on-demand` or `billing=provisioned` with `read_capacity` / `write_capacity`,
+    /// `skew_allowance_ms`, `kcl_stream=<stream>` for the KCL single-stream layout. An unknown
+    /// option is an error.
+    pub fn from_url(url: &str) -> Result<Self> {
+        let parsed = url::Url::parse(url).map_err(|e| Error::invalid("url", e.to_string()))?;
+        if parsed.scheme() != "dynamodb" {
+            return Err(Error::invalid("url", "the scheme must be dynamodb://"));
+        }
+        let table = parsed.host_str().unwrap_or_default();
+        let mut config = Self::new(table)?;
+        let (mut key, mut secret, mut token) = (None, None, None);
+        let (mut billing, mut read, mut write) = (None, None, None);
+        for (name, value) in parsed.query_pairs() {
+            let value = value.into_owned();
+            match name.as_ref() {
+                "region" => config.region = Some(value),
+                "endpoint" => config.endpoint = Some(value),
+                "access_key_id" => key = Some(value),
+                "secret_access_key" => secret = Some(value),
+                "session_token" => token = Some(value),
+                "billing" => billing = Some(value),
+                "read_capacity" => read = Some(parse_number("read_capacity", &value)?),
+                "write_capacity" => write = Some(parse_number("write_capacity", &value)?),
+                "skew_allowance_ms" => {
+                    let ms = parse_number("skew_allowance_ms", &value)?;
+                    config.skew_allowance = Duration::from_millis(u64::try_from(ms).unwrap_or(0));
+                }
+                "kcl_stream" => {
+                    config.layout = KeyLayout::KclSingleStream { stream: StreamName::new(value)? }
+                }
+                other => {
+                    // Never echo the value: it may be a secret.
+                    return Err(Error::invalid("url", format!("unknown option {other:?}")));
+                }
+            }
+        }
+        match (key, secret) {
+            (Some(k), Some(s)) => {
+                config.credentials =
+                    Some(StaticCredentials { access_key_id: k, secret_access_key: s, session_token: token })
+            }
+            (None, None) if token.is_none() => {}
+            _ => {
+                return Err(Error::invalid(
+                    "url",
+                    "access_key_id and secret_access_key must be given together",
+                ));
+            }
+        }
+        config.billing = match billing.as_deref() {
+            None | Some("on-demand") | Some("on_demand") | Some("pay-per-request") => {
+                if read.is_some() || write.is_some() {
+                    return Err(Error::invalid("url", "capacities need billing=provisioned"));
+                }
+                Billing::OnDemand
+            }
+            Some("provisioned") => Billing::Provisioned { read: read.unwrap_or(5), write: write.unwrap_or(5) },
+            Some(other) => return Err(Error::invalid("url", format!("unknown billing {other:?}"))),
+        };
+        if let Billing::Provisioned { read, write } = config.billing
+            && (read < 1 || write < 1)
+        {
+            return Err(Error::invalid("url", "capacities must be at least 1"));
+        }
+        Ok(config)
+    }
+
+    /// The table name.
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
+    /// The AWS region. Default: the AWS default chain (`AWS_REGION`, profile); `us-east-1`
+    /// when an endpoint is set and no region is found.
+    pub fn with_region(mut self, region: impl Into<String>) -> Self {
+        self.region = Some(region.into());
+        self
+    }
+
+    /// A custom endpoint (DynamoDB Local, moto). Default: none, the region's AWS endpoint.
+    pub fn with_endpoint(mut self, endpoint: impl Into<String>) -> Self {
+        self.endpoint = Some(endpoint.into());
+        self
+    }
+
+    /// Static credentials. Default: none, the AWS default credentials chain.
+    pub fn with_credentials(
+        mut self,
+        access_key_id: impl Into<String>,
+        secret_access_key: impl Into<String>,
+        session_token: Option<String>,
+    ) -> Self {
+        self.credentials = Some(StaticCredentials {
+            access_key_id: access_key_id.into(),
+            secret_access_key: secret_access_key.into(),
+            session_token,
+        });
+        self
+    }
+
+    /// Billing of a table created by `init`. Default: [`Billing::OnDemand`].
+    pub fn with_billing(mut self, billing: Billing) -> Self {
+        self.billing = billing;
+        self
+    }
+
+    /// The KCL single-stream layout: the table holds one app's leases for `stream`, keyed by
+    /// shard id, as a KCL lease table is. Default: [`KeyLayout::Shared`].
+    pub fn with_kcl_single_stream(mut self, stream: StreamName) -> Self {
+        self.layout = KeyLayout::KclSingleStream { stream };
+        self
+    }
+
+    /// How long past its deadline another worker's lease is still treated as held, to absorb
+    /// clock skew between workers. Default: [`DEFAULT_SKEW_ALLOWANCE`] (1 s).
+    pub fn with_skew_allowance(mut self, skew: Duration) -> Self {
+        self.skew_allowance = skew;
+        self
+    }
+
+    /// Retry policy for throttling and transient faults. Default: [`Backoff::default`]
+    /// (6 tries, 5 s budget). The SDK's own retries are turned off so this is the only one.
+    pub fn with_backoff(mut self, backoff: Backoff) -> Self {
+        self.backoff = backoff;
+        self
+    }
+
+    /// Requests in flight at once in `renew_many`. Default: 16.
+    pub fn with_renew_concurrency(mut self, concurrency: usize) -> Self {
+        self.renew_concurrency = concurrency.max(1);
+        self
+    }
+
+    /// Time limit of one request attempt (a timeout is retried). Default: 5 s.
+    pub fn with_request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = timeout;
+        self
+    }
+
+    /// How long `init` waits for a table to become `ACTIVE`. Default: 60 s.
+    pub fn with_table_active_timeout(mut self, timeout: Duration) -> Self {
+        self.table_active_timeout = timeout;
+        self
+    }
+
+    /// The clock deadlines are written and judged by. Default: [`SystemClock`].
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+}
+
+fn parse_number(field: &'static str, value: &str) -> Result<i64> {
+    value.parse::<i64>().map_err(|_| Error::invalid("url", format!("{field} must be an integer")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn url_options_parse() {
+        let c = DynamoConfig::from_url(
+            "dynamodb://leases?region=us-east-1&endpoint=http%3A%2F%2F127.0.0.1%3A5055&billing=provisioned&read_capacity=3&write_capacity=4&skew_allowance_ms=250&kcl_stream=orders",
+        )
+        .unwrap();
+        assert_eq!(c.table, "leases");
+        assert_eq!(c.region.as_deref(), Some("us-east-1"));
+        assert_eq!(c.endpoint.as_deref(), Some("http://127.0.0.1:5055"));
+        assert_eq!(c.billing, Billing::Provisioned { read: 3, write: 4 });
+        assert_eq!(c.skew_allowance, Duration::from_millis(250));
+        assert!(matches!(c.layout, KeyLayout::KclSingleStream { .. }));
+    }
+
+    #[test]
+    fn bad_urls_are_rejected() {
+        for url in [
+            "postgres://x",
+            "dynamodb://ab",
+            "dynamodb://leases?colour=red",
+            "dynamodb://leases?access_key_id=a",
+            "dynamodb://leases?billing=free",
+            "dynamodb://leases?read_capacity=3",
+            "dynamodb://leases?kcl_stream=a:b",
+        ] {
+            assert!(DynamoConfig::from_url(url).is_err(), "{url}");
+        }
+    }
+
+    #[test]
+    fn credentials_never_appear_in_debug() {
+        let c = DynamoConfig::from_url(
+            "dynamodb://leases?access_key_id=AKIDSECRETKEYID&secret_access_key=verysecretvalue&session_token=tokentokentoken",
+        )
+        .unwrap();
+        let shown = format!("{c:?} {:?}", c.credentials);
+        for secret in ["AKIDSECRETKEYID", "verysecretvalue", "tokentokentoken"] {
+            assert!(!shown.contains(secret), "{shown}");
+        }
+        assert!(shown.contains("<redacted>"));
+        let err = DynamoConfig::from_url("dynamodb://leases?secret=verysecretvalue").unwrap_err();
+        assert!(!err.to_string().contains("verysecretvalue"));
+    }
+}

@@ -1,0 +1,1087 @@
+//! [`DynamoStore`]: the [`Checkpointer`] and [`Membership`] implementations.
+//!
+//! # The write protocol
+//!
+//! Every lease operation is the matching function of [`checkpoint_core::rules`] applied to a
+//! record, followed by one `UpdateItem` conditioned on that record being the stored one:
+//! `leaseCounter = :seen` (or `attribute_not_exists(leaseKey)` when it was absent). Every write
+//! bumps `leaseCounter`, so the condition holds iff nothing was written since the record the rule
+//! saw; the rule's result is then exactly what the contract returns (mutual exclusion, fencing
+//! and monotonic positions all follow from the rules applied atomically). When the condition
+//! fails, the request carries `ReturnValuesOnConditionCheckFailure = ALL_OLD`, so the failure
+//! itself returns the current record: the rule is applied again to it, without a second read,
+//! and either reports its typed error (held, lost, changed, regression) or writes again.
+//!
+//! Which record a rule first sees: the last record this handle wrote or read for the key (a
+//! per-handle cache), otherwise a consistent `GetItem` (`get_lease` and `create_lease_if_absent`
+//! instead assume the record is absent, so that creating one costs one request). A cached record
+//! can be stale, so an error or a no-op decided on it is never reported: the store reads the
+//! record (consistently) and applies the rule again. Errors are only ever decided on a record
+//! that was current at one instant: a consistent read or a failed condition's `ALL_OLD`.
+//!
+//! `renew` needs no record: it is one `UpdateItem` conditioned on `leaseOwner = :worker AND
+//! fencingToken = :token` (the rule's only condition), returning the new record.
+//!
+//! If a failed condition came back without the item (an emulator that does not implement
+//! `ReturnValuesOnConditionCheckFailure`), the store falls back to a consistent `GetItem`.
+//!
+//! # Retries and lost replies
+//!
+//! Throttling and transient faults are retried with [`checkpoint_core::Backoff::retry`] (the
+//! SDK's own retries are off). A conditional write whose reply was lost is simply re-issued:
+//! if the first one had been applied, the re-issued condition fails and returns the record we
+//! wrote, and the rule, applied to it, returns the same success (the contract's rules are
+//! idempotent: the same worker's grant, an equal checkpoint, a repeated release or steal).
+//! Success is never guessed. The one visible effect: `create_lease_if_absent` whose reply was
+//! lost reports `false` (the record exists, created by this call).
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::config::http::HttpResponse;
+use aws_sdk_dynamodb::config::interceptors::BeforeTransmitInterceptorContextRef;
+use aws_sdk_dynamodb::config::retry::RetryConfig;
+use aws_sdk_dynamodb::config::timeout::TimeoutConfig;
+use aws_sdk_dynamodb::config::{ConfigBag, Credentials, Intercept, Region, RuntimeComponents};
+use aws_sdk_dynamodb::error::{BoxError, SdkError};
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, ProvisionedThroughput,
+    ReturnValue, ReturnValuesOnConditionCheckFailure, ScalarAttributeType, TableStatus,
+};
+use aws_sdk_dynamodb::Client;
+use checkpoint_core::rules::{self, Outcome};
+use checkpoint_core::{
+    AppName, Backoff, BatchMode, Capabilities, Checkpointer, Clock, ClockSource, Durability, Error,
+    FencingToken, HeartbeatTtl, Lease, LeaseDuration, LeaseKey, Membership, Position, RenewOutcome,
+    Result, ShardId, StreamName, WorkerId,
+};
+use futures::stream::{self, StreamExt};
+
+use crate::config::{Billing, DynamoConfig};
+use crate::error::{map_error, STORE};
+use crate::schema::{
+    self, decode, encode_update, n, s, worker_key, worker_prefix, Expr, Item, KeyLayout, Stored,
+    APP_NAME, LEASE_COUNTER, LEASE_DEADLINE_MILLIS, LEASE_KEY, WORKER_EXPIRY_MILLIS,
+    WORKER_ID,
+};
+
+/// How many times one operation re-applies its rule after losing a race before giving up with
+/// a retryable error.
+const MAX_ROUNDS: usize = 32;
+
+/// Counts every request attempt the DynamoDB client sends.
+#[derive(Debug)]
+struct CountRequests(Arc<AtomicU64>);
+
+impl Intercept for CountRequests {
+    fn name(&self) -> &'static str {
+        "CountRequests"
+    }
+
+    fn read_before_transmit(
+        &self,
+        _context: &BeforeTransmitInterceptorContextRef<'_>,
+        _runtime_components: &RuntimeComponents,
+        _cfg: &mut ConfigBag,
+    ) -> std::result::Result<(), BoxError> {
+        self.0.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+/// Where a rule's first record comes from when the handle has none cached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Start {
+    /// Assume the record is absent (creating costs one request; an existing one comes back
+    /// from the failed condition).
+    AssumeAbsent,
+    /// Read it consistently.
+    Read,
+}
+
+/// The result of one conditional write.
+enum Written {
+    /// The write happened; this is the stored record now.
+    Done(Stored),
+    /// The condition failed; this is the current record (`None`: absent).
+    Conflict(Option<Stored>),
+}
+
+/// A lease and checkpoint store for one app on one DynamoDB table.
+///
+/// Cloning is cheap; clones share the client, the request counter and the record cache.
+/// [`DynamoStore::for_app`] gives a handle for another app on the same client and table.
+#[derive(Clone)]
+pub struct DynamoStore {
+    shared: Arc<Shared>,
+    app: AppName,
+    cache: Arc<Mutex<HashMap<LeaseKey, Stored>>>,
+    /// KCL expiry rule: when this handle first saw each `(lease, leaseCounter)` of a lease
+    /// held by a KCL worker (no `leaseDeadlineMillis`).
+    observed: Arc<Mutex<HashMap<LeaseKey, (Option<u64>, SystemTime)>>>,
+}
+
+/// What every app's handle on one client shares.
+struct Shared {
+    client: Client,
+    table: String,
+    layout: KeyLayout,
+    billing: Billing,
+    skew: Duration,
+    backoff: Backoff,
+    renew_concurrency: usize,
+    table_active_timeout: Duration,
+    clock: Arc<dyn Clock>,
+    requests: Arc<AtomicU64>,
+}
+
+impl fmt::Debug for DynamoStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DynamoStore")
+            .field("table", &self.shared.table)
+            .field("app", &self.app)
+            .field("layout", &self.shared.layout)
+            .field("skew_allowance", &self.shared.skew)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Whether the environment names credentials of its own (so a custom endpoint should use the
+/// default chain rather than the dummy credentials).
+fn environment_has_credentials() -> bool {
+    const VARS: [&str; 5] = [
+        "AWS_ACCESS_KEY_ID",
+        "AWS_PROFILE",
+        "AWS_WEB_IDENTITY_TOKEN_FILE",
+        "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+        "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+    ];
+    VARS.iter().any(|v| std::env::var_os(v).is_some_and(|s| !s.is_empty()))
+}
+
+fn environment_has_region() -> bool {
+    ["AWS_REGION", "AWS_DEFAULT_REGION"]
+        .iter()
+        .any(|v| std::env::var_os(v).is_some_and(|s| !s.is_empty()))
+}
+
+impl DynamoStore {
+    /// Parses `url` ([`DynamoConfig::from_url`]), connects and runs
+    /// [`Checkpointer::init`] (creating the table if absent).
+    pub async fn connect(url: &str, app: AppName) -> Result<Self> {
+        Self::open(DynamoConfig::from_url(url)?, app).await
+    }
+
+    /// Builds the client from `config` and runs [`Checkpointer::init`].
+    ///
+    /// Region and credentials come from the config, else from the AWS default chains. With a
+    /// custom endpoint (DynamoDB Local, moto) and nothing in the config or the environment,
+    /// the region defaults to `us-east-1` and the credentials to a dummy static pair, since
+    /// emulators accept any.
+    pub async fn open(config: DynamoConfig, app: AppName) -> Result<Self> {
+        let store = Self::build(&config, app).await;
+        store.init().await?;
+        Ok(store)
+    }
+
+    async fn build(config: &DynamoConfig, app: AppName) -> Self {
+        let http = aws_smithy_http_client::Builder::new()
+            .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
+                aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
+            ))
+            .build_https();
+        let mut loader =
+            aws_config::defaults(aws_config::BehaviorVersion::latest()).http_client(http.clone());
+        let emulator = config.endpoint.is_some();
+        match &config.region {
+            Some(region) => loader = loader.region(Region::new(region.clone())),
+            None if emulator && !environment_has_region() => {
+                loader = loader.region(Region::new("us-east-1"));
+            }
+            None => {}
+        }
+        let credentials = match &config.credentials {
+            Some(c) => Some(Credentials::new(
+                c.access_key_id.clone(),
+                c.secret_access_key.clone(),
+                c.session_token.clone(),
+                None,
+                "checkpoint-dynamo-static",
+            )),
+            None if emulator && !environment_has_credentials() => Some(Credentials::new(
+                "emulator",
+                "emulator",
+                None,
+                None,
+                "checkpoint-dynamo-emulator",
+            )),
+            None => None,
+        };
+        if let Some(credentials) = credentials {
+            loader = loader.credentials_provider(credentials);
+        }
+        let shared = loader.load().await;
+        let requests = Arc::new(AtomicU64::new(0));
+        let mut builder = aws_sdk_dynamodb::config::Builder::from(&shared)
+            .http_client(http)
+            .retry_config(RetryConfig::disabled())
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .operation_attempt_timeout(config.request_timeout)
+                    .connect_timeout(config.request_timeout)
+                    .build(),
+            )
+            .interceptor(CountRequests(requests.clone()));
+        if let Some(endpoint) = &config.endpoint {
+            builder = builder.endpoint_url(endpoint.clone());
+        }
+        Self {
+            shared: Arc::new(Shared {
+                client: Client::from_conf(builder.build()),
+                table: config.table.clone(),
+                layout: config.layout.clone(),
+                billing: config.billing,
+                skew: config.skew_allowance,
+                backoff: config.backoff,
+                renew_concurrency: config.renew_concurrency,
+                table_active_timeout: config.table_active_timeout,
+                clock: config.clock.clone(),
+                requests,
+            }),
+            app,
+            cache: Arc::default(),
+            observed: Arc::default(),
+        }
+    }
+
+    /// A handle for `app` on the same client, table and settings (no request is sent; the
+    /// table was initialised when this handle was opened). Its record cache is its own.
+    pub fn for_app(&self, app: AppName) -> Self {
+        Self {
+            shared: self.shared.clone(),
+            app,
+            cache: Arc::default(),
+            observed: Arc::default(),
+        }
+    }
+
+    /// How many DynamoDB requests (attempts, retries included) the handles sharing this
+    /// client have sent.
+    pub fn requests_sent(&self) -> u64 {
+        self.shared.requests.load(Ordering::Relaxed)
+    }
+
+    /// The underlying SDK client, for administration outside the contract.
+    pub fn client(&self) -> &Client {
+        &self.shared.client
+    }
+
+    /// The table name.
+    pub fn table(&self) -> &str {
+        &self.shared.table
+    }
+
+    /// "Now" in whole milliseconds, the precision deadlines are stored with.
+    fn now(&self) -> SystemTime {
+        schema::from_millis(schema::to_millis(self.shared.clock.now()))
+    }
+
+    fn pk(&self, key: &LeaseKey) -> Result<String> {
+        self.shared.layout.key(&self.app, key)
+    }
+
+    fn cached(&self, key: &LeaseKey) -> Option<Stored> {
+        self.cache.lock().unwrap_or_else(|e| e.into_inner()).get(key).cloned()
+    }
+
+    fn remember(&self, key: &LeaseKey, stored: Option<&Stored>) {
+        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        match stored {
+            Some(s) => {
+                cache.insert(key.clone(), s.clone());
+            }
+            None => {
+                cache.remove(key);
+            }
+        }
+    }
+
+    /// Runs one request builder through the retry policy.
+    async fn send<T, E, Fut, F>(&self, op: &'static str, f: F) -> Result<T>
+    where
+        F: Fn() -> Fut + Send + Sync,
+        Fut: std::future::Future<Output = std::result::Result<T, SdkError<E, HttpResponse>>> + Send,
+        E: aws_sdk_dynamodb::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    {
+        self.shared.backoff.retry(|_| async { f().await.map_err(|e| map_error(op, e)) }).await
+    }
+
+    /// Operation 6's read: a strongly consistent `GetItem`.
+    async fn read(&self, key: &LeaseKey) -> Result<Option<Stored>> {
+        let pk = self.pk(key)?;
+        let req = self
+            .shared
+            .client
+            .get_item()
+            .table_name(&self.shared.table)
+            .key(LEASE_KEY, s(pk))
+            .consistent_read(true);
+        let out = self.send("GetItem", || req.clone().send()).await?;
+        let stored = out.item().map(|item| decode(key, item)).transpose()?;
+        self.remember(key, stored.as_ref());
+        Ok(stored)
+    }
+
+    /// The one conditional write every lease operation but `renew` ends in.
+    ///
+    /// Mutual exclusion and fencing: the condition `leaseCounter = :seen` (or
+    /// `attribute_not_exists(leaseKey)`) makes the write happen only if the stored record is the
+    /// one `new` was computed from by the rules, so a decision taken on a record another worker
+    /// has since changed is never written; the failure returns that worker's record instead.
+    /// A fenced write (`fence = Some((worker, token))`: checkpoint, prepare, release, steal)
+    /// also names owner and token in its condition, so the store itself rejects a holder whose
+    /// token was superseded even if the versions were to agree.
+    async fn write(
+        &self,
+        key: &LeaseKey,
+        current: Option<&Stored>,
+        new: &Lease,
+        fence: Option<(&WorkerId, FencingToken)>,
+    ) -> Result<Written> {
+        let pk = self.pk(key)?;
+        let version = Stored::next_version(current);
+        let mut expr = Expr::default();
+        encode_update(&mut expr, &self.shared.layout, &self.app, new, version);
+        let condition = match current {
+            None => format!("attribute_not_exists({})", expr.name(LEASE_KEY)),
+            Some(Stored { version: Some(seen), .. }) => {
+                let counter = expr.name(LEASE_COUNTER);
+                let seen = expr.value(n(*seen));
+                format!("{counter} = {seen}")
+            }
+            Some(Stored { version: None, .. }) => {
+                let (key_name, counter) = (expr.name(LEASE_KEY), expr.name(LEASE_COUNTER));
+                format!("attribute_exists({key_name}) AND attribute_not_exists({counter})")
+            }
+        };
+        let condition = match fence {
+            Some((worker, token)) => format!(
+                "{condition} AND {} AND {}",
+                schema::owner_condition(&mut expr, worker),
+                schema::token_condition(&mut expr, token)
+            ),
+            None => condition,
+        };
+        let req = self
+            .shared
+            .client
+            .update_item()
+            .table_name(&self.shared.table)
+            .key(LEASE_KEY, s(pk))
+            .update_expression(expr.update_expression())
+            .condition_expression(condition)
+            .set_expression_attribute_names(Some(expr.names))
+            .set_expression_attribute_values(Some(expr.values))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
+        let result = self
+            .shared
+            .backoff
+            .retry(|_| async {
+                match req.clone().send().await {
+                    Ok(_) => Ok(None),
+                    Err(SdkError::ServiceError(e)) if e.err().is_conditional_check_failed_exception() => {
+                        Ok(Some(match e.into_err() {
+                            aws_sdk_dynamodb::operation::update_item::UpdateItemError::ConditionalCheckFailedException(c) => c.item,
+                            _ => None,
+                        }))
+                    }
+                    Err(e) => Err(map_error("UpdateItem", e)),
+                }
+            })
+            .await?;
+        match result {
+            None => {
+                let stored = Stored { lease: new.clone(), version: Some(version) };
+                self.remember(key, Some(&stored));
+                Ok(Written::Done(stored))
+            }
+            Some(Some(item)) => {
+                let stored = decode(key, &item)?;
+                self.remember(key, Some(&stored));
+                Ok(Written::Conflict(Some(stored)))
+            }
+            // The failure did not carry the item (absent, or an emulator without
+            // ReturnValuesOnConditionCheckFailure): read it.
+            Some(None) => Ok(Written::Conflict(self.read(key).await?)),
+        }
+    }
+
+    /// Applies `rule` atomically: see the module docs. `fence` is passed to
+    /// [`DynamoStore::write`].
+    async fn apply<F>(
+        &self,
+        key: &LeaseKey,
+        start: Start,
+        fence: Option<(&WorkerId, FencingToken)>,
+        rule: F,
+    ) -> Result<Lease>
+    where
+        F: Fn(Option<&Stored>, SystemTime) -> Result<Outcome> + Send + Sync,
+    {
+        let (mut state, mut fresh) = match self.cached(key) {
+            Some(stored) => (Some(stored), false),
+            None if start == Start::AssumeAbsent => (None, false),
+            None => (self.read(key).await?, true),
+        };
+        for _ in 0..MAX_ROUNDS {
+            let outcome = rule(state.as_ref(), self.now());
+            match outcome {
+                Ok(Outcome::Write(new)) => match self.write(key, state.as_ref(), &new, fence).await? {
+                    Written::Done(stored) => return Ok(stored.lease),
+                    Written::Conflict(current) => {
+                        state = current;
+                        fresh = true;
+                    }
+                },
+                // Only a record known to be current may decide an error or a no-op.
+                _ if !fresh => {
+                    state = self.read(key).await?;
+                    fresh = true;
+                }
+                Ok(Outcome::Unchanged(lease)) => return Ok(lease),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(Error::backend_message(
+            STORE,
+            true,
+            format!("lease {key}: the record kept changing during {MAX_ROUNDS} attempts"),
+        ))
+    }
+
+    /// One scan of the table's items whose `leaseKey` begins with `prefix` (or, with `None`,
+    /// contains no `:`), every page, strongly consistent.
+    async fn scan(&self, prefix: Option<String>) -> Result<Vec<Item>> {
+        let mut names = HashMap::new();
+        names.insert("#k".to_owned(), LEASE_KEY.to_owned());
+        let mut values = HashMap::new();
+        let filter = match prefix {
+            Some(p) => {
+                values.insert(":p".to_owned(), s(p));
+                "begins_with(#k, :p)"
+            }
+            None => {
+                values.insert(":p".to_owned(), s(":"));
+                "NOT contains(#k, :p)"
+            }
+        };
+        let mut items = Vec::new();
+        let mut start: Option<Item> = None;
+        loop {
+            let req = self
+                .shared
+                .client
+                .scan()
+                .table_name(&self.shared.table)
+                .consistent_read(true)
+                .filter_expression(filter)
+                .set_expression_attribute_names(Some(names.clone()))
+                .set_expression_attribute_values(Some(values.clone()))
+                .set_exclusive_start_key(start.take());
+            let out = self.send("Scan", || req.clone().send()).await?;
+            items.extend(out.items().iter().cloned());
+            match out.last_evaluated_key() {
+                Some(k) if !k.is_empty() => start = Some(k.clone()),
+                _ => return Ok(items),
+            }
+        }
+    }
+
+    async fn describe(&self) -> Result<Option<aws_sdk_dynamodb::types::TableDescription>> {
+        let req = self.shared.client.describe_table().table_name(&self.shared.table);
+        let out = self
+            .shared
+            .backoff
+            .retry(|_| async {
+                match req.clone().send().await {
+                    Ok(out) => Ok(out.table),
+                    Err(SdkError::ServiceError(e)) if e.err().is_resource_not_found_exception() => Ok(None),
+                    Err(e) => Err(map_error("DescribeTable", e)),
+                }
+            })
+            .await?;
+        Ok(out)
+    }
+
+    /// Creates the table; `Ok(())` also when someone else is creating it at the same moment.
+    async fn create_table(&self) -> Result<()> {
+        let build = |e: aws_sdk_dynamodb::error::BuildError| {
+            Error::backend_message(STORE, false, format!("CreateTable request: {e}"))
+        };
+        let mut req = self
+            .shared
+            .client
+            .create_table()
+            .table_name(&self.shared.table)
+            .attribute_definitions(
+                AttributeDefinition::builder()
+                    .attribute_name(LEASE_KEY)
+                    .attribute_type(ScalarAttributeType::S)
+                    .build()
+                    .map_err(build)?,
+            )
+            .key_schema(
+                KeySchemaElement::builder()
+                    .attribute_name(LEASE_KEY)
+                    .key_type(KeyType::Hash)
+                    .build()
+                    .map_err(build)?,
+            );
+        req = match self.shared.billing {
+            Billing::OnDemand => req.billing_mode(BillingMode::PayPerRequest),
+            Billing::Provisioned { read, write } => req.billing_mode(BillingMode::Provisioned).provisioned_throughput(
+                ProvisionedThroughput::builder()
+                    .read_capacity_units(read)
+                    .write_capacity_units(write)
+                    .build()
+                    .map_err(build)?,
+            ),
+        };
+        self.shared
+            .backoff
+            .retry(|_| async {
+                match req.clone().send().await {
+                    Ok(_) => Ok(()),
+                    Err(SdkError::ServiceError(e)) if e.err().is_resource_in_use_exception() => Ok(()),
+                    Err(e) => Err(map_error("CreateTable", e)),
+                }
+            })
+            .await
+    }
+
+    /// When this handle first saw `key` at `version` (KCL expiry rule): `now` the first time,
+    /// the recorded instant while the version stays the same.
+    fn kcl_seen_since(&self, key: &LeaseKey, version: Option<u64>, now: SystemTime) -> SystemTime {
+        let mut observed = self.observed.lock().unwrap_or_else(|e| e.into_inner());
+        match observed.get(key) {
+            Some((seen, since)) if *seen == version => *since,
+            _ => {
+                observed.insert(key.clone(), (version, now));
+                now
+            }
+        }
+    }
+
+    fn lost(key: &LeaseKey, worker: &WorkerId, token: FencingToken) -> Error {
+        Error::LeaseLost { key: key.clone(), worker: worker.clone(), token }
+    }
+}
+
+/// The lease of a stored record, for a rule.
+fn lease_of(current: Option<&Stored>) -> Option<Lease> {
+    current.map(|s| s.lease.clone())
+}
+
+/// Checks that an existing table has the key schema this crate writes.
+fn check_schema(table: &str, desc: &aws_sdk_dynamodb::types::TableDescription) -> Result<()> {
+    let mismatch = |detail: String| Error::SchemaMismatch { store: STORE, detail: format!("table {table}: {detail}") };
+    let keys: Vec<(&str, &KeyType)> =
+        desc.key_schema().iter().map(|k| (k.attribute_name(), k.key_type())).collect();
+    if keys != [(LEASE_KEY, &KeyType::Hash)] {
+        return Err(mismatch(format!(
+            "the key schema is {keys:?}; expected one hash key {LEASE_KEY:?} and no sort key"
+        )));
+    }
+    let key_type = desc
+        .attribute_definitions()
+        .iter()
+        .find(|a| a.attribute_name() == LEASE_KEY)
+        .map(|a| a.attribute_type());
+    if key_type != Some(&ScalarAttributeType::S) {
+        return Err(mismatch(format!("{LEASE_KEY} has type {key_type:?}; expected a string (S)")));
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl Checkpointer for DynamoStore {
+    fn app(&self) -> &AppName {
+        &self.app
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            backend: STORE,
+            clock: ClockSource::Client { skew_allowance: self.shared.skew },
+            transactional_checkpoint: false,
+            renew_many: BatchMode::Concurrent(self.shared.renew_concurrency),
+            durability: Durability::Replicated,
+            multi_process: true,
+        }
+    }
+
+    /// Creates the table when absent (on-demand or provisioned, as configured) and waits, at
+    /// most the configured time, until it is `ACTIVE`. Many callers at once are safe: a
+    /// `ResourceInUseException` means another one is creating it, and this one waits too. An
+    /// existing table with another key schema is [`Error::SchemaMismatch`].
+    async fn init(&self) -> Result<()> {
+        let started = Instant::now();
+        let mut pause = Duration::from_millis(20);
+        loop {
+            match self.describe().await? {
+                None => self.create_table().await?,
+                Some(desc) => {
+                    check_schema(&self.shared.table, &desc)?;
+                    match desc.table_status() {
+                        Some(TableStatus::Active) | Some(TableStatus::Updating) => return Ok(()),
+                        Some(TableStatus::Creating) | None => {}
+                        Some(other) => {
+                            return Err(Error::backend_message(
+                                STORE,
+                                false,
+                                format!("table {} is {other:?}", self.shared.table),
+                            ));
+                        }
+                    }
+                }
+            }
+            if started.elapsed() + pause > self.shared.table_active_timeout {
+                return Err(Error::backend_message(
+                    STORE,
+                    true,
+                    format!("table {} did not become ACTIVE within {:?}", self.shared.table, self.shared.table_active_timeout),
+                ));
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_secs(1));
+        }
+    }
+
+    /// One `UpdateItem` conditioned on `attribute_not_exists(leaseKey)`: created iff absent.
+    async fn create_lease_if_absent(
+        &self,
+        key: &LeaseKey,
+        parents: &[ShardId],
+        initial: Option<&Position>,
+    ) -> Result<bool> {
+        for _ in 0..MAX_ROUNDS {
+            let Some(new) = rules::create_if_absent(None, key, parents, initial) else { break };
+            match self.write(key, None, &new, None).await? {
+                Written::Done(_) => return Ok(true),
+                Written::Conflict(Some(_)) => return Ok(false),
+                // Deleted between the failed condition and the read: try again.
+                Written::Conflict(None) => {}
+            }
+        }
+        Err(Error::backend_message(STORE, true, format!("lease {key}: create kept racing with delete")))
+    }
+
+    /// Mutual exclusion: the rule grants only a free, expired or own lease, and the write is
+    /// conditioned on the record the rule saw (`leaseCounter`, or absence), so of many workers
+    /// deciding on one record exactly one write lands; the others' failed conditions return the
+    /// winner's record and they report [`Error::LeaseHeld`] from it without another read.
+    ///
+    /// Expiry uses the client clock: another worker's lease counts as live until `deadline +
+    /// skew_allowance` (so `LeaseHeld::remaining` includes the allowance); the granted deadline
+    /// is `now + duration`. A lease held by a KCL worker (no `leaseDeadlineMillis`) expires by
+    /// the KCL's rule: once this handle has seen the same `leaseCounter` for `duration`.
+    async fn get_lease(
+        &self,
+        key: &LeaseKey,
+        worker: &WorkerId,
+        duration: LeaseDuration,
+    ) -> Result<Lease> {
+        self.pk(key)?;
+        let skew = self.shared.skew;
+        self.apply(key, Start::AssumeAbsent, None, |current, now| {
+            let mut lease = current.map(|s| s.lease.clone());
+            if let (Some(l), Some(stored)) = (lease.as_mut(), current)
+                && l.deadline.is_none()
+                && l.owner.as_ref().is_some_and(|o| o != worker)
+            {
+                l.deadline = Some(self.kcl_seen_since(key, stored.version, now) + duration.get());
+            }
+            let judged_at = now.checked_sub(skew).unwrap_or(now);
+            let mut lease = rules::get_lease(lease, key, worker, duration, judged_at)?;
+            lease.deadline = Some(now + duration.get());
+            Ok(Outcome::Write(lease))
+        })
+        .await
+    }
+
+    /// Fencing: one `UpdateItem` conditioned on the worker holding the lease (`leaseOwner`, or
+    /// `checkpointOwner` during a hand-off) and `fencingToken = :token` (a record without
+    /// `fencingToken` reads as token 0), setting the deadline and bumping `leaseCounter`;
+    /// anything else, an absent record included, fails the condition and is
+    /// [`Error::LeaseLost`]. Valid past the deadline, as the rule says. No read is needed, and
+    /// repeating it after a lost reply is harmless.
+    async fn renew(
+        &self,
+        key: &LeaseKey,
+        worker: &WorkerId,
+        token: FencingToken,
+        duration: LeaseDuration,
+    ) -> Result<Lease> {
+        let pk = self.pk(key)?;
+        let deadline = self.now() + duration.get();
+        let mut expr = Expr::default();
+        expr.set(LEASE_DEADLINE_MILLIS, n(schema::to_millis(deadline)));
+        let counter = expr.name(LEASE_COUNTER);
+        let one = expr.value(n(1));
+        let condition = format!(
+            "{} AND {}",
+            schema::owner_condition(&mut expr, worker),
+            schema::token_condition(&mut expr, token)
+        );
+        let update = format!("{} ADD {counter} {one}", expr.update_expression());
+        let req = self
+            .shared
+            .client
+            .update_item()
+            .table_name(&self.shared.table)
+            .key(LEASE_KEY, s(pk))
+            .update_expression(update)
+            .condition_expression(condition)
+            .set_expression_attribute_names(Some(expr.names))
+            .set_expression_attribute_values(Some(expr.values))
+            .return_values(ReturnValue::AllNew);
+        let result = self
+            .shared
+            .backoff
+            .retry(|_| async {
+                match req.clone().send().await {
+                    Ok(out) => Ok(Some(out.attributes.unwrap_or_default())),
+                    Err(SdkError::ServiceError(e))
+                        if e.err().is_conditional_check_failed_exception() =>
+                    {
+                        Ok(None)
+                    }
+                    Err(e) => Err(map_error("UpdateItem", e)),
+                }
+            })
+            .await?;
+        match result {
+            Some(item) => {
+                let stored = decode(key, &item)?;
+                self.remember(key, Some(&stored));
+                Ok(stored.lease)
+            }
+            None => Err(Self::lost(key, worker, token)),
+        }
+    }
+
+    /// Concurrent single renewals (see [`DynamoStore::renew`]), at most the configured number
+    /// in flight. A lease that is no longer held is reported in `lost`; a backend fault fails
+    /// the call.
+    async fn renew_many(
+        &self,
+        worker: &WorkerId,
+        leases: &[(LeaseKey, FencingToken)],
+        duration: LeaseDuration,
+    ) -> Result<RenewOutcome> {
+        rules::check_renew_batch(leases)?;
+        for (key, _) in leases {
+            self.pk(key)?;
+        }
+        let results: Vec<(LeaseKey, Result<Lease>)> = stream::iter(leases.iter().cloned())
+            .map(|(key, token)| async move {
+                let result = self.renew(&key, worker, token, duration).await;
+                (key, result)
+            })
+            .buffer_unordered(self.shared.renew_concurrency)
+            .collect()
+            .await;
+        let mut outcome = RenewOutcome::default();
+        for (key, result) in results {
+            match result {
+                Ok(lease) => outcome.renewed.push(lease),
+                Err(Error::LeaseLost { .. }) => outcome.lost.push(key),
+                Err(e) => return Err(e),
+            }
+        }
+        outcome.renewed.sort_by(|a, b| a.key.cmp(&b.key));
+        outcome.lost.sort();
+        Ok(outcome)
+    }
+
+    /// Fencing and monotonic positions: the rule checks owner, token and progress on the
+    /// record, and the write is conditioned on `leaseCounter` being that record's, so a stale
+    /// holder (whose token was superseded by a grant, which bumps `leaseCounter`) never writes.
+    async fn checkpoint(
+        &self,
+        key: &LeaseKey,
+        worker: &WorkerId,
+        token: FencingToken,
+        position: &Position,
+    ) -> Result<Lease> {
+        self.pk(key)?;
+        self.apply(key, Start::Read, Some((worker, token)), |current, _| {
+            rules::checkpoint(lease_of(current), key, worker, token, position).map(Outcome::Write)
+        })
+        .await
+    }
+
+    /// Fenced and checked like [`DynamoStore::checkpoint`], with the same conditional write.
+    async fn prepare_checkpoint(
+        &self,
+        key: &LeaseKey,
+        worker: &WorkerId,
+        token: FencingToken,
+        position: &Position,
+    ) -> Result<Lease> {
+        self.pk(key)?;
+        self.apply(key, Start::Read, Some((worker, token)), |current, _| {
+            rules::prepare_checkpoint(lease_of(current), key, worker, token, position)
+                .map(Outcome::Write)
+        })
+        .await
+    }
+
+    async fn fetch(&self, key: &LeaseKey) -> Result<Option<Lease>> {
+        Ok(self.read(key).await?.map(|s| s.lease))
+    }
+
+    /// Fencing: released only by the holder with its token, conditioned on the record it saw.
+    async fn release(&self, key: &LeaseKey, worker: &WorkerId, token: FencingToken) -> Result<Lease> {
+        self.pk(key)?;
+        self.apply(key, Start::Read, Some((worker, token)), |current, _| {
+            rules::release(lease_of(current), key, worker, token)
+        })
+        .await
+    }
+
+    /// Admin release, conditioned on the record it saw (so it never undoes a grant it did not
+    /// see).
+    async fn force_release(&self, key: &LeaseKey) -> Result<Lease> {
+        self.pk(key)?;
+        self.apply(key, Start::Read, None, |current, _| {
+            rules::force_release(lease_of(current), key).map(Outcome::Write)
+        })
+        .await
+    }
+
+    /// `DeleteItem` conditioned on `attribute_exists(leaseKey)`; a failed condition means it
+    /// was already absent, which the contract accepts.
+    async fn delete_lease(&self, key: &LeaseKey) -> Result<()> {
+        let pk = self.pk(key)?;
+        let req = self
+            .shared
+            .client
+            .delete_item()
+            .table_name(&self.shared.table)
+            .key(LEASE_KEY, s(pk))
+            .condition_expression("attribute_exists(#k)")
+            .expression_attribute_names("#k", LEASE_KEY);
+        self.shared
+            .backoff
+            .retry(|_| async {
+                match req.clone().send().await {
+                    Ok(_) => Ok(()),
+                    Err(SdkError::ServiceError(e)) if e.err().is_conditional_check_failed_exception() => Ok(()),
+                    Err(e) => Err(map_error("DeleteItem", e)),
+                }
+            })
+            .await?;
+        self.remember(key, None);
+        Ok(())
+    }
+
+    async fn list_leases(&self, stream: Option<&StreamName>) -> Result<Vec<Lease>> {
+        if let (KeyLayout::KclSingleStream { stream: own }, Some(asked)) = (&self.shared.layout, stream)
+            && own != asked
+        {
+            return Ok(Vec::new());
+        }
+        let items = self.scan(self.shared.layout.prefix(&self.app, stream)).await?;
+        let mut leases = Vec::with_capacity(items.len());
+        for item in &items {
+            let Some(AttributeValue::S(pk)) = item.get(LEASE_KEY) else { continue };
+            let Some(key) = self.shared.layout.parse(&self.app, pk)? else { continue };
+            let stored = decode(&key, item)?;
+            self.remember(&key, Some(&stored));
+            leases.push(stored.lease);
+        }
+        leases.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(leases)
+    }
+
+    /// Fencing: taken only if owner and token are still what the balancer saw, conditioned on
+    /// the record the rule checked; the grant bumps the token.
+    async fn steal(
+        &self,
+        key: &LeaseKey,
+        thief: &WorkerId,
+        expected_owner: &WorkerId,
+        expected_token: FencingToken,
+        duration: LeaseDuration,
+    ) -> Result<Lease> {
+        self.pk(key)?;
+        if thief == expected_owner {
+            return Err(Error::invalid("thief", "a worker cannot steal a lease from itself"));
+        }
+        self.apply(
+            key,
+            Start::Read,
+            Some((expected_owner, expected_token)),
+            |current, now| {
+                rules::steal(
+                    lease_of(current),
+                    key,
+                    thief,
+                    expected_owner,
+                    expected_token,
+                    duration,
+                    now,
+                )
+            },
+        )
+        .await
+    }
+
+    /// Records the claim in `checkpointOwner`, conditioned on the record it saw.
+    async fn claim(&self, key: &LeaseKey, claimant: &WorkerId) -> Result<Lease> {
+        self.pk(key)?;
+        self.apply(key, Start::Read, None, |current, _| {
+            rules::claim(lease_of(current), key, claimant)
+        })
+        .await
+    }
+
+    /// Admin reset, conditioned on the record it saw.
+    async fn reset_checkpoint(&self, key: &LeaseKey, position: Option<&Position>) -> Result<Lease> {
+        self.pk(key)?;
+        self.apply(key, Start::Read, None, |current, _| {
+            rules::reset_checkpoint(lease_of(current), key, position).map(Outcome::Write)
+        })
+        .await
+    }
+}
+
+impl DynamoStore {
+    fn worker_expiry(item: &Item, id: &str) -> Result<Option<u64>> {
+        schema::number(item, id, WORKER_EXPIRY_MILLIS)
+    }
+}
+
+#[async_trait]
+impl Membership for DynamoStore {
+    /// An upsert (`PutItem`) of the membership record: registering has no precondition.
+    async fn register_worker(&self, worker: &WorkerId, ttl: HeartbeatTtl) -> Result<()> {
+        let expiry = schema::to_millis(self.now() + ttl.get());
+        let req = self
+            .shared
+            .client
+            .put_item()
+            .table_name(&self.shared.table)
+            .item(LEASE_KEY, s(worker_key(&self.app, worker)))
+            .item(APP_NAME, s(self.app.as_str()))
+            .item(WORKER_ID, s(worker.as_str()))
+            .item(WORKER_EXPIRY_MILLIS, n(expiry));
+        self.send("PutItem", || req.clone().send()).await?;
+        Ok(())
+    }
+
+    /// `UpdateItem` conditioned on `attribute_exists(leaseKey)`: a deregistered or pruned worker
+    /// gets [`Error::NotFound`] and must register again.
+    async fn heartbeat(&self, worker: &WorkerId, ttl: HeartbeatTtl) -> Result<()> {
+        let expiry = schema::to_millis(self.now() + ttl.get());
+        let req = self
+            .shared
+            .client
+            .update_item()
+            .table_name(&self.shared.table)
+            .key(LEASE_KEY, s(worker_key(&self.app, worker)))
+            .update_expression("SET #e = :e")
+            .condition_expression("attribute_exists(#k)")
+            .expression_attribute_names("#e", WORKER_EXPIRY_MILLIS)
+            .expression_attribute_names("#k", LEASE_KEY)
+            .expression_attribute_values(":e", n(expiry));
+        let found = self
+            .shared
+            .backoff
+            .retry(|_| async {
+                match req.clone().send().await {
+                    Ok(_) => Ok(true),
+                    Err(SdkError::ServiceError(e)) if e.err().is_conditional_check_failed_exception() => Ok(false),
+                    Err(e) => Err(map_error("UpdateItem", e)),
+                }
+            })
+            .await?;
+        if found { Ok(()) } else { Err(Error::NotFound { entity: "worker", id: worker.to_string() }) }
+    }
+
+    async fn live_workers(&self) -> Result<Vec<WorkerId>> {
+        let now = schema::to_millis(self.now());
+        let mut live = Vec::new();
+        for item in self.scan(Some(worker_prefix(&self.app))).await? {
+            let Some(AttributeValue::S(pk)) = item.get(LEASE_KEY) else { continue };
+            let id = match item.get(WORKER_ID) {
+                Some(AttributeValue::S(w)) => {
+                    WorkerId::new(w).map_err(|e| Error::corrupt(pk, WORKER_ID, e.to_string()))?
+                }
+                _ => return Err(Error::corrupt(pk, WORKER_ID, "missing or not a string")),
+            };
+            if Self::worker_expiry(&item, pk)?.is_some_and(|e| e > now) {
+                live.push(id);
+            }
+        }
+        live.sort();
+        Ok(live)
+    }
+
+    async fn deregister_worker(&self, worker: &WorkerId) -> Result<()> {
+        let req = self
+            .shared
+            .client
+            .delete_item()
+            .table_name(&self.shared.table)
+            .key(LEASE_KEY, s(worker_key(&self.app, worker)));
+        self.send("DeleteItem", || req.clone().send()).await?;
+        Ok(())
+    }
+
+    /// Scans the app's membership records and deletes each expired one with a `DeleteItem`
+    /// conditioned on `workerExpiryMillis` still being the expired value seen, so a worker that
+    /// heartbeats meanwhile is not removed.
+    async fn prune_dead_workers(&self) -> Result<usize> {
+        let now = schema::to_millis(self.now());
+        let mut pruned = 0;
+        for item in self.scan(Some(worker_prefix(&self.app))).await? {
+            let Some(AttributeValue::S(pk)) = item.get(LEASE_KEY) else { continue };
+            let Some(expiry) = Self::worker_expiry(&item, pk)? else { continue };
+            if expiry > now {
+                continue;
+            }
+            let req = self
+                .shared
+                .client
+                .delete_item()
+                .table_name(&self.shared.table)
+                .key(LEASE_KEY, s(pk.clone()))
+                .condition_expression("#e = :e")
+                .expression_attribute_names("#e", WORKER_EXPIRY_MILLIS)
+                .expression_attribute_values(":e", n(expiry));
+            let deleted = self
+                .shared
+                .backoff
+                .retry(|_| async {
+                    match req.clone().send().await {
+                        Ok(_) => Ok(true),
+                        Err(SdkError::ServiceError(e)) if e.err().is_conditional_check_failed_exception() => {
+                            Ok(false)
+                        }
+                        Err(e) => Err(map_error("DeleteItem", e)),
+                    }
+                })
+                .await?;
+            if deleted {
+                pruned += 1;
+            }
+        }
+        Ok(pruned)
+    }
+}
