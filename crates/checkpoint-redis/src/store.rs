@@ -104,6 +104,13 @@ impl RedisStore {
     /// [`Error::InvalidInput`]; an unreachable server is a retryable [`Error::Backend`].
     pub async fn open(config: RedisConfig, app: AppName) -> Result<Self> {
         config.validate()?;
+        #[cfg(feature = "tls")]
+        if config.tls() {
+            // rustls needs one process-wide crypto provider; when another crate of the build
+            // enables a second one, it cannot pick by itself. Installing ring fails harmlessly
+            // when a provider is already installed.
+            let _ = rustls::crypto::ring::default_provider().install_default();
+        }
         let client = redis::Client::open(config.connection_info()?).map_err(from_redis)?;
         let manager_config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(config.connection_timeout()))
@@ -258,16 +265,18 @@ impl Checkpointer for RedisStore {
     /// [`Error::SchemaMismatch`] naming the key. Idempotent; concurrent calls are safe (one
     /// script, `HSETNX`).
     async fn init(&self) -> Result<()> {
-        for script in scripts::all() {
-            self.inner
-                .config
-                .backoff()
-                .retry(|_| {
-                    let mut conn = self.inner.conn.clone();
+        // All `SCRIPT LOAD`s at once on the multiplexed connection: one round trip's worth.
+        self.inner
+            .config
+            .backoff()
+            .retry(|_| {
+                let conn = self.inner.conn.clone();
+                futures::future::try_join_all(scripts::all().into_iter().map(move |script| {
+                    let mut conn = conn.clone();
                     async move { script.load_async(&mut conn).await.map_err(from_redis) }
-                })
-                .await?;
-        }
+                }))
+            })
+            .await?;
         let keys = [self.keys.meta(), self.keys.index(), self.keys.workers()];
         let reply = scripts::items(
             self.eval(&scripts::INIT, &keys, &[scripts::LAYOUT_VERSION.to_owned()])

@@ -290,3 +290,31 @@ async fn a_lost_reply_without_retries_is_a_retryable_error() {
     assert_eq!(lease.token, FencingToken(1));
     assert_eq!(lease.owner.as_ref(), Some(&a));
 }
+
+/// Scripts are called by hash; after the server forgot them (`SCRIPT FLUSH`, as after a restart)
+/// the `NOSCRIPT` reply makes the store load the script again and the operation succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scripts_are_reloaded_after_noscript() {
+    let Some(store) = common::open(common::config(), random_app("noscript")).await else {
+        return;
+    };
+    let a = WorkerId::new("a").unwrap();
+    let key = LeaseKey::parse("s", "x").unwrap();
+    let lease = store.get_lease(&key, &a, long()).await.unwrap();
+    let mut admin = common::admin().await;
+    let () = redis::cmd("SCRIPT")
+        .arg("FLUSH")
+        .query_async(&mut admin)
+        .await
+        .expect("SCRIPT FLUSH");
+    let lease = store
+        .checkpoint(&key, &a, lease.token, &seq(7))
+        .await
+        .expect("checkpoint after SCRIPT FLUSH");
+    assert_eq!(lease.checkpoint, Some(seq(7)));
+    let outcome = store
+        .renew_many(&a, &[(key.clone(), lease.token)], long())
+        .await
+        .expect("renew_many after SCRIPT FLUSH");
+    assert_eq!(outcome.renewed.len(), 1);
+}
