@@ -50,6 +50,7 @@ pub struct RedisConfig {
     username: Option<String>,
     password: Option<String>,
     tls: bool,
+    tls_root_certificate: Option<Vec<u8>>,
     prefix: String,
     connection_timeout: Duration,
     response_timeout: Duration,
@@ -72,6 +73,13 @@ impl fmt::Debug for RedisConfig {
             .field("username", &self.username)
             .field("password", &self.password.as_ref().map(|_| "<redacted>"))
             .field("tls", &self.tls)
+            .field(
+                "tls_root_certificate",
+                &self
+                    .tls_root_certificate
+                    .as_ref()
+                    .map(|pem| format!("{} bytes of PEM", pem.len())),
+            )
             .field("prefix", &self.prefix)
             .field("connection_timeout", &self.connection_timeout)
             .field("response_timeout", &self.response_timeout)
@@ -121,6 +129,7 @@ impl RedisConfig {
             username: None,
             password: None,
             tls: false,
+            tls_root_certificate: None,
             prefix: DEFAULT_PREFIX.to_owned(),
             connection_timeout: DEFAULT_CONNECTION_TIMEOUT,
             response_timeout: DEFAULT_RESPONSE_TIMEOUT,
@@ -241,6 +250,14 @@ impl RedisConfig {
         self
     }
 
+    /// With TLS, trust only this root certificate (PEM), for a server whose certificate was
+    /// issued by a private certificate authority. Default none: the platform's root
+    /// certificates.
+    pub fn with_tls_root_certificate(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.tls_root_certificate = Some(pem.into());
+        self
+    }
+
     /// The first part of every key, before the app's hash tag: 1 to 64 bytes of ASCII letters,
     /// digits, `-`, `_`, `.` and `:` (no `{`, `}` or spaces, so it can never change the hash tag).
     /// Default `ckpt` ([`DEFAULT_PREFIX`]).
@@ -306,6 +323,11 @@ impl RedisConfig {
     /// Whether TLS is on.
     pub fn tls(&self) -> bool {
         self.tls
+    }
+
+    /// The root certificate set with [`RedisConfig::with_tls_root_certificate`].
+    pub fn tls_root_certificate(&self) -> Option<&[u8]> {
+        self.tls_root_certificate.as_deref()
     }
 
     /// The key prefix.
@@ -383,6 +405,21 @@ impl RedisConfig {
             ));
         }
         Ok(())
+    }
+
+    /// A `redis` client for these settings.
+    pub(crate) fn client(&self) -> Result<redis::Client> {
+        let info = self.connection_info()?;
+        #[cfg(feature = "tls")]
+        if let (true, Some(pem)) = (self.tls, &self.tls_root_certificate) {
+            let certificates = redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(pem.clone()),
+            };
+            return redis::Client::build_with_tls(info, certificates)
+                .map_err(|e| Error::invalid("tls_root_certificate", e.to_string()));
+        }
+        redis::Client::open(info).map_err(crate::error::from_redis)
     }
 
     /// The `redis` crate's connection settings.

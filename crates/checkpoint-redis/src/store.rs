@@ -111,7 +111,7 @@ impl RedisStore {
             // when a provider is already installed.
             let _ = rustls::crypto::ring::default_provider().install_default();
         }
-        let client = redis::Client::open(config.connection_info()?).map_err(from_redis)?;
+        let client = config.client()?;
         let manager_config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(config.connection_timeout()))
             .set_response_timeout(Some(config.response_timeout()))
