@@ -244,3 +244,75 @@ impl WorkerConfigBuilder {
         Ok(c)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn field(builder: WorkerConfigBuilder) -> Option<&'static str> {
+        builder.build().err().and_then(|e| e.field())
+    }
+
+    #[test]
+    fn defaults_build() {
+        let c = WorkerConfig::builder().build().unwrap();
+        assert_eq!(c.lease_duration().get(), Duration::from_secs(10));
+        assert_eq!(c.renew_interval(), Duration::from_secs(3));
+        assert_eq!(c.heartbeat_ttl().get(), Duration::from_secs(10));
+        assert_eq!(c.failover_bound(), Duration::from_secs(13));
+        assert_eq!(c, WorkerConfig::default());
+    }
+
+    #[test]
+    fn each_bad_value_names_its_field() {
+        let b = WorkerConfig::builder;
+        let cases = [
+            (b().with_lease_duration(Duration::ZERO), "lease_duration"),
+            (
+                b().with_lease_duration(Duration::from_secs(2 * 24 * 3600)),
+                "lease_duration",
+            ),
+            (b().with_heartbeat_ttl(Duration::ZERO), "heartbeat_ttl"),
+            (b().with_renew_interval(Duration::ZERO), "renew_interval"),
+            (
+                b().with_renew_interval(Duration::from_secs(6)),
+                "renew_interval",
+            ),
+            (b().with_max_leases(0), "max_leases"),
+            (b().with_max_leases_per_tick(0), "max_leases_per_tick"),
+            (b().with_max_steals_per_tick(101), "max_steals_per_tick"),
+            (b().with_batch_size(0), "batch_size"),
+            (b().with_batch_size(10_001), "batch_size"),
+            (b().with_poll_interval(Duration::ZERO), "poll_interval"),
+            (
+                b().with_shard_sync_interval(Duration::ZERO),
+                "shard_sync_interval",
+            ),
+            (
+                b().with_initial_position(Position::ShardEnd),
+                "initial_position",
+            ),
+            (
+                b().with_backoff(Backoff {
+                    max_attempts: 0,
+                    ..Backoff::default()
+                }),
+                "backoff",
+            ),
+        ];
+        for (builder, expected) in cases {
+            assert_eq!(field(builder), Some(expected));
+        }
+    }
+
+    #[test]
+    fn renew_interval_may_be_half_the_lease() {
+        let c = WorkerConfig::builder()
+            .with_lease_duration(Duration::from_secs(2))
+            .with_renew_interval(Duration::from_secs(1))
+            .with_max_steals_per_tick(0)
+            .build()
+            .unwrap();
+        assert_eq!(c.failover_bound(), Duration::from_secs(3));
+    }
+}

@@ -55,7 +55,7 @@ impl Inner {
     }
 }
 
-/// An in-memory sharded stream. Records are routed by the 64-bit FNV-1a hash of their
+/// An in-memory sharded stream. Records are routed by a 64-bit hash of their
 /// partition key to the open shard whose hash-key range holds it, as Kinesis does with MD5.
 /// [`MemoryStream::split`] and [`MemoryStream::merge`] close shards and open children whose
 /// parents are listed by [`ShardSource::list_shards`]. Clones share the stream.
@@ -114,7 +114,7 @@ impl MemoryStream {
         if partition_key.is_empty() || partition_key.len() > 256 {
             return Err(Error::invalid("partition_key", "must be 1 to 256 bytes"));
         }
-        let hash = fnv1a(partition_key.as_bytes());
+        let hash = hash_key(partition_key.as_bytes());
         let mut inner = self.lock();
         inner.next_sequence += 1;
         // Kinesis-like long sequence numbers, to exercise the 128-digit comparison.
@@ -217,13 +217,19 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-fn fnv1a(bytes: &[u8]) -> u64 {
+/// The hash key of a partition key: 64-bit FNV-1a, finalised with MurmurHash3's `fmix64` so
+/// that short keys differing in their last characters still spread over the whole range.
+fn hash_key(bytes: &[u8]) -> u64 {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
     for b in bytes {
         hash ^= u64::from(*b);
         hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
     }
-    hash
+    hash ^= hash >> 33;
+    hash = hash.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    hash ^= hash >> 33;
+    hash = hash.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    hash ^ (hash >> 33)
 }
 
 fn parse_cursor(cursor: &Cursor) -> Result<usize> {
@@ -293,5 +299,104 @@ impl ShardSource for MemoryStream {
             Some(Cursor(to.to_string()))
         };
         Ok(ReadBatch { records, next })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stream(shards: usize) -> MemoryStream {
+        MemoryStream::new(StreamName::new("s").unwrap(), shards).unwrap()
+    }
+
+    async fn read_to_end(s: &MemoryStream, shard: &ShardId, start: &Position) -> (usize, bool) {
+        let mut cursor = s.cursor(shard, start).await.unwrap();
+        let mut n = 0;
+        loop {
+            let batch = s.read(shard, &cursor, 3).await.unwrap();
+            n += batch.records.len();
+            match batch.next {
+                None => return (n, true),
+                Some(_) if batch.records.is_empty() => return (n, false),
+                Some(next) => cursor = next,
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn split_closes_the_parent_and_routes_to_children() {
+        let s = stream(2);
+        for i in 0..40 {
+            s.put(&format!("k{i}"), vec![]).unwrap();
+        }
+        let parent = s.open_shards()[0].clone();
+        let [left, right] = s.split(&parent).unwrap();
+        for i in 40..80 {
+            s.put(&format!("k{i}"), vec![]).unwrap();
+        }
+        let shards = s.list_shards().await.unwrap();
+        let info = |id: &ShardId| shards.iter().find(|i| &i.id == id).unwrap().clone();
+        assert!(info(&parent).closed);
+        assert_eq!(info(&left).parents, vec![parent.clone()]);
+        assert_eq!(info(&right).parents, vec![parent.clone()]);
+        let (before, ended) = read_to_end(&s, &parent, &Position::TrimHorizon).await;
+        assert!(ended, "a closed shard ends");
+        let mut total = before;
+        for shard in s.open_shards() {
+            let (n, ended) = read_to_end(&s, &shard, &Position::TrimHorizon).await;
+            assert!(!ended);
+            total += n;
+        }
+        assert_eq!(total, 80);
+        assert_eq!(s.record_count(), 80);
+        assert!(s.split(&parent).is_err(), "a closed shard cannot split");
+    }
+
+    #[tokio::test]
+    async fn positions_read_from_the_right_record() {
+        let s = stream(1);
+        let shard = s.open_shards()[0].clone();
+        let (_, first) = s.put("a", vec![1]).unwrap();
+        s.put("b", vec![2]).unwrap();
+        let after = Position::Sequence {
+            sequence: first,
+            sub_sequence: 0,
+        };
+        assert_eq!(read_to_end(&s, &shard, &after).await, (1, false));
+        assert_eq!(read_to_end(&s, &shard, &Position::Latest).await, (0, false));
+        assert_eq!(
+            read_to_end(&s, &shard, &Position::TrimHorizon).await,
+            (2, false)
+        );
+        assert_eq!(
+            read_to_end(&s, &shard, &Position::AtTimestamp(0)).await,
+            (2, false)
+        );
+    }
+
+    #[tokio::test]
+    async fn merge_needs_adjacent_open_shards() {
+        let s = stream(3);
+        let ids = s.open_shards();
+        assert!(s.merge(&ids[0], &ids[2]).is_err(), "not adjacent");
+        let child = s.merge(&ids[1], &ids[0]).unwrap();
+        let shards = s.list_shards().await.unwrap();
+        let child_info = shards.iter().find(|i| i.id == child).unwrap();
+        assert_eq!(child_info.parents, vec![ids[1].clone(), ids[0].clone()]);
+        assert!(s.merge(&ids[0], &ids[1]).is_err(), "already closed");
+    }
+
+    #[test]
+    fn bad_arguments_are_invalid_input() {
+        let name = StreamName::new("s").unwrap();
+        assert_eq!(
+            MemoryStream::new(name, 0).unwrap_err().field(),
+            Some("shards")
+        );
+        assert_eq!(
+            stream(1).put("", vec![]).unwrap_err().field(),
+            Some("partition_key")
+        );
     }
 }
