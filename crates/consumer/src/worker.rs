@@ -2,6 +2,7 @@
 //! processor task per held lease.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -40,6 +41,10 @@ struct Shared {
     factory: Arc<dyn ProcessorFactory>,
     config: WorkerConfig,
     held: Mutex<BTreeMap<LeaseKey, Held>>,
+    /// The shards the source listed at the last sync (`None` before the first).
+    listed: Mutex<Option<BTreeSet<ShardId>>>,
+    /// Set when a lease names a shard the last sync did not list: sync again at the next tick.
+    resync: AtomicBool,
     sync_requested: Notify,
 }
 
@@ -107,6 +112,8 @@ impl Worker {
                 factory: Arc::new(factory),
                 config,
                 held: Mutex::new(BTreeMap::new()),
+                listed: Mutex::new(None),
+                resync: AtomicBool::new(false),
                 sync_requested: Notify::new(),
             }),
         }
@@ -228,12 +235,14 @@ async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) -> Result<()>
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ticks.tick().await;
     loop {
-        if *stop.borrow() {
+        // A dropped handle stops the worker as `shutdown` would.
+        if *stop.borrow() || stop.has_changed().is_err() {
             break;
         }
         heartbeat(&shared).await;
         renew(&shared).await;
-        let sync_due = last_sync.is_none_or(|t| t.elapsed() >= shared.config.shard_sync_interval);
+        let sync_due = shared.resync.swap(false, Ordering::Relaxed)
+            || last_sync.is_none_or(|t| t.elapsed() >= shared.config.shard_sync_interval);
         if sync_due {
             match sync_shards(&shared).await {
                 Ok(()) => last_sync = Some(Instant::now()),
@@ -375,7 +384,9 @@ async fn sleep_until_opt(deadline: Option<Instant>) {
 }
 
 /// Creates a lease (with its parents) for every shard of the source that has none. A child
-/// shard starts at `TRIM_HORIZON` so nothing written after the split is skipped.
+/// shard starts at `TRIM_HORIZON` so nothing written after the split is skipped. Deletes the
+/// lease of a shard that ended (`SHARD_END`) and is no longer listed by the source (trimmed
+/// after its retention period); a deleted parent counts as finished for its children.
 async fn sync_shards(shared: &Shared) -> Result<()> {
     let shards = shared.retry(|_| shared.source.list_shards()).await?;
     let stream = shared.source.stream();
@@ -397,6 +408,16 @@ async fn sync_shards(shared: &Shared) -> Result<()> {
             tracing::info!(%key, parents = ?shard.parents, "lease created for new shard");
         }
     }
+    let listed: BTreeSet<ShardId> = shards.into_iter().map(|s| s.id).collect();
+    for lease in &leases {
+        if !listed.contains(&lease.key.shard) && lease.checkpoint == Some(Position::ShardEnd) {
+            shared
+                .retry(|_| shared.store.delete_lease(&lease.key))
+                .await?;
+            tracing::info!(key = %lease.key, "lease deleted: shard ended and left the stream");
+        }
+    }
+    *shared.listed.lock().unwrap_or_else(|e| e.into_inner()) = Some(listed);
     Ok(())
 }
 
@@ -446,9 +467,26 @@ async fn take_leases(shared: &Arc<Shared>) -> Result<Option<Instant>> {
         .collect();
     live.insert(shared.id.clone());
     let by_shard: HashMap<&ShardId, &Lease> = leases.iter().map(|l| (&l.key.shard, l)).collect();
+    // A lease of a shard the last sync did not list is either newer than that sync (created by
+    // another worker: sync again at the next tick) or of a shard that left the stream unread,
+    // which cannot be read: leave it alone until the source lists it.
+    let listed = shared
+        .listed
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    let readable = |l: &Lease| {
+        let known = listed.as_ref().is_none_or(|s| s.contains(&l.key.shard));
+        if !known {
+            shared.resync.store(true, Ordering::Relaxed);
+        }
+        known
+    };
     let eligible: Vec<&Lease> = leases
         .iter()
-        .filter(|l| l.checkpoint != Some(Position::ShardEnd) && parents_done(l, &by_shard))
+        .filter(|l| {
+            l.checkpoint != Some(Position::ShardEnd) && parents_done(l, &by_shard) && readable(l)
+        })
         .collect();
     let next_takeover = if shared.held().len() < shared.config.max_leases {
         eligible
