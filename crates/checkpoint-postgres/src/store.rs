@@ -581,7 +581,7 @@ impl Checkpointer for PostgresStore {
         .await
     }
 
-    /// Keyset pagination over the primary key, [`LIST_PAGE`] rows a page; each page is a
+    /// Keyset pagination over the primary key, 500 rows a page; each page is a
     /// consistent read, the whole list is not one snapshot.
     async fn list_leases(&self, stream: Option<&StreamName>) -> Result<Vec<Lease>> {
         let mut all = Vec::new();
