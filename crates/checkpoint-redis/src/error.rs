@@ -10,9 +10,10 @@ pub(crate) const STORE: &str = "redis";
 ///
 /// Retryable: I/O errors (a dropped or refused connection, a response timeout), and the server
 /// states that pass (`LOADING`, `TRYAGAIN`, `CLUSTERDOWN`, `MASTERDOWN`, `READONLY` during a
-/// failover, `BUSY` while another script runs). A script that ran but whose reply was lost is
-/// resolved by running it again: every script is idempotent by the rules, so the repeat
-/// re-evaluates its condition against the stored record.
+/// failover, `BUSY` while another script runs, `NOSCRIPT` when the script cache was flushed
+/// between the client's reload and its call: the script did not run). A script that ran but
+/// whose reply was lost is resolved by running it again: every script, run again after it ran,
+/// re-reads the record and returns the same success.
 ///
 /// Not retryable: authentication, configuration and protocol errors, script errors, and
 /// `WRONGTYPE` (a key of this store's layout holding another type: a schema mismatch).
@@ -31,6 +32,7 @@ pub(crate) fn from_redis(err: RedisError) -> Error {
             err.kind(),
             ErrorKind::Server(
                 ServerErrorKind::BusyLoading
+                    | ServerErrorKind::NoScript
                     | ServerErrorKind::TryAgain
                     | ServerErrorKind::ClusterDown
                     | ServerErrorKind::MasterDown
