@@ -93,6 +93,9 @@
 //!   issue `WAIT`.
 //!
 //! The server used for this crate's tests runs with no persistence (`appendonly no`, `save ""`).
+//! `tests/restart.rs` kills (`SIGKILL`) and restarts a private server under a live store: with
+//! `appendfsync always` the acknowledged checkpoint is still there; with no persistence the
+//! record is gone and the holder's next checkpoint is `LeaseLost`, never a false success.
 //!
 //! # Performance
 //!
