@@ -38,7 +38,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
@@ -53,6 +53,7 @@ use aws_sdk_dynamodb::types::{
     ReturnValue, ReturnValuesOnConditionCheckFailure, ScalarAttributeType, TableStatus,
 };
 use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use checkpoint_core::rules::{self, Outcome};
 use checkpoint_core::{
     AppName, Backoff, BatchMode, Capabilities, Checkpointer, Clock, ClockSource, Durability, Error,
@@ -65,7 +66,9 @@ use crate::config::{Billing, DynamoConfig};
 use crate::error::{map_error, STORE};
 use crate::schema::{
     self, decode, encode_update, n, s, worker_key, worker_prefix, Expr, Item, KeyLayout, Stored,
-    APP_NAME, LEASE_COUNTER, LEASE_DEADLINE_MILLIS, LEASE_KEY, WORKER_EXPIRY_MILLIS,
+    APP_NAME, CHECKPOINT_OWNER, FENCING_TOKEN, LEASE_CLAIMANT, LEASE_COUNTER,
+    LEASE_DEADLINE_MILLIS, LEASE_KEY, LEASE_OWNER, OWNER_SWITCHES, SHARD_ID, STREAM_NAME,
+    WORKER_EXPIRY_MILLIS,
     WORKER_ID,
 };
 
@@ -93,14 +96,13 @@ impl Intercept for CountRequests {
     }
 }
 
-/// Where a rule's first record comes from when the handle has none cached.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Where a rule's first record comes from.
+#[derive(Debug)]
 enum Start {
-    /// Assume the record is absent (creating costs one request; an existing one comes back
-    /// from the failed condition).
-    AssumeAbsent,
-    /// Read it consistently.
+    /// The handle's cached record, else a consistent read.
     Read,
+    /// A record known to be current (a failed condition's `ALL_OLD`).
+    Known(Option<Stored>),
 }
 
 /// The result of one conditional write.
@@ -125,9 +127,26 @@ pub struct DynamoStore {
     observed: Arc<Mutex<HashMap<LeaseKey, (Option<u64>, SystemTime)>>>,
 }
 
+/// The last take `get_lease` sent for one item (see [`Probe`]).
+type Gate = Arc<tokio::sync::Mutex<Option<Probe>>>;
+
+/// A take sent by `get_lease`, and the record it saw. Concurrent `get_lease` calls of one
+/// process on one lease queue behind one gate; a call that finds a probe which *started after
+/// the call began* may decide "held" from that probe's record, since the record was current at
+/// an instant inside the call (linearizable), instead of sending a request of its own. Many
+/// workers of one process polling one lease so cost one request in flight, not one each.
+#[derive(Debug)]
+struct Probe {
+    started: Instant,
+    at: SystemTime,
+    observed: Option<Stored>,
+}
+
 /// What every app's handle on one client shares.
 struct Shared {
     client: Client,
+    /// The endpoint (or region) and table, naming the table across handles.
+    scope: String,
     table: String,
     layout: KeyLayout,
     billing: Billing,
@@ -242,6 +261,15 @@ impl DynamoStore {
         Self {
             shared: Arc::new(Shared {
                 client: Client::from_conf(builder.build()),
+                scope: format!(
+                    "{} {}",
+                    config
+                        .endpoint
+                        .as_deref()
+                        .or(config.region.as_deref())
+                        .unwrap_or_default(),
+                    config.table
+                ),
                 table: config.table.clone(),
                 layout: config.layout.clone(),
                 billing: config.billing,
@@ -420,6 +448,104 @@ impl DynamoStore {
         }
     }
 
+    /// `get_lease`'s first request: the grant to a new owner as one `UpdateItem` conditioned
+    /// on the lease being absent, free (no `leaseOwner`, no `checkpointOwner`) or expired
+    /// (`leaseDeadlineMillis <= now - skew_allowance`). It sets owner and deadline, clears any
+    /// claim, and adds 1 to `fencingToken`, `ownerSwitchesSinceCheckpoint` and `leaseCounter`:
+    /// exactly the rule's grant. Mutual exclusion: DynamoDB evaluates the condition and applies
+    /// the update atomically, so of many workers taking one free lease exactly one succeeds; the
+    /// others' failures return the winner's record (`ALL_OLD`) for [`Error::LeaseHeld`],
+    /// without a second read. A lease the caller already holds, or one held by a KCL worker, fails
+    /// the condition too and goes through the rule.
+    async fn take(&self, key: &LeaseKey, worker: &WorkerId, duration: LeaseDuration) -> Result<Written> {
+        let pk = self.pk(key)?;
+        let now = self.now();
+        let judged_at = now.checked_sub(self.shared.skew).unwrap_or(now);
+        let mut expr = Expr::default();
+        expr.set(LEASE_OWNER, s(worker.as_str()));
+        expr.set(LEASE_DEADLINE_MILLIS, n(schema::to_millis(now + duration.get())));
+        expr.set_or_remove(CHECKPOINT_OWNER, None);
+        expr.set_or_remove(LEASE_CLAIMANT, None);
+        if self.shared.layout == KeyLayout::Shared {
+            expr.set(APP_NAME, s(self.app.as_str()));
+            expr.set(STREAM_NAME, s(key.stream.as_str()));
+            expr.set(SHARD_ID, s(key.shard.as_str()));
+        }
+        let (token, switches, counter) = (
+            expr.name(FENCING_TOKEN),
+            expr.name(OWNER_SWITCHES),
+            expr.name(LEASE_COUNTER),
+        );
+        let one = expr.value(n(1));
+        let update = format!(
+            "{} ADD {token} {one}, {switches} {one}, {counter} {one}",
+            expr.update_expression()
+        );
+        let (owner, holder, deadline) = (
+            expr.name(LEASE_OWNER),
+            expr.name(CHECKPOINT_OWNER),
+            expr.name(LEASE_DEADLINE_MILLIS),
+        );
+        let judged = expr.value(n(schema::to_millis(judged_at)));
+        let condition = format!(
+            "(attribute_not_exists({owner}) AND attribute_not_exists({holder})) OR \
+             (attribute_exists({deadline}) AND {deadline} <= {judged})"
+        );
+        let req = self
+            .shared
+            .client
+            .update_item()
+            .table_name(&self.shared.table)
+            .key(LEASE_KEY, s(pk))
+            .update_expression(update)
+            .condition_expression(condition)
+            .set_expression_attribute_names(Some(expr.names))
+            .set_expression_attribute_values(Some(expr.values))
+            .return_values(ReturnValue::AllNew)
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
+        self.conditional_update(key, req).await
+    }
+
+    /// Sends a conditional `UpdateItem` that returns `ALL_NEW` on success and `ALL_OLD` on a
+    /// failed condition, through the retry policy, and caches what it learns.
+    async fn conditional_update(
+        &self,
+        key: &LeaseKey,
+        req: aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder,
+    ) -> Result<Written> {
+        let result = self
+            .shared
+            .backoff
+            .retry(|_| async {
+                match req.clone().send().await {
+                    Ok(out) => Ok(Ok(out.attributes.unwrap_or_default())),
+                    Err(SdkError::ServiceError(e))
+                        if e.err().is_conditional_check_failed_exception() =>
+                    {
+                        Ok(Err(match e.into_err() {
+                            UpdateItemError::ConditionalCheckFailedException(c) => c.item,
+                            _ => None,
+                        }))
+                    }
+                    Err(e) => Err(map_error("UpdateItem", e)),
+                }
+            })
+            .await?;
+        match result {
+            Ok(item) => {
+                let stored = decode(key, &item)?;
+                self.remember(key, Some(&stored));
+                Ok(Written::Done(stored))
+            }
+            Err(Some(item)) => {
+                let stored = decode(key, &item)?;
+                self.remember(key, Some(&stored));
+                Ok(Written::Conflict(Some(stored)))
+            }
+            Err(None) => Ok(Written::Conflict(self.read(key).await?)),
+        }
+    }
+
     /// Applies `rule` atomically: see the module docs. `fence` is passed to
     /// [`DynamoStore::write`].
     async fn apply<F>(
@@ -432,10 +558,12 @@ impl DynamoStore {
     where
         F: Fn(Option<&Stored>, SystemTime) -> Result<Outcome> + Send + Sync,
     {
-        let (mut state, mut fresh) = match self.cached(key) {
-            Some(stored) => (Some(stored), false),
-            None if start == Start::AssumeAbsent => (None, false),
-            None => (self.read(key).await?, true),
+        let (mut state, mut fresh) = match start {
+            Start::Known(current) => (current, true),
+            Start::Read => match self.cached(key) {
+                Some(stored) => (Some(stored), false),
+                None => (self.read(key).await?, true),
+            },
         };
         for _ in 0..MAX_ROUNDS {
             let outcome = rule(state.as_ref(), self.now());
@@ -561,6 +689,41 @@ impl DynamoStore {
                 }
             })
             .await
+    }
+
+    /// The rule of `get_lease` on `current` at `now`: another worker's lease is live until
+    /// `deadline + skew_allowance`; a KCL-held lease (no deadline) until this handle has seen
+    /// its `leaseCounter` unchanged for `duration`. The granted deadline is `now + duration`.
+    fn grant_rule(
+        &self,
+        current: Option<&Stored>,
+        key: &LeaseKey,
+        worker: &WorkerId,
+        duration: LeaseDuration,
+        now: SystemTime,
+    ) -> Result<Outcome> {
+        let mut lease = current.map(|s| s.lease.clone());
+        if let (Some(l), Some(stored)) = (lease.as_mut(), current)
+            && l.deadline.is_none()
+            && l.owner.as_ref().is_some_and(|o| o != worker)
+        {
+            l.deadline = Some(self.kcl_seen_since(key, stored.version, now) + duration.get());
+        }
+        let judged_at = now.checked_sub(self.shared.skew).unwrap_or(now);
+        let mut lease = rules::get_lease(lease, key, worker, duration, judged_at)?;
+        lease.deadline = Some(now + duration.get());
+        Ok(Outcome::Write(lease))
+    }
+
+    /// The gate that lets concurrent `get_lease` calls on one item share one take: one per
+    /// item (endpoint or region, table, `leaseKey`) in the whole process, so that handles with
+    /// separate clients share it too.
+    fn gate(&self, key: &LeaseKey) -> Result<Arc<tokio::sync::Mutex<Option<Probe>>>> {
+        static GATES: LazyLock<Mutex<HashMap<(String, String), Gate>>> =
+            LazyLock::new(Mutex::default);
+        let item = (self.shared.scope.clone(), self.pk(key)?);
+        let mut gates = GATES.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(gates.entry(item).or_default().clone())
     }
 
     /// When this handle first saw `key` at `version` (KCL expiry rule): `now` the first time,
@@ -696,19 +859,44 @@ impl Checkpointer for DynamoStore {
         duration: LeaseDuration,
     ) -> Result<Lease> {
         self.pk(key)?;
-        let skew = self.shared.skew;
-        self.apply(key, Start::AssumeAbsent, None, |current, now| {
-            let mut lease = current.map(|s| s.lease.clone());
-            if let (Some(l), Some(stored)) = (lease.as_mut(), current)
-                && l.deadline.is_none()
-                && l.owner.as_ref().is_some_and(|o| o != worker)
-            {
-                l.deadline = Some(self.kcl_seen_since(key, stored.version, now) + duration.get());
+        let mine = self
+            .cached(key)
+            .is_some_and(|s| s.lease.owner.as_ref() == Some(worker));
+        let start = if mine {
+            Start::Read
+        } else {
+            let arrived = Instant::now();
+            let gate = self.gate(key)?;
+            let mut last = gate.lock().await;
+            match &*last {
+                // A take that began after this call did saw a record that was current during
+                // this call: if it says "held by another", so may this call.
+                Some(probe) if probe.started >= arrived => {
+                    self.grant_rule(probe.observed.as_ref(), key, worker, duration, probe.at)?;
+                    Start::Known(probe.observed.clone())
+                }
+                _ => {
+                    let (started, at) = (Instant::now(), self.now());
+                    let written = self.take(key, worker, duration).await?;
+                    let observed = match &written {
+                        Written::Done(stored) => Some(stored.clone()),
+                        Written::Conflict(current) => current.clone(),
+                    };
+                    *last = Some(Probe {
+                        started,
+                        at,
+                        observed,
+                    });
+                    drop(last);
+                    match written {
+                        Written::Done(stored) => return Ok(stored.lease),
+                        Written::Conflict(current) => Start::Known(current),
+                    }
+                }
             }
-            let judged_at = now.checked_sub(skew).unwrap_or(now);
-            let mut lease = rules::get_lease(lease, key, worker, duration, judged_at)?;
-            lease.deadline = Some(now + duration.get());
-            Ok(Outcome::Write(lease))
+        };
+        self.apply(key, start, None, |current, now| {
+            self.grant_rule(current, key, worker, duration, now)
         })
         .await
     }
