@@ -57,6 +57,7 @@ use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use checkpoint_core::rules::{self, Outcome};
 use checkpoint_core::{
     AppName, Backoff, BatchMode, Capabilities, Checkpointer, Clock, ClockSource, Durability, Error,
+    ErrorKind,
     FencingToken, HeartbeatTtl, Lease, LeaseDuration, LeaseKey, Membership, Position, RenewOutcome,
     Result, ShardId, StreamName, WorkerId,
 };
@@ -877,7 +878,16 @@ impl Checkpointer for DynamoStore {
                 }
                 _ => {
                     let (started, at) = (Instant::now(), self.now());
-                    let written = self.take(key, worker, duration).await?;
+                    let written = match self.take(key, worker, duration).await {
+                        Ok(written) => written,
+                        // A take the server rejected as invalid (an attribute of the wrong
+                        // type): report the corrupt attribute if that is why.
+                        Err(e) if e.kind() == ErrorKind::Backend && !e.is_retryable() => {
+                            self.read(key).await?;
+                            return Err(e);
+                        }
+                        Err(e) => return Err(e),
+                    };
                     let observed = match &written {
                         Written::Done(stored) => Some(stored.clone()),
                         Written::Conflict(current) => current.clone(),
