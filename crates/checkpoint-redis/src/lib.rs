@@ -100,15 +100,15 @@
 //! # Performance
 //!
 //! Measured with `tests/throughput.rs` (release build, one task, Redis 7.0 on localhost, on a
-//! 2-core machine shared with other builds, load average about 6, so these are floors; run it
+//! 2-core machine shared with other builds, load average 4 to 9, so these are floors; run it
 //! with `cargo test --release -p checkpoint-redis --test throughput -- --ignored --nocapture`):
 //!
 //! | operation | measured |
 //! | --- | --- |
 //! | `checkpoint`, one task, one round trip each | 3,300 to 6,200 per second |
-//! | `renew`, one task, one round trip each | 4,300 to 5,000 per second |
-//! | `renew_many`, 1,000 leases, one script call | 10 to 14 ms |
-//! | `renew_many`, 10,000 leases, one script call | 150 to 160 ms |
+//! | `renew`, one task, one round trip each | 4,000 to 8,200 per second |
+//! | `renew_many`, 1,000 leases, one script call | 10 to 15 ms |
+//! | `renew_many`, 10,000 leases, one script call | 150 to 280 ms |
 //!
 //! `renew_many` runs as one script, so it blocks the server for its duration (about 13 µs per
 //! lease, server side): split very large batches if other clients need short latencies.
