@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
 use checkpoint_core::{
-    Error, FencingToken, Lease, LeaseKey, Position, Result, ShardId, Store, WorkerId,
+    ClockSource, Error, FencingToken, Lease, LeaseKey, Position, Result, ShardId, Store, WorkerId,
 };
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
@@ -43,6 +43,8 @@ struct Shared {
     held: Mutex<BTreeMap<LeaseKey, Held>>,
     /// The shards the source listed at the last sync (`None` before the first).
     listed: Mutex<Option<BTreeSet<ShardId>>>,
+    /// The newest token a processor of this worker ran under, per lease.
+    used_tokens: Mutex<HashMap<LeaseKey, FencingToken>>,
     /// Set when a lease names a shard the last sync did not list: sync again at the next tick.
     resync: AtomicBool,
     sync_requested: Notify,
@@ -113,6 +115,7 @@ impl Worker {
                 config,
                 held: Mutex::new(BTreeMap::new()),
                 listed: Mutex::new(None),
+                used_tokens: Mutex::new(HashMap::new()),
                 resync: AtomicBool::new(false),
                 sync_requested: Notify::new(),
             }),
@@ -488,13 +491,21 @@ async fn take_leases(shared: &Arc<Shared>) -> Result<Option<Instant>> {
             l.checkpoint != Some(Position::ShardEnd) && parents_done(l, &by_shard) && readable(l)
         })
         .collect();
+    // A store judging expiry on client clocks keeps a lease for its skew allowance past the
+    // deadline: try to take it only then.
+    let skew = match shared.store.capabilities().clock {
+        ClockSource::Client { skew_allowance } => skew_allowance,
+        ClockSource::Server | ClockSource::Host => Duration::ZERO,
+    };
     let next_takeover = if shared.held().len() < shared.config.max_leases {
         eligible
             .iter()
             .filter(|l| l.owner.as_ref().is_some_and(|o| o != &shared.id) && l.is_live_at(now))
             .filter_map(|l| l.deadline)
             .min()
-            .map(|d| Instant::now() + d.duration_since(now).unwrap_or_default() + TAKEOVER_MARGIN)
+            .map(|d| {
+                Instant::now() + d.duration_since(now).unwrap_or_default() + skew + TAKEOVER_MARGIN
+            })
     } else {
         None
     };
@@ -544,9 +555,10 @@ async fn take_leases(shared: &Arc<Shared>) -> Result<Option<Instant>> {
                 metrics::counter!("consumer_leases_taken_total").increment(1);
                 let expired = lease.owner.as_ref().filter(|o| *o != &shared.id);
                 tracing::info!(key = %granted.key, token = %granted.token, previous_owner = ?expired, "lease taken");
-                start_shard(shared, granted, started);
-                mine += 1;
-                taken += 1;
+                if start_shard(shared, granted, started).await {
+                    mine += 1;
+                    taken += 1;
+                }
             }
             Err(Error::LeaseHeld { .. }) => {}
             Err(e) => tracing::warn!(key = %lease.key, error = %e, "taking lease failed"),
@@ -606,7 +618,7 @@ async fn take_leases(shared: &Arc<Shared>) -> Result<Option<Instant>> {
             Ok(granted) => {
                 metrics::counter!("consumer_leases_stolen_total").increment(1);
                 tracing::info!(key = %granted.key, token = %granted.token, from = %victim, "lease stolen");
-                start_shard(shared, granted, started);
+                start_shard(shared, granted, started).await;
             }
             Err(Error::LeaseChanged { .. }) => {}
             Err(e) => tracing::warn!(key = %lease.key, error = %e, "stealing lease failed"),
@@ -622,10 +634,31 @@ fn stable_hash(text: &str) -> u64 {
 }
 
 /// Registers the lease as held and spawns its processor task.
-fn start_shard(shared: &Arc<Shared>, lease: Lease, granted_at: Instant) {
-    let signal = LeaseSignal::new();
+///
+/// One token, one processor: a grant that kept a token an earlier processor of this worker
+/// already ran under (the store still named this worker as owner, so the token did not move)
+/// is released instead, and taken again with a new token on a later tick. So every processor's
+/// deliveries and writes are told apart by its token, and a stale processor could never pass
+/// for a new one. Returns whether a processor was started.
+async fn start_shard(shared: &Arc<Shared>, lease: Lease, granted_at: Instant) -> bool {
     let key = lease.key.clone();
     let token = lease.token;
+    let reused = {
+        let mut used = shared.used_tokens.lock().unwrap_or_else(|e| e.into_inner());
+        match used.get(&key) {
+            Some(last) if *last >= token => true,
+            _ => {
+                used.insert(key.clone(), token);
+                false
+            }
+        }
+    };
+    if reused {
+        tracing::info!(%key, %token, "granted a token already used here: releasing it for a new one");
+        release(shared, &key, token).await;
+        return false;
+    }
+    let signal = LeaseSignal::new();
     let span = tracing::info_span!("shard", key = %key, token = %token);
     let mut held = shared.held();
     let task = tokio::spawn(run_shard(Arc::clone(shared), lease, signal.clone()).instrument(span));
@@ -638,6 +671,7 @@ fn start_shard(shared: &Arc<Shared>, lease: Lease, granted_at: Instant) {
             task: Some(task),
         },
     );
+    true
 }
 
 /// How a shard task ended.

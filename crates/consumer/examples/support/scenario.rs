@@ -29,6 +29,7 @@ pub(crate) enum Event {
         id: u64,
         shard: ShardId,
         token: FencingToken,
+        worker: WorkerId,
     },
     /// A processor is about to checkpoint `SHARD_END`.
     ShardEnd { shard: ShardId },
@@ -76,7 +77,8 @@ impl Recorder {
     }
 }
 
-/// Records every record it is given, checkpoints after every batch, and obeys the shutdown
+/// Records every record it is given, checkpoints after a batch at most every
+/// `checkpoint_every` (after every batch when zero), and obeys the shutdown
 /// rules: `SHARD_END` at shard end, its last record when asked to stop, and, when the lease was
 /// lost, one checkpoint attempt that must be refused.
 struct CountingProcessor {
@@ -84,7 +86,10 @@ struct CountingProcessor {
     worker: WorkerId,
     shard: ShardId,
     token: FencingToken,
+    /// The last record processed.
     last: Option<Position>,
+    checkpoint_every: Duration,
+    last_checkpoint: Option<Instant>,
 }
 
 #[async_trait]
@@ -114,14 +119,21 @@ impl RecordProcessor for CountingProcessor {
                 id: u64::from_le_bytes(id),
                 shard: self.shard.clone(),
                 token: self.token,
+                worker: self.worker.clone(),
             });
         }
         self.recorder.push_all(events);
         if let Some(last) = records.last() {
-            // Let other tasks run between the effect and its checkpoint, as real work would.
-            tokio::task::yield_now().await;
-            checkpointer.checkpoint_record(last).await?;
             self.last = Some(last.position());
+            let due = self
+                .last_checkpoint
+                .is_none_or(|t| t.elapsed() >= self.checkpoint_every);
+            if due {
+                // Let other tasks run between the effect and its checkpoint, as real work would.
+                tokio::task::yield_now().await;
+                checkpointer.checkpoint_record(last).await?;
+                self.last_checkpoint = Some(Instant::now());
+            }
         }
         Ok(())
     }
@@ -170,6 +182,8 @@ pub(crate) struct Plan {
     pub(crate) renew_interval: Duration,
     pub(crate) poll_interval: Duration,
     pub(crate) batch_size: usize,
+    /// How often a processor checkpoints at most (zero: after every batch).
+    pub(crate) checkpoint_every: Duration,
     pub(crate) progress: bool,
 }
 
@@ -189,6 +203,7 @@ impl Plan {
             renew_interval: Duration::from_millis(500),
             poll_interval: Duration::from_millis(100),
             batch_size: 100,
+            checkpoint_every: Duration::ZERO,
             progress: true,
         }
     }
@@ -208,7 +223,25 @@ impl Plan {
             renew_interval: Duration::from_millis(150),
             poll_interval: Duration::from_millis(20),
             batch_size: 50,
+            checkpoint_every: Duration::ZERO,
             progress: false,
+        }
+    }
+
+    /// The same scenario `factor` times slower, for stores with slow round trips (a DynamoDB
+    /// emulator answers in tens of milliseconds).
+    #[allow(dead_code)]
+    pub(crate) fn slowed(self, factor: u32) -> Self {
+        Self {
+            produce_for: self.produce_for * factor,
+            split_after: self.split_after * factor,
+            kill_after: self.kill_after * factor,
+            graceful_after: self.graceful_after * factor,
+            drain_deadline: self.drain_deadline * factor,
+            lease_duration: self.lease_duration * factor,
+            renew_interval: self.renew_interval * factor,
+            poll_interval: self.poll_interval * factor,
+            ..self
         }
     }
 
@@ -232,6 +265,8 @@ pub(crate) struct Report {
     pub(crate) duplicates: u64,
     /// Duplicate deliveries under one lease token: not explained by a lease move.
     pub(crate) unexplained_duplicates: u64,
+    /// One line per unexplained duplicate.
+    pub(crate) unexplained: Vec<String>,
     pub(crate) lost: u64,
     pub(crate) lease_moves: u64,
     pub(crate) killed_leases: usize,
@@ -289,6 +324,21 @@ impl Report {
     }
 }
 
+/// Prints the workers' tracing events to stderr when `CONSUMER_LOG` is `info`, `debug` or
+/// `trace` (lease taken, renewed, lost, stolen, released; checkpoint written).
+pub(crate) fn init_tracing() {
+    let level = match std::env::var("CONSUMER_LOG").as_deref() {
+        Ok("trace") => tracing::Level::TRACE,
+        Ok("debug") => tracing::Level::DEBUG,
+        Ok("info") => tracing::Level::INFO,
+        _ => return,
+    };
+    let _ = tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
 fn worker_id(i: usize) -> Result<WorkerId> {
     WorkerId::new(format!(
         "worker-{}",
@@ -302,6 +352,7 @@ fn spawn_worker(
     stream: &MemoryStream,
     recorder: &Arc<Recorder>,
     config: &WorkerConfig,
+    checkpoint_every: Duration,
 ) -> Result<WorkerHandle> {
     let id = worker_id(i)?;
     let recorder = Arc::clone(recorder);
@@ -312,6 +363,8 @@ fn spawn_worker(
         shard: key.shard.clone(),
         token: FencingToken(0),
         last: None,
+        checkpoint_every,
+        last_checkpoint: None,
     };
     Ok(Worker::new(id, store, Arc::new(stream.clone()), factory, config.clone()).spawn())
 }
@@ -319,6 +372,7 @@ fn spawn_worker(
 /// Runs the scenario with three workers on `stores[0..3]` (one handle each, as separate
 /// processes would have) and observes through `stores[3]`.
 pub(crate) async fn run(stores: [Arc<dyn Store>; 4], plan: &Plan) -> Result<Report> {
+    init_tracing();
     let started = Instant::now();
     let config = plan.worker_config()?;
     let stream = MemoryStream::new(StreamName::new("demo-stream")?, plan.shards)?;
@@ -327,7 +381,7 @@ pub(crate) async fn run(stores: [Arc<dyn Store>; 4], plan: &Plan) -> Result<Repo
     // The first worker starts alone and takes every shard; the two others then join and must
     // steal their fair share from it.
     let mut workers: Vec<Option<WorkerHandle>> = Vec::new();
-    let first = spawn_worker(0, s0, &stream, &recorder, &config)?;
+    let first = spawn_worker(0, s0, &stream, &recorder, &config, plan.checkpoint_every)?;
     let alone_until = Instant::now() + plan.lease_duration * 4;
     while first.held_leases().len() < plan.shards && Instant::now() < alone_until {
         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -342,7 +396,14 @@ pub(crate) async fn run(stores: [Arc<dyn Store>; 4], plan: &Plan) -> Result<Repo
     }
     workers.push(Some(first));
     for (i, store) in [(1, s1), (2, s2)] {
-        workers.push(Some(spawn_worker(i, store, &stream, &recorder, &config)?));
+        workers.push(Some(spawn_worker(
+            i,
+            store,
+            &stream,
+            &recorder,
+            &config,
+            plan.checkpoint_every,
+        )?));
     }
 
     let mut report = Report::default();
@@ -352,9 +413,15 @@ pub(crate) async fn run(stores: [Arc<dyn Store>; 4], plan: &Plan) -> Result<Repo
     let step = Duration::from_millis(10);
     let steps = (plan.produce_for.as_millis() / step.as_millis()).max(1) as u64;
     let mut tick = tokio::time::interval(step);
-    for n in 1..=steps {
+    // Production runs for `produce_for`; the kill and the graceful shutdown happen at their
+    // times, but the kill waits (up to four times the production time) until the victim holds
+    // at least two leases, so that there is something to fail over even on a slow store.
+    let hard_stop = steps * 4;
+    let mut n = 0;
+    while n < steps || ((kill.is_none() || workers[2].is_some()) && n < hard_stop) {
+        n += 1;
         tick.tick().await;
-        let target = plan.records * n / steps;
+        let target = plan.records * n.min(steps) / steps;
         while produced < target {
             stream.put(&format!("pk-{produced}"), produced.to_le_bytes().to_vec())?;
             produced += 1;
@@ -377,8 +444,13 @@ pub(crate) async fn run(stores: [Arc<dyn Store>; 4], plan: &Plan) -> Result<Repo
             }
             report.split = Some((parent, children));
         }
+        let victim_ready = workers[1]
+            .as_ref()
+            .is_some_and(|h| h.held_leases().len() >= 2)
+            || n + 1 >= hard_stop;
         if kill.is_none()
             && now >= plan.kill_after
+            && victim_ready
             && let Some(handle) = workers[1].take()
         {
             {
@@ -403,7 +475,13 @@ pub(crate) async fn run(stores: [Arc<dyn Store>; 4], plan: &Plan) -> Result<Repo
                 kill = Some((at, orphaned));
             }
         }
+        // The graceful shutdown comes after the killed worker's leases could have failed over,
+        // so that the two hand-overs are measured apart.
+        let failed_over = kill
+            .as_ref()
+            .is_some_and(|(at, _)| at.elapsed() >= config.failover_bound());
         if now >= plan.graceful_after
+            && failed_over
             && let Some(handle) = workers[2].take()
         {
             let id = handle.id().clone();
@@ -448,9 +526,21 @@ pub(crate) async fn run(stores: [Arc<dyn Store>; 4], plan: &Plan) -> Result<Repo
     // the same record twice under one token is a duplicate no lease move explains.
     let mut per_token: HashMap<(u64, &ShardId, FencingToken), u64> = HashMap::new();
     for event in &events {
-        if let Event::Processed { id, shard, token } = event {
+        if let Event::Processed {
+            id,
+            shard,
+            token,
+            worker,
+        } = event
+        {
             deliveries.entry(*id).or_default().push(*token);
-            *per_token.entry((*id, shard, *token)).or_default() += 1;
+            let seen = per_token.entry((*id, shard, *token)).or_default();
+            *seen += 1;
+            if *seen > 1 {
+                report.unexplained.push(format!(
+                    "record {id} again on {shard} under token {token} by {worker}"
+                ));
+            }
         }
     }
     report.produced = produced;
