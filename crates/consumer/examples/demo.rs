@@ -4,8 +4,17 @@
 //!
 //! ```text
 //! cargo run --release -p consumer --example demo                      # SQLite file in the temp dir
-//! cargo run --release -p consumer --example demo -- --store URL       # any backend compiled in
+//! cargo run --release -p consumer --example demo -- --store memory://
+//! cargo run --release -p consumer --features postgres --example demo -- --store postgres://postgres@127.0.0.1:5432/test
+//! cargo run --release -p consumer --features redis --example demo -- --store redis://127.0.0.1:6379/
+//! cargo run --release -p consumer --features dynamodb --example demo -- \
+//!     --store 'dynamodb://consumer-demo?endpoint=http%3A%2F%2F127.0.0.1%3A5055'
 //! ```
+//!
+//! Each run uses a fresh app name, so runs never see each other's leases in a shared store.
+//! `CONSUMER_LOG=info` (or `debug`) also prints the workers' tracing events to stderr. The exit
+//! code is non-zero when a record was lost, a duplicate is not explained by a lease move, a
+//! child shard started before its parent ended, or a stale checkpoint was accepted.
 
 #[path = "support/scenario.rs"]
 mod scenario;
@@ -14,7 +23,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use checkpoint_core::{AppName, MemoryDatabase, Store};
+use checkpoint_core::{AppName, ClockSource, MemoryDatabase, Store};
 
 fn usage() -> ExitCode {
     eprintln!("usage: demo [--store URL]   (default: sqlite://<temp dir>/consumer-demo.db)");
@@ -71,6 +80,7 @@ async fn run(url: &str) -> checkpoint_core::Result<ExitCode> {
             consumer::connect(url, app.clone()).await?,
         ]
     };
+    let capabilities = stores[0].capabilities();
     let plan = scenario::Plan::demo();
     println!(
         "8 shards, 3 workers, lease {:?}, renew every {:?}; {} records over {:?}\n",
@@ -82,10 +92,17 @@ async fn run(url: &str) -> checkpoint_core::Result<ExitCode> {
         println!("order violation: {violation}");
     }
     let bound = plan.worker_config()?.failover_bound();
-    println!(
-        "failover bound (lease duration + renew interval): {} ms",
-        bound.as_millis()
-    );
+    match capabilities.clock {
+        ClockSource::Client { skew_allowance } => println!(
+            "failover bound (lease duration + renew interval + {} ms skew allowance): {} ms",
+            skew_allowance.as_millis(),
+            (bound + skew_allowance).as_millis()
+        ),
+        ClockSource::Server | ClockSource::Host => println!(
+            "failover bound (lease duration + renew interval): {} ms",
+            bound.as_millis()
+        ),
+    }
     let ok = report.lost == 0
         && report.unexplained_duplicates == 0
         && report.order_violations.is_empty()

@@ -7,7 +7,26 @@ use checkpoint_core::{
 };
 
 /// A worker's settings. Build one with [`WorkerConfig::builder`]; every value is checked by
-/// [`WorkerConfigBuilder::build`], so a running worker never meets a nonsensical setting.
+/// [`WorkerConfigBuilder::build`], so a running worker never meets a nonsensical setting (a bad
+/// one is [`Error::InvalidInput`] naming it).
+///
+/// | setting | default | valid |
+/// | --- | --- | --- |
+/// | lease duration | 10 s | 1 ms to 24 h |
+/// | renew interval | 3 s | non-zero, at most half the lease duration |
+/// | heartbeat TTL | the lease duration | 1 ms to 24 h |
+/// | max leases | no limit | at least 1 |
+/// | max leases taken per tick | 4 | at least 1 |
+/// | max steals per tick | 1 | 0 (no stealing) to 100 |
+/// | balance | [`Balance::Steal`] | steal or claim |
+/// | batch size | 1000 records | 1 to 10 000 |
+/// | poll interval (after an empty read) | 1 s | non-zero, at most 1 h |
+/// | shard sync interval | 10 s | non-zero, at most 24 h |
+/// | initial position | `TRIM_HORIZON` | `TRIM_HORIZON`, `LATEST`, `AT_TIMESTAMP` |
+/// | backoff for transient store faults | [`Backoff::default`] | at least 1 attempt |
+///
+/// With the defaults a crashed worker's shards are processed again within
+/// [`WorkerConfig::failover_bound`] = 13 s.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WorkerConfig {
     pub(crate) lease_duration: LeaseDuration,

@@ -14,11 +14,18 @@
 //!
 //! Delivery is at least once: after a lease moves (expiry after a crash, or a steal), the new
 //! owner starts from the last checkpoint, so records processed after it are delivered again.
-//! A child shard is processed only after every parent reached `SHARD_END`.
+//! [`Balance::Claim`] moves leases by hand-off instead of stealing, which checkpoints first and
+//! so delivers nothing twice. A child shard is processed only after every parent reached
+//! `SHARD_END`. Each processor runs under its own fencing token, so every write of a stale
+//! processor is refused by the store.
 //!
-//! Observability: `tracing` events for lease taken / renewed (trace) / lost / stolen / released
-//! and checkpoint written (debug), inside a `worker` span and one `shard` span per lease; and
-//! counters through the `metrics` facade: `consumer_leases_taken_total`,
+//! Cargo features: `sqlite` (default), `postgres`, `redis`, `dynamodb` compile in the backends
+//! [`connect`] can open; `kinesis` adds `KinesisSource`.
+//!
+//! Observability: `tracing` events for lease taken / renewed (trace) / lost / stolen / claimed
+//! / released (info) and checkpoint written (debug), each inside a `worker{worker}` span and,
+//! where a processor is involved, a `shard{key, token}` span, so a subscriber sees the
+//! lease's whole life under one span; and counters through the `metrics` facade: `consumer_leases_taken_total`,
 //! `consumer_leases_renewed_total`, `consumer_leases_lost_total`, `consumer_leases_stolen_total`,
 //! `consumer_leases_claimed_total`, `consumer_leases_released_total`, `consumer_checkpoints_total`,
 //! `consumer_records_processed_total`.

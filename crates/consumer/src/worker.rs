@@ -77,9 +77,22 @@ impl std::fmt::Debug for Shared {
 ///    shard it held ended), creating missing leases with their parents;
 /// 4. takes free and expired leases up to its fair share `ceil(eligible shards / live
 ///    workers)` (at most `max_leases_per_tick` per tick), where a shard is eligible once it
-///    has not ended and every parent reached `SHARD_END` or was deleted; when none are free
-///    and the most loaded worker holds at least 2 more than it, steals from that worker (at
-///    most `max_steals_per_tick`).
+///    has not ended and every parent reached `SHARD_END` or was deleted, and live workers are
+///    the registered ones minus those whose every lease expired (evidently dead); when none
+///    are free and the most loaded worker holds at least 2 more than it, takes from that
+///    worker at most `max_steals_per_tick` with a conditional `steal` or, with
+///    [`Balance::Claim`], asks for a hand-off with `claim`.
+///
+/// Between ticks the worker also wakes at the earliest local deadline of its own leases (to
+/// stop a processor whose renewal did not come back in time) and at the earliest deadline of
+/// another worker's lease (plus the store's skew allowance), to take a crashed worker's lease
+/// the moment it expires. A crashed worker's shards are therefore processed again within one
+/// lease duration after its last renewal, plus one renew interval at worst
+/// ([`WorkerConfig::failover_bound`]).
+///
+/// Graceful shutdown ([`WorkerHandle::shutdown`], or dropping the handle) shuts every processor
+/// down with [`ShutdownReason::Requested`], releases every lease and leaves the membership, so
+/// other workers take the shards at their next tick instead of after expiry.
 ///
 /// Expiry is judged on the local clock against the stored deadline; a lease that only looks
 /// expired is refused by the store (`LeaseHeld`) and skipped, so clock skew delays failover
