@@ -35,7 +35,10 @@ impl fmt::Debug for StaticCredentials {
         f.debug_struct("StaticCredentials")
             .field("access_key_id", &"<redacted>")
             .field("secret_access_key", &"<redacted>")
-            .field("session_token", &self.session_token.as_ref().map(|_| "<redacted>"))
+            .field(
+                "session_token",
+                &self.session_token.as_ref().map(|_| "<redacted>"),
+            )
             .finish()
     }
 }
@@ -70,7 +73,10 @@ impl fmt::Debug for DynamoConfig {
             .field("table", &self.table)
             .field("region", &self.region)
             .field("endpoint", &self.endpoint)
-            .field("credentials", &self.credentials.as_ref().map(|_| "<redacted>"))
+            .field(
+                "credentials",
+                &self.credentials.as_ref().map(|_| "<redacted>"),
+            )
             .field("billing", &self.billing)
             .field("layout", &self.layout)
             .field("skew_allowance", &self.skew_allowance)
@@ -88,9 +94,15 @@ pub const DEFAULT_SKEW_ALLOWANCE: Duration = Duration::from_secs(1);
 
 fn validate_table(table: &str) -> Result<()> {
     if !(3..=255).contains(&table.len()) {
-        return Err(Error::invalid("table", "a DynamoDB table name is 3 to 255 characters long"));
+        return Err(Error::invalid(
+            "table",
+            "a DynamoDB table name is 3 to 255 characters long",
+        ));
     }
-    if let Some(bad) = table.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))) {
+    if let Some(bad) = table
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
+    {
         return Err(Error::invalid(
             "table",
             format!("contains {bad:?}; only ASCII letters, digits, '-', '_' and '.' are allowed"),
@@ -149,11 +161,15 @@ impl DynamoConfig {
                 "read_capacity" => read = Some(parse_number("read_capacity", &value)?),
                 "write_capacity" => write = Some(parse_number("write_capacity", &value)?),
                 "skew_allowance_ms" => {
-                    let ms = parse_number("skew_allowance_ms", &value)?;
-                    config.skew_allowance = Duration::from_millis(u64::try_from(ms).unwrap_or(0));
+                    let ms = u64::try_from(parse_number("skew_allowance_ms", &value)?).map_err(
+                        |_| Error::invalid("url", "skew_allowance_ms must not be negative"),
+                    )?;
+                    config.skew_allowance = Duration::from_millis(ms);
                 }
                 "kcl_stream" => {
-                    config.layout = KeyLayout::KclSingleStream { stream: StreamName::new(value)? }
+                    config.layout = KeyLayout::KclSingleStream {
+                        stream: StreamName::new(value)?,
+                    }
                 }
                 other => {
                     // Never echo the value: it may be a secret.
@@ -163,8 +179,11 @@ impl DynamoConfig {
         }
         match (key, secret) {
             (Some(k), Some(s)) => {
-                config.credentials =
-                    Some(StaticCredentials { access_key_id: k, secret_access_key: s, session_token: token })
+                config.credentials = Some(StaticCredentials {
+                    access_key_id: k,
+                    secret_access_key: s,
+                    session_token: token,
+                })
             }
             (None, None) if token.is_none() => {}
             _ => {
@@ -181,7 +200,10 @@ impl DynamoConfig {
                 }
                 Billing::OnDemand
             }
-            Some("provisioned") => Billing::Provisioned { read: read.unwrap_or(5), write: write.unwrap_or(5) },
+            Some("provisioned") => Billing::Provisioned {
+                read: read.unwrap_or(5),
+                write: write.unwrap_or(5),
+            },
             Some(other) => return Err(Error::invalid("url", format!("unknown billing {other:?}"))),
         };
         if let Billing::Provisioned { read, write } = config.billing
@@ -278,7 +300,9 @@ impl DynamoConfig {
 }
 
 fn parse_number(field: &'static str, value: &str) -> Result<i64> {
-    value.parse::<i64>().map_err(|_| Error::invalid("url", format!("{field} must be an integer")))
+    value
+        .parse::<i64>()
+        .map_err(|_| Error::invalid("url", format!("{field} must be an integer")))
 }
 
 #[cfg(test)]
@@ -309,6 +333,7 @@ mod tests {
             "dynamodb://leases?billing=free",
             "dynamodb://leases?read_capacity=3",
             "dynamodb://leases?kcl_stream=a:b",
+            "dynamodb://leases?skew_allowance_ms=-5",
         ] {
             assert!(DynamoConfig::from_url(url).is_err(), "{url}");
         }

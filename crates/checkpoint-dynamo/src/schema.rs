@@ -190,7 +190,9 @@ pub(crate) fn worker_prefix(app: &AppName) -> String {
 
 /// Milliseconds since the Unix epoch (0 before it).
 pub(crate) fn to_millis(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH).map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)).unwrap_or(0)
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
 }
 
 /// The instant `ms` milliseconds after the Unix epoch.
@@ -212,7 +214,9 @@ impl Stored {
         match current {
             None => 0,
             Some(Stored { version: None, .. }) => 1,
-            Some(Stored { version: Some(v), .. }) => v.saturating_add(1),
+            Some(Stored {
+                version: Some(v), ..
+            }) => v.saturating_add(1),
         }
     }
 }
@@ -238,8 +242,15 @@ pub(crate) fn number(item: &Item, id: &str, field: &'static str) -> Result<Optio
     }
 }
 
-fn position(item: &Item, id: &str, field: &'static str, sub_field: &'static str) -> Result<Option<Position>> {
-    let Some(text) = string(item, id, field)? else { return Ok(None) };
+fn position(
+    item: &Item,
+    id: &str,
+    field: &'static str,
+    sub_field: &'static str,
+) -> Result<Option<Position>> {
+    let Some(text) = string(item, id, field)? else {
+        return Ok(None);
+    };
     let sub = number(item, id, sub_field)?.unwrap_or(0);
     Position::decode(field, text, sub).map(Some).map_err(|e| {
         let reason = match e {
@@ -258,8 +269,14 @@ fn parents(item: &Item, id: &str) -> Result<Vec<ShardId>> {
             return list
                 .iter()
                 .map(|v| match v {
-                    AttributeValue::S(s) => ShardId::new(s).map_err(|e| corrupt(PARENT_SHARD_LIST, e)),
-                    _ => Err(Error::corrupt(id, PARENT_SHARD_LIST, "expected a list of strings")),
+                    AttributeValue::S(s) => {
+                        ShardId::new(s).map_err(|e| corrupt(PARENT_SHARD_LIST, e))
+                    }
+                    _ => Err(Error::corrupt(
+                        id,
+                        PARENT_SHARD_LIST,
+                        "expected a list of strings",
+                    )),
                 })
                 .collect();
         }
@@ -276,10 +293,14 @@ fn parents(item: &Item, id: &str) -> Result<Vec<ShardId>> {
             Ok(out)
         }
         // Some KCL ports write a single parent as a plain string.
-        Some(AttributeValue::S(s)) => {
-            Ok(vec![ShardId::new(s).map_err(|e| corrupt(PARENT_SHARD_ID, e))?])
-        }
-        Some(_) => Err(Error::corrupt(id, PARENT_SHARD_ID, "expected a string set (SS)")),
+        Some(AttributeValue::S(s)) => Ok(vec![
+            ShardId::new(s).map_err(|e| corrupt(PARENT_SHARD_ID, e))?,
+        ]),
+        Some(_) => Err(Error::corrupt(
+            id,
+            PARENT_SHARD_ID,
+            "expected a string set (SS)",
+        )),
     }
 }
 
@@ -313,7 +334,10 @@ pub(crate) fn decode(key: &LeaseKey, item: &Item) -> Result<Stored> {
         claim,
         owner_switches_since_checkpoint: number(item, id, OWNER_SWITCHES)?.unwrap_or(0),
     };
-    Ok(Stored { lease, version: number(item, id, LEASE_COUNTER)? })
+    Ok(Stored {
+        lease,
+        version: number(item, id, LEASE_COUNTER)?,
+    })
 }
 
 /// An update expression with its attribute names and values. Only placeholders (`#n0`, `:v0`)
@@ -426,20 +450,36 @@ pub(crate) fn encode_update(
     expr.set_or_remove(LEASE_OWNER, lease_owner.map(|w| s(w.as_str())));
     expr.set_or_remove(CHECKPOINT_OWNER, checkpoint_owner.map(|w| s(w.as_str())));
     expr.set_or_remove(LEASE_CLAIMANT, claimant.map(|w| s(w.as_str())));
-    expr.set_or_remove(LEASE_DEADLINE_MILLIS, lease.deadline.map(|d| n(to_millis(d))));
+    expr.set_or_remove(
+        LEASE_DEADLINE_MILLIS,
+        lease.deadline.map(|d| n(to_millis(d))),
+    );
     expr.set_or_remove(CHECKPOINT, lease.checkpoint.as_ref().map(|p| s(p.encode())));
-    expr.set_or_remove(CHECKPOINT_SUB, lease.checkpoint.as_ref().map(|p| n(p.sub_sequence())));
-    expr.set_or_remove(PENDING_CHECKPOINT, lease.pending_checkpoint.as_ref().map(|p| s(p.encode())));
+    expr.set_or_remove(
+        CHECKPOINT_SUB,
+        lease.checkpoint.as_ref().map(|p| n(p.sub_sequence())),
+    );
+    expr.set_or_remove(
+        PENDING_CHECKPOINT,
+        lease.pending_checkpoint.as_ref().map(|p| s(p.encode())),
+    );
     expr.set_or_remove(
         PENDING_CHECKPOINT_SUB,
-        lease.pending_checkpoint.as_ref().map(|p| n(p.sub_sequence())),
+        lease
+            .pending_checkpoint
+            .as_ref()
+            .map(|p| n(p.sub_sequence())),
     );
     expr.set(OWNER_SWITCHES, n(lease.owner_switches_since_checkpoint));
     if lease.parents.is_empty() {
         expr.set_or_remove(PARENT_SHARD_ID, None);
         expr.set_or_remove(PARENT_SHARD_LIST, None);
     } else {
-        let mut set: Vec<String> = lease.parents.iter().map(|p| p.as_str().to_owned()).collect();
+        let mut set: Vec<String> = lease
+            .parents
+            .iter()
+            .map(|p| p.as_str().to_owned())
+            .collect();
         set.sort();
         set.dedup();
         expr.set(PARENT_SHARD_ID, AttributeValue::Ss(set));
@@ -467,9 +507,19 @@ mod tests {
         let k = shared.key(&app, &key).unwrap();
         assert_eq!(k, "billing:orders:shardId-000000000001");
         assert_eq!(shared.parse(&app, &k).unwrap(), Some(key.clone()));
-        assert_eq!(shared.parse(&AppName::new("other").unwrap(), &k).unwrap(), None);
-        assert_eq!(shared.parse(&app, &worker_key(&app, &WorkerId::new("w").unwrap())).unwrap(), None);
-        let kcl = KeyLayout::KclSingleStream { stream: StreamName::new("orders").unwrap() };
+        assert_eq!(
+            shared.parse(&AppName::new("other").unwrap(), &k).unwrap(),
+            None
+        );
+        assert_eq!(
+            shared
+                .parse(&app, &worker_key(&app, &WorkerId::new("w").unwrap()))
+                .unwrap(),
+            None
+        );
+        let kcl = KeyLayout::KclSingleStream {
+            stream: StreamName::new("orders").unwrap(),
+        };
         assert_eq!(kcl.key(&app, &key).unwrap(), "shardId-000000000001");
         assert_eq!(kcl.parse(&app, "shardId-000000000001").unwrap(), Some(key));
         assert_eq!(kcl.parse(&app, "acct:orders:1:shardId-1").unwrap(), None);
@@ -507,7 +557,13 @@ mod tests {
         let mut expr = Expr::default();
         encode_update(&mut expr, &KeyLayout::Shared, &app, &lease, 3);
         let text = expr.update_expression();
-        assert!(!text.contains("w\"") && !text.contains(LEASE_OWNER), "{text}");
-        assert!(text.starts_with("SET ") && text.contains(" REMOVE "), "{text}");
+        assert!(
+            !text.contains("w\"") && !text.contains(LEASE_OWNER),
+            "{text}"
+        );
+        assert!(
+            text.starts_with("SET ") && text.contains(" REMOVE "),
+            "{text}"
+        );
     }
 }

@@ -2,25 +2,35 @@
 //!
 //! # The write protocol
 //!
-//! Every lease operation is the matching function of [`checkpoint_core::rules`] applied to a
-//! record, followed by one `UpdateItem` conditioned on that record being the stored one:
-//! `leaseCounter = :seen` (or `attribute_not_exists(leaseKey)` when it was absent). Every write
-//! bumps `leaseCounter`, so the condition holds iff nothing was written since the record the rule
-//! saw; the rule's result is then exactly what the contract returns (mutual exclusion, fencing
-//! and monotonic positions all follow from the rules applied atomically). When the condition
-//! fails, the request carries `ReturnValuesOnConditionCheckFailure = ALL_OLD`, so the failure
-//! itself returns the current record: the rule is applied again to it, without a second read,
-//! and either reports its typed error (held, lost, changed, regression) or writes again.
+//! Every lease operation is one conditional `UpdateItem` (or `DeleteItem`); nothing is ever
+//! written unconditionally. Three kinds:
 //!
-//! Which record a rule first sees: the last record this handle wrote or read for the key (a
-//! per-handle cache), otherwise a consistent `GetItem` (`get_lease` and `create_lease_if_absent`
-//! instead assume the record is absent, so that creating one costs one request). A cached record
-//! can be stale, so an error or a no-op decided on it is never reported: the store reads the
-//! record (consistently) and applies the rule again. Errors are only ever decided on a record
-//! that was current at one instant: a consistent read or a failed condition's `ALL_OLD`.
+//! - **Take** (`get_lease` of a lease the caller does not hold): one `UpdateItem` that is the
+//!   rule's grant, conditioned on the lease being absent, free or expired. It costs one request
+//!   whether it wins or not: a failed condition carries the current record
+//!   (`ReturnValuesOnConditionCheckFailure = ALL_OLD`), from which [`Error::LeaseHeld`] names the
+//!   holder without a second read.
+//! - **Fenced renewal** (`renew`, `renew_many`): one `UpdateItem` conditioned on owner and
+//!   fencing token, the rule's only condition.
+//! - **Versioned rule** (everything else): the matching function of [`checkpoint_core::rules`]
+//!   applied to a record, then one `UpdateItem` conditioned on that record being the stored one:
+//!   `leaseCounter = :seen` (or `attribute_not_exists(leaseKey)`), plus owner and token for the
+//!   fenced writes (checkpoint, prepare, release, steal). Every write bumps `leaseCounter`, so
+//!   the condition holds iff nothing was written since the record the rule saw, and the rule's
+//!   result is exactly what the contract returns. When the condition fails, `ALL_OLD` returns
+//!   the current record: the rule is applied again to it, without a second read, and either
+//!   reports its typed error (held, lost, changed, regression) or writes again.
 //!
-//! `renew` needs no record: it is one `UpdateItem` conditioned on `leaseOwner = :worker AND
-//! fencingToken = :token` (the rule's only condition), returning the new record.
+//! Which record a versioned rule first sees: the last record this handle wrote or read for the
+//! key (a per-handle cache), otherwise a consistent `GetItem`. A cached record can be stale, so
+//! an error or a no-op decided on it is never reported: the store reads the record
+//! (consistently) and applies the rule again. Errors are only ever decided on a record that was
+//! current at an instant inside the call: a consistent read or a failed condition's `ALL_OLD`.
+//!
+//! Concurrent `get_lease` calls on one item from one process share their takes (see
+//! `Probe`): a call may answer "held" from a take that *began after the call did*, which saw a
+//! record current inside the call, so many workers polling one lease keep one request in
+//! flight instead of one each.
 //!
 //! If a failed condition came back without the item (an emulator that does not implement
 //! `ReturnValuesOnConditionCheckFailure`), the store falls back to a consistent `GetItem`.
@@ -28,12 +38,14 @@
 //! # Retries and lost replies
 //!
 //! Throttling and transient faults are retried with [`checkpoint_core::Backoff::retry`] (the
-//! SDK's own retries are off). A conditional write whose reply was lost is simply re-issued:
-//! if the first one had been applied, the re-issued condition fails and returns the record we
-//! wrote, and the rule, applied to it, returns the same success (the contract's rules are
-//! idempotent: the same worker's grant, an equal checkpoint, a repeated release or steal).
-//! Success is never guessed. The one visible effect: `create_lease_if_absent` whose reply was
-//! lost reports `false` (the record exists, created by this call).
+//! SDK's own retries are off). A conditional write whose reply was lost is resolved by reading
+//! the record back: it is re-issued, and if the first one had been applied the re-issued
+//! condition fails and returns (`ALL_OLD`) the record it wrote; the rule, applied to that
+//! record, returns the same success (the contract's rules are idempotent: the same worker's
+//! grant, an equal checkpoint, a repeated release or steal). Success is never guessed, and a
+//! failure is never reported without the record that proves it. The one visible effect:
+//! `create_lease_if_absent` whose reply was lost reports `false` (the record exists, created by
+//! this call).
 
 use std::collections::HashMap;
 use std::fmt;
@@ -42,35 +54,34 @@ use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
+use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::config::http::HttpResponse;
 use aws_sdk_dynamodb::config::interceptors::BeforeTransmitInterceptorContextRef;
 use aws_sdk_dynamodb::config::retry::RetryConfig;
 use aws_sdk_dynamodb::config::timeout::TimeoutConfig;
 use aws_sdk_dynamodb::config::{ConfigBag, Credentials, Intercept, Region, RuntimeComponents};
 use aws_sdk_dynamodb::error::{BoxError, SdkError};
-use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, ProvisionedThroughput,
-    ReturnValue, ReturnValuesOnConditionCheckFailure, ScalarAttributeType, TableStatus,
-};
-use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType,
+    ProvisionedThroughput, ReturnValue, ReturnValuesOnConditionCheckFailure, ScalarAttributeType,
+    TableStatus,
+};
 use checkpoint_core::rules::{self, Outcome};
 use checkpoint_core::{
     AppName, Backoff, BatchMode, Capabilities, Checkpointer, Clock, ClockSource, Durability, Error,
-    ErrorKind,
-    FencingToken, HeartbeatTtl, Lease, LeaseDuration, LeaseKey, Membership, Position, RenewOutcome,
-    Result, ShardId, StreamName, WorkerId,
+    ErrorKind, FencingToken, HeartbeatTtl, Lease, LeaseDuration, LeaseKey, Membership, Position,
+    RenewOutcome, Result, ShardId, StreamName, WorkerId,
 };
 use futures::stream::{self, StreamExt};
 
 use crate::config::{Billing, DynamoConfig};
-use crate::error::{map_error, STORE};
+use crate::error::{STORE, map_error};
 use crate::schema::{
-    self, decode, encode_update, n, s, worker_key, worker_prefix, Expr, Item, KeyLayout, Stored,
-    APP_NAME, CHECKPOINT_OWNER, FENCING_TOKEN, LEASE_CLAIMANT, LEASE_COUNTER,
-    LEASE_DEADLINE_MILLIS, LEASE_KEY, LEASE_OWNER, OWNER_SWITCHES, SHARD_ID, STREAM_NAME,
-    WORKER_EXPIRY_MILLIS,
-    WORKER_ID,
+    self, APP_NAME, CHECKPOINT_OWNER, Expr, FENCING_TOKEN, Item, KeyLayout, LEASE_CLAIMANT,
+    LEASE_COUNTER, LEASE_DEADLINE_MILLIS, LEASE_KEY, LEASE_OWNER, OWNER_SWITCHES, SHARD_ID,
+    STREAM_NAME, Stored, WORKER_EXPIRY_MILLIS, WORKER_ID, decode, encode_update, n, s, worker_key,
+    worker_prefix,
 };
 
 /// How many times one operation re-applies its rule after losing a race before giving up with
@@ -103,7 +114,7 @@ enum Start {
     /// The handle's cached record, else a consistent read.
     Read,
     /// A record known to be current (a failed condition's `ALL_OLD`).
-    Known(Option<Stored>),
+    Known(Box<Option<Stored>>),
 }
 
 /// The result of one conditional write.
@@ -125,8 +136,11 @@ pub struct DynamoStore {
     cache: Arc<Mutex<HashMap<LeaseKey, Stored>>>,
     /// KCL expiry rule: when this handle first saw each `(lease, leaseCounter)` of a lease
     /// held by a KCL worker (no `leaseDeadlineMillis`).
-    observed: Arc<Mutex<HashMap<LeaseKey, (Option<u64>, SystemTime)>>>,
+    observed: Arc<Mutex<Observed>>,
 }
+
+/// Per lease, the `leaseCounter` seen and since when (KCL expiry rule).
+type Observed = HashMap<LeaseKey, (Option<u64>, SystemTime)>;
 
 /// The last take `get_lease` sent for one item (see [`Probe`]).
 type Gate = Arc<tokio::sync::Mutex<Option<Probe>>>;
@@ -180,7 +194,8 @@ fn environment_has_credentials() -> bool {
         "AWS_CONTAINER_CREDENTIALS_FULL_URI",
         "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
     ];
-    VARS.iter().any(|v| std::env::var_os(v).is_some_and(|s| !s.is_empty()))
+    VARS.iter()
+        .any(|v| std::env::var_os(v).is_some_and(|s| !s.is_empty()))
 }
 
 fn environment_has_region() -> bool {
@@ -324,7 +339,11 @@ impl DynamoStore {
     }
 
     fn cached(&self, key: &LeaseKey) -> Option<Stored> {
-        self.cache.lock().unwrap_or_else(|e| e.into_inner()).get(key).cloned()
+        self.cache
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(key)
+            .cloned()
     }
 
     fn remember(&self, key: &LeaseKey, stored: Option<&Stored>) {
@@ -344,9 +363,16 @@ impl DynamoStore {
     where
         F: Fn() -> Fut + Send + Sync,
         Fut: std::future::Future<Output = std::result::Result<T, SdkError<E, HttpResponse>>> + Send,
-        E: aws_sdk_dynamodb::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+        E: aws_sdk_dynamodb::error::ProvideErrorMetadata
+            + std::error::Error
+            + Send
+            + Sync
+            + 'static,
     {
-        self.shared.backoff.retry(|_| async { f().await.map_err(|e| map_error(op, e)) }).await
+        self.shared
+            .backoff
+            .retry(|_| async { f().await.map_err(|e| map_error(op, e)) })
+            .await
     }
 
     /// Operation 6's read: a strongly consistent `GetItem`.
@@ -387,7 +413,10 @@ impl DynamoStore {
         encode_update(&mut expr, &self.shared.layout, &self.app, new, version);
         let condition = match current {
             None => format!("attribute_not_exists({})", expr.name(LEASE_KEY)),
-            Some(Stored { version: Some(seen), .. }) => {
+            Some(Stored {
+                version: Some(seen),
+                ..
+            }) => {
                 let counter = expr.name(LEASE_COUNTER);
                 let seen = expr.value(n(*seen));
                 format!("{counter} = {seen}")
@@ -434,7 +463,10 @@ impl DynamoStore {
             .await?;
         match result {
             None => {
-                let stored = Stored { lease: new.clone(), version: Some(version) };
+                let stored = Stored {
+                    lease: new.clone(),
+                    version: Some(version),
+                };
                 self.remember(key, Some(&stored));
                 Ok(Written::Done(stored))
             }
@@ -458,13 +490,21 @@ impl DynamoStore {
     /// others' failures return the winner's record (`ALL_OLD`) for [`Error::LeaseHeld`],
     /// without a second read. A lease the caller already holds, or one held by a KCL worker, fails
     /// the condition too and goes through the rule.
-    async fn take(&self, key: &LeaseKey, worker: &WorkerId, duration: LeaseDuration) -> Result<Written> {
+    async fn take(
+        &self,
+        key: &LeaseKey,
+        worker: &WorkerId,
+        duration: LeaseDuration,
+    ) -> Result<Written> {
         let pk = self.pk(key)?;
         let now = self.now();
         let judged_at = now.checked_sub(self.shared.skew).unwrap_or(now);
         let mut expr = Expr::default();
         expr.set(LEASE_OWNER, s(worker.as_str()));
-        expr.set(LEASE_DEADLINE_MILLIS, n(schema::to_millis(now + duration.get())));
+        expr.set(
+            LEASE_DEADLINE_MILLIS,
+            n(schema::to_millis(now + duration.get())),
+        );
         expr.set_or_remove(CHECKPOINT_OWNER, None);
         expr.set_or_remove(LEASE_CLAIMANT, None);
         if self.shared.layout == KeyLayout::Shared {
@@ -560,7 +600,7 @@ impl DynamoStore {
         F: Fn(Option<&Stored>, SystemTime) -> Result<Outcome> + Send + Sync,
     {
         let (mut state, mut fresh) = match start {
-            Start::Known(current) => (current, true),
+            Start::Known(current) => (*current, true),
             Start::Read => match self.cached(key) {
                 Some(stored) => (Some(stored), false),
                 None => (self.read(key).await?, true),
@@ -569,13 +609,15 @@ impl DynamoStore {
         for _ in 0..MAX_ROUNDS {
             let outcome = rule(state.as_ref(), self.now());
             match outcome {
-                Ok(Outcome::Write(new)) => match self.write(key, state.as_ref(), &new, fence).await? {
-                    Written::Done(stored) => return Ok(stored.lease),
-                    Written::Conflict(current) => {
-                        state = current;
-                        fresh = true;
+                Ok(Outcome::Write(new)) => {
+                    match self.write(key, state.as_ref(), &new, fence).await? {
+                        Written::Done(stored) => return Ok(stored.lease),
+                        Written::Conflict(current) => {
+                            state = current;
+                            fresh = true;
+                        }
                     }
-                },
+                }
                 // Only a record known to be current may decide an error or a no-op.
                 _ if !fresh => {
                     state = self.read(key).await?;
@@ -631,14 +673,20 @@ impl DynamoStore {
     }
 
     async fn describe(&self) -> Result<Option<aws_sdk_dynamodb::types::TableDescription>> {
-        let req = self.shared.client.describe_table().table_name(&self.shared.table);
+        let req = self
+            .shared
+            .client
+            .describe_table()
+            .table_name(&self.shared.table);
         let out = self
             .shared
             .backoff
             .retry(|_| async {
                 match req.clone().send().await {
                     Ok(out) => Ok(out.table),
-                    Err(SdkError::ServiceError(e)) if e.err().is_resource_not_found_exception() => Ok(None),
+                    Err(SdkError::ServiceError(e)) if e.err().is_resource_not_found_exception() => {
+                        Ok(None)
+                    }
                     Err(e) => Err(map_error("DescribeTable", e)),
                 }
             })
@@ -672,20 +720,24 @@ impl DynamoStore {
             );
         req = match self.shared.billing {
             Billing::OnDemand => req.billing_mode(BillingMode::PayPerRequest),
-            Billing::Provisioned { read, write } => req.billing_mode(BillingMode::Provisioned).provisioned_throughput(
-                ProvisionedThroughput::builder()
-                    .read_capacity_units(read)
-                    .write_capacity_units(write)
-                    .build()
-                    .map_err(build)?,
-            ),
+            Billing::Provisioned { read, write } => req
+                .billing_mode(BillingMode::Provisioned)
+                .provisioned_throughput(
+                    ProvisionedThroughput::builder()
+                        .read_capacity_units(read)
+                        .write_capacity_units(write)
+                        .build()
+                        .map_err(build)?,
+                ),
         };
         self.shared
             .backoff
             .retry(|_| async {
                 match req.clone().send().await {
                     Ok(_) => Ok(()),
-                    Err(SdkError::ServiceError(e)) if e.err().is_resource_in_use_exception() => Ok(()),
+                    Err(SdkError::ServiceError(e)) if e.err().is_resource_in_use_exception() => {
+                        Ok(())
+                    }
                     Err(e) => Err(map_error("CreateTable", e)),
                 }
             })
@@ -741,7 +793,11 @@ impl DynamoStore {
     }
 
     fn lost(key: &LeaseKey, worker: &WorkerId, token: FencingToken) -> Error {
-        Error::LeaseLost { key: key.clone(), worker: worker.clone(), token }
+        Error::LeaseLost {
+            key: key.clone(),
+            worker: worker.clone(),
+            token,
+        }
     }
 }
 
@@ -752,9 +808,15 @@ fn lease_of(current: Option<&Stored>) -> Option<Lease> {
 
 /// Checks that an existing table has the key schema this crate writes.
 fn check_schema(table: &str, desc: &aws_sdk_dynamodb::types::TableDescription) -> Result<()> {
-    let mismatch = |detail: String| Error::SchemaMismatch { store: STORE, detail: format!("table {table}: {detail}") };
-    let keys: Vec<(&str, &KeyType)> =
-        desc.key_schema().iter().map(|k| (k.attribute_name(), k.key_type())).collect();
+    let mismatch = |detail: String| Error::SchemaMismatch {
+        store: STORE,
+        detail: format!("table {table}: {detail}"),
+    };
+    let keys: Vec<(&str, &KeyType)> = desc
+        .key_schema()
+        .iter()
+        .map(|k| (k.attribute_name(), k.key_type()))
+        .collect();
     if keys != [(LEASE_KEY, &KeyType::Hash)] {
         return Err(mismatch(format!(
             "the key schema is {keys:?}; expected one hash key {LEASE_KEY:?} and no sort key"
@@ -766,7 +828,9 @@ fn check_schema(table: &str, desc: &aws_sdk_dynamodb::types::TableDescription) -
         .find(|a| a.attribute_name() == LEASE_KEY)
         .map(|a| a.attribute_type());
     if key_type != Some(&ScalarAttributeType::S) {
-        return Err(mismatch(format!("{LEASE_KEY} has type {key_type:?}; expected a string (S)")));
+        return Err(mismatch(format!(
+            "{LEASE_KEY} has type {key_type:?}; expected a string (S)"
+        )));
     }
     Ok(())
 }
@@ -780,7 +844,9 @@ impl Checkpointer for DynamoStore {
     fn capabilities(&self) -> Capabilities {
         Capabilities {
             backend: STORE,
-            clock: ClockSource::Client { skew_allowance: self.shared.skew },
+            clock: ClockSource::Client {
+                skew_allowance: self.shared.skew,
+            },
             transactional_checkpoint: false,
             renew_many: BatchMode::Concurrent(self.shared.renew_concurrency),
             durability: Durability::Replicated,
@@ -817,7 +883,10 @@ impl Checkpointer for DynamoStore {
                 return Err(Error::backend_message(
                     STORE,
                     true,
-                    format!("table {} did not become ACTIVE within {:?}", self.shared.table, self.shared.table_active_timeout),
+                    format!(
+                        "table {} did not become ACTIVE within {:?}",
+                        self.shared.table, self.shared.table_active_timeout
+                    ),
                 ));
             }
             tokio::time::sleep(pause).await;
@@ -833,7 +902,9 @@ impl Checkpointer for DynamoStore {
         initial: Option<&Position>,
     ) -> Result<bool> {
         for _ in 0..MAX_ROUNDS {
-            let Some(new) = rules::create_if_absent(None, key, parents, initial) else { break };
+            let Some(new) = rules::create_if_absent(None, key, parents, initial) else {
+                break;
+            };
             match self.write(key, None, &new, None).await? {
                 Written::Done(_) => return Ok(true),
                 Written::Conflict(Some(_)) => return Ok(false),
@@ -841,7 +912,11 @@ impl Checkpointer for DynamoStore {
                 Written::Conflict(None) => {}
             }
         }
-        Err(Error::backend_message(STORE, true, format!("lease {key}: create kept racing with delete")))
+        Err(Error::backend_message(
+            STORE,
+            true,
+            format!("lease {key}: create kept racing with delete"),
+        ))
     }
 
     /// Mutual exclusion: the rule grants only a free, expired or own lease, and the write is
@@ -874,7 +949,7 @@ impl Checkpointer for DynamoStore {
                 // this call: if it says "held by another", so may this call.
                 Some(probe) if probe.started >= arrived => {
                     self.grant_rule(probe.observed.as_ref(), key, worker, duration, probe.at)?;
-                    Start::Known(probe.observed.clone())
+                    Start::Known(Box::new(probe.observed.clone()))
                 }
                 _ => {
                     let (started, at) = (Instant::now(), self.now());
@@ -900,7 +975,7 @@ impl Checkpointer for DynamoStore {
                     drop(last);
                     match written {
                         Written::Done(stored) => return Ok(stored.lease),
-                        Written::Conflict(current) => Start::Known(current),
+                        Written::Conflict(current) => Start::Known(Box::new(current)),
                     }
                 }
             }
@@ -1044,7 +1119,12 @@ impl Checkpointer for DynamoStore {
     }
 
     /// Fencing: released only by the holder with its token, conditioned on the record it saw.
-    async fn release(&self, key: &LeaseKey, worker: &WorkerId, token: FencingToken) -> Result<Lease> {
+    async fn release(
+        &self,
+        key: &LeaseKey,
+        worker: &WorkerId,
+        token: FencingToken,
+    ) -> Result<Lease> {
         self.pk(key)?;
         self.apply(key, Start::Read, Some((worker, token)), |current, _| {
             rules::release(lease_of(current), key, worker, token)
@@ -1079,7 +1159,11 @@ impl Checkpointer for DynamoStore {
             .retry(|_| async {
                 match req.clone().send().await {
                     Ok(_) => Ok(()),
-                    Err(SdkError::ServiceError(e)) if e.err().is_conditional_check_failed_exception() => Ok(()),
+                    Err(SdkError::ServiceError(e))
+                        if e.err().is_conditional_check_failed_exception() =>
+                    {
+                        Ok(())
+                    }
                     Err(e) => Err(map_error("DeleteItem", e)),
                 }
             })
@@ -1089,16 +1173,23 @@ impl Checkpointer for DynamoStore {
     }
 
     async fn list_leases(&self, stream: Option<&StreamName>) -> Result<Vec<Lease>> {
-        if let (KeyLayout::KclSingleStream { stream: own }, Some(asked)) = (&self.shared.layout, stream)
+        if let (KeyLayout::KclSingleStream { stream: own }, Some(asked)) =
+            (&self.shared.layout, stream)
             && own != asked
         {
             return Ok(Vec::new());
         }
-        let items = self.scan(self.shared.layout.prefix(&self.app, stream)).await?;
+        let items = self
+            .scan(self.shared.layout.prefix(&self.app, stream))
+            .await?;
         let mut leases = Vec::with_capacity(items.len());
         for item in &items {
-            let Some(AttributeValue::S(pk)) = item.get(LEASE_KEY) else { continue };
-            let Some(key) = self.shared.layout.parse(&self.app, pk)? else { continue };
+            let Some(AttributeValue::S(pk)) = item.get(LEASE_KEY) else {
+                continue;
+            };
+            let Some(key) = self.shared.layout.parse(&self.app, pk)? else {
+                continue;
+            };
             let stored = decode(&key, item)?;
             self.remember(&key, Some(&stored));
             leases.push(stored.lease);
@@ -1119,7 +1210,10 @@ impl Checkpointer for DynamoStore {
     ) -> Result<Lease> {
         self.pk(key)?;
         if thief == expected_owner {
-            return Err(Error::invalid("thief", "a worker cannot steal a lease from itself"));
+            return Err(Error::invalid(
+                "thief",
+                "a worker cannot steal a lease from itself",
+            ));
         }
         self.apply(
             key,
@@ -1204,19 +1298,32 @@ impl Membership for DynamoStore {
             .retry(|_| async {
                 match req.clone().send().await {
                     Ok(_) => Ok(true),
-                    Err(SdkError::ServiceError(e)) if e.err().is_conditional_check_failed_exception() => Ok(false),
+                    Err(SdkError::ServiceError(e))
+                        if e.err().is_conditional_check_failed_exception() =>
+                    {
+                        Ok(false)
+                    }
                     Err(e) => Err(map_error("UpdateItem", e)),
                 }
             })
             .await?;
-        if found { Ok(()) } else { Err(Error::NotFound { entity: "worker", id: worker.to_string() }) }
+        if found {
+            Ok(())
+        } else {
+            Err(Error::NotFound {
+                entity: "worker",
+                id: worker.to_string(),
+            })
+        }
     }
 
     async fn live_workers(&self) -> Result<Vec<WorkerId>> {
         let now = schema::to_millis(self.now());
         let mut live = Vec::new();
         for item in self.scan(Some(worker_prefix(&self.app))).await? {
-            let Some(AttributeValue::S(pk)) = item.get(LEASE_KEY) else { continue };
+            let Some(AttributeValue::S(pk)) = item.get(LEASE_KEY) else {
+                continue;
+            };
             let id = match item.get(WORKER_ID) {
                 Some(AttributeValue::S(w)) => {
                     WorkerId::new(w).map_err(|e| Error::corrupt(pk, WORKER_ID, e.to_string()))?
@@ -1249,8 +1356,12 @@ impl Membership for DynamoStore {
         let now = schema::to_millis(self.now());
         let mut pruned = 0;
         for item in self.scan(Some(worker_prefix(&self.app))).await? {
-            let Some(AttributeValue::S(pk)) = item.get(LEASE_KEY) else { continue };
-            let Some(expiry) = Self::worker_expiry(&item, pk)? else { continue };
+            let Some(AttributeValue::S(pk)) = item.get(LEASE_KEY) else {
+                continue;
+            };
+            let Some(expiry) = Self::worker_expiry(&item, pk)? else {
+                continue;
+            };
             if expiry > now {
                 continue;
             }
@@ -1269,7 +1380,9 @@ impl Membership for DynamoStore {
                 .retry(|_| async {
                     match req.clone().send().await {
                         Ok(_) => Ok(true),
-                        Err(SdkError::ServiceError(e)) if e.err().is_conditional_check_failed_exception() => {
+                        Err(SdkError::ServiceError(e))
+                            if e.err().is_conditional_check_failed_exception() =>
+                        {
                             Ok(false)
                         }
                         Err(e) => Err(map_error("DeleteItem", e)),

@@ -167,7 +167,10 @@ async fn kcl_table_is_adopted() {
             ("checkpoint", s(SEQ_0)),
             ("checkpointSubSequenceNumber", n(0)),
             ("startingHashKey", s("0")),
-            ("endingHashKey", s("170141183460469231731687303715884105727")),
+            (
+                "endingHashKey",
+                s("170141183460469231731687303715884105727"),
+            ),
             ("throughputKBps", AttributeValue::N("12.5".into())),
         ],
     )
@@ -252,7 +255,12 @@ async fn kcl_table_is_adopted() {
     assert_eq!(lease.token, FencingToken(1));
     assert_eq!(lease.checkpoint, Some(Position::TrimHorizon));
     store
-        .checkpoint(&child, &me, lease.token, &Position::sequence(SEQ_3).expect("valid"))
+        .checkpoint(
+            &child,
+            &me,
+            lease.token,
+            &Position::sequence(SEQ_3).expect("valid"),
+        )
         .await
         .expect("checkpoint child");
     let item = raw(&store, "shardId-000000000002").await;
@@ -260,7 +268,11 @@ async fn kcl_table_is_adopted() {
     assert_eq!(item.get("checkpointSubSequenceNumber"), Some(&n(0)));
     assert_eq!(item.get("leaseOwner"), Some(&s("rust-worker")));
     assert_eq!(item.get("ownerSwitchesSinceCheckpoint"), Some(&n(0)));
-    assert_eq!(item.get("pendingCheckpoint"), None, "the checkpoint clears it");
+    assert_eq!(
+        item.get("pendingCheckpoint"),
+        None,
+        "the checkpoint clears it"
+    );
     assert_eq!(
         item.get("parentShardId"),
         Some(&ss(&["shardId-000000000001"]))
@@ -279,11 +291,18 @@ async fn kcl_table_is_adopted() {
     }
     clock.advance(Duration::from_secs(5));
     assert_eq!(
-        store.get_lease(&held, &me, d).await.map_err(|e| e.kind()).err(),
+        store
+            .get_lease(&held, &me, d)
+            .await
+            .map_err(|e| e.kind())
+            .err(),
         Some(ErrorKind::LeaseHeld)
     );
     clock.advance(Duration::from_secs(6));
-    let lease = store.get_lease(&held, &me, d).await.expect("take after failover time");
+    let lease = store
+        .get_lease(&held, &me, d)
+        .await
+        .expect("take after failover time");
     assert_eq!(lease.token, FencingToken(1));
     assert_eq!(lease.owner_switches_since_checkpoint, 1);
     let behind = Position::sequence(SEQ_3).expect("valid");
@@ -308,7 +327,11 @@ async fn kcl_table_is_adopted() {
     let item = raw(&store, "shardId-000000000000").await;
     assert_eq!(item.get("checkpoint"), Some(&s(SEQ_0_NEXT)));
     assert_eq!(item.get("checkpointSubSequenceNumber"), Some(&n(2)));
-    assert_eq!(item.get("startingHashKey"), Some(&s("0")), "KCL attributes kept");
+    assert_eq!(
+        item.get("startingHashKey"),
+        Some(&s("0")),
+        "KCL attributes kept"
+    );
     assert_eq!(
         item.get("throughputKBps"),
         Some(&AttributeValue::N("12.5".into()))
@@ -323,7 +346,9 @@ async fn kcl_table_is_adopted() {
         .await
         .expect("SHARD_END again");
     assert_eq!(
-        raw(&store, "shardId-000000000001").await.get("childShardIds"),
+        raw(&store, "shardId-000000000001")
+            .await
+            .get("childShardIds"),
         Some(&ss(&["shardId-000000000002"]))
     );
 
@@ -347,7 +372,10 @@ async fn kcl_table_is_adopted() {
     let item = raw(&store, "shardId-000000000003").await;
     assert_eq!(item.get("leaseOwner"), None);
     assert_eq!(item.get("checkpointOwner"), None);
-    let taken = store.get_lease(&handoff, &new, d).await.expect("claimant takes");
+    let taken = store
+        .get_lease(&handoff, &new, d)
+        .await
+        .expect("claimant takes");
     assert_eq!((taken.token, taken.claim), (FencingToken(1), None));
 
     // A lease of another stream cannot be addressed in a single-stream table.
@@ -424,7 +452,9 @@ async fn skewed_clocks_respect_the_allowance() {
         "C's own clock says 6 s of 10 s passed"
     );
     advance(Duration::from_secs(4));
-    a.get_lease(&k, &wa, d).await.expect("a takes after deadline + allowance");
+    a.get_lease(&k, &wa, d)
+        .await
+        .expect("a takes after deadline + allowance");
 }
 
 /// Counts the requests each operation sends (the client's interceptor counts every attempt)
@@ -437,7 +467,9 @@ async fn requests_per_operation() {
         return;
     };
     let app = random_app("count");
-    let a = DynamoStore::open(base.clone(), app.clone()).await.expect("open a");
+    let a = DynamoStore::open(base.clone(), app.clone())
+        .await
+        .expect("open a");
     let opened = a.requests_sent();
     let b = DynamoStore::open(base, app).await.expect("open b");
     drop(first);
@@ -454,28 +486,61 @@ async fn requests_per_operation() {
             out
         }};
     }
-    count!(a, "create_lease_if_absent (new)", a.create_lease_if_absent(&k, &[], None))
-        .expect("create");
-    count!(a, "create_lease_if_absent (exists)", a.create_lease_if_absent(&k, &[], None))
-        .expect("create again");
+    count!(
+        a,
+        "create_lease_if_absent (new)",
+        a.create_lease_if_absent(&k, &[], None)
+    )
+    .expect("create");
+    count!(
+        a,
+        "create_lease_if_absent (exists)",
+        a.create_lease_if_absent(&k, &[], None)
+    )
+    .expect("create again");
     let lease = count!(a, "get_lease (free)", a.get_lease(&k, &wa, d)).expect("get");
     count!(b, "get_lease (held by another)", b.get_lease(&k, &wb, d)).expect_err("held");
     count!(a, "get_lease (own, cached)", a.get_lease(&k, &wa, d)).expect("own");
     count!(a, "renew", a.renew(&k, &wa, lease.token, d)).expect("renew");
     let seq = |v: &str| Position::sequence(v).expect("valid");
-    count!(a, "checkpoint (cached record)", a.checkpoint(&k, &wa, lease.token, &seq("10")))
-        .expect("checkpoint");
-    count!(b, "checkpoint (uncached: read + write)", b.checkpoint(&k, &wa, lease.token, &seq("11")))
-        .expect("checkpoint from another handle");
-    count!(a, "checkpoint (stale cache: write, ALL_OLD, write)", a.checkpoint(&k, &wa, lease.token, &seq("12")))
-        .expect("checkpoint on a stale cache");
-    count!(a, "prepare_checkpoint", a.prepare_checkpoint(&k, &wa, lease.token, &seq("13")))
-        .expect("prepare");
-    count!(a, "checkpoint (stale token, fenced)", a.checkpoint(&k, &wa, FencingToken(9), &seq("14")))
-        .expect_err("fenced");
+    count!(
+        a,
+        "checkpoint (cached record)",
+        a.checkpoint(&k, &wa, lease.token, &seq("10"))
+    )
+    .expect("checkpoint");
+    count!(
+        b,
+        "checkpoint (uncached: read + write)",
+        b.checkpoint(&k, &wa, lease.token, &seq("11"))
+    )
+    .expect("checkpoint from another handle");
+    count!(
+        a,
+        "checkpoint (stale cache: write, ALL_OLD, write)",
+        a.checkpoint(&k, &wa, lease.token, &seq("12"))
+    )
+    .expect("checkpoint on a stale cache");
+    count!(
+        a,
+        "prepare_checkpoint",
+        a.prepare_checkpoint(&k, &wa, lease.token, &seq("13"))
+    )
+    .expect("prepare");
+    count!(
+        a,
+        "checkpoint (stale token, fenced)",
+        a.checkpoint(&k, &wa, FencingToken(9), &seq("14"))
+    )
+    .expect_err("fenced");
     count!(a, "fetch", a.fetch(&k)).expect("fetch");
     count!(b, "claim", b.claim(&k, &wb)).expect("claim");
-    count!(a, "renew (sees the claim)", a.renew(&k, &wa, lease.token, d)).expect("renew");
+    count!(
+        a,
+        "renew (sees the claim)",
+        a.renew(&k, &wa, lease.token, d)
+    )
+    .expect("renew");
     count!(a, "release", a.release(&k, &wa, lease.token)).expect("release");
     let taken = count!(b, "get_lease (released, claimant)", b.get_lease(&k, &wb, d)).expect("take");
     count!(a, "steal (uncached)", a.steal(&k, &wa, &wb, taken.token, d)).expect("steal");
@@ -489,7 +554,8 @@ async fn requests_per_operation() {
         }
         v
     };
-    let outcome = count!(a, "renew_many (10 leases)", a.renew_many(&wa, &keys, d)).expect("renew many");
+    let outcome =
+        count!(a, "renew_many (10 leases)", a.renew_many(&wa, &keys, d)).expect("renew many");
     assert_eq!(outcome.renewed.len(), 10);
     count!(a, "list_leases (11 leases, 1 page)", a.list_leases(None)).expect("list");
     count!(a, "delete_lease", a.delete_lease(&k)).expect("delete");
@@ -546,10 +612,8 @@ async fn init_checks_and_creates_tables() {
             other => panic!("{name}: expected SchemaMismatch, got {other:?}"),
         }
     }
-    let fresh = config(&endpoint, "provisioned").with_billing(Billing::Provisioned {
-        read: 3,
-        write: 4,
-    });
+    let fresh =
+        config(&endpoint, "provisioned").with_billing(Billing::Provisioned { read: 3, write: 4 });
     let table = fresh.table().to_owned();
     let opens = (0..4).map(|_| DynamoStore::open(fresh.clone(), random_app("init")));
     for result in futures::future::join_all(opens).await {
@@ -582,7 +646,11 @@ async fn corrupt_items_are_reported() {
         ("bad-checkpoint", "checkpoint", s("12x")),
         ("bad-token", "fencingToken", s("seven")),
         ("bad-owner", "leaseOwner", s("not a worker")),
-        ("bad-parents", "parentShardId", AttributeValue::N("1".into())),
+        (
+            "bad-parents",
+            "parentShardId",
+            AttributeValue::N("1".into()),
+        ),
     ] {
         put(
             &store,
@@ -635,4 +703,134 @@ fn credentials_are_redacted() {
         .expect_err("unknown option");
     assert!(!err.to_string().contains("wJalrXUtnFEMIbPxRfiCYEXAMPLEKEY"));
     assert_eq!(err.field(), Some("url"));
+}
+
+/// A loopback proxy in front of the server that, when told to, lets one request through to the
+/// server and then drops its reply (closes the connection): a write that happened but whose
+/// reply was lost.
+struct LossyProxy {
+    endpoint: String,
+    drop_next: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl LossyProxy {
+    async fn start(upstream: &str) -> Self {
+        use std::sync::atomic::Ordering;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let target = upstream
+            .trim_start_matches("http://")
+            .trim_end_matches('/')
+            .to_owned();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the proxy");
+        let endpoint = format!("http://{}", listener.local_addr().expect("address"));
+        let drop_next = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = drop_next.clone();
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let target = target.clone();
+                let flag = flag.clone();
+                tokio::spawn(async move {
+                    let Ok(server) = tokio::net::TcpStream::connect(&target).await else {
+                        return;
+                    };
+                    let (mut client_read, mut client_write) = client.into_split();
+                    let (mut server_read, mut server_write) = server.into_split();
+                    tokio::spawn(async move {
+                        let _ = tokio::io::copy(&mut client_read, &mut server_write).await;
+                    });
+                    // The server closes each connection after one reply.
+                    let mut reply = Vec::new();
+                    let _ = server_read.read_to_end(&mut reply).await;
+                    if !flag.swap(false, Ordering::SeqCst) {
+                        let _ = client_write.write_all(&reply).await;
+                    }
+                });
+            }
+        });
+        Self {
+            endpoint,
+            drop_next,
+        }
+    }
+
+    fn drop_next_reply(&self) {
+        self.drop_next
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// A conditional write whose reply was lost is retried and resolved from the record its failed
+/// condition returns: the operation reports the success that happened, never a second grant or
+/// a spurious failure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_replies_are_resolved_by_rereading() {
+    let Some(endpoint) = endpoint() else { return };
+    let proxy = LossyProxy::start(&endpoint).await;
+    let Some(store) = open(config(&proxy.endpoint, "lossy"), "lossy").await else {
+        return;
+    };
+    let (k, w, d) = (key("s", "lossy"), worker("w"), secs(60));
+    let mut sent = Vec::new();
+    let mut measure = |store: &DynamoStore, before: u64| sent.push(store.requests_sent() - before);
+
+    proxy.drop_next_reply();
+    let before = store.requests_sent();
+    let lease = store.get_lease(&k, &w, d).await.expect("take with a lost reply");
+    measure(&store, before);
+    assert_eq!(lease.token, FencingToken(1), "the retried take did not grant twice");
+
+    proxy.drop_next_reply();
+    let before = store.requests_sent();
+    let position = Position::sequence("500").expect("valid");
+    let after = store
+        .checkpoint(&k, &w, lease.token, &position)
+        .await
+        .expect("checkpoint with a lost reply");
+    measure(&store, before);
+    assert_eq!(after.checkpoint, Some(position.clone()));
+
+    proxy.drop_next_reply();
+    let before = store.requests_sent();
+    store
+        .renew(&k, &w, lease.token, d)
+        .await
+        .expect("renew with a lost reply");
+    measure(&store, before);
+
+    proxy.drop_next_reply();
+    let before = store.requests_sent();
+    let released = store
+        .release(&k, &w, lease.token)
+        .await
+        .expect("release with a lost reply");
+    measure(&store, before);
+    assert_eq!((released.owner, released.token), (None, FencingToken(1)));
+
+    let stored = store.fetch(&k).await.expect("fetch").expect("exists");
+    assert_eq!(stored.checkpoint, Some(position));
+    assert_eq!(stored.token, FencingToken(1));
+    println!("requests for take, checkpoint, renew, release with one lost reply each: {sent:?}");
+    assert!(sent.iter().all(|n| *n >= 2), "{sent:?}");
+}
+
+/// An unreachable server is a retryable backend error after a bounded number of tries.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_server_gives_up_within_the_budget() {
+    let started = std::time::Instant::now();
+    let config = DynamoConfig::new("unreachable")
+        .expect("valid")
+        .with_endpoint("http://127.0.0.1:9")
+        .with_backoff(checkpoint_core::Backoff {
+            max_attempts: 3,
+            budget: Duration::from_secs(2),
+            ..checkpoint_core::Backoff::default()
+        });
+    let err = DynamoStore::open(config, random_app("gone"))
+        .await
+        .expect_err("nothing listens on port 9");
+    assert_eq!(err.kind(), ErrorKind::Backend);
+    assert!(err.is_retryable(), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
 }
