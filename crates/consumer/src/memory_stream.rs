@@ -194,6 +194,21 @@ impl MemoryStream {
         Ok(child)
     }
 
+    /// Removes a closed shard, as Kinesis does once its records passed the retention period:
+    /// it is no longer listed nor readable. An open shard cannot be removed.
+    pub fn remove_closed(&self, shard: &ShardId) -> Result<()> {
+        let mut inner = self.lock();
+        let index = inner.find(shard)?;
+        if !inner.shards[index].closed {
+            return Err(Error::invalid(
+                "shard_id",
+                format!("shard {shard} is open; only a closed shard can be removed"),
+            ));
+        }
+        inner.shards.remove(index);
+        Ok(())
+    }
+
     /// The ids of the open shards.
     pub fn open_shards(&self) -> Vec<ShardId> {
         self.lock()
@@ -204,7 +219,7 @@ impl MemoryStream {
             .collect()
     }
 
-    /// How many records were put in all.
+    /// How many records the listed shards hold.
     pub fn record_count(&self) -> usize {
         self.lock().shards.iter().map(|s| s.records.len()).sum()
     }

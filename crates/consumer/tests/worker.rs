@@ -564,3 +564,43 @@ async fn a_custom_store_works_and_unrenewed_leases_stop_at_their_local_deadline(
     );
     worker.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lease_of_an_ended_shard_is_deleted_when_the_stream_drops_it() {
+    let store = Arc::new(MemoryStore::new(random_app("trim")));
+    let stream = stream(1);
+    put(&stream, 0..10);
+    let parent = stream.open_shards()[0].clone();
+    stream.split(&parent).unwrap();
+    put(&stream, 10..20);
+    let log = Arc::new(Log::default());
+    let worker = spawn("w", store.clone(), &stream, &log, config().build().unwrap());
+    let key = LeaseKey::new(stream_name(&stream), parent.clone());
+    wait_until(Duration::from_secs(5), "the parent ended", async || {
+        store
+            .fetch(&key)
+            .await
+            .unwrap()
+            .is_some_and(|l| l.checkpoint == Some(Position::ShardEnd))
+    })
+    .await;
+    stream.remove_closed(&parent).unwrap();
+    wait_until(
+        Duration::from_secs(5),
+        "the parent's lease is deleted",
+        async || store.fetch(&key).await.unwrap().is_none(),
+    )
+    .await;
+    wait_until(
+        Duration::from_secs(5),
+        "the children are processed",
+        async || log.delivered().len() == 20,
+    )
+    .await;
+    worker.shutdown().await.unwrap();
+    assert_eq!(
+        store.list_leases(None).await.unwrap().len(),
+        2,
+        "the two children remain"
+    );
+}
