@@ -3,6 +3,14 @@
 //! unreachable, the test reports the backend as unavailable (a failure under
 //! `CHECKPOINT_REQUIRE_ALL=1`). Every run uses a table of its own, and every factory call
 //! builds a new client (a new connection), so the scenarios also exercise independent handles.
+//! `run_all` includes the proptest model test (`model_matches_reference`,
+//! `CHECKPOINT_MODEL_CASES`, default 256).
+//!
+//! moto's stock `moto_server` does not make conditional writes atomic under concurrent requests
+//! (it serves them on threads without locking its tables), so the mutual-exclusion scenarios can
+//! see two winners there; serve moto one request at a time with
+//! `crates/checkpoint-dynamo/tests/moto_serial.py PORT`. The whole suite takes about three
+//! minutes on it.
 //!
 //! ```text
 //! CHECKPOINT_DYNAMO_ENDPOINT=http://127.0.0.1:5000 \

@@ -132,8 +132,9 @@
 //! | `renew` | 1; `renew_many` of n leases: n, at most 16 in flight (configurable) |
 //! | `checkpoint`, `prepare_checkpoint`, `release` after a read or write of the record by this handle | 1 |
 //! | the same on a record this handle has not seen, or that changed since | 2 |
-//! | `fetch`, `delete_lease`, `force_release`, `reset_checkpoint` | 1 (cached) or 2 |
-//! | `steal`, `claim` on an unseen record | 2 |
+//! | `fetch`, `delete_lease` | 1 |
+//! | `force_release`, `reset_checkpoint`, `steal`, `claim` | 1 on a record this handle has seen, else 2 |
+//! | any write whose reply was lost | 1 more for the retry, and 1 more when the rule must write again (measured: take 3, checkpoint 3, renew 2, release 2) |
 //! | `list_leases`, `live_workers` | 1 per 1 MB page of the `Scan` |
 //! | `register_worker`, `heartbeat`, `deregister_worker` | 1 |
 //! | `prune_dead_workers` | 1 per page + 1 per dead worker |

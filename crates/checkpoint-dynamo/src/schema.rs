@@ -32,7 +32,7 @@
 //! | --- | --- | --- |
 //! | `leaseKey` | S | hash key, see above |
 //! | `leaseOwner` | S | the holder; absent when free (the KCL removes it on eviction too). During a hand-off, the worker the lease goes to, as in KCL 3 (see `checkpointOwner`) |
-//! | `leaseCounter` | N | the record version: bumped by every write, renewals included, as the KCL bumps it; every lease write but `renew` is conditioned on it |
+//! | `leaseCounter` | N | the record version: bumped by every write, renewals included, as the KCL bumps it; every versioned write (all but the take of a free lease and the fenced renewal) is conditioned on it |
 //! | `checkpoint` | S | `TRIM_HORIZON`, `LATEST`, `SHARD_END`, the sequence number's digits, or (ours, KCL has no such value) `AT_TIMESTAMP:<ms>` |
 //! | `checkpointSubSequenceNumber` | N | sub-sequence of `checkpoint` (0 otherwise) |
 //! | `pendingCheckpoint` | S | prepared (two-phase) position, same encoding |

@@ -777,9 +777,16 @@ async fn lost_replies_are_resolved_by_rereading() {
 
     proxy.drop_next_reply();
     let before = store.requests_sent();
-    let lease = store.get_lease(&k, &w, d).await.expect("take with a lost reply");
+    let lease = store
+        .get_lease(&k, &w, d)
+        .await
+        .expect("take with a lost reply");
     measure(&store, before);
-    assert_eq!(lease.token, FencingToken(1), "the retried take did not grant twice");
+    assert_eq!(
+        lease.token,
+        FencingToken(1),
+        "the retried take did not grant twice"
+    );
 
     proxy.drop_next_reply();
     let before = store.requests_sent();
@@ -832,5 +839,9 @@ async fn unreachable_server_gives_up_within_the_budget() {
         .expect_err("nothing listens on port 9");
     assert_eq!(err.kind(), ErrorKind::Backend);
     assert!(err.is_retryable(), "{err}");
-    assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
 }
