@@ -894,7 +894,9 @@ impl Checkpointer for DynamoStore {
         }
     }
 
-    /// One `UpdateItem` conditioned on `attribute_not_exists(leaseKey)`: created iff absent.
+    /// Operation 2: one `UpdateItem` conditioned on `attribute_not_exists(leaseKey)`, so of
+    /// racing creators exactly one creates (and returns `true`), and an existing record (a
+    /// KCL-written one included) is never overwritten.
     async fn create_lease_if_absent(
         &self,
         key: &LeaseKey,
@@ -1132,8 +1134,9 @@ impl Checkpointer for DynamoStore {
         .await
     }
 
-    /// Admin release, conditioned on the record it saw (so it never undoes a grant it did not
-    /// see).
+    /// Admin release, conditioned on the `leaseCounter` of the record it saw, so it clears
+    /// only the owner it saw and never undoes a grant it did not see; token and checkpoint are
+    /// kept (fencing: the released holder's token stays superseded by the next grant).
     async fn force_release(&self, key: &LeaseKey) -> Result<Lease> {
         self.pk(key)?;
         self.apply(key, Start::Read, None, |current, _| {
@@ -1142,8 +1145,9 @@ impl Checkpointer for DynamoStore {
         .await
     }
 
-    /// `DeleteItem` conditioned on `attribute_exists(leaseKey)`; a failed condition means it
-    /// was already absent, which the contract accepts.
+    /// Operation 8: `DeleteItem` conditioned on `attribute_exists(leaseKey)`; a failed
+    /// condition means it was already absent, which the contract accepts. The key is the app's
+    /// own (isolation); deleting a held lease fences its holder (every later write of it fails).
     async fn delete_lease(&self, key: &LeaseKey) -> Result<()> {
         let pk = self.pk(key)?;
         let req = self
@@ -1234,7 +1238,10 @@ impl Checkpointer for DynamoStore {
         .await
     }
 
-    /// Records the claim in `checkpointOwner`, conditioned on the record it saw.
+    /// Records the claim (on a held lease as a KCL 3 hand-off: `checkpointOwner` = holder,
+    /// `leaseOwner` = claimant; on a free one in `leaseClaimant`), conditioned on the
+    /// `leaseCounter` of the record it saw, so it never overwrites a grant it did not see;
+    /// ownership and token are untouched (mutual exclusion, fencing).
     async fn claim(&self, key: &LeaseKey, claimant: &WorkerId) -> Result<Lease> {
         self.pk(key)?;
         self.apply(key, Start::Read, None, |current, _| {
@@ -1243,7 +1250,8 @@ impl Checkpointer for DynamoStore {
         .await
     }
 
-    /// Admin reset, conditioned on the record it saw.
+    /// The one exception to monotonic positions, explicit and admin-only; conditioned on the
+    /// `leaseCounter` of the record it saw, ownership and token untouched (fencing).
     async fn reset_checkpoint(&self, key: &LeaseKey, position: Option<&Position>) -> Result<Lease> {
         self.pk(key)?;
         self.apply(key, Start::Read, None, |current, _| {
@@ -1261,20 +1269,49 @@ impl DynamoStore {
 
 #[async_trait]
 impl Membership for DynamoStore {
-    /// An upsert (`PutItem`) of the membership record: registering has no precondition.
+    /// A `PutItem` of the membership record (registering again just moves the expiry),
+    /// conditioned on the key being absent or this worker's membership record, so it can never
+    /// replace another kind of item (isolation).
     async fn register_worker(&self, worker: &WorkerId, ttl: HeartbeatTtl) -> Result<()> {
         let expiry = schema::to_millis(self.now() + ttl.get());
+        let pk = worker_key(&self.app, worker);
         let req = self
             .shared
             .client
             .put_item()
             .table_name(&self.shared.table)
-            .item(LEASE_KEY, s(worker_key(&self.app, worker)))
+            .item(LEASE_KEY, s(pk.clone()))
             .item(APP_NAME, s(self.app.as_str()))
             .item(WORKER_ID, s(worker.as_str()))
-            .item(WORKER_EXPIRY_MILLIS, n(expiry));
-        self.send("PutItem", || req.clone().send()).await?;
-        Ok(())
+            .item(WORKER_EXPIRY_MILLIS, n(expiry))
+            .condition_expression("attribute_not_exists(#k) OR #w = :w")
+            .expression_attribute_names("#k", LEASE_KEY)
+            .expression_attribute_names("#w", WORKER_ID)
+            .expression_attribute_values(":w", s(worker.as_str()));
+        let written = self
+            .shared
+            .backoff
+            .retry(|_| async {
+                match req.clone().send().await {
+                    Ok(_) => Ok(true),
+                    Err(SdkError::ServiceError(e))
+                        if e.err().is_conditional_check_failed_exception() =>
+                    {
+                        Ok(false)
+                    }
+                    Err(e) => Err(map_error("PutItem", e)),
+                }
+            })
+            .await?;
+        if written {
+            Ok(())
+        } else {
+            Err(Error::corrupt(
+                pk,
+                WORKER_ID,
+                "the item is not this worker's membership record",
+            ))
+        }
     }
 
     /// `UpdateItem` conditioned on `attribute_exists(leaseKey)`: a deregistered or pruned worker
@@ -1338,15 +1375,44 @@ impl Membership for DynamoStore {
         Ok(live)
     }
 
+    /// A `DeleteItem` conditioned on the key being absent (deregistering twice is not an
+    /// error) or this worker's membership record, so it never removes another kind of item.
     async fn deregister_worker(&self, worker: &WorkerId) -> Result<()> {
+        let pk = worker_key(&self.app, worker);
         let req = self
             .shared
             .client
             .delete_item()
             .table_name(&self.shared.table)
-            .key(LEASE_KEY, s(worker_key(&self.app, worker)));
-        self.send("DeleteItem", || req.clone().send()).await?;
-        Ok(())
+            .key(LEASE_KEY, s(pk.clone()))
+            .condition_expression("attribute_not_exists(#k) OR #w = :w")
+            .expression_attribute_names("#k", LEASE_KEY)
+            .expression_attribute_names("#w", WORKER_ID)
+            .expression_attribute_values(":w", s(worker.as_str()));
+        let deleted = self
+            .shared
+            .backoff
+            .retry(|_| async {
+                match req.clone().send().await {
+                    Ok(_) => Ok(true),
+                    Err(SdkError::ServiceError(e))
+                        if e.err().is_conditional_check_failed_exception() =>
+                    {
+                        Ok(false)
+                    }
+                    Err(e) => Err(map_error("DeleteItem", e)),
+                }
+            })
+            .await?;
+        if deleted {
+            Ok(())
+        } else {
+            Err(Error::corrupt(
+                pk,
+                WORKER_ID,
+                "the item is not this worker's membership record",
+            ))
+        }
     }
 
     /// Scans the app's membership records and deletes each expired one with a `DeleteItem`
