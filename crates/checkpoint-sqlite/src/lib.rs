@@ -79,6 +79,7 @@
 //! is [`checkpoint_core::Error::SchemaMismatch`].
 
 mod config;
+mod connections;
 mod error;
 pub mod schema;
 mod store;

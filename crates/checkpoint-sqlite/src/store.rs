@@ -7,7 +7,7 @@
 //! commit, no other writer in any process can interleave: this is what makes each operation
 //! atomic, and it gives exactly the reference semantics of [`checkpoint_core::MemoryStore`].
 
-use std::sync::{Arc, Mutex, TryLockError};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
@@ -18,10 +18,11 @@ use checkpoint_core::{
     ShardId, StreamName, WorkerId,
 };
 use rusqlite::types::ValueRef;
-use rusqlite::{Connection, Row, TransactionBehavior, params};
-use tokio::sync::Semaphore;
+use rusqlite::{Connection, Row, params};
+use tokio::sync::oneshot;
 
 use crate::config::{Location, SqliteConfig};
+use crate::connections::{Connections, Direct, WriteJob};
 use crate::error::{STORE, from_sqlite};
 use crate::schema::{self, Sql};
 
@@ -30,64 +31,29 @@ use crate::schema::{self, Sql};
 /// Cheap to clone (clones share the connections). `Send + Sync`, usable as
 /// `Arc<dyn checkpoint_core::Store>`.
 ///
-/// Blocking SQLite calls never run on the async executor: each operation waits (asynchronously)
-/// for one of at most [`SqliteConfig::max_connections`] connection slots, then runs on tokio's
-/// blocking thread pool (`spawn_blocking`). The slot and the connection are released by the
-/// blocking task itself, so a caller that drops the future mid-operation loses nothing; the
-/// operation then either commits or rolls back as a whole.
+/// Blocking SQLite calls never run on the async executor: every connection lives on a thread
+/// of its own (see [`crate::connections`]); writes go to the one writer thread, which commits
+/// the writes waiting at that moment together, and single-`SELECT` reads to the reader
+/// threads. A caller that drops the future mid-operation loses nothing; the operation then
+/// either commits or rolls back as a whole.
 #[derive(Clone, Debug)]
 pub struct SqliteStore {
     app: AppName,
     inner: Arc<Inner>,
+    conns: Arc<Connections>,
 }
 
+/// What every connection thread needs: the configuration and the statements.
 #[derive(Debug)]
-struct Inner {
-    config: SqliteConfig,
-    sql: Sql,
-    /// One slot per connection, opened lazily (the first one at open). A task holding a permit
-    /// always finds an unlocked slot, as there are as many permits as slots.
-    slots: Vec<Mutex<Option<Connection>>>,
-    permits: Arc<Semaphore>,
+pub(crate) struct Inner {
+    pub(crate) config: SqliteConfig,
+    pub(crate) sql: Sql,
 }
 
 impl Inner {
-    /// Runs `f` on a free connection, opening it when the slot is empty. Called on a blocking
-    /// thread while holding a permit.
-    fn with_connection<T>(
-        &self,
-        f: impl FnOnce(&mut Connection, &Inner) -> Result<T>,
-    ) -> Result<T> {
-        for slot in &self.slots {
-            let mut guard = match slot.try_lock() {
-                Ok(guard) => guard,
-                // A panic while a connection was in use rolled its transaction back when the
-                // transaction was dropped; the connection itself is still good.
-                Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
-                Err(TryLockError::WouldBlock) => continue,
-            };
-            if guard.is_none() {
-                *guard = Some(self.config.connect()?);
-            }
-            return match guard.as_mut() {
-                Some(conn) => f(conn, self),
-                None => Err(Error::backend_message(
-                    STORE,
-                    false,
-                    "connection slot left empty",
-                )),
-            };
-        }
-        Err(Error::backend_message(
-            STORE,
-            true,
-            "no free connection slot",
-        ))
-    }
-
     /// The host-clock instant, truncated to the stored millisecond precision so that a returned
     /// record is exactly what a later fetch reads.
-    fn now(&self) -> Result<(SystemTime, i64)> {
+    pub(crate) fn now(&self) -> Result<(SystemTime, i64)> {
         let ms = to_ms(self.config.clock().now())?;
         Ok((from_ms(ms), ms))
     }
@@ -115,17 +81,14 @@ impl SqliteStore {
     /// (creating or upgrading the tables). Invalid settings are [`Error::InvalidInput`].
     pub async fn open(config: SqliteConfig, app: AppName) -> Result<Self> {
         config.validate()?;
-        let slots = (0..config.max_connections())
-            .map(|_| Mutex::new(None))
-            .collect::<Vec<_>>();
+        let inner = Arc::new(Inner {
+            sql: Sql::new(config.table_prefix()),
+            config,
+        });
         let store = Self {
             app,
-            inner: Arc::new(Inner {
-                sql: Sql::new(config.table_prefix()),
-                permits: Arc::new(Semaphore::new(slots.len())),
-                slots,
-                config,
-            }),
+            conns: Arc::new(Connections::start(&inner)?),
+            inner,
         };
         store.init().await?;
         Ok(store)
@@ -142,6 +105,7 @@ impl SqliteStore {
         Self {
             app,
             inner: self.inner.clone(),
+            conns: self.conns.clone(),
         }
     }
 
@@ -227,73 +191,79 @@ impl SqliteStore {
         Ok(lease)
     }
 
-    /// Runs `f` on a connection on the blocking pool. `f` is `'static`: it owns its arguments.
-    async fn blocking<T, F>(&self, f: F) -> Result<T>
+    /// Runs `f` alone on a connection thread (a reader, or the writer when `on_writer`),
+    /// outside any transaction of the writer. `f` is `'static`: it owns its arguments.
+    async fn direct<T, F>(&self, on_writer: bool, f: F) -> Result<T>
     where
         T: Send + 'static,
         F: FnOnce(&mut Connection, &Inner) -> Result<T> + Send + 'static,
     {
-        let permit = self
-            .inner
-            .permits
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|e| Error::backend(STORE, false, e))?;
-        let inner = self.inner.clone();
-        tokio::task::spawn_blocking(move || {
-            let _permit = permit;
-            inner.with_connection(f)
-        })
-        .await
-        .map_err(|e| Error::backend(STORE, false, e))?
+        let (reply, rx) = oneshot::channel();
+        let job: Direct = Box::new(move |conn, inner| {
+            let _ = reply.send(conn.and_then(|c| f(c, inner)));
+        });
+        if on_writer {
+            self.conns.on_writer(job)?;
+        } else {
+            self.conns.read(job)?;
+        }
+        rx.await.map_err(|_| {
+            Error::backend_message(STORE, false, "the connection thread dropped the operation")
+        })?
     }
 
-    /// One write operation: `BEGIN IMMEDIATE`, `f` with the host-clock instant, `COMMIT`; retried
-    /// with the configured backoff while the database is busy. `f` returning an error rolls the
-    /// transaction back. A retry runs `f` again against the record as it is then, which is how a
-    /// lost reply or a busy database is resolved: never by guessing.
+    /// One write operation: `f` with the host-clock instant inside the writer's `BEGIN
+    /// IMMEDIATE` transaction (shared with the other writes waiting at the time, each in its
+    /// own savepoint), replied to after `COMMIT`; retried with the configured backoff while the
+    /// database is busy. `f` returning an error rolls its own changes back. A retry runs `f`
+    /// again against the record as it is then, which is how a busy database is resolved: never
+    /// by guessing.
     async fn write<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
         F: Fn(&Connection, &Sql, &AppName, SystemTime, i64) -> Result<T> + Send + Sync + 'static,
     {
         let f = Arc::new(f);
-        let app = self.app.clone();
         self.inner
             .config
             .backoff()
             .retry(|_| {
                 let f = f.clone();
-                let app = app.clone();
-                self.blocking(move |conn, inner| {
-                    let tx = conn
-                        .transaction_with_behavior(TransactionBehavior::Immediate)
-                        .map_err(from_sqlite)?;
+                let app = self.app.clone();
+                let (job, rx) = WriteJob::new(move |conn: &Connection, inner: &Inner| {
                     let (now, now_ms) = inner.now()?;
-                    let out = f(&tx, &inner.sql, &app, now, now_ms)?;
-                    tx.commit().map_err(from_sqlite)?;
-                    Ok(out)
-                })
+                    f(conn, &inner.sql, &app, now, now_ms)
+                });
+                let sent = self.conns.write(job);
+                async move {
+                    sent?;
+                    rx.await.map_err(|_| {
+                        Error::backend_message(
+                            STORE,
+                            false,
+                            "the writer thread dropped the operation",
+                        )
+                    })?
+                }
             })
             .await
     }
 
-    /// One read: a single `SELECT` (atomic by itself), retried while the database is busy.
+    /// One read: a single `SELECT` (atomic by itself) on a reader thread, retried while the
+    /// database is busy.
     async fn read<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
         F: Fn(&Connection, &Sql, &AppName, SystemTime, i64) -> Result<T> + Send + Sync + 'static,
     {
         let f = Arc::new(f);
-        let app = self.app.clone();
         self.inner
             .config
             .backoff()
             .retry(|_| {
                 let f = f.clone();
-                let app = app.clone();
-                self.blocking(move |conn, inner| {
+                let app = self.app.clone();
+                self.direct(false, move |conn, inner| {
                     let (now, now_ms) = inner.now()?;
                     f(conn, &inner.sql, &app, now, now_ms)
                 })
@@ -543,7 +513,7 @@ impl Checkpointer for SqliteStore {
             .config
             .backoff()
             .retry(|_| {
-                self.blocking(|conn, inner| {
+                self.direct(true, |conn, inner| {
                     let (_, now_ms) = inner.now()?;
                     schema::init(conn, &inner.sql, now_ms)
                 })

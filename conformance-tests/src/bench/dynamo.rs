@@ -1,0 +1,174 @@
+//! DynamoDB (in practice the moto emulator at `CHECKPOINT_DYNAMO_ENDPOINT`): the store on a
+//! table of its own, and the raw baseline on the store's own SDK client (the same HTTP client,
+//! timeouts and retry settings): one `UpdateItem` with a condition per write, one consistent
+//! `GetItem` per fetch. Figures are bound by the emulator, not by DynamoDB.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::types::AttributeValue;
+use checkpoint_core::Checkpointer;
+use checkpoint_core::conformance::random_app;
+use checkpoint_dynamo::{DynamoConfig, DynamoStore};
+
+use crate::measure::{BoxError, Budget, Stats, measure_async};
+use crate::{Backend, Held, Op, Raw, Seqs, Settings, duration};
+
+pub(crate) async fn open(settings: &Settings) -> Result<Vec<Backend>, String> {
+    let endpoint = std::env::var("CHECKPOINT_DYNAMO_ENDPOINT")
+        .map_err(|_| "CHECKPOINT_DYNAMO_ENDPOINT is not set (a moto server URL)".to_owned())?;
+    let table = format!("bench-{}", random_app("t"));
+    let config = DynamoConfig::new(&table)
+        .map_err(|e| e.to_string())?
+        .with_endpoint(&endpoint);
+    let store = DynamoStore::open(config, random_app("bench"))
+        .await
+        .map_err(|e| format!("unreachable at {endpoint} ({e})"))?;
+    let raw = DynamoRaw {
+        client: store.client().clone(),
+        table: table.clone(),
+        app: store.app().to_string(),
+    };
+    let client = store.client().clone();
+    // The library renews one request per lease (16 at a time); 10,000 leases on the emulator
+    // take minutes, so the full run measures 1,000.
+    let renew_sizes = if settings.quick {
+        settings.renew_sizes()
+    } else {
+        vec![1_000]
+    };
+    Ok(vec![Backend {
+        name: "dynamo (moto)".to_owned(),
+        store: Arc::new(store),
+        raw: Some(Arc::new(raw)),
+        ops: Op::ALL.to_vec(),
+        renew_sizes,
+        cleanup: Some(Box::new(move || {
+            Box::pin(async move {
+                let _ = client.delete_table().table_name(table).send().await;
+            })
+        })),
+    }])
+}
+
+#[derive(Clone)]
+struct DynamoRaw {
+    client: Client,
+    table: String,
+    app: String,
+}
+
+fn s(v: &str) -> AttributeValue {
+    AttributeValue::S(v.to_owned())
+}
+
+fn n(v: impl ToString) -> AttributeValue {
+    AttributeValue::N(v.to_string())
+}
+
+fn now_ms() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis())
+}
+
+impl DynamoRaw {
+    async fn op(&self, op: Op, h: &Held, seq: u64) -> Result<(), BoxError> {
+        let pk = format!("{}:{}:{}", self.app, h.key.stream, h.key.shard);
+        if op == Op::Fetch {
+            let out = self
+                .client
+                .get_item()
+                .table_name(&self.table)
+                .key("leaseKey", s(&pk))
+                .consistent_read(true)
+                .send()
+                .await?;
+            return match out.item.as_ref().and_then(|i| i.get("checkpoint")) {
+                Some(_) => Ok(()),
+                None => Err("raw fetch found no checkpoint".into()),
+            };
+        }
+        let now = now_ms();
+        let deadline = now + u128::from(duration().as_millis());
+        let mut values = HashMap::from([
+            (":w".to_owned(), s(h.worker.as_str())),
+            (":one".to_owned(), n(1)),
+        ]);
+        let (update, condition) = match op {
+            Op::GetLease => {
+                values.insert(":d".into(), n(deadline));
+                values.insert(":now".into(), n(now));
+                (
+                    "SET leaseOwner = :w, leaseDeadlineMillis = :d ADD leaseCounter :one",
+                    "attribute_not_exists(leaseOwner) OR leaseOwner = :w OR leaseDeadlineMillis < :now",
+                )
+            }
+            Op::Renew => {
+                values.insert(":d".into(), n(deadline));
+                values.insert(":t".into(), n(h.token.0));
+                (
+                    "SET leaseDeadlineMillis = :d ADD leaseCounter :one",
+                    "leaseOwner = :w AND fencingToken = :t",
+                )
+            }
+            Op::Checkpoint => {
+                values.insert(":c".into(), s(&seq.to_string()));
+                values.insert(":zero".into(), n(0));
+                values.insert(":t".into(), n(h.token.0));
+                (
+                    "SET checkpoint = :c, checkpointSubSequenceNumber = :zero ADD leaseCounter :one",
+                    "leaseOwner = :w AND fencingToken = :t",
+                )
+            }
+            Op::Fetch => unreachable!("handled above"),
+        };
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .key("leaseKey", s(&pk))
+            .update_expression(update)
+            .condition_expression(condition)
+            .set_expression_attribute_values(Some(values))
+            .send()
+            .await?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Raw for DynamoRaw {
+    async fn measure(
+        &self,
+        op: Op,
+        leases: Arc<Vec<Held>>,
+        seqs: Arc<Seqs>,
+        budget: Budget,
+    ) -> Result<Stats, BoxError> {
+        let me = self.clone();
+        measure_async(leases.len(), budget, move |t, _| {
+            let (me, leases, seqs) = (me.clone(), leases.clone(), seqs.clone());
+            async move {
+                let seq = if op == Op::Checkpoint {
+                    seqs.next(t)
+                } else {
+                    0
+                };
+                me.op(op, &leases[t], seq).await
+            }
+        })
+        .await
+    }
+
+    async fn renew_each(&self, leases: Arc<Vec<Held>>, concurrency: usize) -> Result<(), BoxError> {
+        let me = self.clone();
+        crate::each_concurrently(leases.len(), concurrency, move |i| {
+            let (me, leases) = (me.clone(), leases.clone());
+            async move { me.op(Op::Renew, &leases[i], 0).await }
+        })
+        .await
+    }
+}

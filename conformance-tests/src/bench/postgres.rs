@@ -1,0 +1,152 @@
+//! PostgreSQL: the store from `CHECKPOINT_POSTGRES_URL` (default
+//! `postgres://postgres@127.0.0.1:5432/test`), and the raw baseline on the store's own sqlx
+//! pool (the same connections and settings), one statement per operation on the store's lease
+//! table.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use checkpoint_core::conformance::random_app;
+use checkpoint_core::{Checkpointer, Store};
+use checkpoint_postgres::PostgresStore;
+use sqlx::{AssertSqlSafe, PgPool, SqlStr};
+
+use crate::measure::{BoxError, Budget, Stats, measure_async};
+use crate::{Backend, Held, Op, Raw, Seqs, Settings, duration};
+
+const DEFAULT_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+
+pub(crate) async fn open(settings: &Settings) -> Result<Vec<Backend>, String> {
+    let url = std::env::var("CHECKPOINT_POSTGRES_URL").unwrap_or_else(|_| DEFAULT_URL.to_owned());
+    let store = PostgresStore::connect(&url, random_app("bench"))
+        .await
+        .map_err(|e| format!("unreachable ({e}); set CHECKPOINT_POSTGRES_URL"))?;
+    let raw = PostgresRaw::new(&store);
+    let cleanup_store: Arc<dyn Store> = Arc::new(store.clone());
+    Ok(vec![Backend {
+        name: "postgres".to_owned(),
+        store: Arc::new(store),
+        raw: Some(Arc::new(raw)),
+        ops: Op::ALL.to_vec(),
+        renew_sizes: settings.renew_sizes(),
+        cleanup: Some(Box::new(move || Box::pin(crate::delete_all(cleanup_store)))),
+    }])
+}
+
+fn sql(text: String) -> SqlStr {
+    sqlx::SqlSafeStr::into_sql_str(AssertSqlSafe(Arc::<str>::from(text)))
+}
+
+#[derive(Clone)]
+struct PostgresRaw {
+    pool: PgPool,
+    app: String,
+    get_lease: SqlStr,
+    renew: SqlStr,
+    checkpoint: SqlStr,
+    fetch: SqlStr,
+}
+
+impl PostgresRaw {
+    fn new(store: &PostgresStore) -> Self {
+        let t = store.lease_table();
+        let key = "app = $1 AND stream = $2 AND shard = $3";
+        let ms = "* interval '1 millisecond'";
+        Self {
+            pool: store.pool().clone(),
+            app: store.app().to_string(),
+            get_lease: sql(format!(
+                "UPDATE {t} SET deadline = clock_timestamp() + $5::bigint {ms} WHERE {key} \
+                 AND (owner IS NULL OR owner = $4 OR deadline <= clock_timestamp())"
+            )),
+            renew: sql(format!(
+                "UPDATE {t} SET deadline = clock_timestamp() + $6::bigint {ms} \
+                 WHERE {key} AND owner = $4 AND token = $5"
+            )),
+            checkpoint: sql(format!(
+                "UPDATE {t} SET checkpoint = $6, checkpoint_sub = 0 \
+                 WHERE {key} AND owner = $4 AND token = $5"
+            )),
+            fetch: sql(format!("SELECT checkpoint FROM {t} WHERE {key}")),
+        }
+    }
+
+    async fn op(&self, op: Op, h: &Held, seq: u64) -> Result<(), BoxError> {
+        let base = |s: &SqlStr| {
+            sqlx::query(s.clone())
+                .bind(self.app.as_str())
+                .bind(h.key.stream.as_str())
+                .bind(h.key.shard.as_str())
+                .bind(h.worker.as_str())
+        };
+        let ms = duration().as_millis() as i64;
+        let token = h.token.0 as i64;
+        let done = match op {
+            Op::GetLease => base(&self.get_lease).bind(ms).execute(&self.pool).await?,
+            Op::Renew => {
+                base(&self.renew)
+                    .bind(token)
+                    .bind(ms)
+                    .execute(&self.pool)
+                    .await?
+            }
+            Op::Checkpoint => {
+                base(&self.checkpoint)
+                    .bind(token)
+                    .bind(seq.to_string())
+                    .execute(&self.pool)
+                    .await?
+            }
+            Op::Fetch => {
+                let found: Option<(Option<String>,)> = sqlx::query_as(self.fetch.clone())
+                    .bind(self.app.as_str())
+                    .bind(h.key.stream.as_str())
+                    .bind(h.key.shard.as_str())
+                    .fetch_optional(&self.pool)
+                    .await?;
+                return match found {
+                    Some((Some(_),)) => Ok(()),
+                    _ => Err("raw fetch found no checkpoint".into()),
+                };
+            }
+        };
+        if done.rows_affected() != 1 {
+            return Err(format!("raw {} changed {} rows", op.name(), done.rows_affected()).into());
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Raw for PostgresRaw {
+    async fn measure(
+        &self,
+        op: Op,
+        leases: Arc<Vec<Held>>,
+        seqs: Arc<Seqs>,
+        budget: Budget,
+    ) -> Result<Stats, BoxError> {
+        let me = self.clone();
+        measure_async(leases.len(), budget, move |t, _| {
+            let (me, leases, seqs) = (me.clone(), leases.clone(), seqs.clone());
+            async move {
+                let seq = if op == Op::Checkpoint {
+                    seqs.next(t)
+                } else {
+                    0
+                };
+                me.op(op, &leases[t], seq).await
+            }
+        })
+        .await
+    }
+
+    async fn renew_each(&self, leases: Arc<Vec<Held>>, concurrency: usize) -> Result<(), BoxError> {
+        let me = self.clone();
+        crate::each_concurrently(leases.len(), concurrency, move |i| {
+            let (me, leases) = (me.clone(), leases.clone());
+            async move { me.op(Op::Renew, &leases[i], 0).await }
+        })
+        .await
+    }
+}

@@ -1,0 +1,183 @@
+//! Redis: the store from `CHECKPOINT_REDIS_URL` (default `redis://127.0.0.1:6379/`), and the
+//! raw baseline on a connection of its own built exactly as the store builds its one (a
+//! multiplexed `ConnectionManager` with the same timeouts and reconnection settings), sending
+//! minimal Lua scripts by `EVALSHA` over the store's own keys.
+
+use std::sync::{Arc, LazyLock};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use checkpoint_core::Store;
+use checkpoint_core::conformance::random_app;
+use checkpoint_redis::{RedisConfig, RedisStore};
+use redis::Script;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+
+use crate::measure::{BoxError, Budget, Stats, measure_async};
+use crate::{Backend, Held, Op, Raw, Seqs, Settings, duration};
+
+const DEFAULT_URL: &str = "redis://127.0.0.1:6379/";
+
+/// `get_lease` reduced to its condition: free, expired or ours; then owner and deadline.
+static GET_LEASE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local f = redis.call('HMGET', KEYS[1], 'owner', 'deadline')
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+if f[1] and f[1] ~= ARGV[1] and f[2] and tonumber(f[2]) > now then return 0 end
+redis.call('HSET', KEYS[1], 'owner', ARGV[1], 'deadline', string.format('%.0f', now + tonumber(ARGV[2])))
+return 1
+",
+    )
+});
+
+/// `renew` reduced to its condition: owner and token; then the deadline.
+static RENEW: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local f = redis.call('HMGET', KEYS[1], 'owner', 'token')
+if f[1] ~= ARGV[1] or f[2] ~= ARGV[2] then return 0 end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('HSET', KEYS[1], 'deadline', string.format('%.0f', now + tonumber(ARGV[3])))
+return 1
+",
+    )
+});
+
+/// `checkpoint` reduced to its fencing condition: owner and token; then the position.
+static CHECKPOINT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local f = redis.call('HMGET', KEYS[1], 'owner', 'token')
+if f[1] ~= ARGV[1] or f[2] ~= ARGV[2] then return 0 end
+redis.call('HSET', KEYS[1], 'checkpoint', ARGV[3], 'checkpoint_sub', '0')
+return 1
+",
+    )
+});
+
+pub(crate) async fn open(settings: &Settings) -> Result<Vec<Backend>, String> {
+    let url = std::env::var("CHECKPOINT_REDIS_URL").unwrap_or_else(|_| DEFAULT_URL.to_owned());
+    let store = RedisStore::connect(&url, random_app("bench"))
+        .await
+        .map_err(|e| format!("unreachable ({e}); set CHECKPOINT_REDIS_URL"))?;
+    let raw = RedisRaw::connect(&url, &store)
+        .await
+        .map_err(|e| format!("raw connection failed: {e}"))?;
+    let cleanup_store: Arc<dyn Store> = Arc::new(store.clone());
+    Ok(vec![Backend {
+        name: "redis".to_owned(),
+        store: Arc::new(store),
+        raw: Some(Arc::new(raw)),
+        ops: Op::ALL.to_vec(),
+        renew_sizes: settings.renew_sizes(),
+        cleanup: Some(Box::new(move || Box::pin(crate::delete_all(cleanup_store)))),
+    }])
+}
+
+#[derive(Clone)]
+struct RedisRaw {
+    conn: ConnectionManager,
+    store: RedisStore,
+}
+
+impl RedisRaw {
+    async fn connect(url: &str, store: &RedisStore) -> Result<Self, BoxError> {
+        let config = RedisConfig::from_url(url)?;
+        let client = redis::Client::open(url)?;
+        // The store's own settings (checkpoint-redis `RedisStore::open`).
+        let manager = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(config.connection_timeout()))
+            .set_response_timeout(Some(config.response_timeout()))
+            .set_number_of_retries(1)
+            .set_min_delay(Duration::from_millis(10))
+            .set_max_delay(Duration::from_millis(200));
+        let conn = ConnectionManager::new_with_config(client, manager).await?;
+        Ok(Self {
+            conn,
+            store: store.clone(),
+        })
+    }
+
+    async fn op(&self, op: Op, h: &Held, seq: u64) -> Result<(), BoxError> {
+        let mut conn = self.conn.clone();
+        let key = self.store.key_layout().lease(&h.key);
+        let token = h.token.0.to_string();
+        let done: i64 = match op {
+            Op::GetLease => {
+                GET_LEASE
+                    .key(&key)
+                    .arg(h.worker.as_str())
+                    .arg(duration().as_millis())
+                    .invoke_async(&mut conn)
+                    .await?
+            }
+            Op::Renew => {
+                RENEW
+                    .key(&key)
+                    .arg(h.worker.as_str())
+                    .arg(&token)
+                    .arg(duration().as_millis())
+                    .invoke_async(&mut conn)
+                    .await?
+            }
+            Op::Checkpoint => {
+                CHECKPOINT
+                    .key(&key)
+                    .arg(h.worker.as_str())
+                    .arg(&token)
+                    .arg(seq.to_string())
+                    .invoke_async(&mut conn)
+                    .await?
+            }
+            Op::Fetch => {
+                let found: Option<String> = redis::cmd("HGET")
+                    .arg(&key)
+                    .arg("checkpoint")
+                    .query_async(&mut conn)
+                    .await?;
+                i64::from(found.is_some())
+            }
+        };
+        if done != 1 {
+            return Err(format!("raw {} did not match the record", op.name()).into());
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Raw for RedisRaw {
+    async fn measure(
+        &self,
+        op: Op,
+        leases: Arc<Vec<Held>>,
+        seqs: Arc<Seqs>,
+        budget: Budget,
+    ) -> Result<Stats, BoxError> {
+        let me = self.clone();
+        measure_async(leases.len(), budget, move |t, _| {
+            let (me, leases, seqs) = (me.clone(), leases.clone(), seqs.clone());
+            async move {
+                let seq = if op == Op::Checkpoint {
+                    seqs.next(t)
+                } else {
+                    0
+                };
+                me.op(op, &leases[t], seq).await
+            }
+        })
+        .await
+    }
+
+    async fn renew_each(&self, leases: Arc<Vec<Held>>, concurrency: usize) -> Result<(), BoxError> {
+        let me = self.clone();
+        crate::each_concurrently(leases.len(), concurrency, move |i| {
+            let (me, leases) = (me.clone(), leases.clone());
+            async move { me.op(Op::Renew, &leases[i], 0).await }
+        })
+        .await
+    }
+}
