@@ -24,6 +24,8 @@ use std::time::Duration;
 use checkpoint_core::conformance::random_app;
 use checkpoint_core::{AppName, ClockSource, MemoryDatabase, Result, Store};
 
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// Opens the four handles the scenario uses (three workers and an observer), each its own
 /// connection, as separate processes would have.
 async fn open_four(url: &str, app: &AppName) -> Result<[Arc<dyn Store>; 4]> {
@@ -42,6 +44,9 @@ async fn check(stores: [Arc<dyn Store>; 4]) {
 /// Runs the scenario and checks it; `slack` is added to the failover bound for a store whose
 /// own round trips are slow enough to count (an emulator serving one request at a time).
 async fn check_with(stores: [Arc<dyn Store>; 4], plan: scenario::Plan, slack: Duration) {
+    // One scenario at a time: each measures a failover time, which other scenarios competing
+    // for the same cores would distort.
+    let _turn = SERIAL.lock().await;
     let capabilities = stores[0].capabilities();
     let backend = capabilities.backend;
     // A store on client clocks keeps an expired lease for its skew allowance more.
