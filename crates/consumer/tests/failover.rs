@@ -28,6 +28,15 @@ static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// Opens the four handles the scenario uses (three workers and an observer), each its own
 /// connection, as separate processes would have.
+#[cfg_attr(
+    not(any(
+        feature = "sqlite",
+        feature = "postgres",
+        feature = "redis",
+        feature = "dynamodb"
+    )),
+    allow(dead_code)
+)]
 async fn open_four(url: &str, app: &AppName) -> Result<[Arc<dyn Store>; 4]> {
     Ok([
         consumer::connect(url, app.clone()).await?,
