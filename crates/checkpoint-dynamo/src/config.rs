@@ -138,8 +138,9 @@ impl DynamoConfig {
     /// `secret_access_key` (+ `session_token`) for static credentials (otherwise the AWS default
     /// chain: environment, profile, web identity, container, instance metadata),
     /// `billing=on-demand` or `billing=provisioned` with `read_capacity` / `write_capacity`,
-    /// `skew_allowance_ms`, `kcl_stream=<stream>` for the KCL single-stream layout. An unknown
-    /// option is an error.
+    /// `skew_allowance_ms`, `request_timeout_ms`, `renew_concurrency`, `kcl_stream=<stream>` for
+    /// the KCL single-stream layout. An unknown option is an error (naming the option, never
+    /// its value, which may be a secret).
     pub fn from_url(url: &str) -> Result<Self> {
         let parsed = url::Url::parse(url).map_err(|e| Error::invalid("url", e.to_string()))?;
         if parsed.scheme() != "dynamodb" {
@@ -165,6 +166,23 @@ impl DynamoConfig {
                         |_| Error::invalid("url", "skew_allowance_ms must not be negative"),
                     )?;
                     config.skew_allowance = Duration::from_millis(ms);
+                }
+                "request_timeout_ms" => {
+                    let ms = parse_number("request_timeout_ms", &value)?;
+                    if ms < 1 {
+                        return Err(Error::invalid(
+                            "url",
+                            "request_timeout_ms must be at least 1",
+                        ));
+                    }
+                    config.request_timeout = Duration::from_millis(ms.unsigned_abs());
+                }
+                "renew_concurrency" => {
+                    let n = parse_number("renew_concurrency", &value)?;
+                    if !(1..=1024).contains(&n) {
+                        return Err(Error::invalid("url", "renew_concurrency must be 1 to 1024"));
+                    }
+                    config.renew_concurrency = usize::try_from(n).unwrap_or(1);
                 }
                 "kcl_stream" => {
                     config.layout = KeyLayout::KclSingleStream {
@@ -312,7 +330,7 @@ mod tests {
     #[test]
     fn url_options_parse() {
         let c = DynamoConfig::from_url(
-            "dynamodb://leases?region=us-east-1&endpoint=http%3A%2F%2F127.0.0.1%3A5055&billing=provisioned&read_capacity=3&write_capacity=4&skew_allowance_ms=250&kcl_stream=orders",
+            "dynamodb://leases?region=us-east-1&endpoint=http%3A%2F%2F127.0.0.1%3A5055&billing=provisioned&read_capacity=3&write_capacity=4&skew_allowance_ms=250&kcl_stream=orders&request_timeout_ms=1500&renew_concurrency=4",
         )
         .unwrap();
         assert_eq!(c.table, "leases");
@@ -321,6 +339,11 @@ mod tests {
         assert_eq!(c.billing, Billing::Provisioned { read: 3, write: 4 });
         assert_eq!(c.skew_allowance, Duration::from_millis(250));
         assert!(matches!(c.layout, KeyLayout::KclSingleStream { .. }));
+        assert_eq!(c.request_timeout, Duration::from_millis(1500));
+        assert_eq!(c.renew_concurrency, 4);
+        let plain =
+            DynamoConfig::from_url("dynamodb://leases?endpoint=http://127.0.0.1:5000").unwrap();
+        assert_eq!(plain.endpoint.as_deref(), Some("http://127.0.0.1:5000"));
     }
 
     #[test]
@@ -334,6 +357,8 @@ mod tests {
             "dynamodb://leases?read_capacity=3",
             "dynamodb://leases?kcl_stream=a:b",
             "dynamodb://leases?skew_allowance_ms=-5",
+            "dynamodb://leases?request_timeout_ms=0",
+            "dynamodb://leases?renew_concurrency=0",
         ] {
             assert!(DynamoConfig::from_url(url).is_err(), "{url}");
         }
