@@ -7,10 +7,10 @@
 //! `CHECKPOINT_MODEL_CASES`, default 256).
 //!
 //! moto's stock `moto_server` does not make conditional writes atomic under concurrent requests
-//! (it serves them on threads without locking its tables), so the mutual-exclusion scenarios can
-//! see two winners there; serve moto one request at a time with
-//! `crates/checkpoint-dynamo/tests/moto_serial.py PORT`. The whole suite takes about three
-//! minutes on it.
+//! (it serves them on threads without locking its tables). The suite passes on it (one process
+//! sends at most one take per item at a time), but `crates/checkpoint-dynamo/tests/moto_serial.py
+//! PORT`, which serves one request at a time, behaves as DynamoDB does for any client. The
+//! whole suite takes two to three minutes on either.
 //!
 //! ```text
 //! CHECKPOINT_DYNAMO_ENDPOINT=http://127.0.0.1:5000 \

@@ -148,8 +148,9 @@
 //! HTTPS uses rustls with the ring provider.
 //!
 //! moto's own `moto_server` serves requests on many threads without locking its tables, so two
-//! concurrent conditional writes can both succeed there (real DynamoDB never does this); run the
-//! conformance suite against `tests/moto_serial.py`, which serves one request at a time.
+//! concurrent conditional writes from different processes can both succeed there (real DynamoDB
+//! never does this); `tests/moto_serial.py` serves one request at a time and is the faithful
+//! emulator for tests.
 //!
 //! # Capabilities
 //!
