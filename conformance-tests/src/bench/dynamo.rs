@@ -33,6 +33,7 @@ pub(crate) async fn open(settings: &Settings) -> Result<Vec<Backend>, String> {
         app: store.app().to_string(),
     };
     let client = store.client().clone();
+    let counter = store.clone();
     // The library renews one request per lease (16 at a time); 10,000 leases on the emulator
     // take minutes, so the full run measures 1,000.
     let renew_sizes = if settings.quick {
@@ -46,6 +47,7 @@ pub(crate) async fn open(settings: &Settings) -> Result<Vec<Backend>, String> {
         raw: Some(Arc::new(raw)),
         ops: Op::ALL.to_vec(),
         renew_sizes,
+        requests: Some(Arc::new(move || counter.requests_sent())),
         cleanup: Some(Box::new(move || {
             Box::pin(async move {
                 let _ = client.delete_table().table_name(table).send().await;

@@ -15,6 +15,7 @@ pub(crate) async fn open(settings: &Settings) -> Result<Vec<Backend>, String> {
         raw: None,
         ops: Op::ALL.to_vec(),
         renew_sizes: settings.renew_sizes(),
+        requests: None,
         cleanup: None,
     }])
 }

@@ -73,6 +73,7 @@ pub(crate) async fn open(settings: &Settings) -> Result<Vec<Backend>, String> {
         raw: Some(Arc::new(raw)),
         ops: Op::ALL.to_vec(),
         renew_sizes: settings.renew_sizes(),
+        requests: None,
         cleanup: Some(Box::new(move || Box::pin(crate::delete_all(cleanup_store)))),
     }])
 }

@@ -47,6 +47,7 @@ pub(crate) async fn open(settings: &Settings) -> Result<Vec<Backend>, String> {
             raw: Some(Arc::new(raw)),
             ops,
             renew_sizes: sizes,
+            requests: None,
             cleanup: Some(Box::new(move || Box::pin(async move { remove(files) }))),
         });
     }

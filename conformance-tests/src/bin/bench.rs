@@ -134,6 +134,8 @@ pub(crate) struct Backend {
     pub(crate) ops: Vec<Op>,
     /// Batch sizes for `renew_many` (empty: not measured).
     pub(crate) renew_sizes: Vec<usize>,
+    /// Requests the library has sent so far, where the backend counts them.
+    pub(crate) requests: Option<Arc<dyn Fn() -> u64 + Send + Sync>>,
     /// Removes what the run wrote (files, tables); run at the end.
     pub(crate) cleanup: Option<Box<dyn FnOnce() -> futures::future::BoxFuture<'static, ()> + Send>>,
 }
@@ -333,8 +335,9 @@ fn millis(d: Duration) -> String {
     }
 }
 
-/// Measures one backend and prints its rows.
-async fn run_backend(backend: &Backend, settings: &Settings) -> Result<(), BoxError> {
+/// Measures one backend and prints its rows; returns notes to print after the table.
+async fn run_backend(backend: &Backend, settings: &Settings) -> Result<Vec<String>, BoxError> {
+    let mut notes = Vec::new();
     let worker = WorkerId::new("bench-worker")?;
     let leases = Arc::new(take_leases(&backend.store, "ops", &worker, 8).await?);
     let seqs = Arc::new(Seqs::new(leases.len()));
@@ -364,7 +367,9 @@ async fn run_backend(backend: &Backend, settings: &Settings) -> Result<(), BoxEr
                 r.measure(op, subset.clone(), seqs.clone(), settings.budget.warmup())
                     .await?;
             }
+            let mut sent = 0;
             for _ in 0..settings.rounds {
+                let before = backend.requests.as_ref().map_or(0, |r| r());
                 lib.merge(
                     measure_library(
                         backend.store.clone(),
@@ -375,12 +380,21 @@ async fn run_backend(backend: &Backend, settings: &Settings) -> Result<(), BoxEr
                     )
                     .await?,
                 );
+                sent += backend.requests.as_ref().map_or(0, |r| r()) - before;
                 if let Some(r) = &backend.raw {
                     raw.merge(
                         r.measure(op, subset.clone(), seqs.clone(), settings.budget)
                             .await?,
                     );
                 }
+            }
+            if backend.requests.is_some() && lib.ops > 0 {
+                notes.push(format!(
+                    "{}: {} from {tasks} task(s) sent {:.2} requests per operation",
+                    backend.name,
+                    op.name(),
+                    sent as f64 / lib.ops as f64
+                ));
             }
             let (raw_rate, raw_p50, raw_p99, ratio) = if backend.raw.is_some() {
                 (
@@ -402,7 +416,7 @@ async fn run_backend(backend: &Backend, settings: &Settings) -> Result<(), BoxEr
             );
         }
     }
-    Ok(())
+    Ok(notes)
 }
 
 /// Measures `renew_many` of one backend and prints its rows.
@@ -508,10 +522,19 @@ async fn run(settings: Settings) -> Result<(), BoxError> {
         "| backend | operation | tasks | library ops/s | p50 µs | p99 µs | raw ops/s | raw p50 µs | raw p99 µs | library / raw |"
     );
     println!("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+    let mut notes = Vec::new();
     for backend in &backends {
-        run_backend(backend, &settings)
-            .await
-            .map_err(|e| format!("{}: {e}", backend.name))?;
+        notes.extend(
+            run_backend(backend, &settings)
+                .await
+                .map_err(|e| format!("{}: {e}", backend.name))?,
+        );
+    }
+    if !notes.is_empty() {
+        println!();
+        for note in notes {
+            println!("- {note}");
+        }
     }
     println!(
         "\nrenew_many: median of {} call(s), against one raw conditional renewal per lease.\n",

@@ -221,8 +221,9 @@ impl SqliteConfig {
         self
     }
 
-    /// Most connections (and so most blocking threads) one store uses at once, 1 to 64.
-    /// Default 4 ([`DEFAULT_MAX_CONNECTIONS`]). An in-memory database always uses exactly one.
+    /// Connections one store opens, each on a thread of its own, 1 to 64: one writer and the
+    /// rest for reads (with 1, the writer also reads). Default 4 ([`DEFAULT_MAX_CONNECTIONS`]).
+    /// An in-memory database always uses exactly one.
     pub fn with_max_connections(mut self, max: usize) -> Self {
         self.max_connections = max;
         self

@@ -20,6 +20,7 @@
 
 use std::fmt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
 use std::sync::{Arc, Mutex};
 
@@ -70,7 +71,7 @@ where
     F: FnMut(&Connection, &Inner) -> Result<T> + Send + 'static,
 {
     /// The job and the receiver of its reply.
-    pub(crate) fn new(f: F) -> (Box<dyn Pending>, oneshot::Receiver<Result<T>>) {
+    pub(crate) fn with_reply(f: F) -> (Box<dyn Pending>, oneshot::Receiver<Result<T>>) {
         let (reply, rx) = oneshot::channel();
         (
             Box::new(Self {
@@ -113,6 +114,39 @@ where
     }
 }
 
+/// Awaits a connection thread's reply. The reply of a quick operation arrives within
+/// microseconds, and waking a parked executor thread costs more than such an operation, so
+/// while recent replies came back within [`SPIN`] the task first re-polls for up to [`SPIN`],
+/// yielding to the executor's other tasks between polls, and only then sleeps until it is
+/// woken. After a slow reply (a synced commit, a busy database) it sleeps at once, so a slow
+/// disk never costs a spinning core.
+pub(crate) async fn reply<T>(
+    recent: &AtomicU64,
+    mut rx: oneshot::Receiver<Result<T>>,
+) -> Result<T> {
+    let started = Instant::now();
+    let spin = recent.load(Ordering::Relaxed) <= SPIN.as_micros() as u64;
+    let result = loop {
+        match rx.try_recv() {
+            Ok(result) => break result,
+            Err(oneshot::error::TryRecvError::Closed) => break Err(dropped()),
+            Err(oneshot::error::TryRecvError::Empty) if spin && started.elapsed() < SPIN => {
+                tokio::task::yield_now().await;
+            }
+            Err(oneshot::error::TryRecvError::Empty) => {
+                break rx.await.unwrap_or_else(|_| Err(dropped()));
+            }
+        }
+    };
+    let took = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+    recent.store(took, Ordering::Relaxed);
+    result
+}
+
+fn dropped() -> Error {
+    Error::backend_message(STORE, false, "the connection thread dropped the operation")
+}
+
 enum Job {
     Direct(Direct),
     Write(Box<dyn Pending>),
@@ -122,6 +156,10 @@ enum Job {
 pub(crate) struct Connections {
     writer: Sender<Job>,
     readers: Option<Sender<Direct>>,
+    /// How long the last write and the last read took to reply, in microseconds (see
+    /// [`reply`]).
+    pub(crate) recent_write: AtomicU64,
+    pub(crate) recent_read: AtomicU64,
 }
 
 impl fmt::Debug for Connections {
@@ -166,6 +204,8 @@ impl Connections {
         Ok(Self {
             writer: writer_tx,
             readers,
+            recent_write: AtomicU64::new(0),
+            recent_read: AtomicU64::new(0),
         })
     }
 

@@ -23,13 +23,18 @@
 //!
 //! # Atomicity
 //!
-//! Every operation is one SQLite transaction begun with `BEGIN IMMEDIATE`: it takes the
-//! database's single write lock, reads the row, applies the matching [`checkpoint_core::rules`]
-//! function and writes the row back, so its results are exactly the reference store's. Writers in
-//! other connections and processes wait for the lock (up to the busy timeout, default 5 s) and
-//! then see the committed row. A busy database is a retryable error, retried inside with
-//! [`checkpoint_core::Backoff`]; a retry re-reads the row and re-applies the rule, so it can
-//! neither double-apply nor report a write that did not happen.
+//! Every write operation runs inside one SQLite transaction begun with `BEGIN IMMEDIATE`: it
+//! takes the database's single write lock, reads the row, applies the matching
+//! [`checkpoint_core::rules`] function and writes the row back, so its results are exactly the
+//! reference store's. (A checkpoint of a sequence number first tries one conditional
+//! `UPDATE … RETURNING` that only matches where the rule would accept the position; when it
+//! matches nothing, the row is read and the rule decides.) Writes waiting at the same moment
+//! share one transaction, each inside a savepoint of its own (group commit): an operation that
+//! fails is rolled back alone, and every reply is sent after `COMMIT` returned. Writers in other
+//! processes wait for the lock (up to the busy timeout, default 5 s) and then see the committed
+//! row. A busy database is a retryable error, retried inside with [`checkpoint_core::Backoff`];
+//! a retry re-reads the row and re-applies the rule, so it can neither double-apply nor report
+//! a write that did not happen.
 //!
 //! # Clock
 //!
@@ -47,18 +52,23 @@
 //!   an operating-system crash or power loss may lose the last commits (the file stays
 //!   consistent);
 //! - with [`Synchronous::Full`] the log is flushed on every commit, so it also survives a power
-//!   loss, at a cost: on the development machine (2 cores, release build, one task, a local
-//!   disk, other builds running) `NORMAL` did about 18,000 checkpoints a second and `FULL`
-//!   about 2,300 (`cargo test --release -p checkpoint-sqlite --test throughput -- --ignored
-//!   --nocapture`; see also `BENCHMARKS.md`).
+//!   loss, at a cost: one `fsync` per commit (concurrent writers share one commit, and so one
+//!   `fsync`).
+//!
+//! Measured rates (checkpoints per second, one task and eight tasks, next to SQLite driven
+//! directly) are in `BENCHMARKS.md` at the repository root.
 //!
 //! An in-memory database ([`SqliteConfig::memory`]) lives as long as the store.
 //!
 //! # Blocking
 //!
-//! SQLite calls block, so they never run on the async executor: each operation waits for one
-//! of a small fixed set of connections (default 4, [`SqliteConfig::with_max_connections`]) and
-//! runs on tokio's blocking thread pool. A tokio runtime is therefore required.
+//! SQLite calls block, so they never run on the async executor: every connection lives on an
+//! OS thread of its own and receives its work over a channel. One writer thread runs every
+//! write (SQLite admits one writer at a time anyway, and within one process this avoids the
+//! busy handler's sleeps); reads run on the other connections (default 4 in all,
+//! [`SqliteConfig::with_max_connections`]), which WAL lets read beside the writer. Idle threads
+//! and waiting tasks poll briefly before they sleep, because waking a sleeping thread costs more
+//! than a whole operation. A tokio runtime is required.
 //!
 //! # Transactional checkpoint
 //!

@@ -110,6 +110,7 @@ pub(crate) struct Sql {
     migrations: String,
     pub(crate) select_lease: String,
     pub(crate) upsert_lease: String,
+    pub(crate) checkpoint_sequence: String,
     pub(crate) delete_lease: String,
     pub(crate) list_leases: String,
     pub(crate) list_stream_leases: String,
@@ -151,6 +152,39 @@ impl Sql {
                  pending = excluded.pending, pending_sub = excluded.pending_sub, \
                  parents = excluded.parents, claim = excluded.claim, \
                  owner_switches = excluded.owner_switches"
+            ),
+            // The checkpoint of a sequence number as one conditional statement: ?4 owner, ?5
+            // token (decimal text), ?6 the canonical digits, ?7 their length, ?8 the
+            // sub-sequence (canonical decimal text), ?9 its length. It matches only a row held
+            // by ?4 with ?5 (fencing), with no pending position and a well-formed owner-switch
+            // count (it overwrites these without decoding them), whose stored checkpoint is
+            // absent, TRIM_HORIZON or LATEST, or a well-formed sequence number not ahead of
+            // ?6/?8 (canonical decimals compare as (length, text)): monotonic positions. Every
+            // other row (a stale token, a regression, SHARD_END, AT_TIMESTAMP, a pending
+            // position, anything hand-edited) is left to the general path, which reads it and
+            // applies `rules::checkpoint`.
+            checkpoint_sequence: format!(
+                "UPDATE {leases} SET checkpoint = ?6, checkpoint_sub = ?8, pending = NULL, \
+                 pending_sub = NULL, owner_switches = '0' \
+                 WHERE app = ?1 AND stream = ?2 AND shard = ?3 AND owner = ?4 AND token = ?5 \
+                 AND pending IS NULL AND pending_sub IS NULL \
+                 AND typeof(owner_switches) = 'text' AND owner_switches <> '' \
+                 AND owner_switches NOT GLOB '*[^0-9]*' AND length(owner_switches) < 20 \
+                 AND (owner_switches = '0' OR owner_switches GLOB '[1-9]*') \
+                 AND (checkpoint_sub IS NULL OR (typeof(checkpoint_sub) = 'text' AND checkpoint_sub <> '' \
+                      AND checkpoint_sub NOT GLOB '*[^0-9]*' AND length(checkpoint_sub) < 20 \
+                      AND (checkpoint_sub = '0' OR checkpoint_sub GLOB '[1-9]*'))) \
+                 AND (checkpoint IS NULL \
+                      OR (checkpoint IN ('TRIM_HORIZON', 'LATEST') \
+                          AND coalesce(checkpoint_sub, '0') = '0') \
+                      OR (typeof(checkpoint) = 'text' AND checkpoint <> '' AND checkpoint NOT GLOB '*[^0-9]*' \
+                          AND (checkpoint = '0' OR checkpoint GLOB '[1-9]*') \
+                          AND (length(checkpoint) < ?7 OR (length(checkpoint) = ?7 \
+                               AND (checkpoint < ?6 OR (checkpoint = ?6 \
+                                    AND (length(coalesce(checkpoint_sub, '0')) < ?9 \
+                                         OR (length(coalesce(checkpoint_sub, '0')) = ?9 \
+                                             AND coalesce(checkpoint_sub, '0') <= ?8)))))))) \
+                 RETURNING {SELECT_COLUMNS}"
             ),
             delete_lease: format!(
                 "DELETE FROM {leases} WHERE app = ?1 AND stream = ?2 AND shard = ?3"

@@ -22,7 +22,7 @@ use rusqlite::{Connection, Row, params};
 use tokio::sync::oneshot;
 
 use crate::config::{Location, SqliteConfig};
-use crate::connections::{Connections, Direct, WriteJob};
+use crate::connections::{Connections, Direct, WriteJob, reply};
 use crate::error::{STORE, from_sqlite};
 use crate::schema::{self, Sql};
 
@@ -198,18 +198,17 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&mut Connection, &Inner) -> Result<T> + Send + 'static,
     {
-        let (reply, rx) = oneshot::channel();
+        let (tx, rx) = oneshot::channel();
         let job: Direct = Box::new(move |conn, inner| {
-            let _ = reply.send(conn.and_then(|c| f(c, inner)));
+            let _ = tx.send(conn.and_then(|c| f(c, inner)));
         });
         if on_writer {
             self.conns.on_writer(job)?;
+            reply(&self.conns.recent_write, rx).await
         } else {
             self.conns.read(job)?;
+            reply(&self.conns.recent_read, rx).await
         }
-        rx.await.map_err(|_| {
-            Error::backend_message(STORE, false, "the connection thread dropped the operation")
-        })?
     }
 
     /// One write operation: `f` with the host-clock instant inside the writer's `BEGIN
@@ -230,20 +229,15 @@ impl SqliteStore {
             .retry(|_| {
                 let f = f.clone();
                 let app = self.app.clone();
-                let (job, rx) = WriteJob::new(move |conn: &Connection, inner: &Inner| {
+                let (job, rx) = WriteJob::with_reply(move |conn: &Connection, inner: &Inner| {
                     let (now, now_ms) = inner.now()?;
                     f(conn, &inner.sql, &app, now, now_ms)
                 });
                 let sent = self.conns.write(job);
+                let recent = &self.conns.recent_write;
                 async move {
                     sent?;
-                    rx.await.map_err(|_| {
-                        Error::backend_message(
-                            STORE,
-                            false,
-                            "the writer thread dropped the operation",
-                        )
-                    })?
+                    reply(recent, rx).await
                 }
             })
             .await
@@ -605,9 +599,13 @@ impl Checkpointer for SqliteStore {
         .await
     }
 
-    /// Operation 5. Fencing and monotonic positions: [`rules::checkpoint`] checks owner, token
-    /// and progress against the row read under the write lock; a stale holder or a regression
-    /// writes nothing. Durable once `COMMIT` returns, to the degree of
+    /// Operation 5. Fencing and monotonic positions, in one write transaction. A sequence
+    /// number first tries one conditional `UPDATE … RETURNING` (`Sql::checkpoint_sequence`)
+    /// that matches only when owner and token match and the stored position is well formed and
+    /// not ahead; the returned row is decoded before the commit (a hand-edited column makes the
+    /// operation fail with [`Error::Corrupt`] and roll back). When it matches no row, the row
+    /// is read and [`rules::checkpoint`] decides, exactly as for every other position: a stale
+    /// holder or a regression writes nothing. Durable once `COMMIT` returns, to the degree of
     /// [`crate::Synchronous`].
     async fn checkpoint(
         &self,
@@ -617,8 +615,43 @@ impl Checkpointer for SqliteStore {
         position: &Position,
     ) -> Result<Lease> {
         let (k, worker, position) = (key.clone(), worker.clone(), position.clone());
-        self.apply(key, move |cur, _| {
-            rules::checkpoint(cur, &k, &worker, token, &position)
+        self.write(move |conn, sql, app, _, _| {
+            if let Position::Sequence {
+                sequence,
+                sub_sequence,
+            } = &position
+            {
+                let digits = sequence.as_str();
+                let sub = sub_sequence.to_string();
+                let mut stmt = conn
+                    .prepare_cached(&sql.checkpoint_sequence)
+                    .map_err(from_sqlite)?;
+                let mut rows = stmt
+                    .query(params![
+                        app.as_str(),
+                        k.stream.as_str(),
+                        k.shard.as_str(),
+                        worker.as_str(),
+                        token.0.to_string(),
+                        digits,
+                        digits.len() as i64,
+                        sub,
+                        sub.len() as i64,
+                    ])
+                    .map_err(from_sqlite)?;
+                if let Some(row) = rows.next().map_err(from_sqlite)? {
+                    return decode_lease(row);
+                }
+            }
+            let lease = rules::checkpoint(
+                read_lease(conn, sql, app, &k)?,
+                &k,
+                &worker,
+                token,
+                &position,
+            )?;
+            write_lease(conn, sql, app, &lease)?;
+            Ok(lease)
         })
         .await
     }
