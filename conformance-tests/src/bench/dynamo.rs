@@ -165,6 +165,12 @@ impl Raw for DynamoRaw {
         .await
     }
 
+    /// DynamoDB has no batched conditional write that reports each item on its own
+    /// (`TransactWriteItems` fails as a whole when one condition fails).
+    async fn renew_batch(&self, _leases: Arc<Vec<Held>>) -> Result<bool, BoxError> {
+        Ok(false)
+    }
+
     async fn renew_each(&self, leases: Arc<Vec<Held>>, concurrency: usize) -> Result<(), BoxError> {
         let me = self.clone();
         crate::each_concurrently(leases.len(), concurrency, move |i| {

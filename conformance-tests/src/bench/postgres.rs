@@ -46,6 +46,7 @@ struct PostgresRaw {
     renew: SqlStr,
     checkpoint: SqlStr,
     fetch: SqlStr,
+    renew_batch: SqlStr,
 }
 
 impl PostgresRaw {
@@ -69,6 +70,12 @@ impl PostgresRaw {
                  WHERE {key} AND owner = $4 AND token = $5"
             )),
             fetch: sql(format!("SELECT checkpoint FROM {t} WHERE {key}")),
+            renew_batch: sql(format!(
+                "UPDATE {t} AS l SET deadline = clock_timestamp() + $6::bigint {ms} \
+                 FROM unnest($3::text[], $4::text[], $5::bigint[]) AS b(stream, shard, token) \
+                 WHERE l.app = $1 AND l.owner = $2 AND l.stream = b.stream \
+                 AND l.shard = b.shard AND l.token = b.token"
+            )),
         }
     }
 
@@ -140,6 +147,33 @@ impl Raw for PostgresRaw {
             }
         })
         .await
+    }
+
+    async fn renew_batch(&self, leases: Arc<Vec<Held>>) -> Result<bool, BoxError> {
+        let Some(first) = leases.first() else {
+            return Ok(true);
+        };
+        let streams: Vec<&str> = leases.iter().map(|h| h.key.stream.as_str()).collect();
+        let shards: Vec<&str> = leases.iter().map(|h| h.key.shard.as_str()).collect();
+        let tokens: Vec<i64> = leases.iter().map(|h| h.token.0 as i64).collect();
+        let done = sqlx::query(self.renew_batch.clone())
+            .bind(self.app.as_str())
+            .bind(first.worker.as_str())
+            .bind(&streams)
+            .bind(&shards)
+            .bind(&tokens)
+            .bind(duration().as_millis() as i64)
+            .execute(&self.pool)
+            .await?;
+        if done.rows_affected() != leases.len() as u64 {
+            return Err(format!(
+                "raw batch renewed {} of {}",
+                done.rows_affected(),
+                leases.len()
+            )
+            .into());
+        }
+        Ok(true)
     }
 
     async fn renew_each(&self, leases: Arc<Vec<Held>>, concurrency: usize) -> Result<(), BoxError> {

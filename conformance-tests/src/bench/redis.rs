@@ -58,6 +58,27 @@ return 1
     )
 });
 
+/// `renew_many` reduced to its condition per key; replies 1 or 0 per key.
+static RENEW_BATCH: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local t = redis.call('TIME')
+local d = string.format('%.0f', tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + tonumber(ARGV[2]))
+local out = {}
+for i, key in ipairs(KEYS) do
+  local f = redis.call('HMGET', key, 'owner', 'token')
+  if f[1] == ARGV[1] and f[2] == ARGV[2 + i] then
+    redis.call('HSET', key, 'deadline', d)
+    out[i] = 1
+  else
+    out[i] = 0
+  end
+end
+return out
+",
+    )
+});
+
 pub(crate) async fn open(settings: &Settings) -> Result<Vec<Backend>, String> {
     let url = std::env::var("CHECKPOINT_REDIS_URL").unwrap_or_else(|_| DEFAULT_URL.to_owned());
     let store = RedisStore::connect(&url, random_app("bench"))
@@ -171,6 +192,26 @@ impl Raw for RedisRaw {
             }
         })
         .await
+    }
+
+    async fn renew_batch(&self, leases: Arc<Vec<Held>>) -> Result<bool, BoxError> {
+        let Some(first) = leases.first() else {
+            return Ok(true);
+        };
+        let mut invocation = RENEW_BATCH.prepare_invoke();
+        invocation
+            .arg(first.worker.as_str())
+            .arg(duration().as_millis());
+        for h in leases.iter() {
+            invocation.key(self.store.key_layout().lease(&h.key));
+            invocation.arg(h.token.0.to_string());
+        }
+        let mut conn = self.conn.clone();
+        let done: Vec<i64> = invocation.invoke_async(&mut conn).await?;
+        if done.iter().any(|d| *d != 1) || done.len() != leases.len() {
+            return Err("raw batch renewal missed a lease".into());
+        }
+        Ok(true)
     }
 
     async fn renew_each(&self, leases: Arc<Vec<Held>>, concurrency: usize) -> Result<(), BoxError> {

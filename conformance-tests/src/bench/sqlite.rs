@@ -185,6 +185,35 @@ impl Raw for SqliteRaw {
         .await
     }
 
+    async fn renew_batch(&self, leases: Arc<Vec<Held>>) -> Result<bool, BoxError> {
+        let (conns, sql) = (self.conns.clone(), self.sql.clone());
+        let app = checkpoint_core::Checkpointer::app(&self.store).to_string();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = conns[0].lock().map_err(|_| "poisoned connection")?;
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let deadline = now_ms() + duration().as_millis() as i64;
+            {
+                let mut stmt = tx.prepare_cached(&sql.renew)?;
+                for h in leases.iter() {
+                    let changed = stmt.execute(params![
+                        app,
+                        h.key.stream.as_str(),
+                        h.key.shard.as_str(),
+                        h.worker.as_str(),
+                        h.token.0.to_string(),
+                        deadline
+                    ])?;
+                    if changed != 1 {
+                        return Err(format!("raw batch renewal missed {}", h.key).into());
+                    }
+                }
+            }
+            tx.commit()?;
+            Ok::<_, BoxError>(true)
+        })
+        .await?
+    }
+
     async fn renew_each(&self, leases: Arc<Vec<Held>>, concurrency: usize) -> Result<(), BoxError> {
         let threads = concurrency.min(leases.len()).max(1);
         let conns = (0..threads)
