@@ -111,6 +111,7 @@ pub(crate) struct Sql {
     pub(crate) select_lease: String,
     pub(crate) upsert_lease: String,
     pub(crate) checkpoint_sequence: String,
+    pub(crate) renew: String,
     pub(crate) delete_lease: String,
     pub(crate) list_leases: String,
     pub(crate) list_stream_leases: String,
@@ -163,6 +164,17 @@ impl Sql {
             // other row (a stale token, a regression, SHARD_END, AT_TIMESTAMP, a pending
             // position, anything hand-edited) is left to the general path, which reads it and
             // applies `rules::checkpoint`.
+            // Renewal as one conditional statement: ?4 owner, ?5 token (decimal text), ?6 the
+            // new deadline in ms. It matches only a row held by ?4 with ?5 (fencing) whose
+            // deadline, the one column it overwrites without decoding it, is absent or a
+            // well-formed number; any other row is left to the general path, which reads it and
+            // applies `rules::renew`.
+            renew: format!(
+                "UPDATE {leases} SET deadline_ms = ?6 \
+                 WHERE app = ?1 AND stream = ?2 AND shard = ?3 AND owner = ?4 AND token = ?5 \
+                 AND (deadline_ms IS NULL OR (typeof(deadline_ms) = 'integer' AND deadline_ms >= 0)) \
+                 RETURNING {SELECT_COLUMNS}"
+            ),
             checkpoint_sequence: format!(
                 "UPDATE {leases} SET checkpoint = ?6, checkpoint_sub = ?8, pending = NULL, \
                  pending_sub = NULL, owner_switches = '0' \

@@ -293,6 +293,48 @@ impl SqliteStore {
     }
 }
 
+/// Renews one lease inside the caller's write transaction: the conditional `UPDATE …
+/// RETURNING` first, then, when it matched no row, [`rules::renew`] on the row as read.
+#[allow(clippy::too_many_arguments)]
+fn renew_one(
+    conn: &Connection,
+    sql: &Sql,
+    app: &AppName,
+    key: &LeaseKey,
+    worker: &WorkerId,
+    token: FencingToken,
+    duration: LeaseDuration,
+    now: SystemTime,
+    now_ms: i64,
+) -> Result<Lease> {
+    let deadline = now_ms.saturating_add(i64::try_from(duration.as_millis()).unwrap_or(i64::MAX));
+    let mut stmt = conn.prepare_cached(&sql.renew).map_err(from_sqlite)?;
+    let mut rows = stmt
+        .query(params![
+            app.as_str(),
+            key.stream.as_str(),
+            key.shard.as_str(),
+            worker.as_str(),
+            token.0.to_string(),
+            deadline,
+        ])
+        .map_err(from_sqlite)?;
+    if let Some(row) = rows.next().map_err(from_sqlite)? {
+        return decode_lease(row);
+    }
+    drop(rows);
+    let lease = rules::renew(
+        read_lease(conn, sql, app, key)?,
+        key,
+        worker,
+        token,
+        duration,
+        now,
+    )?;
+    write_lease(conn, sql, app, &lease)?;
+    Ok(lease)
+}
+
 /// Reads one lease row of `app`, or `None`.
 fn read_lease(
     conn: &Connection,
@@ -554,8 +596,10 @@ impl Checkpointer for SqliteStore {
         .await
     }
 
-    /// Operation 4. Fencing: [`rules::renew`] writes only when owner and token still match the
-    /// row read under the write lock; otherwise [`Error::LeaseLost`] and nothing is written.
+    /// Operation 4. Fencing, in one write transaction: one conditional `UPDATE … RETURNING`
+    /// (`Sql::renew`) moves the deadline only while owner and token match; the returned row is
+    /// decoded before the commit. When it matches no row, the row is read and [`rules::renew`]
+    /// decides: [`Error::LeaseLost`] (or [`Error::Corrupt`]) and nothing written.
     async fn renew(
         &self,
         key: &LeaseKey,
@@ -564,14 +608,15 @@ impl Checkpointer for SqliteStore {
         duration: LeaseDuration,
     ) -> Result<Lease> {
         let (k, worker) = (key.clone(), worker.clone());
-        self.apply(key, move |cur, now| {
-            rules::renew(cur, &k, &worker, token, duration, now)
+        self.write(move |conn, sql, app, now, now_ms| {
+            renew_one(conn, sql, app, &k, &worker, token, duration, now, now_ms)
         })
         .await
     }
 
     /// Operation 4, batched: every lease in one transaction (one round trip to the file), each
-    /// renewed under the same fencing rule as [`Checkpointer::renew`].
+    /// renewed exactly as [`Checkpointer::renew`] renews one; a lease the rule finds lost is
+    /// reported, a corrupt row fails the whole batch (rolled back).
     async fn renew_many(
         &self,
         worker: &WorkerId,
@@ -580,16 +625,13 @@ impl Checkpointer for SqliteStore {
     ) -> Result<RenewOutcome> {
         rules::check_renew_batch(leases)?;
         let (worker, leases) = (worker.clone(), leases.to_vec());
-        self.write(move |conn, sql, app, now, _| {
+        self.write(move |conn, sql, app, now, now_ms| {
             let mut outcome = RenewOutcome::default();
             for (key, token) in &leases {
-                let current = read_lease(conn, sql, app, key)?;
-                match rules::renew(current, key, &worker, *token, duration, now) {
-                    Ok(lease) => {
-                        write_lease(conn, sql, app, &lease)?;
-                        outcome.renewed.push(lease);
-                    }
-                    Err(_) => outcome.lost.push(key.clone()),
+                match renew_one(conn, sql, app, key, &worker, *token, duration, now, now_ms) {
+                    Ok(lease) => outcome.renewed.push(lease),
+                    Err(Error::LeaseLost { .. }) => outcome.lost.push(key.clone()),
+                    Err(e) => return Err(e),
                 }
             }
             outcome.renewed.sort_by(|a, b| a.key.cmp(&b.key));
