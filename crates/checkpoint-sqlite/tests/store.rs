@@ -394,3 +394,56 @@ async fn bad_urls_and_settings_name_the_field() {
         assert_eq!(err.field(), Some(field), "{url}: {err}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_locked_database_is_a_retryable_error_and_writes_nothing() {
+    use checkpoint_core::Backoff;
+    let db = TempDb::new();
+    let config = SqliteConfig::file(&db.0)
+        .with_busy_timeout(Duration::from_millis(20))
+        .with_backoff(Backoff {
+            base: Duration::from_millis(5),
+            max_delay: Duration::from_millis(10),
+            max_attempts: 3,
+            budget: Duration::from_millis(200),
+        });
+    let store = SqliteStore::open(config, random_app("app"))
+        .await
+        .expect("open");
+    let (k, me) = (key("shard-busy"), worker("w"));
+    let lease = store.get_lease(&k, &me, long()).await.expect("acquire");
+    store
+        .checkpoint(&k, &me, lease.token, &seq("1"))
+        .await
+        .expect("checkpoint");
+
+    // Another process holds the write lock for the whole attempt.
+    let mut raw = rusqlite::Connection::open(&db.0).expect("raw");
+    let tx = raw
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .expect("take the write lock");
+    let err = store
+        .checkpoint(&k, &me, lease.token, &seq("2"))
+        .await
+        .expect_err("the write lock is held elsewhere");
+    assert_eq!(err.kind(), ErrorKind::Backend, "{err}");
+    assert!(
+        err.is_retryable(),
+        "a busy database must be retryable: {err}"
+    );
+    tx.rollback().expect("release the lock");
+
+    // Nothing was written, and the same call now succeeds.
+    assert_eq!(
+        store.fetch_checkpoint(&k).await.expect("fetch"),
+        Some(seq("1"))
+    );
+    store
+        .checkpoint(&k, &me, lease.token, &seq("2"))
+        .await
+        .expect("retry after the fault");
+    assert_eq!(
+        store.fetch_checkpoint(&k).await.expect("fetch"),
+        Some(seq("2"))
+    );
+}
