@@ -136,13 +136,12 @@ impl Mutant {
         let before = self.inner.fetch(key).await?;
         self.inner.force_release(key).await?;
         let granted = self.inner.get_lease(key, worker, duration).await?;
-        if keep_token
-            && let Some(before) = before {
-                return Ok(Lease {
-                    token: before.token,
-                    ..granted
-                });
-            }
+        if keep_token && let Some(before) = before {
+            return Ok(Lease {
+                token: before.token,
+                ..granted
+            });
+        }
         Ok(granted)
     }
 }
@@ -184,13 +183,14 @@ impl Checkpointer for Mutant {
         let current = self.inner.fetch(key).await?;
         if self.is(Mutation::NeverExpires)
             && let Some(l) = &current
-                && let Some(owner) = l.owner.as_ref().filter(|o| *o != worker) {
-                    return Err(Error::LeaseHeld {
-                        key: key.clone(),
-                        holder: owner.clone(),
-                        remaining: Default::default(),
-                    });
-                }
+            && let Some(owner) = l.owner.as_ref().filter(|o| *o != worker)
+        {
+            return Err(Error::LeaseHeld {
+                key: key.clone(),
+                holder: owner.clone(),
+                remaining: Default::default(),
+            });
+        }
         match self.inner.get_lease(key, worker, duration).await {
             Err(Error::LeaseHeld { .. }) if self.is(Mutation::TwoWinners) => {
                 self.force_grant(key, worker, duration, false).await
