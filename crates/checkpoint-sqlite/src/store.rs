@@ -7,6 +7,7 @@
 //! commit, no other writer in any process can interleave: this is what makes each operation
 //! atomic, and it gives exactly the reference semantics of [`checkpoint_core::MemoryStore`].
 
+use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -399,14 +400,15 @@ fn write_lease(conn: &Connection, sql: &Sql, app: &AppName, lease: &Lease) -> Re
 /// Reads a row of `SELECT_COLUMNS` into a [`Lease`]; a value this store would never have written
 /// is [`Error::Corrupt`] naming the column.
 fn decode_lease(row: &Row<'_>) -> Result<Lease> {
-    let raw_stream = text(row, 0, "?", "stream")?.unwrap_or_default();
-    let raw_shard = text(row, 1, "?", "shard")?.unwrap_or_default();
+    let raw_stream = text(row, 0, &"?", "stream")?.unwrap_or_default();
+    let raw_shard = text(row, 1, &"?", "shard")?.unwrap_or_default();
     let id = format!("{raw_stream}/{raw_shard}");
     let stream =
         StreamName::new(raw_stream).map_err(|e| Error::corrupt(&id, "stream", e.to_string()))?;
     let shard = ShardId::new(raw_shard).map_err(|e| Error::corrupt(&id, "shard", e.to_string()))?;
     let key = LeaseKey::new(stream, shard);
-    let id = key.to_string();
+    // The record's id for errors; formatted only when one is reported.
+    let id: &dyn fmt::Display = &key;
     let owner = text(row, 2, &id, "owner")?
         .map(|o| WorkerId::new(o).map_err(|e| Error::corrupt(&id, "owner", e.to_string())))
         .transpose()?;
@@ -453,7 +455,12 @@ fn decode_lease(row: &Row<'_>) -> Result<Lease> {
 }
 
 /// A TEXT column, or `None` for NULL; any other type is corrupt.
-fn text(row: &Row<'_>, idx: usize, id: &str, field: &'static str) -> Result<Option<String>> {
+fn text(
+    row: &Row<'_>,
+    idx: usize,
+    id: &dyn fmt::Display,
+    field: &'static str,
+) -> Result<Option<String>> {
     match row.get_ref(idx).map_err(from_sqlite)? {
         ValueRef::Null => Ok(None),
         ValueRef::Text(bytes) => std::str::from_utf8(bytes)
@@ -468,7 +475,12 @@ fn text(row: &Row<'_>, idx: usize, id: &str, field: &'static str) -> Result<Opti
 }
 
 /// A `u64` stored as canonical decimal TEXT (an INTEGER is accepted when not negative).
-fn u64_text(row: &Row<'_>, idx: usize, id: &str, field: &'static str) -> Result<Option<u64>> {
+fn u64_text(
+    row: &Row<'_>,
+    idx: usize,
+    id: &dyn fmt::Display,
+    field: &'static str,
+) -> Result<Option<u64>> {
     match row.get_ref(idx).map_err(from_sqlite)? {
         ValueRef::Null => Ok(None),
         ValueRef::Integer(i) => u64::try_from(i)
@@ -501,7 +513,7 @@ fn position(
     row: &Row<'_>,
     idx: usize,
     sub_idx: usize,
-    id: &str,
+    id: &dyn fmt::Display,
     field: &'static str,
     sub_field: &'static str,
 ) -> Result<Option<Position>> {
@@ -876,7 +888,7 @@ impl Membership for SqliteStore {
                 .map_err(from_sqlite)?;
             let mut workers = Vec::new();
             while let Some(row) = rows.next().map_err(from_sqlite)? {
-                let raw = text(row, 0, app.as_str(), "worker")?.unwrap_or_default();
+                let raw = text(row, 0, &app.as_str(), "worker")?.unwrap_or_default();
                 workers.push(WorkerId::new(raw.clone()).map_err(|e| {
                     Error::corrupt(format!("{app}/{raw}"), "worker", e.to_string())
                 })?);
