@@ -408,39 +408,39 @@ fn decode_lease(row: &Row<'_>) -> Result<Lease> {
     let shard = ShardId::new(raw_shard).map_err(|e| Error::corrupt(&id, "shard", e.to_string()))?;
     let key = LeaseKey::new(stream, shard);
     // The record's id for errors; formatted only when one is reported.
-    let id: &dyn fmt::Display = &key;
-    let owner = text(row, 2, &id, "owner")?
-        .map(|o| WorkerId::new(o).map_err(|e| Error::corrupt(&id, "owner", e.to_string())))
+    let rid: &dyn fmt::Display = &key;
+    let owner = text(row, 2, rid, "owner")?
+        .map(|o| WorkerId::new(o).map_err(|e| Error::corrupt(rid, "owner", e.to_string())))
         .transpose()?;
     let token = FencingToken(
-        u64_text(row, 3, &id, "token")?.ok_or_else(|| Error::corrupt(&id, "token", "is NULL"))?,
+        u64_text(row, 3, rid, "token")?.ok_or_else(|| Error::corrupt(rid, "token", "is NULL"))?,
     );
     let deadline = match row.get_ref(4).map_err(from_sqlite)? {
         ValueRef::Null => None,
         ValueRef::Integer(ms) if ms >= 0 => Some(from_ms(ms)),
         other => {
             return Err(Error::corrupt(
-                &id,
+                rid,
                 "deadline_ms",
                 format!("{other:?} is not milliseconds since 1970"),
             ));
         }
     };
-    let checkpoint = position(row, 5, 6, &id, "checkpoint", "checkpoint_sub")?;
-    let pending = position(row, 7, 8, &id, "pending", "pending_sub")?;
-    let parents = match text(row, 9, &id, "parents")? {
-        None => return Err(Error::corrupt(&id, "parents", "is NULL")),
+    let checkpoint = position(row, 5, 6, rid, "checkpoint", "checkpoint_sub")?;
+    let pending = position(row, 7, 8, rid, "pending", "pending_sub")?;
+    let parents = match text(row, 9, rid, "parents")? {
+        None => return Err(Error::corrupt(rid, "parents", "is NULL")),
         Some(p) if p.is_empty() => Vec::new(),
         Some(p) => p
             .split(',')
-            .map(|s| ShardId::new(s).map_err(|e| Error::corrupt(&id, "parents", e.to_string())))
+            .map(|s| ShardId::new(s).map_err(|e| Error::corrupt(rid, "parents", e.to_string())))
             .collect::<Result<Vec<_>>>()?,
     };
-    let claim = text(row, 10, &id, "claim")?
-        .map(|c| WorkerId::new(c).map_err(|e| Error::corrupt(&id, "claim", e.to_string())))
+    let claim = text(row, 10, rid, "claim")?
+        .map(|c| WorkerId::new(c).map_err(|e| Error::corrupt(rid, "claim", e.to_string())))
         .transpose()?;
-    let owner_switches = u64_text(row, 11, &id, "owner_switches")?
-        .ok_or_else(|| Error::corrupt(&id, "owner_switches", "is NULL"))?;
+    let owner_switches = u64_text(row, 11, rid, "owner_switches")?
+        .ok_or_else(|| Error::corrupt(rid, "owner_switches", "is NULL"))?;
     Ok(Lease {
         key,
         owner,
