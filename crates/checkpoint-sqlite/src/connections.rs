@@ -319,6 +319,8 @@ fn commit_batch(mut jobs: Vec<Box<dyn Pending>>, conn: &mut Option<Connection>, 
         Ok(c) => c,
         Err(e) => return fail_all(jobs, e),
     };
+    // Never left open by a batch; a transaction found open is rolled back, not joined.
+    rollback(c);
     if let Err(e) = statement(c, "BEGIN IMMEDIATE") {
         return fail_all(jobs, e);
     }
@@ -379,5 +381,70 @@ fn statement(c: &Connection, sql: &str) -> Result<()> {
 fn rollback(c: &Connection) {
     if !c.is_autocommit() {
         let _ = c.execute_batch("ROLLBACK");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use checkpoint_core::conformance::random_app;
+    use checkpoint_core::{
+        Checkpointer, ErrorKind, FencingToken, LeaseDuration, LeaseKey, Position, WorkerId,
+    };
+
+    use crate::{SqliteConfig, SqliteStore};
+
+    /// Many tasks writing at once share transactions; the writes that fail (a regression, a
+    /// stale token) are rolled back alone and every accepted checkpoint is there afterwards.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_writes_commit_together_and_fail_alone() {
+        let store = SqliteStore::open(SqliteConfig::memory(), random_app("batch"))
+            .await
+            .expect("open");
+        let me = WorkerId::new("w").expect("worker");
+        let duration = LeaseDuration::new(Duration::from_secs(60)).expect("duration");
+        let mut tasks = Vec::new();
+        for i in 0..32 {
+            let (store, me) = (store.clone(), me.clone());
+            tasks.push(tokio::spawn(async move {
+                let key = LeaseKey::parse("s", &format!("shard-{i}")).expect("key");
+                let token = store
+                    .get_lease(&key, &me, duration)
+                    .await
+                    .expect("grant")
+                    .token;
+                for n in 1..=20u64 {
+                    let position = Position::sequence(&(n * 10).to_string()).expect("position");
+                    store
+                        .checkpoint(&key, &me, token, &position)
+                        .await
+                        .expect("checkpoint");
+                    let behind = Position::sequence(&n.to_string()).expect("position");
+                    let regression = store.checkpoint(&key, &me, token, &behind).await;
+                    assert_eq!(
+                        regression.map(|_| ()).map_err(|e| e.kind()),
+                        Err(ErrorKind::CheckpointRegression)
+                    );
+                    let stale = store
+                        .checkpoint(&key, &me, FencingToken(token.0 + 1), &position)
+                        .await;
+                    assert_eq!(
+                        stale.map(|_| ()).map_err(|e| e.kind()),
+                        Err(ErrorKind::LeaseLost)
+                    );
+                }
+                key
+            }));
+        }
+        for task in tasks {
+            let key = task.await.expect("task");
+            let lease = store.fetch(&key).await.expect("fetch").expect("record");
+            assert_eq!(
+                lease.checkpoint,
+                Some(Position::sequence("200").expect("position"))
+            );
+            assert_eq!(lease.owner.as_ref(), Some(&me));
+        }
     }
 }
