@@ -527,15 +527,14 @@ async fn run(settings: Settings) -> Result<(), BoxError> {
         }
     }
     let budget = settings.budget;
+    let cap = if budget.max_ops == u64::MAX {
+        String::new()
+    } else {
+        format!(", at most {} operations per task", budget.max_ops)
+    };
     println!(
-        "\nSingle operations: {} round(s) of {:?} (at most {} ops per task) for the library and the raw baseline each, alternating.\n",
-        settings.rounds,
-        budget.time,
-        if budget.max_ops == u64::MAX {
-            "unlimited".to_owned()
-        } else {
-            budget.max_ops.to_string()
-        }
+        "\nSingle operations: {} round(s) of {:?}{cap} for the library and for the raw baseline, alternating, after a warm-up.\n",
+        settings.rounds, budget.time,
     );
     println!(
         "| backend | operation | tasks | library ops/s | p50 µs | p99 µs | raw ops/s | raw p50 µs | raw p99 µs | library / raw |"
