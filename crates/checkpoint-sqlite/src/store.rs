@@ -295,10 +295,12 @@ impl SqliteStore {
 }
 
 /// Renews one lease inside the caller's write transaction: the conditional `UPDATE …
-/// RETURNING` first, then, when it matched no row, [`rules::renew`] on the row as read.
+/// RETURNING` (`renew`, the prepared [`Sql::renew`]) first, then, when it matched no row,
+/// [`rules::renew`] on the row as read.
 #[allow(clippy::too_many_arguments)]
 fn renew_one(
     conn: &Connection,
+    renew: &mut rusqlite::Statement<'_>,
     sql: &Sql,
     app: &AppName,
     key: &LeaseKey,
@@ -309,8 +311,7 @@ fn renew_one(
     now_ms: i64,
 ) -> Result<Lease> {
     let deadline = now_ms.saturating_add(i64::try_from(duration.as_millis()).unwrap_or(i64::MAX));
-    let mut stmt = conn.prepare_cached(&sql.renew).map_err(from_sqlite)?;
-    let mut rows = stmt
+    let mut rows = renew
         .query(params![
             app.as_str(),
             key.stream.as_str(),
@@ -621,7 +622,10 @@ impl Checkpointer for SqliteStore {
     ) -> Result<Lease> {
         let (k, worker) = (key.clone(), worker.clone());
         self.write(move |conn, sql, app, now, now_ms| {
-            renew_one(conn, sql, app, &k, &worker, token, duration, now, now_ms)
+            let mut renew = conn.prepare_cached(&sql.renew).map_err(from_sqlite)?;
+            renew_one(
+                conn, &mut renew, sql, app, &k, &worker, token, duration, now, now_ms,
+            )
         })
         .await
     }
@@ -639,8 +643,11 @@ impl Checkpointer for SqliteStore {
         let (worker, leases) = (worker.clone(), leases.to_vec());
         self.write(move |conn, sql, app, now, now_ms| {
             let mut outcome = RenewOutcome::default();
+            let mut renew = conn.prepare_cached(&sql.renew).map_err(from_sqlite)?;
             for (key, token) in &leases {
-                match renew_one(conn, sql, app, key, &worker, *token, duration, now, now_ms) {
+                match renew_one(
+                    conn, &mut renew, sql, app, key, &worker, *token, duration, now, now_ms,
+                ) {
                     Ok(lease) => outcome.renewed.push(lease),
                     Err(Error::LeaseLost { .. }) => outcome.lost.push(key.clone()),
                     Err(e) => return Err(e),
