@@ -28,13 +28,9 @@ async fn probe() -> Option<RedisStore> {
     }
 }
 
-fn factory(
-    app: AppName,
-) -> impl std::future::Future<Output = checkpoint_core::Result<Arc<dyn Store>>> {
-    async move {
-        let store: Arc<dyn Store> = Arc::new(RedisStore::connect(&url(), app).await?);
-        Ok(store)
-    }
+async fn factory(app: AppName) -> checkpoint_core::Result<Arc<dyn Store>> {
+    let store: Arc<dyn Store> = Arc::new(RedisStore::connect(&url(), app).await?);
+    Ok(store)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
