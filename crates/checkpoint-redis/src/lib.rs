@@ -31,7 +31,9 @@
 //! between, so each operation is atomic on the server. Scripts are loaded once
 //! (`SCRIPT LOAD` at init) and called by hash (`EVALSHA`); after a server restart or
 //! `SCRIPT FLUSH` the `NOSCRIPT` reply makes the client load the script again
-//! ([`redis::Script`]). Fetch is one `HGETALL`; deregister one `ZREM`. See [`scripts`].
+//! ([`redis::Script`]). Fetch is one `HMGET`; deregister one `ZREM`. See [`scripts`]. A
+//! renew-many batch above [`RENEW_MANY_CHUNK`] leases is several scripts in one pipeline, each
+//! atomic over its chunk.
 //!
 //! # Clock
 //!
@@ -136,4 +138,4 @@ pub use config::{
     DEFAULT_RESPONSE_TIMEOUT, MAX_PREFIX_BYTES, RedisConfig,
 };
 pub use scripts::KeyLayout;
-pub use store::RedisStore;
+pub use store::{RENEW_MANY_CHUNK, RedisStore};

@@ -35,13 +35,19 @@
 //!
 //! # Replies
 //!
-//! A lease script replies `[status, server_now_ms, detail, field, value, field, value, ...]`:
-//! the status (`OK`, `HELD`, `LOST`, `CHANGED`, `REGRESSION`, `NOTFOUND`, `CORRUPT`), the server
-//! clock it judged by, the offending field for `CORRUPT`, and the record as it stands after the
-//! operation. Every script validates the whole stored record before it writes anything, so a
-//! hand-edited record is reported as corrupt and never overwritten by an operation.
+//! A lease script replies `[status, server_now_ms, detail]`, followed, when there is a record,
+//! by the values of the stored fields in `FIELDS` order (nil for an absent field): the status (`OK`, `HELD`,
+//! `LOST`, `CHANGED`, `REGRESSION`, `NOTFOUND`, `CORRUPT`), the server clock it judged by, the
+//! offending field for `CORRUPT`, and the record as it stands after the operation. Every script
+//! reads the record with one `HMGET` of those fields and validates all of them before it writes
+//! anything, so a hand-edited record is reported as corrupt and never written by an operation.
+//!
+//! # Script size
+//!
+//! The server compiles a script once, but runs its whole body, helper definitions included, on
+//! every call; each script therefore carries only the helper pieces it uses (`CLOCK`,
+//! `RECORD`, `GRANT`, `PROGRESS`).
 
-use std::collections::HashMap;
 use std::sync::LazyLock;
 use std::time::{Duration, SystemTime};
 
@@ -71,6 +77,21 @@ pub(crate) mod field {
     /// A member of the workers set that is not a worker id.
     pub(crate) const WORKER: &str = "worker";
 }
+
+/// The stored fields of a lease in the order every script reads them (one `HMGET`) and replies
+/// with them, and [`RedisStore::fetch`](crate::RedisStore) reads them.
+pub(crate) const FIELDS: [&str; 10] = [
+    field::OWNER,
+    field::TOKEN,
+    field::DEADLINE,
+    field::CHECKPOINT,
+    field::CHECKPOINT_SUB,
+    field::PENDING,
+    field::PENDING_SUB,
+    field::PARENTS,
+    field::CLAIM,
+    field::OWNER_SWITCHES,
+];
 
 /// The keys of one app: every one carries the app as its Redis Cluster hash tag.
 ///
@@ -155,13 +176,9 @@ impl KeyLayout {
     }
 }
 
-/// Helpers shared by every script: server time, validation, decimal-string arithmetic, the
-/// record codec and the progress rule.
-const PRELUDE: &str = r#"
-local U64_MAX = '18446744073709551615'
-local FIELDS = {'owner', 'token', 'deadline', 'checkpoint', 'checkpoint_sub', 'pending',
-  'pending_sub', 'parents', 'claim', 'owner_switches'}
-
+/// The server clock: every script that judges or writes a deadline. Only milliseconds of server
+/// time (below 2^53) are ever Lua numbers.
+const CLOCK: &str = r#"
 local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -170,17 +187,24 @@ end
 local function fmt(n)
   return string.format('%.0f', n)
 end
+"#;
+
+/// The lease record: reading it (one `HMGET` of the known fields), validating it, writing the
+/// fields an operation changed, and replying with it positionally. `FIELDS` is prepended from
+/// [`FIELDS`] by [`record_prelude`].
+const RECORD: &str = r#"
+local U64_MAX = '18446744073709551615'
 
 -- A canonical decimal u64: digits, no leading zero, at most u64::MAX.
 local function is_u64(s)
-  if type(s) ~= 'string' or #s == 0 or #s > 20 or not string.match(s, '^%d+$') then return false end
-  if #s > 1 and string.sub(s, 1, 1) == '0' then return false end
+  if type(s) ~= 'string' or #s == 0 or #s > 20 or not string.find(s, '^%d+$') then return false end
+  if #s > 1 and string.byte(s, 1) == 48 then return false end
   if #s == 20 and s > U64_MAX then return false end
   return true
 end
 
 local function is_id(s)
-  return type(s) == 'string' and #s >= 1 and #s <= 256 and string.match(s, '^[%w_%.%-]+$') ~= nil
+  return type(s) == 'string' and #s >= 1 and #s <= 256 and string.find(s, '^[%w_%.%-]+$') ~= nil
 end
 
 local function is_parents(s)
@@ -191,13 +215,6 @@ local function is_parents(s)
   return true
 end
 
--- 0: TRIM_HORIZON, LATEST, AT_TIMESTAMP; 1: a sequence number; 2: SHARD_END.
-local function pos_rank(p)
-  if p == 'SHARD_END' then return 2 end
-  if string.match(p, '^%d+$') then return 1 end
-  return 0
-end
-
 -- What Position::decode accepts, with the sub-sequence already known to be a u64.
 local function is_position(p, sub)
   if p == 'TRIM_HORIZON' or p == 'LATEST' or p == 'SHARD_END' then return sub == '0' end
@@ -206,7 +223,7 @@ local function is_position(p, sub)
     ts = string.gsub(ts, '^0+', '')
     return sub == '0' and (#ts < 20 or (#ts == 20 and ts <= U64_MAX))
   end
-  return #p >= 1 and #p <= 128 and string.match(p, '^%d+$') ~= nil
+  return #p >= 1 and #p <= 128 and string.find(p, '^%d+$') ~= nil
 end
 
 -- The first field of the record that the client could not decode, or nil.
@@ -228,37 +245,18 @@ local function validate(r)
   return nil
 end
 
--- Adds one to a canonical decimal u64, saturating at u64::MAX (FencingToken::next).
-local function incr(s)
-  if s == U64_MAX then return s end
-  local n = #s
-  while n > 0 and string.sub(s, n, n) == '9' do n = n - 1 end
-  if n == 0 then return '1' .. string.rep('0', #s) end
-  return string.sub(s, 1, n - 1) .. string.char(string.byte(s, n) + 1) .. string.rep('0', #s - n)
-end
-
-local function pad(s, width)
-  return string.rep('0', width - #s) .. s
-end
-
--- rules::check_progress: true when the attempted position is behind the stored one, or the
--- shard already ended and the attempt is anything else.
-local function regresses(stored, stored_sub, att, att_padded, att_sub_padded)
-  if stored == nil then return false end
-  if stored == 'SHARD_END' then return att ~= 'SHARD_END' end
-  local sr, ar = pos_rank(stored), pos_rank(att)
-  if sr ~= ar then return ar < sr end
-  if ar ~= 1 then return false end
-  local s = pad(stored, 128)
-  if att_padded ~= s then return att_padded < s end
-  return att_sub_padded < pad(stored_sub or '0', 20)
-end
-
+-- The record as a table by field name, or nil when the key does not exist. A hash holding none
+-- of the known fields (only possible by hand) is an empty record, which fails validation.
 local function load(key)
-  local flat = redis.call('HGETALL', key)
-  if #flat == 0 then return nil end
-  local r = {}
-  for i = 1, #flat, 2 do r[flat[i]] = flat[i + 1] end
+  local v = redis.call('HMGET', key, unpack(FIELDS))
+  local r, found = {}, false
+  for i, f in ipairs(FIELDS) do
+    if v[i] then
+      r[f] = v[i]
+      found = true
+    end
+  end
+  if not found and redis.call('EXISTS', key) == 0 then return nil end
   return r
 end
 
@@ -274,21 +272,31 @@ local function save(key, r, fields)
   if #del > 0 then redis.call('HDEL', key, unpack(del)) end
 end
 
+-- [status, now, detail] and, when there is a record, its FIELDS in order (false: absent, which
+-- the reply carries as nil).
 local function reply(status, now, detail, r)
   local out = {status, fmt(now), detail}
   if r ~= nil then
-    for _, f in ipairs(FIELDS) do
-      if r[f] ~= nil then
-        out[#out + 1] = f
-        out[#out + 1] = r[f]
-      end
-    end
+    for i, f in ipairs(FIELDS) do out[3 + i] = r[f] or false end
   end
   return out
 end
 
 local function held_by(r, worker, token)
   return r.owner == worker and r.token == token
+end
+"#;
+
+/// Decimal-string arithmetic for tokens and counters (Lua numbers are doubles, so no u64 is ever
+/// a number) and the grant of `rules::grant`.
+const GRANT: &str = r#"
+-- Adds one to a canonical decimal u64, saturating at u64::MAX (FencingToken::next).
+local function incr(s)
+  if s == U64_MAX then return s end
+  local n = #s
+  while n > 0 and string.sub(s, n, n) == '9' do n = n - 1 end
+  if n == 0 then return '1' .. string.rep('0', #s) end
+  return string.sub(s, 1, n - 1) .. string.char(string.byte(s, n) + 1) .. string.rep('0', #s - n)
 end
 
 -- rules::grant: a new owner, the next token, one more owner switch, no claim.
@@ -301,14 +309,74 @@ local function grant(r, worker, deadline)
 end
 "#;
 
-fn script(body: &str) -> Script {
-    Script::new(&format!("{PRELUDE}\n{body}"))
+/// `rules::check_progress`: sequence numbers compared as their 128-digit zero-padded form
+/// ([`SequenceNumber::padded`](checkpoint_core::SequenceNumber::padded)) and sub-sequences as
+/// 20-digit zero-padded strings, so text order is numeric order.
+const PROGRESS: &str = r#"
+-- 0: TRIM_HORIZON, LATEST, AT_TIMESTAMP; 1: a sequence number; 2: SHARD_END.
+local function pos_rank(p)
+  if p == 'SHARD_END' then return 2 end
+  if string.find(p, '^%d+$') then return 1 end
+  return 0
+end
+
+local function pad(s, width)
+  return string.rep('0', width - #s) .. s
+end
+
+-- True when the attempted position is behind the stored one, or the shard already ended and the
+-- attempt is anything else.
+local function regresses(stored, stored_sub, att, att_padded, att_sub_padded)
+  if stored == nil then return false end
+  if stored == 'SHARD_END' then return att ~= 'SHARD_END' end
+  local sr, ar = pos_rank(stored), pos_rank(att)
+  if sr ~= ar then return ar < sr end
+  if ar ~= 1 then return false end
+  local s = pad(stored, 128)
+  if att_padded ~= s then return att_padded < s end
+  return att_sub_padded < pad(stored_sub or '0', 20)
+end
+"#;
+
+/// The `FIELDS` table of the Lua record helpers, from [`FIELDS`], then [`RECORD`].
+fn record_prelude() -> String {
+    let names: Vec<String> = FIELDS.iter().map(|f| format!("'{f}'")).collect();
+    format!("local FIELDS = {{{}}}\n{RECORD}", names.join(", "))
 }
+
+/// A script of the given helper pieces and body. Every script is compiled once by the server
+/// and its body runs per call, so each carries only the helpers it uses: defining a Lua
+/// function is work done on every call.
+fn script(pieces: &[Piece], body: &str) -> Script {
+    let mut code = String::new();
+    for piece in pieces {
+        match piece {
+            Piece::Clock => code.push_str(CLOCK),
+            Piece::Record => code.push_str(&record_prelude()),
+            Piece::Grant => code.push_str(GRANT),
+            Piece::Progress => code.push_str(PROGRESS),
+        }
+    }
+    code.push_str(body);
+    Script::new(&code)
+}
+
+/// The helper pieces a script can include (in this order: later pieces use earlier ones).
+#[derive(Clone, Copy)]
+enum Piece {
+    Clock,
+    Record,
+    Grant,
+    Progress,
+}
+
+use Piece::{Clock, Grant, Progress, Record};
 
 /// `init`: checks the types of the app's keys and writes the layout version.
 /// KEYS: meta, index, workers. Replies `[OK|MISMATCH, detail]`.
 pub(crate) static INIT: LazyLock<Script> = LazyLock::new(|| {
     script(
+        &[],
         r#"
 local expected = {'hash', 'zset', 'zset'}
 for i, key in ipairs(KEYS) do
@@ -333,6 +401,7 @@ return {'OK', ''}
 /// nonce and still reports 1: re-read, never guessed.
 pub(crate) static CREATE: LazyLock<Script> = LazyLock::new(|| {
     script(
+        &[],
         r#"
 if redis.call('EXISTS', KEYS[1]) == 1 then
   if redis.call('HGET', KEYS[1], 'created_by') == ARGV[6] then return 1 end
@@ -354,6 +423,7 @@ return 1
 /// Operation 3, `rules::get_lease`. KEYS: lease, index. ARGV: worker, duration_ms, member.
 pub(crate) static GET_LEASE: LazyLock<Script> = LazyLock::new(|| {
     script(
+        &[Clock, Record, Grant],
         r#"
 local now = now_ms()
 local r = load(KEYS[1])
@@ -384,6 +454,7 @@ return reply('OK', now, '', r)
 /// Operation 4, `rules::renew`. KEYS: lease. ARGV: worker, token, duration_ms.
 pub(crate) static RENEW: LazyLock<Script> = LazyLock::new(|| {
     script(
+        &[Clock, Record],
         r#"
 local now = now_ms()
 local r = load(KEYS[1])
@@ -398,14 +469,16 @@ return reply('OK', now, '', r)
     )
 });
 
-/// Operation 4 batched: `rules::renew` over every key in one script, so the whole batch is one
-/// round trip and one atomic step. Every record is read and validated first; a corrupt one
-/// aborts the batch before anything is written.
+/// Operation 4 batched: `rules::renew` over every key of one chunk in one script, so a chunk is
+/// one atomic step. Every record of the chunk is read and validated first; a corrupt one aborts
+/// the chunk before anything is written.
 /// KEYS: leases. ARGV: worker, duration_ms, then the token of each key in order.
-/// Replies `[OK, now, entry...]` with each entry `OK\nfield\nvalue\n...` (one string) or
-/// `LOST`, or `[CORRUPT, index (1-based), field]`.
+/// Replies `[OK, now, entry...]` with each entry one string, `OK` followed by the record's
+/// [`FIELDS`] in order, each after a newline (an absent field is empty: no valid present value
+/// is), or `LOST`; or `[CORRUPT, index (1-based), field]`.
 pub(crate) static RENEW_MANY: LazyLock<Script> = LazyLock::new(|| {
     script(
+        &[Clock, Record],
         r#"
 local now = now_ms()
 local deadline = fmt(now + tonumber(ARGV[2]))
@@ -419,21 +492,16 @@ for i, key in ipairs(KEYS) do
   records[i] = r or false
 end
 local out = {'OK', fmt(now)}
+local entry = {'OK'}
 for i, key in ipairs(KEYS) do
   local r = records[i]
   if r and held_by(r, ARGV[1], ARGV[2 + i]) then
     r.deadline = deadline
     redis.call('HSET', key, 'deadline', deadline)
-    -- One bulk string per record (fields and values joined by newlines, which no validated
-    -- value contains): far cheaper to build and to send than a nested array.
-    local flat = {'OK'}
-    for _, f in ipairs(FIELDS) do
-      if r[f] ~= nil then
-        flat[#flat + 1] = f
-        flat[#flat + 1] = r[f]
-      end
-    end
-    out[#out + 1] = table.concat(flat, '\n')
+    -- One bulk string per record (no validated value contains a newline): far cheaper to
+    -- build and to send than a nested array.
+    for j, f in ipairs(FIELDS) do entry[j + 1] = r[f] or '' end
+    out[#out + 1] = table.concat(entry, '\n')
   else
     out[#out + 1] = 'LOST'
   end
@@ -448,6 +516,7 @@ return out
 /// (empty unless a sequence), padded sub.
 pub(crate) static CHECKPOINT: LazyLock<Script> = LazyLock::new(|| {
     script(
+        &[Clock, Record, Progress],
         r#"
 local now = now_ms()
 local r = load(KEYS[1])
@@ -478,6 +547,7 @@ return reply('OK', now, '', r)
 /// Operation 7, `rules::release`. KEYS: lease. ARGV: worker, token.
 pub(crate) static RELEASE: LazyLock<Script> = LazyLock::new(|| {
     script(
+        &[Clock, Record],
         r#"
 local now = now_ms()
 local r = load(KEYS[1])
@@ -499,6 +569,7 @@ return reply('LOST', now, '', r)
 /// Operation 7, admin form, `rules::force_release`. KEYS: lease.
 pub(crate) static FORCE_RELEASE: LazyLock<Script> = LazyLock::new(|| {
     script(
+        &[Clock, Record],
         r#"
 local now = now_ms()
 local r = load(KEYS[1])
@@ -516,6 +587,7 @@ return reply('OK', now, '', r)
 /// Operation 8. KEYS: lease, index. ARGV: member.
 pub(crate) static DELETE: LazyLock<Script> = LazyLock::new(|| {
     script(
+        &[],
         r#"
 redis.call('DEL', KEYS[1])
 redis.call('ZREM', KEYS[2], ARGV[1])
@@ -528,6 +600,7 @@ return 1
 /// ARGV: thief, expected owner, expected token, expected token + 1, duration_ms.
 pub(crate) static STEAL: LazyLock<Script> = LazyLock::new(|| {
     script(
+        &[Clock, Record, Grant],
         r#"
 local now = now_ms()
 local r = load(KEYS[1])
@@ -548,6 +621,7 @@ return reply('CHANGED', now, '', r)
 /// Operation 11, `rules::claim`. KEYS: lease. ARGV: claimant.
 pub(crate) static CLAIM: LazyLock<Script> = LazyLock::new(|| {
     script(
+        &[Clock, Record],
         r#"
 local now = now_ms()
 local r = load(KEYS[1])
@@ -565,6 +639,7 @@ return reply('OK', now, '', r)
 /// Admin reset, `rules::reset_checkpoint`. KEYS: lease. ARGV: has_position, text, sub.
 pub(crate) static RESET_CHECKPOINT: LazyLock<Script> = LazyLock::new(|| {
     script(
+        &[Clock, Record],
         r#"
 local now = now_ms()
 local r = load(KEYS[1])
@@ -590,6 +665,7 @@ return reply('OK', now, '', r)
 /// Operation 12, register. KEYS: workers. ARGV: worker, ttl_ms.
 pub(crate) static REGISTER: LazyLock<Script> = LazyLock::new(|| {
     script(
+        &[Clock],
         r#"
 redis.call('ZADD', KEYS[1], fmt(now_ms() + tonumber(ARGV[2])), ARGV[1])
 return 1
@@ -601,6 +677,7 @@ return 1
 /// Replies 1, or 0 when the worker is not registered.
 pub(crate) static HEARTBEAT: LazyLock<Script> = LazyLock::new(|| {
     script(
+        &[Clock],
         r#"
 if not redis.call('ZSCORE', KEYS[1], ARGV[1]) then return 0 end
 redis.call('ZADD', KEYS[1], fmt(now_ms() + tonumber(ARGV[2])), ARGV[1])
@@ -612,6 +689,7 @@ return 1
 /// Operation 12, live workers: expiry strictly after server now. KEYS: workers.
 pub(crate) static LIVE_WORKERS: LazyLock<Script> = LazyLock::new(|| {
     script(
+        &[Clock],
         r#"
 return redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. fmt(now_ms()), '+inf')
 "#,
@@ -621,6 +699,7 @@ return redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. fmt(now_ms()), '+inf')
 /// Operation 12, prune: removes workers whose expiry is at or before server now. KEYS: workers.
 pub(crate) static PRUNE: LazyLock<Script> = LazyLock::new(|| {
     script(
+        &[Clock],
         r#"
 return redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', fmt(now_ms()))
 "#,
@@ -698,15 +777,6 @@ pub(crate) fn items(value: Value) -> Result<Vec<Value>> {
     }
 }
 
-/// The items of a hash reply as a flat `field, value, ...` list (RESP2 array or RESP3 map).
-pub(crate) fn hash_items(value: Value) -> Result<Vec<Value>> {
-    match value {
-        Value::Map(pairs) => Ok(pairs.into_iter().flat_map(|(k, v)| [k, v]).collect()),
-        Value::Nil => Ok(Vec::new()),
-        other => items(other),
-    }
-}
-
 fn status(s: &str) -> Result<Status> {
     Ok(match s {
         "OK" => Status::Ok,
@@ -727,20 +797,21 @@ fn millis(ms: &str) -> Result<SystemTime> {
     Ok(SystemTime::UNIX_EPOCH + Duration::from_millis(ms))
 }
 
-/// Decodes `[status, now, detail, field, value, ...]`.
+/// Decodes `[status, now, detail]` or `[status, now, detail, value × FIELDS]`.
 pub(crate) fn decode_reply(key: &LeaseKey, value: Value) -> Result<Reply> {
     let items = items(value)?;
-    if items.len() < 3 {
+    if items.len() != 3 && items.len() != 3 + FIELDS.len() {
         return Err(protocol_error(format!(
-            "{} items, expected at least 3",
-            items.len()
+            "{} items, expected 3 or {}",
+            items.len(),
+            3 + FIELDS.len()
         )));
     }
     let status = status(&text(&items[0])?)?;
     let now = millis(&text(&items[1])?)?;
     let detail = text(&items[2])?;
     let lease = if items.len() > 3 {
-        Some(decode_lease(key, &items[3..])?)
+        Some(decode_values(key, &items[3..])?)
     } else {
         None
     };
@@ -752,12 +823,53 @@ pub(crate) fn decode_reply(key: &LeaseKey, value: Value) -> Result<Reply> {
     })
 }
 
-/// Decodes renew-many's reply for `keys` (in the order they were sent): `[OK, now, entry...]`
-/// with each entry one string `OK\nfield\nvalue\n...` or `LOST`, or `[CORRUPT, index, field]`.
+/// Decodes the reply of an `HMGET` of [`FIELDS`]: `None` when no field exists (no record).
+pub(crate) fn decode_hmget(key: &LeaseKey, value: Value) -> Result<Option<Lease>> {
+    let values = items(value)?;
+    if values.iter().all(|v| matches!(v, Value::Nil)) {
+        return Ok(None);
+    }
+    decode_values(key, &values).map(Some)
+}
+
+/// A reply value that is a string or nil, borrowed.
+fn optional_str(value: &Value) -> Result<Option<&str>> {
+    match value {
+        Value::Nil => Ok(None),
+        Value::BulkString(bytes) => std::str::from_utf8(bytes)
+            .map(Some)
+            .map_err(|_| protocol_error("a reply string is not UTF-8")),
+        Value::SimpleString(s) => Ok(Some(s)),
+        other => Err(protocol_error(format!(
+            "expected a string or nil, got {other:?}"
+        ))),
+    }
+}
+
+/// Decodes a record given as the values of [`FIELDS`] in order (nil: absent).
+fn decode_values(key: &LeaseKey, values: &[Value]) -> Result<Lease> {
+    if values.len() != FIELDS.len() {
+        return Err(protocol_error(format!(
+            "{} record values, expected {}",
+            values.len(),
+            FIELDS.len()
+        )));
+    }
+    let mut fields = [None; FIELDS.len()];
+    for (slot, value) in fields.iter_mut().zip(values) {
+        *slot = optional_str(value)?;
+    }
+    decode_fields(key, &fields)
+}
+
+/// Decodes renew-many's reply for one chunk of `keys` (in the order they were sent) into
+/// `outcome` (unsorted): `[OK, now, entry...]` with each entry one string, `OK` then the values
+/// of [`FIELDS`] each after a newline (empty: absent), or `LOST`; or `[CORRUPT, index, field]`.
 pub(crate) fn decode_renew_many(
     keys: &[(LeaseKey, FencingToken)],
     value: Value,
-) -> Result<RenewOutcome> {
+    outcome: &mut RenewOutcome,
+) -> Result<()> {
     let mut items = items(value)?.into_iter();
     let head = items
         .next()
@@ -795,18 +907,21 @@ pub(crate) fn decode_renew_many(
             keys.len()
         )));
     }
-    let mut outcome = RenewOutcome::default();
     for ((key, _), entry) in keys.iter().zip(items) {
-        let entry = text(&entry)?;
+        let entry =
+            optional_str(&entry)?.ok_or_else(|| protocol_error("a nil renew-many entry"))?;
         let mut parts = entry.split('\n');
         match status(parts.next().unwrap_or_default())? {
             Status::Ok => {
-                let mut fields = HashMap::new();
-                while let Some(name) = parts.next() {
-                    let value = parts
+                let mut fields = [None; FIELDS.len()];
+                for slot in &mut fields {
+                    let part = parts
                         .next()
-                        .ok_or_else(|| protocol_error("a renew-many field without a value"))?;
-                    fields.insert(name.to_owned(), value.to_owned());
+                        .ok_or_else(|| protocol_error("a renew-many entry is short"))?;
+                    *slot = (!part.is_empty()).then_some(part);
+                }
+                if parts.next().is_some() {
+                    return Err(protocol_error("a renew-many entry is long"));
                 }
                 outcome.renewed.push(decode_fields(key, &fields)?);
             }
@@ -814,28 +929,12 @@ pub(crate) fn decode_renew_many(
             other => return Err(protocol_error(format!("renew-many entry status {other:?}"))),
         }
     }
-    outcome.renewed.sort_by(|a, b| a.key.cmp(&b.key));
-    outcome.lost.sort();
-    Ok(outcome)
+    Ok(())
 }
 
 /// The [`Error::Corrupt`] for a field a script found bad.
 pub(crate) fn corrupt_field(key: &LeaseKey, name: &str) -> Error {
-    let field = [
-        field::OWNER,
-        field::TOKEN,
-        field::DEADLINE,
-        field::CHECKPOINT,
-        field::CHECKPOINT_SUB,
-        field::PENDING,
-        field::PENDING_SUB,
-        field::PARENTS,
-        field::CLAIM,
-        field::OWNER_SWITCHES,
-    ]
-    .into_iter()
-    .find(|f| *f == name)
-    .unwrap_or("record");
+    let field = FIELDS.into_iter().find(|f| *f == name).unwrap_or("record");
     Error::corrupt(key, field, "the stored value does not decode")
 }
 
@@ -870,59 +969,47 @@ fn parse_position(
     Position::decode(name, text, sub).map_err(|e| Error::corrupt(key, name, e.to_string()))
 }
 
-/// Decodes a flat `field, value, ...` list (a hash) into a lease; a field that does not decode
+/// Decodes the values of [`FIELDS`], in order (`None`: absent); a field that does not decode
 /// is [`Error::Corrupt`] naming it.
-pub(crate) fn decode_lease(key: &LeaseKey, flat: &[Value]) -> Result<Lease> {
-    if !flat.len().is_multiple_of(2) {
-        return Err(protocol_error("odd number of hash items"));
-    }
-    let mut map: HashMap<String, String> = HashMap::new();
-    for pair in flat.chunks_exact(2) {
-        map.insert(text(&pair[0])?, text(&pair[1])?);
-    }
-    decode_fields(key, &map)
-}
-
-/// Decodes the fields of a lease hash; a field that does not decode is [`Error::Corrupt`]
-/// naming it.
-fn decode_fields(key: &LeaseKey, map: &HashMap<String, String>) -> Result<Lease> {
-    let get = |name: &str| map.get(name).map(String::as_str);
-    let owner = get(field::OWNER)
-        .map(|v| parse_id(key, field::OWNER, v))
-        .transpose()?;
-    let token = match get(field::TOKEN) {
+fn decode_fields(key: &LeaseKey, fields: &[Option<&str>; FIELDS.len()]) -> Result<Lease> {
+    let [
+        owner,
+        token,
+        deadline,
+        checkpoint,
+        checkpoint_sub,
+        pending,
+        pending_sub,
+        parents,
+        claim,
+        owner_switches,
+    ] = *fields;
+    let owner = owner.map(|v| parse_id(key, field::OWNER, v)).transpose()?;
+    let token = match token {
         Some(v) => FencingToken(parse_u64(key, field::TOKEN, v)?),
         None => return Err(Error::corrupt(key, field::TOKEN, "missing")),
     };
-    let deadline = get(field::DEADLINE)
+    let deadline = deadline
         .map(|v| {
             parse_u64(key, field::DEADLINE, v)
                 .map(|ms| SystemTime::UNIX_EPOCH + Duration::from_millis(ms))
         })
         .transpose()?;
-    let checkpoint = get(field::CHECKPOINT)
+    let checkpoint = checkpoint
         .map(|v| {
             parse_position(
                 key,
                 field::CHECKPOINT,
                 field::CHECKPOINT_SUB,
                 v,
-                get(field::CHECKPOINT_SUB),
+                checkpoint_sub,
             )
         })
         .transpose()?;
-    let pending_checkpoint = get(field::PENDING)
-        .map(|v| {
-            parse_position(
-                key,
-                field::PENDING,
-                field::PENDING_SUB,
-                v,
-                get(field::PENDING_SUB),
-            )
-        })
+    let pending_checkpoint = pending
+        .map(|v| parse_position(key, field::PENDING, field::PENDING_SUB, v, pending_sub))
         .transpose()?;
-    let parents = match get(field::PARENTS) {
+    let parents = match parents {
         None | Some("") => Vec::new(),
         Some(v) => v
             .split(',')
@@ -931,10 +1018,8 @@ fn decode_fields(key: &LeaseKey, map: &HashMap<String, String>) -> Result<Lease>
             })
             .collect::<Result<Vec<_>>>()?,
     };
-    let claim = get(field::CLAIM)
-        .map(|v| parse_id(key, field::CLAIM, v))
-        .transpose()?;
-    let owner_switches_since_checkpoint = match get(field::OWNER_SWITCHES) {
+    let claim = claim.map(|v| parse_id(key, field::CLAIM, v)).transpose()?;
+    let owner_switches_since_checkpoint = match owner_switches {
         Some(v) => parse_u64(key, field::OWNER_SWITCHES, v)?,
         None => return Err(Error::corrupt(key, field::OWNER_SWITCHES, "missing")),
     };
@@ -975,14 +1060,13 @@ mod tests {
         LeaseKey::parse("s", "x").unwrap()
     }
 
-    fn flat(pairs: &[(&str, &str)]) -> Vec<Value> {
-        pairs
+    /// The record values in [`FIELDS`] order, as a script or `HMGET` replies with them.
+    fn values(pairs: &[(&str, &str)]) -> Vec<Value> {
+        FIELDS
             .iter()
-            .flat_map(|(f, v)| {
-                [
-                    Value::BulkString(f.as_bytes().to_vec()),
-                    Value::BulkString(v.as_bytes().to_vec()),
-                ]
+            .map(|f| match pairs.iter().rev().find(|(name, _)| name == f) {
+                Some((_, v)) => Value::BulkString(v.as_bytes().to_vec()),
+                None => Value::Nil,
             })
             .collect()
     }
@@ -1002,9 +1086,9 @@ mod tests {
 
     #[test]
     fn decodes_a_full_record() {
-        let lease = decode_lease(
+        let lease = decode_values(
             &key(),
-            &flat(&[
+            &values(&[
                 ("owner", "w"),
                 ("token", "18446744073709551615"),
                 ("deadline", "1700000000123"),
@@ -1049,11 +1133,77 @@ mod tests {
             if *name == "checkpoint_sub" {
                 pairs.push(("checkpoint", "5"));
             }
-            let err = decode_lease(&key(), &flat(&pairs)).unwrap_err();
+            let err = decode_values(&key(), &values(&pairs)).unwrap_err();
             assert_eq!(err.field(), Some(*expected), "{name}={value}: {err}");
         }
-        let err = decode_lease(&key(), &flat(&[("owner_switches", "0")])).unwrap_err();
+        let err = decode_values(&key(), &values(&[("owner_switches", "0")])).unwrap_err();
         assert_eq!(err.field(), Some("token"));
+    }
+
+    #[test]
+    fn replies_carry_the_record_positionally() {
+        let head = |status: &str| {
+            vec![
+                Value::SimpleString(status.to_owned()),
+                Value::BulkString(b"1700000000000".to_vec()),
+                Value::BulkString(Vec::new()),
+            ]
+        };
+        let reply = decode_reply(&key(), Value::Array(head("LOST"))).unwrap();
+        assert_eq!((reply.status, reply.lease), (Status::Lost, None));
+        let mut full = head("OK");
+        full.extend(values(&[
+            ("owner", "w"),
+            ("token", "3"),
+            ("owner_switches", "1"),
+        ]));
+        let lease = decode_reply(&key(), Value::Array(full))
+            .unwrap()
+            .lease
+            .unwrap();
+        assert_eq!(lease.token, FencingToken(3));
+        assert_eq!(lease.owner, Some(WorkerId::new("w").unwrap()));
+        assert_eq!((lease.checkpoint, lease.deadline), (None, None));
+        let mut short = head("OK");
+        short.push(Value::Nil);
+        assert!(decode_reply(&key(), Value::Array(short)).is_err());
+
+        assert_eq!(
+            decode_hmget(&key(), Value::Array(vec![Value::Nil; FIELDS.len()])).unwrap(),
+            None
+        );
+        let err = decode_hmget(&key(), Value::Array(values(&[("owner", "w")]))).unwrap_err();
+        assert_eq!(err.field(), Some("token"));
+    }
+
+    #[test]
+    fn renew_many_entries_decode_in_field_order() {
+        let keys = [
+            (LeaseKey::parse("s", "a").unwrap(), FencingToken(1)),
+            (LeaseKey::parse("s", "b").unwrap(), FencingToken(2)),
+        ];
+        let entry = |text: &str| Value::BulkString(text.as_bytes().to_vec());
+        let ok = "OK\nw\n1\n1700000000000\n42\n0\n\n\na,b\n\n0";
+        let reply = Value::Array(vec![entry("OK"), entry("1"), entry(ok), entry("LOST")]);
+        let mut outcome = RenewOutcome::default();
+        decode_renew_many(&keys, reply, &mut outcome).unwrap();
+        assert_eq!(outcome.lost, vec![keys[1].0.clone()]);
+        let lease = &outcome.renewed[0];
+        assert_eq!(lease.checkpoint, Some(Position::sequence("42").unwrap()));
+        assert_eq!(lease.parents.len(), 2);
+        assert_eq!(
+            (lease.pending_checkpoint.as_ref(), lease.claim.as_ref()),
+            (None, None)
+        );
+
+        for bad in ["OK\nw\n1", &format!("{ok}\nextra")] {
+            let reply = Value::Array(vec![entry("OK"), entry("1"), entry(bad), entry("LOST")]);
+            assert!(decode_renew_many(&keys, reply, &mut RenewOutcome::default()).is_err());
+        }
+        let corrupt = Value::Array(vec![entry("CORRUPT"), entry("2"), entry("claim")]);
+        let err = decode_renew_many(&keys, corrupt, &mut RenewOutcome::default()).unwrap_err();
+        assert_eq!(err.field(), Some("claim"));
+        assert!(err.to_string().contains("s/b"), "{err}");
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! server: it reads the record, reads the server clock (`TIME`), applies the transcription of the
 //! matching [`checkpoint_core::rules`] function and writes the record back, with no other
 //! command of any client in between. Reads that need no condition are single commands
-//! (`HGETALL`, `ZRANGEBYLEX`), atomic by themselves.
+//! (`HMGET`, `ZRANGEBYLEX`), atomic by themselves.
 
 use std::fmt;
 use std::sync::Arc;
@@ -23,6 +23,11 @@ use redis::{Script, Value};
 use crate::config::RedisConfig;
 use crate::error::{STORE, from_redis};
 use crate::scripts::{self, KeyLayout, Reply, Status};
+
+/// The most leases one renew-many script renews: a larger batch is several scripts in one
+/// pipeline, so the single-threaded server serves other clients between them (about 3 ms of
+/// script time each on a small machine).
+pub const RENEW_MANY_CHUNK: usize = 1_000;
 
 /// A lease/checkpoint store on one Redis server, for one app.
 ///
@@ -225,6 +230,40 @@ impl RedisStore {
             .await
     }
 
+    /// Runs one script several times in one pipeline (one round trip), once per `(keys, args)`,
+    /// preceded by `SCRIPT LOAD` so that a server which lost its script cache still runs them;
+    /// retried as a whole like [`Self::eval`], which every script of this crate makes safe.
+    async fn eval_pipelined(
+        &self,
+        script: &'static Script,
+        calls: &[(Vec<String>, Vec<String>)],
+    ) -> Result<Vec<Value>> {
+        self.inner
+            .config
+            .backoff()
+            .retry(|_| {
+                let mut conn = self.inner.conn.clone();
+                async move {
+                    let mut pipe = redis::pipe();
+                    pipe.load_script(script).ignore();
+                    for (keys, args) in calls {
+                        let mut invocation = script.prepare_invoke();
+                        for key in keys {
+                            invocation.key(key.as_str());
+                        }
+                        for arg in args {
+                            invocation.arg(arg.as_str());
+                        }
+                        pipe.invoke_script(&invocation);
+                    }
+                    pipe.query_async::<Vec<Value>>(&mut conn)
+                        .await
+                        .map_err(from_redis)
+                }
+            })
+            .await
+    }
+
     /// Runs a lease script on the record of `key` and decodes its reply.
     async fn lease_script(
         &self,
@@ -391,10 +430,14 @@ impl Checkpointer for RedisStore {
         }
     }
 
-    /// Operation 4 batched: one script call for the whole batch (one round trip, one atomic
-    /// step), applying `rules::renew` to each record; records no longer held with their token
-    /// are reported lost and left untouched (fencing). A corrupt record fails the whole batch
-    /// before anything is written.
+    /// Operation 4 batched (fencing): the batch is split into chunks of at most
+    /// [`RENEW_MANY_CHUNK`] leases, one script per chunk, all sent in one pipeline (one round
+    /// trip). Each script applies `rules::renew` to every record of its chunk as one atomic
+    /// step: records no longer held with their token are reported lost and left untouched. A
+    /// corrupt record fails its chunk before anything of that chunk is written, and the call
+    /// reports it; other chunks may have been renewed, which a renewal makes harmless (it only
+    /// moves the deadline of a lease the caller still holds, and a retry renews again).
+    /// Chunking keeps one script from blocking the single-threaded server for long.
     async fn renew_many(
         &self,
         worker: &WorkerId,
@@ -402,16 +445,30 @@ impl Checkpointer for RedisStore {
         duration: LeaseDuration,
     ) -> Result<RenewOutcome> {
         rules::check_renew_batch(leases)?;
-        if leases.is_empty() {
-            return Ok(RenewOutcome::default());
+        let chunks: Vec<&[(LeaseKey, FencingToken)]> = leases.chunks(RENEW_MANY_CHUNK).collect();
+        let calls: Vec<(Vec<String>, Vec<String>)> = chunks
+            .iter()
+            .map(|chunk| {
+                let keys = chunk.iter().map(|(k, _)| self.keys.lease(k)).collect();
+                let mut args = Vec::with_capacity(chunk.len() + 2);
+                args.push(worker.to_string());
+                args.push(duration.as_millis().to_string());
+                args.extend(chunk.iter().map(|(_, t)| t.0.to_string()));
+                (keys, args)
+            })
+            .collect();
+        let values = match calls.as_slice() {
+            [] => Vec::new(),
+            [(keys, args)] => vec![self.eval(&scripts::RENEW_MANY, keys, args).await?],
+            _ => self.eval_pipelined(&scripts::RENEW_MANY, &calls).await?,
+        };
+        let mut outcome = RenewOutcome::default();
+        for (chunk, value) in chunks.iter().zip(values) {
+            scripts::decode_renew_many(chunk, value, &mut outcome)?;
         }
-        let keys: Vec<String> = leases.iter().map(|(k, _)| self.keys.lease(k)).collect();
-        let mut args = Vec::with_capacity(leases.len() + 2);
-        args.push(worker.to_string());
-        args.push(duration.as_millis().to_string());
-        args.extend(leases.iter().map(|(_, t)| t.0.to_string()));
-        let value = self.eval(&scripts::RENEW_MANY, &keys, &args).await?;
-        scripts::decode_renew_many(leases, value)
+        outcome.renewed.sort_by(|a, b| a.key.cmp(&b.key));
+        outcome.lost.sort();
+        Ok(outcome)
     }
 
     /// Operation 5, one script (`rules::checkpoint`): writes only if owner and token match
@@ -442,18 +499,19 @@ impl Checkpointer for RedisStore {
             .await
     }
 
-    /// Operation 6: one `HGETALL`, atomic by itself and always read from the server this store
-    /// writes to (strongly consistent on one primary).
+    /// Operation 6: one `HMGET` of the record's fields, atomic by itself and always read from
+    /// the server this store writes to (strongly consistent on one primary).
     async fn fetch(&self, key: &LeaseKey) -> Result<Option<Lease>> {
         let lease_key = self.keys.lease(key);
         let value: Value = self
-            .command(|| redis::cmd("HGETALL").arg(&lease_key).clone())
+            .command(|| {
+                redis::cmd("HMGET")
+                    .arg(&lease_key)
+                    .arg(&scripts::FIELDS[..])
+                    .clone()
+            })
             .await?;
-        let flat = scripts::hash_items(value)?;
-        if flat.is_empty() {
-            return Ok(None);
-        }
-        scripts::decode_lease(key, &flat).map(Some)
+        scripts::decode_hmget(key, value)
     }
 
     /// Operation 7, one script (`rules::release`): clears owner and deadline only if owner and
@@ -501,7 +559,7 @@ impl Checkpointer for RedisStore {
 
     /// Operation 9: pages of the app's lease index (`ZRANGEBYLEX` over `<stream>:<shard>`
     /// members, a stream being one lexical range), each page's records read with one pipeline of
-    /// `HGETALL`s. Never `KEYS` or `SCAN`. A record deleted between the two reads is skipped.
+    /// `HMGET`s. Never `KEYS` or `SCAN`. A record deleted between the two reads is skipped.
     async fn list_leases(&self, stream: Option<&StreamName>) -> Result<Vec<Lease>> {
         let (mut min, max) = KeyLayout::member_range(stream);
         let page = self.inner.config.list_page_size();
@@ -536,7 +594,7 @@ impl Checkpointer for RedisStore {
                         async move {
                             let mut pipe = redis::pipe();
                             for k in lease_keys {
-                                pipe.cmd("HGETALL").arg(k);
+                                pipe.cmd("HMGET").arg(k).arg(&scripts::FIELDS[..]);
                             }
                             pipe.query_async::<Vec<Value>>(&mut conn)
                                 .await
@@ -545,9 +603,8 @@ impl Checkpointer for RedisStore {
                     })
                     .await?;
                 for (key, value) in keys.iter().zip(values) {
-                    let flat = scripts::hash_items(value)?;
-                    if !flat.is_empty() {
-                        leases.push(scripts::decode_lease(key, &flat)?);
+                    if let Some(lease) = scripts::decode_hmget(key, value)? {
+                        leases.push(lease);
                     }
                 }
             }

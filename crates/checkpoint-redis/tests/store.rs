@@ -126,7 +126,7 @@ async fn key_layout_shares_the_app_hash_tag_and_uses_the_server_clock() {
     );
 }
 
-/// Listing pages through the app's index: `ZRANGEBYLEX` on the index and `HGETALL` on lease
+/// Listing pages through the app's index: `ZRANGEBYLEX` on the index and `HMGET` on lease
 /// keys, never `KEYS` or `SCAN`; and no command of the store touches a key outside the app's
 /// hash tag. Observed with `MONITOR`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -217,7 +217,7 @@ async fn listing_uses_the_index_never_keys_or_scan() {
     for line in &ours {
         let cmd = command(line);
         assert!(
-            ["ZRANGEBYLEX", "HGETALL"].contains(&cmd.as_str()),
+            ["ZRANGEBYLEX", "HMGET"].contains(&cmd.as_str()),
             "listing sent {cmd}: {line}"
         );
         for arg in line.split('"').filter(|a| a.starts_with("ckpt:")) {
@@ -487,4 +487,77 @@ async fn an_incompatible_layout_is_a_schema_mismatch() {
     assert!(!err.is_retryable());
     let err = fine.fetch(&key).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::SchemaMismatch, "{err:?}");
+}
+
+/// A batch larger than one chunk is several scripts in one pipeline: every lease is renewed or
+/// reported lost exactly as in one script, whichever chunk it falls in, and a corrupt record
+/// fails the call while its own chunk stays unwritten.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renew_many_across_chunks() {
+    let Some(store) = common::open(common::config(), random_app("chunks")).await else {
+        return;
+    };
+    let w = WorkerId::new("w").unwrap();
+    let thief = WorkerId::new("thief").unwrap();
+    let n = checkpoint_redis::RENEW_MANY_CHUNK * 2 + 500;
+    let held: Vec<(LeaseKey, checkpoint_core::FencingToken)> = futures::stream::iter(0..n)
+        .map(|i| {
+            let (store, w) = (store.clone(), w.clone());
+            async move {
+                let key = LeaseKey::parse("s", &format!("shard-{i:05}")).unwrap();
+                let lease = store.get_lease(&key, &w, long()).await.unwrap();
+                (key, lease.token)
+            }
+        })
+        .buffer_unordered(32)
+        .collect()
+        .await;
+    let mut held = held;
+    held.sort();
+    // One lease lost in each chunk (released, stolen, deleted), none in the last.
+    let chunk = checkpoint_redis::RENEW_MANY_CHUNK;
+    let released = held[3].clone();
+    let stolen = held[chunk + 7].clone();
+    let deleted = held[2 * chunk + 11].clone();
+    store.release(&released.0, &w, released.1).await.unwrap();
+    store
+        .steal(&stolen.0, &thief, &w, stolen.1, long())
+        .await
+        .unwrap();
+    store.delete_lease(&deleted.0).await.unwrap();
+
+    let outcome = store.renew_many(&w, &held, long()).await.unwrap();
+    let mut lost = vec![released.0.clone(), stolen.0.clone(), deleted.0.clone()];
+    lost.sort();
+    assert_eq!(outcome.lost, lost);
+    assert_eq!(outcome.renewed.len(), n - 3);
+    assert!(outcome.renewed.windows(2).all(|p| p[0].key < p[1].key));
+    assert!(
+        outcome
+            .renewed
+            .iter()
+            .all(|l| l.owner.as_ref() == Some(&w) && !lost.contains(&l.key))
+    );
+    // The thief's lease was not touched.
+    let after = store.fetch(&stolen.0).await.unwrap().unwrap();
+    assert_eq!(after.owner, Some(thief));
+
+    // A corrupt record in the second chunk: the call fails naming it, and nothing of its chunk
+    // was written (a lease of that chunk keeps its deadline; other chunks may be renewed).
+    let mut admin = common::admin().await;
+    let bad = &held[chunk + 20];
+    let _: i64 = redis::cmd("HSET")
+        .arg(store.key_layout().lease(&bad.0))
+        .arg("claim")
+        .arg("not an id")
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    let neighbour = &held[chunk + 21];
+    let before = store.fetch(&neighbour.0).await.unwrap().unwrap();
+    // A longer duration than before, so a renewal of the chunk would move every deadline.
+    let longer = LeaseDuration::new(Duration::from_secs(600)).unwrap();
+    let err = store.renew_many(&w, &held, longer).await.unwrap_err();
+    assert_eq!(err.field(), Some("claim"), "{err}");
+    assert_eq!(store.fetch(&neighbour.0).await.unwrap().unwrap(), before);
 }
