@@ -23,6 +23,12 @@ pub const MAX_CONNECTIONS: usize = 64;
 pub const DEFAULT_TABLE_PREFIX: &str = "checkpoint_";
 /// Longest accepted table prefix, in bytes.
 pub const MAX_TABLE_PREFIX_BYTES: usize = 48;
+/// Default [`SqliteConfig::with_wal_checkpoint_pages`]: 1000 pages, SQLite's own default
+/// `wal_autocheckpoint`.
+pub const DEFAULT_WAL_CHECKPOINT_PAGES: u32 = 1000;
+/// Largest accepted [`SqliteConfig::with_wal_checkpoint_pages`] (about 4 GB of log with 4 KiB
+/// pages).
+pub const MAX_WAL_CHECKPOINT_PAGES: u32 = 1_000_000;
 
 /// Where the database lives.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -99,6 +105,7 @@ pub struct SqliteConfig {
     busy_timeout: Duration,
     max_connections: usize,
     table_prefix: String,
+    wal_checkpoint_pages: u32,
     backoff: Backoff,
     clock: Arc<dyn Clock>,
 }
@@ -112,6 +119,7 @@ impl fmt::Debug for SqliteConfig {
             .field("busy_timeout", &self.busy_timeout)
             .field("max_connections", &self.max_connections)
             .field("table_prefix", &self.table_prefix)
+            .field("wal_checkpoint_pages", &self.wal_checkpoint_pages)
             .field("backoff", &self.backoff)
             .field("clock", &self.clock)
             .finish()
@@ -138,6 +146,7 @@ impl SqliteConfig {
             busy_timeout: DEFAULT_BUSY_TIMEOUT,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             table_prefix: DEFAULT_TABLE_PREFIX.to_owned(),
+            wal_checkpoint_pages: DEFAULT_WAL_CHECKPOINT_PAGES,
             backoff: Backoff::default(),
             clock: Arc::new(SystemClock),
         }
@@ -149,7 +158,7 @@ impl SqliteConfig {
     /// - `sqlite::memory:` or `sqlite://:memory:`: an in-memory database;
     ///
     /// with optional query parameters `synchronous=normal|full|extra`, `busy_timeout_ms=<ms>`,
-    /// `max_connections=<1..=64>` and `table_prefix=<prefix>`. `%XX` escapes are decoded in the
+    /// `max_connections=<1..=64>`, `table_prefix=<prefix>` and `wal_checkpoint_pages=<pages>`. `%XX` escapes are decoded in the
     /// path and the values. An unknown parameter is an error, so a typo is never silently
     /// ignored.
     pub fn from_url(url: &str) -> Result<Self> {
@@ -192,12 +201,21 @@ impl SqliteConfig {
                     config.with_max_connections(n)
                 }
                 "table_prefix" => config.with_table_prefix(value),
+                "wal_checkpoint_pages" => {
+                    let n = value.parse::<u32>().map_err(|_| {
+                        Error::invalid(
+                            "wal_checkpoint_pages",
+                            format!("{value:?} is not a number of pages"),
+                        )
+                    })?;
+                    config.with_wal_checkpoint_pages(n)
+                }
                 other => {
                     return Err(Error::invalid(
                         "url",
                         format!(
                             "unknown parameter {other:?}; known: synchronous, busy_timeout_ms, \
-                             max_connections, table_prefix"
+                             max_connections, table_prefix, wal_checkpoint_pages"
                         ),
                     ));
                 }
@@ -235,6 +253,22 @@ impl SqliteConfig {
     /// every statement.
     pub fn with_table_prefix(mut self, prefix: impl Into<String>) -> Self {
         self.table_prefix = prefix.into();
+        self
+    }
+
+    /// How many pages the write-ahead log of a file database may gain before it is
+    /// checkpointed (copied into the database file, so the log can start over and stay small),
+    /// 1 to [`MAX_WAL_CHECKPOINT_PAGES`]. Default 1000 ([`DEFAULT_WAL_CHECKPOINT_PAGES`]).
+    ///
+    /// SQLite would run that checkpoint inside the commit that crosses the threshold, making
+    /// that write wait for the copy and two `fsync`s. The store instead runs it on a
+    /// checkpointer thread with a connection of its own, in `PASSIVE` mode, which never blocks
+    /// the writer or any reader; the writer only nudges it. A log that keeps growing anyway
+    /// (the checkpointer cannot finish while writes keep arriving, or falls behind) is
+    /// checkpointed by the writer itself once it holds ten times this many pages, as SQLite
+    /// would have done: that bounds the log. Zero is [`Error::InvalidInput`].
+    pub fn with_wal_checkpoint_pages(mut self, pages: u32) -> Self {
+        self.wal_checkpoint_pages = pages;
         self
     }
 
@@ -280,6 +314,11 @@ impl SqliteConfig {
         &self.table_prefix
     }
 
+    /// The write-ahead log checkpoint threshold, in pages.
+    pub fn wal_checkpoint_pages(&self) -> u32 {
+        self.wal_checkpoint_pages
+    }
+
     /// The retry policy.
     pub fn backoff(&self) -> Backoff {
         self.backoff
@@ -299,6 +338,15 @@ impl SqliteConfig {
                 format!(
                     "{} is not between 1 and {MAX_CONNECTIONS}",
                     self.max_connections
+                ),
+            ));
+        }
+        if !(1..=MAX_WAL_CHECKPOINT_PAGES).contains(&self.wal_checkpoint_pages) {
+            return Err(Error::invalid(
+                "wal_checkpoint_pages",
+                format!(
+                    "{} is not between 1 and {MAX_WAL_CHECKPOINT_PAGES}",
+                    self.wal_checkpoint_pages
                 ),
             ));
         }
@@ -420,8 +468,9 @@ mod tests {
 
     #[test]
     fn urls_parse() {
-        let c = SqliteConfig::from_url("sqlite:///tmp/a%20b.db?synchronous=FULL&busy_timeout_ms=250&max_connections=2&table_prefix=app1_")
+        let c = SqliteConfig::from_url("sqlite:///tmp/a%20b.db?synchronous=FULL&busy_timeout_ms=250&max_connections=2&table_prefix=app1_&wal_checkpoint_pages=50")
             .unwrap();
+        assert_eq!(c.wal_checkpoint_pages(), 50);
         assert_eq!(c.location(), &Location::File(PathBuf::from("/tmp/a b.db")));
         assert_eq!(c.synchronous(), Synchronous::Full);
         assert_eq!(c.busy_timeout(), Duration::from_millis(250));
@@ -434,6 +483,7 @@ mod tests {
         assert_eq!(c.busy_timeout(), DEFAULT_BUSY_TIMEOUT);
         assert_eq!(c.max_connections(), DEFAULT_MAX_CONNECTIONS);
         assert_eq!(c.table_prefix(), DEFAULT_TABLE_PREFIX);
+        assert_eq!(c.wal_checkpoint_pages(), DEFAULT_WAL_CHECKPOINT_PAGES);
 
         assert_eq!(
             SqliteConfig::from_url("sqlite::memory:")
@@ -468,6 +518,22 @@ mod tests {
         assert_eq!(
             field("sqlite://x.db?max_connections=0"),
             Some("max_connections")
+        );
+        assert_eq!(
+            field("sqlite://x.db?wal_checkpoint_pages=0"),
+            Some("wal_checkpoint_pages")
+        );
+        assert_eq!(
+            field("sqlite://x.db?wal_checkpoint_pages=lots"),
+            Some("wal_checkpoint_pages")
+        );
+        assert_eq!(
+            SqliteConfig::file("x.db")
+                .with_wal_checkpoint_pages(0)
+                .validate()
+                .unwrap_err()
+                .field(),
+            Some("wal_checkpoint_pages")
         );
         assert_eq!(field("sqlite://x.db?journal_mode=delete"), Some("url"));
         assert_eq!(

@@ -14,20 +14,38 @@
 //!   connection (an in-memory database, or `max_connections = 1`) the writer runs reads too,
 //!   outside its transactions, so a read never sees a write that is not committed.
 //!
+//! - **One checkpointer thread** (file databases only) copies the write-ahead log into the
+//!   database file, so the log can start over instead of growing. SQLite would do this inside
+//!   the commit that crosses `wal_autocheckpoint` pages, on the writer's path; here the writer's
+//!   connection has a WAL hook instead, which after each commit nudges the checkpointer every
+//!   [`SqliteConfig::with_wal_checkpoint_pages`] new pages. The checkpointer runs
+//!   `PRAGMA wal_checkpoint(PASSIVE)` on its own connection, which blocks neither the writer nor
+//!   the readers. A passive checkpoint cannot copy frames committed while it runs, and the log
+//!   only starts over once every frame was copied, so under a steady stream of writes the log
+//!   could grow without end: when it reaches ten times the threshold the writer checkpoints it
+//!   itself inside the hook (after waiting for a running background pass), as SQLite would
+//!   have, and its next write starts the log over.
+//!
 //! A thread opens its connection on its first job (and again after a failure to open), and
-//! ends when the store's last handle is dropped. A caller that drops its future loses nothing:
-//! the job still runs as a whole, and its reply is discarded.
+//! ends when the store's last handle is dropped; the writer then stops the checkpointer and
+//! waits for it before closing its own connection. A caller that drops its future loses
+//! nothing: the job still runs as a whole, and its reply is discarded.
+//!
+//! [SqliteConfig::with_wal_checkpoint_pages]: crate::SqliteConfig::with_wal_checkpoint_pages
 
+use std::cell::RefCell;
+use std::ffi::c_int;
 use std::fmt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
-use std::sync::{Arc, Mutex};
-
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use checkpoint_core::{Error, Result};
 use rusqlite::Connection;
+use rusqlite::hooks::Wal;
 use tokio::sync::oneshot;
 
 use crate::config::Location;
@@ -42,6 +60,11 @@ const MAX_BATCH: usize = 256;
 const SPIN: Duration = Duration::from_micros(50);
 /// Prepared statements each connection keeps (the store uses about 20).
 const STATEMENT_CACHE: usize = 64;
+/// The writer checkpoints the log itself once it holds this many times
+/// [`SqliteConfig::with_wal_checkpoint_pages`] pages.
+///
+/// [`SqliteConfig::with_wal_checkpoint_pages`]: crate::SqliteConfig::with_wal_checkpoint_pages
+pub(crate) const WRITER_CHECKPOINT_FACTOR: u32 = 10;
 
 /// A job that runs alone on a connection, outside any transaction of the writer: a read, or
 /// `init` (which runs its own transaction). Gets the connection, or the error opening it.
@@ -152,10 +175,185 @@ enum Job {
     Write(Box<dyn Pending>),
 }
 
+/// What the writer and the checkpointer thread share.
+#[derive(Debug, Default)]
+struct CheckpointState {
+    /// Passes asked for so far (by the writer's nudges and by [`WalCheckpointer::run_pass`]).
+    requested: u64,
+    /// The value of `requested` when the last finished background pass began: every pass asked
+    /// for up to it has been served.
+    served: u64,
+    /// Background passes finished.
+    passes: u64,
+    /// A checkpoint is running (the background one, or the writer's own): at most one at a
+    /// time, so the writer's never fails for finding the background one in progress.
+    running: bool,
+    /// The store is closing: the checkpointer thread ends.
+    stop: bool,
+}
+
+/// The background WAL checkpointer of a file database: its state and wake-up.
+#[derive(Debug, Default)]
+pub(crate) struct WalCheckpointer {
+    state: Mutex<CheckpointState>,
+    changed: Condvar,
+}
+
+impl WalCheckpointer {
+    fn lock(&self) -> MutexGuard<'_, CheckpointState> {
+        // The state is plain counters and flags, valid even if a holder panicked.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn wait<'a>(&self, guard: MutexGuard<'a, CheckpointState>) -> MutexGuard<'a, CheckpointState> {
+        self.changed.wait(guard).unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Asks for a background pass; returns its number.
+    fn request(&self) -> u64 {
+        let mut s = self.lock();
+        s.requested += 1;
+        let n = s.requested;
+        drop(s);
+        self.changed.notify_all();
+        n
+    }
+
+    fn stop(&self) {
+        self.lock().stop = true;
+        self.changed.notify_all();
+    }
+
+    /// Runs `checkpoint` once no other checkpoint is running (blocking until then).
+    fn exclusively(&self, checkpoint: impl FnOnce()) {
+        let mut s = self.lock();
+        while s.running {
+            s = self.wait(s);
+        }
+        s.running = true;
+        drop(s);
+        let _ = catch_unwind(AssertUnwindSafe(checkpoint));
+        self.lock().running = false;
+        self.changed.notify_all();
+    }
+
+    /// Asks for a background pass and blocks until one that began after this call finished
+    /// (or the store closed). Returns the number of background passes finished so far.
+    pub(crate) fn run_pass(&self) -> u64 {
+        let n = self.request();
+        let mut s = self.lock();
+        while s.served < n && !s.stop {
+            s = self.wait(s);
+        }
+        s.passes
+    }
+
+    /// Blocks until no background pass is asked for or running (or the store closed). Returns
+    /// the number of background passes finished so far.
+    pub(crate) fn idle(&self) -> u64 {
+        let mut s = self.lock();
+        while (s.served < s.requested || s.running) && !s.stop {
+            s = self.wait(s);
+        }
+        s.passes
+    }
+}
+
+/// The checkpointer thread: waits for a nudge, runs one passive checkpoint, repeats; nudges
+/// that arrive during a pass are served by the next one.
+fn checkpointer_loop(inner: &Inner, shared: &WalCheckpointer) {
+    let mut conn: Option<Connection> = None;
+    loop {
+        let target = {
+            let mut s = shared.lock();
+            while !s.stop && (s.served == s.requested || s.running) {
+                s = shared.wait(s);
+            }
+            if s.stop {
+                return;
+            }
+            s.running = true;
+            s.requested
+        };
+        let _ = catch_unwind(AssertUnwindSafe(|| {
+            if conn.is_none() {
+                conn = inner.config.connect().ok();
+            }
+            if let Some(c) = &conn {
+                // PASSIVE copies what it can without waiting for any reader or writer. Busy
+                // (another process is checkpointing) or failed: the next nudge tries again.
+                // An error other than busy may mean a broken connection: open a new one.
+                if let Err(e) = c.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+                    && e.sqlite_error_code() != Some(rusqlite::ErrorCode::DatabaseBusy)
+                {
+                    conn = None;
+                }
+            }
+        }));
+        let mut s = shared.lock();
+        s.running = false;
+        s.served = target;
+        s.passes += 1;
+        drop(s);
+        shared.changed.notify_all();
+    }
+}
+
+/// The writer thread's view of the checkpointer, read by [`wal_hook`] (a plain function, so
+/// its state lives in the writer thread's local storage).
+struct HookState {
+    checkpointer: Arc<WalCheckpointer>,
+    /// Nudge the checkpointer every this many new pages.
+    pages: c_int,
+    /// Checkpoint inline at this many pages.
+    inline_at: c_int,
+    /// The log's size at the last nudge.
+    nudged_at: c_int,
+}
+
+thread_local! {
+    static HOOK: RefCell<Option<HookState>> = const { RefCell::new(None) };
+}
+
+/// The writer connection's WAL hook, called by SQLite after every commit with the number of
+/// pages now in the log. It replaces SQLite's automatic checkpoint (which is this same hook
+/// running a checkpoint at `wal_autocheckpoint` pages).
+fn wal_hook(wal: &Wal, pages: c_int) -> rusqlite::Result<()> {
+    HOOK.with_borrow_mut(|hook| {
+        let Some(h) = hook.as_mut() else { return };
+        if pages < h.nudged_at {
+            // The log started over.
+            h.nudged_at = 0;
+        }
+        if pages >= h.inline_at {
+            // The background checkpointer has not let the log start over: do what SQLite
+            // would have. Run by the only writer of this process, between its transactions,
+            // it copies every frame, so the next write starts the log over (unless another
+            // process is reading an old snapshot, as with SQLite's own checkpoint). Errors
+            // (busy) are ignored as SQLite ignores them: the next commit tries again.
+            h.checkpointer.exclusively(|| {
+                let _ = wal.checkpoint();
+            });
+            h.nudged_at = 0;
+        } else if pages - h.nudged_at >= h.pages {
+            h.checkpointer.request();
+            h.nudged_at = pages;
+        }
+    });
+    // The commit has happened whatever the hook does; an error here would only make it look
+    // failed.
+    Ok(())
+}
+
 /// The senders to the connection threads of one store.
 pub(crate) struct Connections {
     writer: Sender<Job>,
     readers: Option<Sender<Direct>>,
+    /// The background WAL checkpointer (file databases only).
+    pub(crate) checkpointer: Option<Arc<WalCheckpointer>>,
+    /// Disconnected once every connection thread of the store has ended (each holds a
+    /// sender); taken by [`crate::SqliteStore::threads_ended`].
+    pub(crate) ended: Mutex<Option<Receiver<()>>>,
     /// How long the last write and the last read took to reply, in microseconds (see
     /// [`reply`]).
     pub(crate) recent_write: AtomicU64,
@@ -177,15 +375,43 @@ fn stopped() -> Error {
 impl Connections {
     /// Starts the writer and, for a file with `max_connections` above 1, the reader threads.
     pub(crate) fn start(inner: &Arc<Inner>) -> Result<Self> {
+        let (alive, ended) = mpsc::channel::<()>();
+        let file = matches!(inner.config.location(), Location::File(_));
+        let checkpointer = if file {
+            let shared = Arc::new(WalCheckpointer::default());
+            let (thread_shared, thread_inner, alive) =
+                (shared.clone(), inner.clone(), alive.clone());
+            let handle = std::thread::Builder::new()
+                .name("checkpoint-sqlite-wal".into())
+                .spawn(move || {
+                    let _alive = alive;
+                    checkpointer_loop(&thread_inner, &thread_shared);
+                })
+                .map_err(|e| Error::backend(STORE, false, e))?;
+            Some((shared, handle))
+        } else {
+            None
+        };
+        let shared = checkpointer.as_ref().map(|(shared, _)| shared.clone());
         let (writer_tx, writer_rx) = mpsc::channel();
         let writer_inner = inner.clone();
-        std::thread::Builder::new()
+        let writer_alive = alive.clone();
+        let spawned = std::thread::Builder::new()
             .name("checkpoint-sqlite-writer".into())
-            .spawn(move || writer_loop(&writer_inner, &writer_rx))
-            .map_err(|e| Error::backend(STORE, false, e))?;
-        let reader_count = match inner.config.location() {
-            Location::File(_) => inner.config.max_connections().saturating_sub(1),
-            Location::Memory => 0,
+            .spawn(move || {
+                let _alive = writer_alive;
+                writer_thread(&writer_inner, &writer_rx, checkpointer);
+            });
+        if let Err(e) = spawned {
+            if let Some(shared) = &shared {
+                shared.stop();
+            }
+            return Err(Error::backend(STORE, false, e));
+        }
+        let reader_count = if file {
+            inner.config.max_connections().saturating_sub(1)
+        } else {
+            0
         };
         let readers = if reader_count == 0 {
             None
@@ -193,10 +419,13 @@ impl Connections {
             let (tx, rx) = mpsc::channel::<Direct>();
             let rx = Arc::new(Mutex::new(rx));
             for i in 0..reader_count {
-                let (rx, inner) = (rx.clone(), inner.clone());
+                let (rx, inner, alive) = (rx.clone(), inner.clone(), alive.clone());
                 std::thread::Builder::new()
                     .name(format!("checkpoint-sqlite-reader-{i}"))
-                    .spawn(move || reader_loop(&inner, &rx))
+                    .spawn(move || {
+                        let _alive = alive;
+                        reader_loop(&inner, &rx);
+                    })
                     .map_err(|e| Error::backend(STORE, false, e))?;
             }
             Some(tx)
@@ -204,6 +433,8 @@ impl Connections {
         Ok(Self {
             writer: writer_tx,
             readers,
+            checkpointer: shared,
+            ended: Mutex::new(Some(ended)),
             recent_write: AtomicU64::new(0),
             recent_read: AtomicU64::new(0),
         })
@@ -228,11 +459,15 @@ impl Connections {
     }
 }
 
-/// Opens the connection if there is none yet.
+/// Opens the connection if there is none yet. On the writer's thread of a file database the
+/// connection gets [`wal_hook`] (its checkpointer state is already in the thread's storage).
 fn ensure<'c>(conn: &'c mut Option<Connection>, inner: &Inner) -> Result<&'c mut Connection> {
     if conn.is_none() {
         let opened = inner.config.connect()?;
         opened.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+        if HOOK.with_borrow(Option::is_some) {
+            opened.wal_hook(Some(wal_hook));
+        }
         *conn = Some(opened);
     }
     conn.as_mut()
@@ -274,15 +509,42 @@ fn reader_loop(inner: &Inner, rx: &Mutex<Receiver<Direct>>) {
     }
 }
 
-fn writer_loop(inner: &Inner, rx: &Receiver<Job>) {
+/// The writer thread: installs the hook state, runs [`writer_loop`] until the store is
+/// dropped, then stops and joins the checkpointer, and closes its connection last.
+fn writer_thread(
+    inner: &Inner,
+    rx: &Receiver<Job>,
+    checkpointer: Option<(Arc<WalCheckpointer>, JoinHandle<()>)>,
+) {
     let mut conn = None;
+    if let Some((shared, _)) = &checkpointer {
+        let pages = c_int::try_from(inner.config.wal_checkpoint_pages()).unwrap_or(c_int::MAX);
+        HOOK.set(Some(HookState {
+            checkpointer: shared.clone(),
+            pages,
+            inline_at: pages.saturating_mul(WRITER_CHECKPOINT_FACTOR as c_int),
+            nudged_at: 0,
+        }));
+    }
+    writer_loop(inner, rx, &mut conn);
+    if let Some((shared, handle)) = checkpointer {
+        shared.stop();
+        let _ = handle.join();
+    }
+    // Closed after the checkpointer's: the last connection to close checkpoints the log
+    // and removes it.
+    drop(conn);
+    HOOK.set(None);
+}
+
+fn writer_loop(inner: &Inner, rx: &Receiver<Job>, conn: &mut Option<Connection>) {
     let mut writes: Vec<Box<dyn Pending>> = Vec::new();
     while let Some(first) = next(rx) {
         let mut job = Some(first);
         while let Some(j) = job.take() {
             match j {
                 // Direct jobs run at once, between transactions.
-                Job::Direct(d) => run_direct(d, &mut conn, inner),
+                Job::Direct(d) => run_direct(d, conn, inner),
                 Job::Write(w) => writes.push(w),
             }
             if writes.len() < MAX_BATCH {
@@ -290,7 +552,7 @@ fn writer_loop(inner: &Inner, rx: &Receiver<Job>) {
             }
         }
         if !writes.is_empty() {
-            commit_batch(std::mem::take(&mut writes), &mut conn, inner);
+            commit_batch(std::mem::take(&mut writes), conn, inner);
         }
     }
 }

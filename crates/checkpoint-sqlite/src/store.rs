@@ -115,6 +115,45 @@ impl SqliteStore {
         &self.inner.config
     }
 
+    /// For tests and measurements: asks the background WAL checkpointer of a file database for
+    /// a pass and waits (off the executor) until one that began after this call finished.
+    /// Returns how many background passes have finished; 0 for an in-memory database, which
+    /// has no log.
+    #[doc(hidden)]
+    pub async fn wal_checkpoint_pass(&self) -> Result<u64> {
+        let Some(checkpointer) = self.conns.checkpointer.clone() else {
+            return Ok(0);
+        };
+        tokio::task::spawn_blocking(move || checkpointer.run_pass())
+            .await
+            .map_err(|e| Error::backend(STORE, false, e))
+    }
+
+    /// For tests and measurements: waits (off the executor) until the background WAL
+    /// checkpointer has no pass asked for or running. Returns how many background passes have
+    /// finished; 0 for an in-memory database.
+    #[doc(hidden)]
+    pub async fn wal_checkpointer_idle(&self) -> Result<u64> {
+        let Some(checkpointer) = self.conns.checkpointer.clone() else {
+            return Ok(0);
+        };
+        tokio::task::spawn_blocking(move || checkpointer.idle())
+            .await
+            .map_err(|e| Error::backend(STORE, false, e))
+    }
+
+    /// For tests: a receiver whose `recv` returns an error once every connection thread of
+    /// this store (writer, readers, WAL checkpointer) has ended, which happens after the last
+    /// handle is dropped. `None` when already taken (once per opened store).
+    #[doc(hidden)]
+    pub fn threads_ended(&self) -> Option<std::sync::mpsc::Receiver<()>> {
+        self.conns
+            .ended
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+    }
+
     /// Opens a new connection to the database file, set up as the store's own (WAL, busy
     /// timeout, `synchronous`), for the caller's own transactions with
     /// [`SqliteStore::checkpoint_in_transaction`]. Blocking (opening a file is quick). An

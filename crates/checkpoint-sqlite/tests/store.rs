@@ -447,3 +447,133 @@ async fn a_locked_database_is_a_retryable_error_and_writes_nothing() {
         Some(seq("2"))
     );
 }
+
+/// The size of the database's `-wal` file, and the size of one frame (a page and its header).
+fn wal_size(path: &Path, store: &SqliteStore) -> (u64, u64) {
+    let conn = store.open_connection().expect("connection");
+    let page: u64 = conn
+        .query_row("PRAGMA page_size", [], |r| r.get(0))
+        .expect("page size");
+    let size = std::fs::metadata(format!("{}-wal", path.display()))
+        .map(|m| m.len())
+        .unwrap_or(0);
+    (size, page + 24)
+}
+
+/// Opens a store with a small WAL checkpoint threshold, holding one lease.
+async fn with_threshold(
+    path: &Path,
+    pages: u32,
+) -> (SqliteStore, LeaseKey, WorkerId, FencingToken) {
+    let config = SqliteConfig::file(path).with_wal_checkpoint_pages(pages);
+    let store = SqliteStore::open(config, random_app("app"))
+        .await
+        .expect("open");
+    let (k, me) = (key("shard-wal"), worker("w"));
+    let token = store
+        .get_lease(&k, &me, long())
+        .await
+        .expect("acquire")
+        .token;
+    (store, k, me, token)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_background_checkpointer_keeps_the_log_from_growing() {
+    let db = TempDb::new();
+    let (store, k, me, token) = with_threshold(&db.0, 100).await;
+    let mut n = 0u64;
+    let mut first_round = None;
+    for _ in 0..20 {
+        for _ in 0..250 {
+            n += 1;
+            store
+                .checkpoint(&k, &me, token, &seq(&n.to_string()))
+                .await
+                .expect("checkpoint");
+        }
+        // A pass that starts with no write in flight copies the whole log, so the next write
+        // starts it over.
+        store.wal_checkpoint_pass().await.expect("pass");
+        first_round.get_or_insert(wal_size(&db.0, &store).0);
+    }
+    let (size, frame) = wal_size(&db.0, &store);
+    let first_round = first_round.expect("one round");
+    assert!(
+        first_round < 1000 * frame,
+        "one round of 250 checkpoints wrote {first_round} bytes of log"
+    );
+    // The file keeps its largest size; it never outgrew the first round's.
+    assert!(
+        size <= first_round + frame,
+        "the log grew from {first_round} to {size} bytes over 5000 checkpoints"
+    );
+    assert!(store.wal_checkpointer_idle().await.expect("idle") >= 20);
+    assert_eq!(
+        store.fetch_checkpoint(&k).await.expect("fetch"),
+        Some(seq(&n.to_string()))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_writer_checkpoints_a_log_that_keeps_growing() {
+    let db = TempDb::new();
+    let (store, k, me, token) = with_threshold(&db.0, 50).await;
+    // No pauses: a background pass never finds the log still, so only the writer's own
+    // checkpoint, at ten times the threshold, lets the log start over.
+    for n in 1..=3000u64 {
+        store
+            .checkpoint(&k, &me, token, &seq(&n.to_string()))
+            .await
+            .expect("checkpoint");
+    }
+    assert!(
+        store.wal_checkpointer_idle().await.expect("idle") >= 1,
+        "the writer nudged the checkpointer"
+    );
+    let (size, frame) = wal_size(&db.0, &store);
+    assert!(
+        size <= 32 + 510 * frame,
+        "the log reached {size} bytes ({} frames) with a threshold of 50 pages",
+        size / frame
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn closing_ends_every_thread_and_leaves_a_consistent_file() {
+    let db = TempDb::new();
+    let (store, k, me, token) = with_threshold(&db.0, 20).await;
+    for n in 1..=500u64 {
+        store
+            .checkpoint(&k, &me, token, &seq(&n.to_string()))
+            .await
+            .expect("checkpoint");
+    }
+    let app = store.app().clone();
+    let ended = store.threads_ended().expect("first take");
+    assert!(store.threads_ended().is_none(), "taken once");
+    let clone = store.clone();
+    drop(store);
+    drop(clone);
+    // Every thread holds a sender until it has ended; the writer ends after joining the
+    // checkpointer and closing its connection.
+    let received = tokio::task::spawn_blocking(move || ended.recv())
+        .await
+        .expect("join");
+    assert!(received.is_err(), "every sender is gone");
+    // The last connection to close checkpointed the log and removed it.
+    assert!(!Path::new(&format!("{}-wal", db.0.display())).exists());
+    let store = SqliteStore::open(SqliteConfig::file(&db.0), app)
+        .await
+        .expect("reopen");
+    assert_eq!(
+        store.fetch_checkpoint(&k).await.expect("fetch"),
+        Some(seq("500"))
+    );
+    drop(store);
+    let raw = rusqlite::Connection::open(&db.0).expect("raw");
+    let check: String = raw
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .expect("integrity check");
+    assert_eq!(check, "ok");
+}
