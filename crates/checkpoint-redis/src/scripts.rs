@@ -35,7 +35,8 @@
 //!
 //! # Replies
 //!
-//! A lease script replies `[status, server_now_ms, detail]`, followed, when there is a record,
+//! A lease script replies `[status, server_now_ms, detail]` (`server_now_ms` empty from a script
+//! that does not read the clock), followed, when there is a record,
 //! by the values of the stored fields in `FIELDS` order (nil for an absent field): the status (`OK`, `HELD`,
 //! `LOST`, `CHANGED`, `REGRESSION`, `NOTFOUND`, `CORRUPT`), the server clock it judged by, the
 //! offending field for `CORRUPT`, and the record as it stands after the operation. Every script
@@ -245,6 +246,9 @@ local function validate(r)
   return nil
 end
 
+-- The fields the loaded record had, so that save deletes only what exists.
+local loaded = {}
+
 -- The record as a table by field name, or nil when the key does not exist. A hash holding none
 -- of the known fields (only possible by hand) is an empty record, which fails validation.
 local function load(key)
@@ -253,6 +257,7 @@ local function load(key)
   for i, f in ipairs(FIELDS) do
     if v[i] then
       r[f] = v[i]
+      loaded[f] = true
       found = true
     end
   end
@@ -260,12 +265,16 @@ local function load(key)
   return r
 end
 
+-- Writes `fields` of the record loaded last: sets the present ones, deletes the ones that
+-- became absent.
 local function save(key, r, fields)
   local set, del = {}, {}
   for _, f in ipairs(fields) do
-    if r[f] == nil then del[#del + 1] = f else
+    if r[f] ~= nil then
       set[#set + 1] = f
       set[#set + 1] = r[f]
+    elseif loaded[f] then
+      del[#del + 1] = f
     end
   end
   if #set > 0 then redis.call('HSET', key, unpack(set)) end
@@ -273,9 +282,10 @@ local function save(key, r, fields)
 end
 
 -- [status, now, detail] and, when there is a record, its FIELDS in order (false: absent, which
--- the reply carries as nil).
+-- the reply carries as nil). `now` is the server clock the script judged by, as text, or '' for
+-- a script that does not read the clock.
 local function reply(status, now, detail, r)
-  local out = {status, fmt(now), detail}
+  local out = {status, now, detail}
   if r ~= nil then
     for i, f in ipairs(FIELDS) do out[3 + i] = r[f] or false end
   end
@@ -298,6 +308,9 @@ local function incr(s)
   if n == 0 then return '1' .. string.rep('0', #s) end
   return string.sub(s, 1, n - 1) .. string.char(string.byte(s, n) + 1) .. string.rep('0', #s - n)
 end
+
+-- The fields a grant changes.
+local GRANTED = {'owner', 'token', 'deadline', 'claim', 'owner_switches'}
 
 -- rules::grant: a new owner, the next token, one more owner switch, no claim.
 local function grant(r, worker, deadline)
@@ -433,20 +446,20 @@ if r == nil then
   created = true
 end
 local bad = validate(r)
-if bad then return reply('CORRUPT', now, bad, nil) end
+if bad then return reply('CORRUPT', fmt(now), bad, nil) end
 local deadline = fmt(now + tonumber(ARGV[2]))
 if r.owner == ARGV[1] then
   r.deadline = deadline
   save(KEYS[1], r, {'deadline'})
-  return reply('OK', now, '', r)
+  return reply('OK', fmt(now), '', r)
 end
 if r.owner ~= nil and r.deadline ~= nil and tonumber(r.deadline) > now then
-  return reply('HELD', now, '', r)
+  return reply('HELD', fmt(now), '', r)
 end
 grant(r, ARGV[1], deadline)
-save(KEYS[1], r, FIELDS)
+save(KEYS[1], r, created and FIELDS or GRANTED)
 if created then redis.call('ZADD', KEYS[2], 0, ARGV[3]) end
-return reply('OK', now, '', r)
+return reply('OK', fmt(now), '', r)
 "#,
     )
 });
@@ -458,13 +471,13 @@ pub(crate) static RENEW: LazyLock<Script> = LazyLock::new(|| {
         r#"
 local now = now_ms()
 local r = load(KEYS[1])
-if r == nil then return reply('LOST', now, '', nil) end
+if r == nil then return reply('LOST', fmt(now), '', nil) end
 local bad = validate(r)
-if bad then return reply('CORRUPT', now, bad, nil) end
-if not held_by(r, ARGV[1], ARGV[2]) then return reply('LOST', now, '', r) end
+if bad then return reply('CORRUPT', fmt(now), bad, nil) end
+if not held_by(r, ARGV[1], ARGV[2]) then return reply('LOST', fmt(now), '', r) end
 r.deadline = fmt(now + tonumber(ARGV[3]))
 save(KEYS[1], r, {'deadline'})
-return reply('OK', now, '', r)
+return reply('OK', fmt(now), '', r)
 "#,
     )
 });
@@ -516,16 +529,15 @@ return out
 /// (empty unless a sequence), padded sub.
 pub(crate) static CHECKPOINT: LazyLock<Script> = LazyLock::new(|| {
     script(
-        &[Clock, Record, Progress],
+        &[Record, Progress],
         r#"
-local now = now_ms()
 local r = load(KEYS[1])
-if r == nil then return reply('LOST', now, '', nil) end
+if r == nil then return reply('LOST', '', '', nil) end
 local bad = validate(r)
-if bad then return reply('CORRUPT', now, bad, nil) end
-if not held_by(r, ARGV[1], ARGV[2]) then return reply('LOST', now, '', r) end
+if bad then return reply('CORRUPT', '', bad, nil) end
+if not held_by(r, ARGV[1], ARGV[2]) then return reply('LOST', '', '', r) end
 if regresses(r.checkpoint, r.checkpoint_sub, ARGV[4], ARGV[6], ARGV[7]) then
-  return reply('REGRESSION', now, '', r)
+  return reply('REGRESSION', '', '', r)
 end
 if ARGV[3] == 'commit' then
   r.checkpoint = ARGV[4]
@@ -539,7 +551,7 @@ else
   r.pending_sub = ARGV[5]
   save(KEYS[1], r, {'pending', 'pending_sub'})
 end
-return reply('OK', now, '', r)
+return reply('OK', '', '', r)
 "#,
     )
 });
@@ -547,21 +559,20 @@ return reply('OK', now, '', r)
 /// Operation 7, `rules::release`. KEYS: lease. ARGV: worker, token.
 pub(crate) static RELEASE: LazyLock<Script> = LazyLock::new(|| {
     script(
-        &[Clock, Record],
+        &[Record],
         r#"
-local now = now_ms()
 local r = load(KEYS[1])
-if r == nil then return reply('LOST', now, '', nil) end
+if r == nil then return reply('LOST', '', '', nil) end
 local bad = validate(r)
-if bad then return reply('CORRUPT', now, bad, nil) end
+if bad then return reply('CORRUPT', '', bad, nil) end
 if held_by(r, ARGV[1], ARGV[2]) then
   r.owner = nil
   r.deadline = nil
   save(KEYS[1], r, {'owner', 'deadline'})
-  return reply('OK', now, '', r)
+  return reply('OK', '', '', r)
 end
-if r.owner == nil and r.token == ARGV[2] then return reply('OK', now, '', r) end
-return reply('LOST', now, '', r)
+if r.owner == nil and r.token == ARGV[2] then return reply('OK', '', '', r) end
+return reply('LOST', '', '', r)
 "#,
     )
 });
@@ -569,17 +580,16 @@ return reply('LOST', now, '', r)
 /// Operation 7, admin form, `rules::force_release`. KEYS: lease.
 pub(crate) static FORCE_RELEASE: LazyLock<Script> = LazyLock::new(|| {
     script(
-        &[Clock, Record],
+        &[Record],
         r#"
-local now = now_ms()
 local r = load(KEYS[1])
-if r == nil then return reply('NOTFOUND', now, '', nil) end
+if r == nil then return reply('NOTFOUND', '', '', nil) end
 local bad = validate(r)
-if bad then return reply('CORRUPT', now, bad, nil) end
+if bad then return reply('CORRUPT', '', bad, nil) end
 r.owner = nil
 r.deadline = nil
 save(KEYS[1], r, {'owner', 'deadline'})
-return reply('OK', now, '', r)
+return reply('OK', '', '', r)
 "#,
     )
 });
@@ -604,16 +614,16 @@ pub(crate) static STEAL: LazyLock<Script> = LazyLock::new(|| {
         r#"
 local now = now_ms()
 local r = load(KEYS[1])
-if r == nil then return reply('CHANGED', now, '', nil) end
+if r == nil then return reply('CHANGED', fmt(now), '', nil) end
 local bad = validate(r)
-if bad then return reply('CORRUPT', now, bad, nil) end
+if bad then return reply('CORRUPT', fmt(now), bad, nil) end
 if held_by(r, ARGV[2], ARGV[3]) then
   grant(r, ARGV[1], fmt(now + tonumber(ARGV[5])))
-  save(KEYS[1], r, FIELDS)
-  return reply('OK', now, '', r)
+  save(KEYS[1], r, GRANTED)
+  return reply('OK', fmt(now), '', r)
 end
-if held_by(r, ARGV[1], ARGV[4]) then return reply('OK', now, '', r) end
-return reply('CHANGED', now, '', r)
+if held_by(r, ARGV[1], ARGV[4]) then return reply('OK', fmt(now), '', r) end
+return reply('CHANGED', fmt(now), '', r)
 "#,
     )
 });
@@ -621,17 +631,16 @@ return reply('CHANGED', now, '', r)
 /// Operation 11, `rules::claim`. KEYS: lease. ARGV: claimant.
 pub(crate) static CLAIM: LazyLock<Script> = LazyLock::new(|| {
     script(
-        &[Clock, Record],
+        &[Record],
         r#"
-local now = now_ms()
 local r = load(KEYS[1])
-if r == nil then return reply('NOTFOUND', now, '', nil) end
+if r == nil then return reply('NOTFOUND', '', '', nil) end
 local bad = validate(r)
-if bad then return reply('CORRUPT', now, bad, nil) end
-if r.owner == ARGV[1] or r.claim == ARGV[1] then return reply('OK', now, '', r) end
+if bad then return reply('CORRUPT', '', bad, nil) end
+if r.owner == ARGV[1] or r.claim == ARGV[1] then return reply('OK', '', '', r) end
 r.claim = ARGV[1]
 save(KEYS[1], r, {'claim'})
-return reply('OK', now, '', r)
+return reply('OK', '', '', r)
 "#,
     )
 });
@@ -639,13 +648,12 @@ return reply('OK', now, '', r)
 /// Admin reset, `rules::reset_checkpoint`. KEYS: lease. ARGV: has_position, text, sub.
 pub(crate) static RESET_CHECKPOINT: LazyLock<Script> = LazyLock::new(|| {
     script(
-        &[Clock, Record],
+        &[Record],
         r#"
-local now = now_ms()
 local r = load(KEYS[1])
-if r == nil then return reply('NOTFOUND', now, '', nil) end
+if r == nil then return reply('NOTFOUND', '', '', nil) end
 local bad = validate(r)
-if bad then return reply('CORRUPT', now, bad, nil) end
+if bad then return reply('CORRUPT', '', bad, nil) end
 if ARGV[1] == '1' then
   r.checkpoint = ARGV[2]
   r.checkpoint_sub = ARGV[3]
@@ -657,7 +665,7 @@ r.pending = nil
 r.pending_sub = nil
 r.owner_switches = '0'
 save(KEYS[1], r, {'checkpoint', 'checkpoint_sub', 'pending', 'pending_sub', 'owner_switches'})
-return reply('OK', now, '', r)
+return reply('OK', '', '', r)
 "#,
     )
 });
@@ -744,7 +752,8 @@ pub(crate) enum Status {
 #[derive(Debug)]
 pub(crate) struct Reply {
     pub(crate) status: Status,
-    pub(crate) now: SystemTime,
+    /// The server clock the script judged by; `None` from a script that does not read it.
+    pub(crate) now: Option<SystemTime>,
     /// The corrupt field's name, for [`Status::Corrupt`].
     pub(crate) detail: String,
     /// The record after the operation, or `None` when absent.
@@ -808,7 +817,10 @@ pub(crate) fn decode_reply(key: &LeaseKey, value: Value) -> Result<Reply> {
         )));
     }
     let status = status(&text(&items[0])?)?;
-    let now = millis(&text(&items[1])?)?;
+    let now = match text(&items[1])?.as_str() {
+        "" => None,
+        ms => Some(millis(ms)?),
+    };
     let detail = text(&items[2])?;
     let lease = if items.len() > 3 {
         Some(decode_values(key, &items[3..])?)

@@ -392,7 +392,9 @@ impl Checkpointer for RedisStore {
         match reply.status {
             Status::Ok => record(reply),
             Status::Held => {
-                let now = reply.now;
+                let now = reply
+                    .now
+                    .ok_or_else(|| scripts::protocol_error("HELD without the server time"))?;
                 let lease = record(reply)?;
                 let holder = lease
                     .owner
