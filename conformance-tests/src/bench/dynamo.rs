@@ -9,13 +9,13 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::types::AttributeValue;
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
 use checkpoint_core::Checkpointer;
 use checkpoint_core::conformance::random_app;
 use checkpoint_dynamo::{DynamoConfig, DynamoStore};
 
 use crate::measure::{BoxError, Budget, Stats, measure_async};
-use crate::{Backend, Held, Op, Raw, Seqs, Settings, duration};
+use crate::{Backend, Held, Op, Raw, Reply, Seqs, Settings, duration};
 
 pub(crate) async fn open(settings: &Settings) -> Result<Vec<Backend>, String> {
     let endpoint = std::env::var("CHECKPOINT_DYNAMO_ENDPOINT")
@@ -78,15 +78,22 @@ fn now_ms() -> u128 {
 }
 
 impl DynamoRaw {
-    async fn op(&self, op: Op, h: &Held, seq: u64) -> Result<(), BoxError> {
+    /// One raw request: for [`Reply::Record`] the write asks for `ALL_NEW` (the read gets the
+    /// whole item); for [`Reply::Bare`] it returns nothing (the read projects `checkpoint`).
+    async fn op(&self, op: Op, reply: Reply, h: &Held, seq: u64) -> Result<(), BoxError> {
         let pk = format!("{}:{}:{}", self.app, h.key.stream, h.key.shard);
         if op == Op::Fetch {
+            let projection = match reply {
+                Reply::Record => None,
+                Reply::Bare => Some("checkpoint".to_owned()),
+            };
             let out = self
                 .client
                 .get_item()
                 .table_name(&self.table)
                 .key("leaseKey", s(&pk))
                 .consistent_read(true)
+                .set_projection_expression(projection)
                 .send()
                 .await?;
             return match out.item.as_ref().and_then(|i| i.get("checkpoint")) {
@@ -135,6 +142,10 @@ impl DynamoRaw {
             .update_expression(update)
             .condition_expression(condition)
             .set_expression_attribute_values(Some(values))
+            .return_values(match reply {
+                Reply::Record => ReturnValue::AllNew,
+                Reply::Bare => ReturnValue::None,
+            })
             .send()
             .await?;
         Ok(())
@@ -146,6 +157,7 @@ impl Raw for DynamoRaw {
     async fn measure(
         &self,
         op: Op,
+        reply: Reply,
         leases: Arc<Vec<Held>>,
         seqs: Arc<Seqs>,
         budget: Budget,
@@ -159,7 +171,7 @@ impl Raw for DynamoRaw {
                 } else {
                     0
                 };
-                me.op(op, &leases[t], seq).await
+                me.op(op, reply, &leases[t], seq).await
             }
         })
         .await
@@ -175,7 +187,7 @@ impl Raw for DynamoRaw {
         let me = self.clone();
         crate::each_concurrently(leases.len(), concurrency, move |i| {
             let (me, leases) = (me.clone(), leases.clone());
-            async move { me.op(Op::Renew, &leases[i], 0).await }
+            async move { me.op(Op::Renew, Reply::Bare, &leases[i], 0).await }
         })
         .await
     }

@@ -1,7 +1,7 @@
 //! PostgreSQL: the store from `CHECKPOINT_POSTGRES_URL` (default
 //! `postgres://postgres@127.0.0.1:5432/test`), and the raw baseline on the store's own sqlx
 //! pool (the same connections and settings), one statement per operation on the store's lease
-//! table.
+//! table: with `RETURNING *` (`SELECT *` for a read) for the record, without for the bare write.
 
 use std::sync::Arc;
 
@@ -12,7 +12,7 @@ use checkpoint_postgres::PostgresStore;
 use sqlx::{AssertSqlSafe, PgPool, SqlStr};
 
 use crate::measure::{BoxError, Budget, Stats, measure_async};
-use crate::{Backend, Held, Op, Raw, Seqs, Settings, duration};
+use crate::{Backend, Held, Op, Raw, Reply, Seqs, Settings, duration};
 
 const DEFAULT_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
 
@@ -42,11 +42,19 @@ fn sql(text: String) -> SqlStr {
 struct PostgresRaw {
     pool: PgPool,
     app: String,
+    /// Bare statements.
+    bare: Statements,
+    /// The same statements returning the record (`RETURNING *`, `SELECT *`).
+    record: Statements,
+    renew_batch: SqlStr,
+}
+
+#[derive(Clone)]
+struct Statements {
     get_lease: SqlStr,
     renew: SqlStr,
     checkpoint: SqlStr,
     fetch: SqlStr,
-    renew_batch: SqlStr,
 }
 
 impl PostgresRaw {
@@ -54,22 +62,26 @@ impl PostgresRaw {
         let t = store.lease_table();
         let key = "app = $1 AND stream = $2 AND shard = $3";
         let ms = "* interval '1 millisecond'";
-        Self {
-            pool: store.pool().clone(),
-            app: store.app().to_string(),
+        let statements = |returning: &str, fetched: &str| Statements {
             get_lease: sql(format!(
                 "UPDATE {t} SET deadline = clock_timestamp() + $5::bigint {ms} WHERE {key} \
-                 AND (owner IS NULL OR owner = $4 OR deadline <= clock_timestamp())"
+                 AND (owner IS NULL OR owner = $4 OR deadline <= clock_timestamp()){returning}"
             )),
             renew: sql(format!(
                 "UPDATE {t} SET deadline = clock_timestamp() + $6::bigint {ms} \
-                 WHERE {key} AND owner = $4 AND token = $5"
+                 WHERE {key} AND owner = $4 AND token = $5{returning}"
             )),
             checkpoint: sql(format!(
                 "UPDATE {t} SET checkpoint = $6, checkpoint_sub = 0 \
-                 WHERE {key} AND owner = $4 AND token = $5"
+                 WHERE {key} AND owner = $4 AND token = $5{returning}"
             )),
-            fetch: sql(format!("SELECT checkpoint FROM {t} WHERE {key}")),
+            fetch: sql(format!("SELECT {fetched} FROM {t} WHERE {key}")),
+        };
+        Self {
+            pool: store.pool().clone(),
+            app: store.app().to_string(),
+            bare: statements("", "checkpoint"),
+            record: statements(" RETURNING *", "*"),
             renew_batch: sql(format!(
                 "UPDATE {t} AS l SET deadline = clock_timestamp() + $6::bigint {ms} \
                  FROM unnest($3::text[], $4::text[], $5::bigint[]) AS b(stream, shard, token) \
@@ -79,47 +91,40 @@ impl PostgresRaw {
         }
     }
 
-    async fn op(&self, op: Op, h: &Held, seq: u64) -> Result<(), BoxError> {
-        let base = |s: &SqlStr| {
-            sqlx::query(s.clone())
-                .bind(self.app.as_str())
-                .bind(h.key.stream.as_str())
-                .bind(h.key.shard.as_str())
-                .bind(h.worker.as_str())
+    async fn op(&self, op: Op, reply: Reply, h: &Held, seq: u64) -> Result<(), BoxError> {
+        let sql = match reply {
+            Reply::Record => &self.record,
+            Reply::Bare => &self.bare,
         };
+        let statement = match op {
+            Op::GetLease => &sql.get_lease,
+            Op::Renew => &sql.renew,
+            Op::Checkpoint => &sql.checkpoint,
+            Op::Fetch => &sql.fetch,
+        };
+        let mut query = sqlx::query(statement.clone())
+            .bind(self.app.as_str())
+            .bind(h.key.stream.as_str())
+            .bind(h.key.shard.as_str());
         let ms = duration().as_millis() as i64;
         let token = h.token.0 as i64;
-        let done = match op {
-            Op::GetLease => base(&self.get_lease).bind(ms).execute(&self.pool).await?,
-            Op::Renew => {
-                base(&self.renew)
-                    .bind(token)
-                    .bind(ms)
-                    .execute(&self.pool)
-                    .await?
-            }
-            Op::Checkpoint => {
-                base(&self.checkpoint)
-                    .bind(token)
-                    .bind(seq.to_string())
-                    .execute(&self.pool)
-                    .await?
-            }
-            Op::Fetch => {
-                let found: Option<(Option<String>,)> = sqlx::query_as(self.fetch.clone())
-                    .bind(self.app.as_str())
-                    .bind(h.key.stream.as_str())
-                    .bind(h.key.shard.as_str())
-                    .fetch_optional(&self.pool)
-                    .await?;
-                return match found {
-                    Some((Some(_),)) => Ok(()),
-                    _ => Err("raw fetch found no checkpoint".into()),
-                };
-            }
+        query = match op {
+            Op::GetLease => query.bind(h.worker.as_str()).bind(ms),
+            Op::Renew => query.bind(h.worker.as_str()).bind(token).bind(ms),
+            Op::Checkpoint => query
+                .bind(h.worker.as_str())
+                .bind(token)
+                .bind(seq.to_string()),
+            Op::Fetch => query,
         };
-        if done.rows_affected() != 1 {
-            return Err(format!("raw {} changed {} rows", op.name(), done.rows_affected()).into());
+        let rows = match (op, reply) {
+            (Op::Fetch, _) | (_, Reply::Record) => {
+                u64::from(query.fetch_optional(&self.pool).await?.is_some())
+            }
+            (_, Reply::Bare) => query.execute(&self.pool).await?.rows_affected(),
+        };
+        if rows != 1 {
+            return Err(format!("raw {} matched {rows} rows", op.name()).into());
         }
         Ok(())
     }
@@ -130,6 +135,7 @@ impl Raw for PostgresRaw {
     async fn measure(
         &self,
         op: Op,
+        reply: Reply,
         leases: Arc<Vec<Held>>,
         seqs: Arc<Seqs>,
         budget: Budget,
@@ -143,7 +149,7 @@ impl Raw for PostgresRaw {
                 } else {
                     0
                 };
-                me.op(op, &leases[t], seq).await
+                me.op(op, reply, &leases[t], seq).await
             }
         })
         .await
@@ -180,7 +186,7 @@ impl Raw for PostgresRaw {
         let me = self.clone();
         crate::each_concurrently(leases.len(), concurrency, move |i| {
             let (me, leases) = (me.clone(), leases.clone());
-            async move { me.op(Op::Renew, &leases[i], 0).await }
+            async move { me.op(Op::Renew, Reply::Bare, &leases[i], 0).await }
         })
         .await
     }

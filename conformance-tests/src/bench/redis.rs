@@ -1,7 +1,8 @@
 //! Redis: the store from `CHECKPOINT_REDIS_URL` (default `redis://127.0.0.1:6379/`), and the
 //! raw baseline on a connection of its own built exactly as the store builds its one (a
 //! multiplexed `ConnectionManager` with the same timeouts and reconnection settings), sending
-//! minimal Lua scripts by `EVALSHA` over the store's own keys.
+//! minimal Lua scripts by `EVALSHA` over the store's own keys: replying with the record's fields
+//! (one `HMGET` of them, as the library's scripts and fetch read them) or with nothing (bare).
 
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
@@ -14,7 +15,7 @@ use redis::Script;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 use crate::measure::{BoxError, Budget, Stats, measure_async};
-use crate::{Backend, Held, Op, Raw, Seqs, Settings, duration};
+use crate::{Backend, Held, Op, Raw, Reply, Seqs, Settings, duration};
 
 const DEFAULT_URL: &str = "redis://127.0.0.1:6379/";
 
@@ -55,6 +56,65 @@ if f[1] ~= ARGV[1] or f[2] ~= ARGV[2] then return 0 end
 redis.call('HSET', KEYS[1], 'checkpoint', ARGV[3], 'checkpoint_sub', '0')
 return 1
 ",
+    )
+});
+
+/// The lease fields, as the library stores them.
+const FIELDS: [&str; 10] = [
+    "owner",
+    "token",
+    "deadline",
+    "checkpoint",
+    "checkpoint_sub",
+    "pending",
+    "pending_sub",
+    "parents",
+    "claim",
+    "owner_switches",
+];
+
+/// A record-returning script: `HMGET` of every field into `v` (owner `v[1]`, token `v[2]`,
+/// deadline `v[3]`, checkpoint `v[4]`, checkpoint_sub `v[5]`), `body`, then `v` as the reply.
+fn record_script(body: &str) -> Script {
+    let fields: Vec<String> = FIELDS.iter().map(|f| format!("'{f}'")).collect();
+    Script::new(&format!(
+        "local v = redis.call('HMGET', KEYS[1], {})\n{body}\nreturn v\n",
+        fields.join(", ")
+    ))
+}
+
+/// [`GET_LEASE`], replying with the record.
+static GET_LEASE_RECORD: LazyLock<Script> = LazyLock::new(|| {
+    record_script(
+        r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+if v[1] and v[1] ~= ARGV[1] and v[3] and tonumber(v[3]) > now then return 0 end
+v[1] = ARGV[1]
+v[3] = string.format('%.0f', now + tonumber(ARGV[2]))
+redis.call('HSET', KEYS[1], 'owner', v[1], 'deadline', v[3])",
+    )
+});
+
+/// [`RENEW`], replying with the record.
+static RENEW_RECORD: LazyLock<Script> = LazyLock::new(|| {
+    record_script(
+        r"
+if v[1] ~= ARGV[1] or v[2] ~= ARGV[2] then return 0 end
+local t = redis.call('TIME')
+v[3] = string.format('%.0f', tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + tonumber(ARGV[3]))
+redis.call('HSET', KEYS[1], 'deadline', v[3])",
+    )
+});
+
+/// [`CHECKPOINT`], replying with the record.
+static CHECKPOINT_RECORD: LazyLock<Script> = LazyLock::new(|| {
+    record_script(
+        r"
+if v[1] ~= ARGV[1] or v[2] ~= ARGV[2] then return 0 end
+v[4] = ARGV[3]
+v[5] = '0'
+redis.call('HSET', KEYS[1], 'checkpoint', v[4], 'checkpoint_sub', v[5])",
     )
 });
 
@@ -123,47 +183,67 @@ impl RedisRaw {
         })
     }
 
-    async fn op(&self, op: Op, h: &Held, seq: u64) -> Result<(), BoxError> {
+    async fn op(&self, op: Op, reply: Reply, h: &Held, seq: u64) -> Result<(), BoxError> {
         let mut conn = self.conn.clone();
         let key = self.store.key_layout().lease(&h.key);
         let token = h.token.0.to_string();
-        let done: i64 = match op {
+        let record = reply == Reply::Record;
+        let script = |bare: &'static LazyLock<Script>, with: &'static LazyLock<Script>| {
+            if record { &**with } else { &**bare }
+        };
+        let invocation = match op {
             Op::GetLease => {
-                GET_LEASE
-                    .key(&key)
+                let mut i = script(&GET_LEASE, &GET_LEASE_RECORD).prepare_invoke();
+                i.key(&key)
                     .arg(h.worker.as_str())
-                    .arg(duration().as_millis())
-                    .invoke_async(&mut conn)
-                    .await?
+                    .arg(duration().as_millis());
+                i
             }
             Op::Renew => {
-                RENEW
-                    .key(&key)
+                let mut i = script(&RENEW, &RENEW_RECORD).prepare_invoke();
+                i.key(&key)
                     .arg(h.worker.as_str())
                     .arg(&token)
-                    .arg(duration().as_millis())
-                    .invoke_async(&mut conn)
-                    .await?
+                    .arg(duration().as_millis());
+                i
             }
             Op::Checkpoint => {
-                CHECKPOINT
-                    .key(&key)
+                let mut i = script(&CHECKPOINT, &CHECKPOINT_RECORD).prepare_invoke();
+                i.key(&key)
                     .arg(h.worker.as_str())
                     .arg(&token)
-                    .arg(seq.to_string())
-                    .invoke_async(&mut conn)
-                    .await?
+                    .arg(seq.to_string());
+                i
             }
             Op::Fetch => {
-                let found: Option<String> = redis::cmd("HGET")
-                    .arg(&key)
-                    .arg("checkpoint")
-                    .query_async(&mut conn)
-                    .await?;
-                i64::from(found.is_some())
+                let done = if record {
+                    let v: redis::Value = redis::cmd("HMGET")
+                        .arg(&key)
+                        .arg(&FIELDS[..])
+                        .query_async(&mut conn)
+                        .await?;
+                    matches!(&v, redis::Value::Array(items) if items.len() == FIELDS.len())
+                } else {
+                    let found: Option<String> = redis::cmd("HGET")
+                        .arg(&key)
+                        .arg("checkpoint")
+                        .query_async(&mut conn)
+                        .await?;
+                    found.is_some()
+                };
+                return if done {
+                    Ok(())
+                } else {
+                    Err("raw fetch found no checkpoint".into())
+                };
             }
         };
-        if done != 1 {
+        let done = match invocation.invoke_async::<redis::Value>(&mut conn).await? {
+            redis::Value::Int(n) => n == 1,
+            redis::Value::Array(items) => items.len() == FIELDS.len(),
+            _ => false,
+        };
+        if !done {
             return Err(format!("raw {} did not match the record", op.name()).into());
         }
         Ok(())
@@ -175,6 +255,7 @@ impl Raw for RedisRaw {
     async fn measure(
         &self,
         op: Op,
+        reply: Reply,
         leases: Arc<Vec<Held>>,
         seqs: Arc<Seqs>,
         budget: Budget,
@@ -188,7 +269,7 @@ impl Raw for RedisRaw {
                 } else {
                     0
                 };
-                me.op(op, &leases[t], seq).await
+                me.op(op, reply, &leases[t], seq).await
             }
         })
         .await
@@ -218,7 +299,7 @@ impl Raw for RedisRaw {
         let me = self.clone();
         crate::each_concurrently(leases.len(), concurrency, move |i| {
             let (me, leases) = (me.clone(), leases.clone());
-            async move { me.op(Op::Renew, &leases[i], 0).await }
+            async move { me.op(Op::Renew, Reply::Bare, &leases[i], 0).await }
         })
         .await
     }

@@ -1,7 +1,8 @@
 //! SQLite: the store on a temporary database file, and the raw baseline on connections opened
 //! exactly as the store opens its own ([`SqliteStore::open_connection`]: WAL, the same
 //! `synchronous`, busy timeout, `temp_store`, `foreign_keys`), each statement in a
-//! `BEGIN IMMEDIATE` transaction, called directly on one OS thread per task.
+//! `BEGIN IMMEDIATE` transaction, called directly on one OS thread per task; with `RETURNING *`
+//! (`SELECT *` for a read) for the record, without for the bare write.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -13,7 +14,7 @@ use checkpoint_sqlite::rusqlite::{Connection, TransactionBehavior, params};
 use checkpoint_sqlite::{DEFAULT_TABLE_PREFIX, SqliteConfig, SqliteStore, Synchronous};
 
 use crate::measure::{BoxError, Budget, Stats, measure_threads};
-use crate::{Backend, Held, Op, Raw, Seqs, Settings, duration};
+use crate::{Backend, Held, Op, Raw, Reply, Seqs, Settings, duration};
 
 /// Two backends: the whole set at `synchronous=NORMAL`, and checkpoints at `synchronous=FULL`.
 pub(crate) async fn open(settings: &Settings) -> Result<Vec<Backend>, String> {
@@ -71,7 +72,10 @@ struct SqliteRaw {
     store: SqliteStore,
     /// One connection per task, opened like the store's.
     conns: Arc<Vec<Mutex<Connection>>>,
+    /// Bare statements.
     sql: Arc<Statements>,
+    /// The same statements returning the record.
+    record: Arc<Statements>,
 }
 
 struct Statements {
@@ -88,29 +92,32 @@ impl SqliteRaw {
             .collect::<Result<Vec<_>, _>>()?;
         let t = format!("\"{DEFAULT_TABLE_PREFIX}leases\"");
         let key = "app = ?1 AND stream = ?2 AND shard = ?3";
+        let statements = |returning: &str, fetched: &str| Statements {
+            get_lease: format!(
+                "UPDATE {t} SET deadline_ms = ?5 WHERE {key} \
+                 AND (owner IS NULL OR owner = ?4 OR deadline_ms <= ?6){returning}"
+            ),
+            renew: format!(
+                "UPDATE {t} SET deadline_ms = ?6 WHERE {key} AND owner = ?4 AND token = ?5{returning}"
+            ),
+            checkpoint: format!(
+                "UPDATE {t} SET checkpoint = ?6, checkpoint_sub = '0' \
+                 WHERE {key} AND owner = ?4 AND token = ?5{returning}"
+            ),
+            fetch: format!("SELECT {fetched} FROM {t} WHERE {key}"),
+        };
         Ok(Self {
             store: store.clone(),
             conns: Arc::new(conns),
-            sql: Arc::new(Statements {
-                get_lease: format!(
-                    "UPDATE {t} SET deadline_ms = ?5 WHERE {key} \
-                     AND (owner IS NULL OR owner = ?4 OR deadline_ms <= ?6)"
-                ),
-                renew: format!(
-                    "UPDATE {t} SET deadline_ms = ?6 WHERE {key} AND owner = ?4 AND token = ?5"
-                ),
-                checkpoint: format!(
-                    "UPDATE {t} SET checkpoint = ?6, checkpoint_sub = '0' \
-                     WHERE {key} AND owner = ?4 AND token = ?5"
-                ),
-                fetch: format!("SELECT checkpoint, checkpoint_sub FROM {t} WHERE {key}"),
-            }),
+            sql: Arc::new(statements("", "checkpoint")),
+            record: Arc::new(statements(" RETURNING *", "*")),
         })
     }
 }
 
 /// One raw operation on `conn`: a conditional `UPDATE` in a `BEGIN IMMEDIATE` transaction that
-/// must change exactly one row, or a single `SELECT`.
+/// must change exactly one row (with `RETURNING`, the row is stepped to but not decoded), or a
+/// single `SELECT`.
 fn raw_op(
     conn: &mut Connection,
     sql: &Statements,
@@ -126,10 +133,10 @@ fn raw_op(
     );
     if op == Op::Fetch {
         let mut stmt = conn.prepare_cached(&sql.fetch)?;
-        let found: Option<String> = stmt.query_row(params![app, stream, shard], |r| r.get(0))?;
+        let found = stmt.query_row(params![app, stream, shard], |_| Ok(()));
         return match found {
-            Some(_) => Ok(()),
-            None => Err("raw fetch found no checkpoint".into()),
+            Ok(()) => Ok(()),
+            Err(e) => Err(format!("raw fetch found no record: {e}").into()),
         };
     }
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -137,22 +144,26 @@ fn raw_op(
     let deadline = now + duration().as_millis() as i64;
     let token = h.token.0.to_string();
     let changed = {
-        match op {
-            Op::GetLease => tx
-                .prepare_cached(&sql.get_lease)?
-                .execute(params![app, stream, shard, worker, deadline, now])?,
-            Op::Renew => tx
-                .prepare_cached(&sql.renew)?
-                .execute(params![app, stream, shard, worker, token, deadline])?,
-            Op::Checkpoint => tx.prepare_cached(&sql.checkpoint)?.execute(params![
-                app,
-                stream,
-                shard,
-                worker,
-                token,
-                seq.to_string()
-            ])?,
-            Op::Fetch => 0,
+        let mut stmt = tx.prepare_cached(match op {
+            Op::GetLease => &sql.get_lease,
+            Op::Renew => &sql.renew,
+            _ => &sql.checkpoint,
+        })?;
+        let seq = seq.to_string();
+        let params = match op {
+            Op::GetLease => params![app, stream, shard, worker, deadline, now],
+            Op::Renew => params![app, stream, shard, worker, token, deadline],
+            _ => params![app, stream, shard, worker, token, seq],
+        };
+        if stmt.column_count() == 0 {
+            stmt.execute(params)?
+        } else {
+            let mut rows = stmt.query(params)?;
+            let mut n = 0;
+            while rows.next()?.is_some() {
+                n += 1;
+            }
+            n
         }
     };
     tx.commit()?;
@@ -167,11 +178,16 @@ impl Raw for SqliteRaw {
     async fn measure(
         &self,
         op: Op,
+        reply: Reply,
         leases: Arc<Vec<Held>>,
         seqs: Arc<Seqs>,
         budget: Budget,
     ) -> Result<Stats, BoxError> {
-        let (conns, sql) = (self.conns.clone(), self.sql.clone());
+        let conns = self.conns.clone();
+        let sql = match reply {
+            Reply::Record => self.record.clone(),
+            Reply::Bare => self.sql.clone(),
+        };
         let app = checkpoint_core::Checkpointer::app(&self.store).to_string();
         measure_threads(leases.len(), budget, move |t, _| {
             let mut conn = conns[t].lock().map_err(|_| "poisoned connection")?;

@@ -11,7 +11,9 @@
 //!   throughput and p50/p99 latency from 1 task and from 8 concurrent tasks (each task on its
 //!   own lease);
 //! - the raw baseline of each: the equivalent single conditional write (or read) sent directly
-//!   with the same client library and connection settings, and the ratio library / raw;
+//!   with the same client library and connection settings, returning the record as the library
+//!   does, and the ratio library / raw; and the same write returning nothing (*bare*), and the
+//!   ratio library / bare;
 //! - `renew_many` of 1,000 and 10,000 leases held by one worker (wall time), against renewing
 //!   the same leases with one raw conditional request each, one at a time and 20 at a time
 //!   (the KCL's default renewal thread pool).
@@ -106,13 +108,26 @@ impl Seqs {
     }
 }
 
+/// What a raw single operation returns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Reply {
+    /// The record as it stands after the write (or the whole record, for a read), as the
+    /// library returns it: `RETURNING` every column, every field of the hash, `ALL_NEW`, received
+    /// by the client but not decoded.
+    Record,
+    /// Nothing: the bare conditional write (for a read, the checkpoint column or field alone).
+    Bare,
+}
+
 /// The raw baseline of one backend: the operations done directly with the client library.
 #[async_trait]
 pub(crate) trait Raw: Send + Sync {
-    /// Measures `op`, task `t` working on `leases[t]`, from `leases.len()` tasks.
+    /// Measures `op` replying `reply`, task `t` working on `leases[t]`, from `leases.len()`
+    /// tasks.
     async fn measure(
         &self,
         op: Op,
+        reply: Reply,
         leases: Arc<Vec<Held>>,
         seqs: Arc<Seqs>,
         budget: Budget,
@@ -358,6 +373,7 @@ async fn run_backend(backend: &Backend, settings: &Settings) -> Result<Vec<Strin
             let subset = Arc::new(leases[..tasks].to_vec());
             let mut lib = Stats::default();
             let mut raw = Stats::default();
+            let mut bare = Stats::default();
             // Warm-up, then alternating rounds.
             measure_library(
                 backend.store.clone(),
@@ -368,8 +384,16 @@ async fn run_backend(backend: &Backend, settings: &Settings) -> Result<Vec<Strin
             )
             .await?;
             if let Some(r) = &backend.raw {
-                r.measure(op, subset.clone(), seqs.clone(), settings.budget.warmup())
+                for reply in [Reply::Record, Reply::Bare] {
+                    r.measure(
+                        op,
+                        reply,
+                        subset.clone(),
+                        seqs.clone(),
+                        settings.budget.warmup(),
+                    )
                     .await?;
+                }
             }
             let mut sent = 0;
             for _ in 0..settings.rounds {
@@ -387,8 +411,24 @@ async fn run_backend(backend: &Backend, settings: &Settings) -> Result<Vec<Strin
                 sent += backend.requests.as_ref().map_or(0, |r| r()) - before;
                 if let Some(r) = &backend.raw {
                     raw.merge(
-                        r.measure(op, subset.clone(), seqs.clone(), settings.budget)
-                            .await?,
+                        r.measure(
+                            op,
+                            Reply::Record,
+                            subset.clone(),
+                            seqs.clone(),
+                            settings.budget,
+                        )
+                        .await?,
+                    );
+                    bare.merge(
+                        r.measure(
+                            op,
+                            Reply::Bare,
+                            subset.clone(),
+                            seqs.clone(),
+                            settings.budget,
+                        )
+                        .await?,
                     );
                 }
             }
@@ -400,18 +440,22 @@ async fn run_backend(backend: &Backend, settings: &Settings) -> Result<Vec<Strin
                     sent as f64 / lib.ops as f64
                 ));
             }
-            let (raw_rate, raw_p50, raw_p99, ratio) = if backend.raw.is_some() {
-                (
-                    rate(raw.throughput()),
-                    micros(raw.percentile(50.0)),
-                    micros(raw.percentile(99.0)),
-                    format!("{:.2}", lib.throughput() / raw.throughput()),
-                )
-            } else {
-                ("—".into(), "—".into(), "—".into(), "—".into())
-            };
+            let (raw_rate, raw_p50, raw_p99, ratio, bare_rate, bare_ratio) =
+                if backend.raw.is_some() {
+                    (
+                        rate(raw.throughput()),
+                        micros(raw.percentile(50.0)),
+                        micros(raw.percentile(99.0)),
+                        format!("{:.2}", lib.throughput() / raw.throughput()),
+                        rate(bare.throughput()),
+                        format!("{:.2}", lib.throughput() / bare.throughput()),
+                    )
+                } else {
+                    let none = || "—".to_owned();
+                    (none(), none(), none(), none(), none(), none())
+                };
             println!(
-                "| {} | {} | {tasks} | {} | {} | {} | {raw_rate} | {raw_p50} | {raw_p99} | {ratio} |",
+                "| {} | {} | {tasks} | {} | {} | {} | {raw_rate} | {raw_p50} | {raw_p99} | {ratio} | {bare_rate} | {bare_ratio} |",
                 backend.name,
                 op.name(),
                 rate(lib.throughput()),
@@ -533,13 +577,13 @@ async fn run(settings: Settings) -> Result<(), BoxError> {
         format!(", at most {} operations per task", budget.max_ops)
     };
     println!(
-        "\nSingle operations: {} round(s) of {:?}{cap} for the library and for the raw baseline, alternating, after a warm-up.\n",
+        "\nSingle operations: {} round(s) of {:?}{cap} for the library, the raw baseline returning the record and the bare raw write, alternating, after a warm-up.\n",
         settings.rounds, budget.time,
     );
     println!(
-        "| backend | operation | tasks | library ops/s | p50 µs | p99 µs | raw ops/s | raw p50 µs | raw p99 µs | library / raw |"
+        "| backend | operation | tasks | library ops/s | p50 µs | p99 µs | raw ops/s | raw p50 µs | raw p99 µs | library / raw | bare ops/s | library / bare |"
     );
-    println!("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+    println!("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
     let mut notes = Vec::new();
     for backend in &backends {
         notes.extend(
