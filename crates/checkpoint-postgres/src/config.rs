@@ -19,8 +19,12 @@ const OWN_PARAMS: &[&str] = &[
     "table",
     "table_prefix",
     "max_connections",
+    "renew_chunk",
     "acquire_timeout_ms",
 ];
+
+/// The default of [`PostgresConfig::with_renew_chunk`].
+const DEFAULT_RENEW_CHUNK: usize = 2_500;
 
 /// How to reach the server and where the tables live.
 ///
@@ -41,6 +45,7 @@ pub struct PostgresConfig {
     schema: String,
     table_prefix: String,
     max_connections: u32,
+    renew_chunk: usize,
     acquire_timeout: Duration,
     backoff: Backoff,
     application_name: Option<String>,
@@ -53,7 +58,8 @@ impl PostgresConfig {
     /// This crate's own query parameters are removed before the rest of the URL goes to sqlx:
     /// `schema` (see [`PostgresConfig::with_schema`]), `table` or `table_prefix`
     /// ([`PostgresConfig::with_table_prefix`]), `max_connections`
-    /// ([`PostgresConfig::with_max_connections`]) and `acquire_timeout_ms`
+    /// ([`PostgresConfig::with_max_connections`]), `renew_chunk`
+    /// ([`PostgresConfig::with_renew_chunk`]) and `acquire_timeout_ms`
     /// ([`PostgresConfig::with_acquire_timeout`]). sqlx reads the others, for example `sslmode`
     /// and `application_name`.
     ///
@@ -100,6 +106,11 @@ impl PostgresConfig {
                         .parse()
                         .map_err(|_| Error::invalid("max_connections", "not a number"))?,
                 ),
+                "renew_chunk" => config.with_renew_chunk(
+                    value
+                        .parse()
+                        .map_err(|_| Error::invalid("renew_chunk", "not a number"))?,
+                ),
                 "acquire_timeout_ms" => config.with_acquire_timeout(Duration::from_millis(
                     value
                         .parse()
@@ -121,6 +132,7 @@ impl PostgresConfig {
             schema: "public".to_owned(),
             table_prefix: "checkpoint".to_owned(),
             max_connections: 10,
+            renew_chunk: DEFAULT_RENEW_CHUNK,
             acquire_timeout: Duration::from_secs(5),
             backoff: Backoff::default(),
             application_name: None,
@@ -153,6 +165,15 @@ impl PostgresConfig {
     /// The most connections the store's pool opens. Default: 10.
     pub fn with_max_connections(mut self, max: u32) -> Self {
         self.max_connections = max.max(1);
+        self
+    }
+
+    /// The most leases one statement of [`checkpoint_core::Checkpointer::renew_many`] renews:
+    /// a larger batch is split into chunks of this size, up to four of which run at once on
+    /// separate pooled connections (never more than [`PostgresConfig::max_connections`]).
+    /// Default: 2,500. `usize::MAX` renews every batch in one statement.
+    pub fn with_renew_chunk(mut self, leases: usize) -> Self {
+        self.renew_chunk = leases.max(1);
         self
     }
 
@@ -190,6 +211,11 @@ impl PostgresConfig {
     /// The most connections the pool opens.
     pub fn max_connections(&self) -> u32 {
         self.max_connections
+    }
+
+    /// The most leases one renew-many statement renews.
+    pub fn renew_chunk(&self) -> usize {
+        self.renew_chunk
     }
 
     /// How long an operation waits for a pooled connection.
@@ -247,6 +273,7 @@ impl fmt::Debug for PostgresConfig {
             .field("schema", &self.schema)
             .field("table_prefix", &self.table_prefix)
             .field("max_connections", &self.max_connections)
+            .field("renew_chunk", &self.renew_chunk)
             .field("acquire_timeout", &self.acquire_timeout)
             .field("backoff", &self.backoff)
             .field("application_name", &self.application_name())
@@ -261,12 +288,13 @@ mod tests {
     #[test]
     fn own_parameters_are_read_and_removed() {
         let config = PostgresConfig::from_url(
-            "postgres://u:hunter2@db.example:6543/consumers?schema=s1&table=t1&sslmode=disable&max_connections=3&application_name=billing",
+            "postgres://u:hunter2@db.example:6543/consumers?schema=s1&table=t1&sslmode=disable&max_connections=3&renew_chunk=250&application_name=billing",
         )
         .unwrap();
         assert_eq!(config.schema(), "s1");
         assert_eq!(config.table_prefix(), "t1");
         assert_eq!(config.max_connections(), 3);
+        assert_eq!(config.renew_chunk(), 250);
         assert_eq!(config.connect.get_host(), "db.example");
         assert_eq!(config.connect.get_port(), 6543);
         assert_eq!(config.connect.get_database(), Some("consumers"));

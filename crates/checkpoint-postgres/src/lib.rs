@@ -33,8 +33,10 @@
 //! `INSERT … ON CONFLICT … DO UPDATE … WHERE … RETURNING` for `get_lease`, or a `DELETE`.
 //! PostgreSQL re-checks the condition under the row lock against the newest committed version,
 //! so of any number of racing writers at most one passes it. Renew-many is one
-//! `UPDATE … FROM unnest($streams, $shards, $tokens) … RETURNING` for the whole batch: the keys
-//! it returns were renewed, the others are lost. When a statement matches no row, nothing was
+//! `UPDATE … FROM unnest($streams, $shards, $tokens) … RETURNING` per chunk of up to 2,500
+//! leases ([`PostgresConfig::with_renew_chunk`]), up to four chunks at once on separate
+//! connections, each row matched on owner and its own token: the keys returned were renewed,
+//! the others are lost. When a statement matches no row, nothing was
 //! written; the store re-reads the record and applies the contract's rule
 //! ([`checkpoint_core::rules`]) to it to name the failed condition, so results are exactly the
 //! reference store's (the conformance suite's model test holds it to that).
@@ -71,7 +73,7 @@
 //!
 //! | backend | expiry clock | transactional checkpoint | renew many | durability | multi-process |
 //! | --- | --- | --- | --- | --- | --- |
-//! | postgres | server | yes | 1 round trip | Disk | yes |
+//! | postgres | server | yes | chunks of 2500 | Disk | yes |
 //!
 //! Measured on the development machine (release build, one task, PostgreSQL 15 on localhost
 //! with `fsync` and `synchronous_commit` on, a 2-core machine under other load, so the numbers

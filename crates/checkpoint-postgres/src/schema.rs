@@ -52,14 +52,21 @@ struct Migration {
 }
 
 /// The migrations, in order. A released migration is never edited: changes are new versions.
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    description: "create the lease and membership tables",
-    sql: include_str!("../migrations/0001_create_tables.sql"),
-}];
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        description: "create the lease and membership tables",
+        sql: include_str!("../migrations/0001_create_tables.sql"),
+    },
+    Migration {
+        version: 2,
+        description: "lease table fillfactor 50, for heap-only updates",
+        sql: include_str!("../migrations/0002_lease_fillfactor.sql"),
+    },
+];
 
 /// The newest schema version this crate knows.
-pub(crate) const LATEST_VERSION: i32 = 1;
+pub(crate) const LATEST_VERSION: i32 = 2;
 
 /// Expected columns: name, `information_schema.columns.data_type`, nullable.
 type ColumnSpec = (&'static str, &'static str, bool);

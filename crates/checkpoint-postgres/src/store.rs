@@ -48,6 +48,9 @@ const LIST_PAGE: i64 = 500;
 /// in between (another writer was faster every time) before giving up with a retryable error.
 const MAX_RACES: usize = 8;
 
+/// Most renew-many chunk statements run at once (never more than the pool's connections).
+const RENEW_PARALLEL: usize = 4;
+
 /// A lease/checkpoint store on one PostgreSQL database, for one app.
 ///
 /// Cheap to clone; clones and [`PostgresStore::for_app`] handles share one connection pool.
@@ -299,6 +302,84 @@ impl PostgresStore {
         row.as_ref().map(decode_lease).transpose()
     }
 
+    /// One renew-many statement for `chunk` (see [`Checkpointer::renew_many`]): the renewed
+    /// leases, in no particular order. Retried on transient faults.
+    async fn renew_chunk(
+        &self,
+        worker: &WorkerId,
+        chunk: &[(LeaseKey, FencingToken)],
+        duration: LeaseDuration,
+    ) -> Result<Vec<Lease>> {
+        let streams: Vec<&str> = chunk.iter().map(|(k, _)| k.stream.as_str()).collect();
+        let shards: Vec<&str> = chunk.iter().map(|(k, _)| k.shard.as_str()).collect();
+        let tokens: Vec<i64> = chunk.iter().map(|(_, t)| token_param(*t)).collect();
+        let rows = self
+            .retry(|| async {
+                sqlx::query(self.inner.sql.renew_many.clone())
+                    .bind(self.app.as_str())
+                    .bind(worker.as_str())
+                    .bind(&streams)
+                    .bind(&shards)
+                    .bind(&tokens)
+                    .bind(millis(duration.get()))
+                    .fetch_all(&self.inner.pool)
+                    .await
+                    .map_err(from_sqlx)
+            })
+            .await?;
+        rows.iter().map(decode_lease).collect()
+    }
+
+    /// Renews `leases` in chunks of [`PostgresConfig::renew_chunk`] with `parallel` tasks, task `i`
+    /// running chunks `i`, `i + parallel`, … one after the other. Every task runs to its end;
+    /// then the first error, if any, is the answer.
+    async fn renew_parallel(
+        &self,
+        worker: &WorkerId,
+        leases: &[(LeaseKey, FencingToken)],
+        duration: LeaseDuration,
+        parallel: usize,
+    ) -> Result<Vec<Lease>> {
+        let leases: Arc<[(LeaseKey, FencingToken)]> = leases.into();
+        let mut tasks = tokio::task::JoinSet::new();
+        for first in 0..parallel {
+            let (store, worker, leases) = (self.clone(), worker.clone(), leases.clone());
+            tasks.spawn(async move {
+                let mut renewed = Vec::new();
+                let chunks = leases
+                    .chunks(store.inner.config.renew_chunk())
+                    .skip(first)
+                    .step_by(parallel);
+                for chunk in chunks {
+                    renewed.extend(store.renew_chunk(&worker, chunk, duration).await?);
+                }
+                Ok::<_, Error>(renewed)
+            });
+        }
+        let mut renewed = Vec::with_capacity(leases.len());
+        let mut failure = None;
+        while let Some(joined) = tasks.join_next().await {
+            match joined {
+                Ok(Ok(part)) => renewed.extend(part),
+                Ok(Err(e)) => {
+                    failure.get_or_insert(e);
+                }
+                Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                Err(e) => {
+                    failure.get_or_insert(Error::backend_message(
+                        STORE,
+                        true,
+                        format!("a renew-many task was cancelled: {e}"),
+                    ));
+                }
+            }
+        }
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(renewed),
+        }
+    }
+
     /// Runs a statement that returns at most one lease row.
     fn lease_row<'a>(
         &'a self,
@@ -337,7 +418,7 @@ impl Checkpointer for PostgresStore {
             backend: STORE,
             clock: ClockSource::Server,
             transactional_checkpoint: true,
-            renew_many: BatchMode::OneRoundTrip,
+            renew_many: BatchMode::Chunked(self.inner.config.renew_chunk()),
             durability: Durability::Disk,
             multi_process: true,
         }
@@ -433,9 +514,19 @@ impl Checkpointer for PostgresStore {
         .await
     }
 
-    /// Operation 4, batched (fencing): one `UPDATE … FROM unnest($streams, $shards, $tokens)`
-    /// for the whole batch, matching each row on owner and its own token; the keys it did not
-    /// return were not renewed and are reported lost.
+    /// Operation 4, batched (fencing): `UPDATE … FROM unnest($streams, $shards, $tokens)`,
+    /// matching each row on the worker as owner and that lease's own token, so a lease taken
+    /// over or released meanwhile (another owner, or a bumped token) is never extended; the keys
+    /// a statement did not return were not renewed and are reported lost.
+    ///
+    /// A batch of up to [`PostgresConfig::with_renew_chunk`] leases (default 2,500) is one
+    /// statement. A larger batch is split into chunks of that size, and up to four chunk
+    /// statements (never more than the pool's connections) run at once on separate connections:
+    /// each lease's renewal is independent of the others', so the outcome is the same as one
+    /// statement's, only not one snapshot. Each chunk is retried on transient faults on its own;
+    /// if a chunk still fails, the call fails with its error once the other chunks have
+    /// finished (some leases may then have been renewed; renewing is idempotent, so retrying
+    /// the whole call is safe).
     async fn renew_many(
         &self,
         worker: &WorkerId,
@@ -446,24 +537,20 @@ impl Checkpointer for PostgresStore {
         if leases.is_empty() {
             return Ok(RenewOutcome::default());
         }
-        let streams: Vec<&str> = leases.iter().map(|(k, _)| k.stream.as_str()).collect();
-        let shards: Vec<&str> = leases.iter().map(|(k, _)| k.shard.as_str()).collect();
-        let tokens: Vec<i64> = leases.iter().map(|(_, t)| token_param(*t)).collect();
-        let rows = self
-            .retry(|| async {
-                sqlx::query(self.inner.sql.renew_many.clone())
-                    .bind(self.app.as_str())
-                    .bind(worker.as_str())
-                    .bind(&streams)
-                    .bind(&shards)
-                    .bind(&tokens)
-                    .bind(millis(duration.get()))
-                    .fetch_all(&self.inner.pool)
-                    .await
-                    .map_err(from_sqlx)
-            })
-            .await?;
-        let mut renewed = rows.iter().map(decode_lease).collect::<Result<Vec<_>>>()?;
+        let chunks = leases.len().div_ceil(self.inner.config.renew_chunk());
+        let parallel = chunks
+            .min(RENEW_PARALLEL)
+            .min(usize::try_from(self.inner.config.max_connections()).unwrap_or(1));
+        let mut renewed = if parallel <= 1 {
+            let mut renewed = Vec::with_capacity(leases.len());
+            for chunk in leases.chunks(self.inner.config.renew_chunk()) {
+                renewed.extend(self.renew_chunk(worker, chunk, duration).await?);
+            }
+            renewed
+        } else {
+            self.renew_parallel(worker, leases, duration, parallel)
+                .await?
+        };
         renewed.sort_by(|a, b| a.key.cmp(&b.key));
         let mut lost: Vec<LeaseKey> = leases
             .iter()

@@ -630,7 +630,7 @@ async fn many_workers_initialise_a_new_schema_at_once() {
     .fetch_all(store.pool())
     .await
     .expect("migrations");
-    assert_eq!(versions, vec![1], "each migration is recorded once");
+    assert_eq!(versions, vec![1, 2], "each migration is recorded once");
     drop_schema(&store, &schema).await;
 }
 
@@ -777,4 +777,198 @@ async fn tls_through_rustls() {
             .await
             .expect("pg_stat_ssl");
     assert!(encrypted, "the connection is not encrypted");
+}
+
+/// A batch larger than one chunk runs as several statements at once; each lease is still fenced
+/// on its own owner and token, so the leases taken over, released or renewed with a stale token
+/// in any chunk are exactly the ones reported lost, and nothing else changes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chunked_renew_many_reports_exactly_the_lost_leases() {
+    let Some(store) = open(config().with_renew_chunk(500).with_max_connections(4)).await else {
+        return;
+    };
+    assert_eq!(
+        store.capabilities().renew_many,
+        checkpoint_core::BatchMode::Chunked(500)
+    );
+    let (a, b) = (worker("a"), worker("b"));
+    let keys: Vec<LeaseKey> = (0..2_500)
+        .map(|i| LeaseKey::parse("orders", &format!("shard-{i:05}")).expect("key"))
+        .collect();
+    let mut tasks = tokio::task::JoinSet::new();
+    for part in keys.chunks(313) {
+        let (store, a, part) = (store.clone(), a.clone(), part.to_vec());
+        tasks.spawn(async move {
+            let mut held = Vec::new();
+            for k in part {
+                let lease = store.get_lease(&k, &a, long()).await.expect("acquire");
+                held.push((k, lease.token));
+            }
+            held
+        });
+    }
+    let mut held: Vec<(LeaseKey, FencingToken)> = Vec::new();
+    while let Some(part) = tasks.join_next().await {
+        held.extend(part.expect("task"));
+    }
+    held.sort();
+    // Chunks of 500: 7 and 2,499 in the first and last chunk are stolen, 600 (second chunk) is
+    // released, 1,234 (third) is renewed with a stale token, 1,800 (fourth) was taken over by b
+    // after a release.
+    let (k, t) = held[7].clone();
+    store.steal(&k, &b, &a, t, long()).await.expect("steal");
+    let (k, t) = held[2_499].clone();
+    store.steal(&k, &b, &a, t, long()).await.expect("steal");
+    let (k, t) = held[600].clone();
+    store.release(&k, &a, t).await.expect("release");
+    held[1_234].1 = FencingToken(held[1_234].1.0 + 1);
+    let (k, t) = held[1_800].clone();
+    store.release(&k, &a, t).await.expect("release");
+    store.get_lease(&k, &b, long()).await.expect("take over");
+    let mut expected_lost: Vec<LeaseKey> = [7, 600, 1_234, 1_800, 2_499]
+        .iter()
+        .map(|i| held[*i].0.clone())
+        .collect();
+    expected_lost.sort();
+
+    // Shuffled input: the outcome is sorted whatever the order of the batch.
+    let mut batch = held.clone();
+    batch.reverse();
+    let before = store
+        .fetch(&held[0].0)
+        .await
+        .expect("fetch")
+        .expect("lease");
+    let stale_before = store
+        .fetch(&held[1_234].0)
+        .await
+        .expect("fetch")
+        .expect("lease");
+    let outcome = store
+        .renew_many(&a, &batch, long())
+        .await
+        .expect("renew_many");
+    assert_eq!(outcome.lost, expected_lost);
+    assert_eq!(outcome.renewed.len(), 2_495);
+    assert!(outcome.renewed.windows(2).all(|w| w[0].key < w[1].key));
+    for lease in &outcome.renewed {
+        assert_eq!(lease.owner.as_ref(), Some(&a));
+        assert!(expected_lost.binary_search(&lease.key).is_err());
+    }
+    assert!(outcome.renewed[0].deadline > before.deadline);
+    for i in [7, 1_800, 2_499] {
+        let lease = store
+            .fetch(&held[i].0)
+            .await
+            .expect("fetch")
+            .expect("lease");
+        assert_eq!(lease.owner.as_ref(), Some(&b), "lease {i} stays with b");
+    }
+    let released = store
+        .fetch(&held[600].0)
+        .await
+        .expect("fetch")
+        .expect("lease");
+    assert_eq!(released.owner, None);
+    assert_eq!(released.deadline, None);
+    let stale = store
+        .fetch(&held[1_234].0)
+        .await
+        .expect("fetch")
+        .expect("lease");
+    assert_eq!(stale, stale_before, "a stale token renews nothing");
+}
+
+/// A database at schema version 1 (as the first release created it) is brought to the latest
+/// version by `init`, and its records survive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn init_upgrades_a_version_1_database_and_keeps_its_data() {
+    let Some(store) = open(config()).await else {
+        return;
+    };
+    let schema = random_schema();
+    let table = |name: &str| format!("\"{schema}\".\"up_{name}\"");
+    let version_1 = include_str!("../migrations/0001_create_tables.sql")
+        .replace("{leases}", &table("leases"))
+        .replace("{workers}", &table("workers"));
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "CREATE SCHEMA \"{schema}\";
+         {version_1};
+         CREATE TABLE {migrations} (
+             version     integer PRIMARY KEY,
+             description text NOT NULL,
+             applied_at  timestamptz NOT NULL DEFAULT clock_timestamp()
+         );
+         INSERT INTO {migrations} (version, description)
+             VALUES (1, 'create the lease and membership tables');",
+        migrations = table("migrations"),
+    )))
+    .execute(store.pool())
+    .await
+    .expect("a version 1 schema");
+    let app = random_app("upgrade");
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO {} (app, stream, shard, owner, token, deadline, checkpoint, checkpoint_sub,
+             parents, owner_switches)
+         VALUES ($1, 'orders', 'shard-1', 'w', 3, clock_timestamp() + interval '1 hour',
+             '12345', 7, ARRAY['shard-0'], 0)",
+        table("leases")
+    )))
+    .bind(app.as_str())
+    .execute(store.pool())
+    .await
+    .expect("a version 1 record");
+
+    let upgraded = PostgresStore::open(
+        config().with_schema(schema.clone()).with_table_prefix("up"),
+        app,
+    )
+    .await
+    .expect("init upgrades");
+    let versions: Vec<i32> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT version FROM {} ORDER BY version",
+        table("migrations")
+    )))
+    .fetch_all(store.pool())
+    .await
+    .expect("versions");
+    assert_eq!(versions, vec![1, 2]);
+    let options: Vec<String> =
+        sqlx::query_scalar("SELECT unnest(reloptions) FROM pg_class WHERE oid = to_regclass($1)")
+            .bind(table("leases"))
+            .fetch_all(store.pool())
+            .await
+            .expect("reloptions");
+    assert_eq!(options, vec!["fillfactor=50".to_owned()]);
+
+    let k = LeaseKey::parse("orders", "shard-1").expect("key");
+    let lease = upgraded
+        .fetch(&k)
+        .await
+        .expect("fetch")
+        .expect("the record survived");
+    assert_eq!(lease.owner, Some(worker("w")));
+    assert_eq!(lease.token, FencingToken(3));
+    assert_eq!(
+        lease.checkpoint,
+        Some(Position::sequence_with_sub("12345", 7).expect("position"))
+    );
+    assert_eq!(lease.parents.len(), 1);
+    // Still fenced and monotonic after the upgrade.
+    let me = worker("w");
+    upgraded
+        .renew(&k, &me, FencingToken(3), long())
+        .await
+        .expect("renew");
+    let err = upgraded
+        .checkpoint(&k, &me, FencingToken(3), &seq(12_344))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::CheckpointRegression, "{err}");
+    upgraded
+        .checkpoint(&k, &me, FencingToken(3), &seq(12_346))
+        .await
+        .expect("checkpoint");
+    upgraded.init().await.expect("init again is a no-op");
+    drop_schema(&store, &schema).await;
 }
