@@ -266,7 +266,8 @@ impl SqliteConfig {
     /// the writer or any reader; the writer only nudges it. A log that keeps growing anyway
     /// (the checkpointer cannot finish while writes keep arriving, or falls behind) is
     /// checkpointed by the writer itself once it holds ten times this many pages, as SQLite
-    /// would have done: that bounds the log. Zero is [`Error::InvalidInput`].
+    /// would have done (at the latest at twenty times, when it first lets a running background
+    /// pass finish): that bounds the log. Zero is [`Error::InvalidInput`].
     pub fn with_wal_checkpoint_pages(mut self, pages: u32) -> Self {
         self.wal_checkpoint_pages = pages;
         self

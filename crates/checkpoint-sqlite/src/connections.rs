@@ -23,8 +23,9 @@
 //!   the readers. A passive checkpoint cannot copy frames committed while it runs, and the log
 //!   only starts over once every frame was copied, so under a steady stream of writes the log
 //!   could grow without end: when it reaches ten times the threshold the writer checkpoints it
-//!   itself inside the hook (after waiting for a running background pass), as SQLite would
-//!   have, and its next write starts the log over.
+//!   itself inside the hook, as SQLite would have, and its next write starts the log over. (If
+//!   a background pass is running then, the writer lets it finish and tries after its next
+//!   commits; only at twenty times the threshold does it wait for that pass.)
 //!
 //! A thread opens its connection on its first job (and again after a failure to open), and
 //! ends when the store's last handle is dropped; the writer then stops the checkpointer and
@@ -188,6 +189,9 @@ struct CheckpointState {
     /// A checkpoint is running (the background one, or the writer's own): at most one at a
     /// time, so the writer's never fails for finding the background one in progress.
     running: bool,
+    /// The writer wants to checkpoint once the running background pass ends: no new
+    /// background pass starts until it has.
+    writer_next: bool,
     /// The store is closing: the checkpointer thread ends.
     stop: bool,
 }
@@ -224,22 +228,31 @@ impl WalCheckpointer {
         self.changed.notify_all();
     }
 
-    /// Runs `checkpoint` once no other checkpoint is running (blocking until then).
-    fn exclusively(&self, checkpoint: impl FnOnce()) {
+    /// The writer's own checkpoint: runs `checkpoint` unless a background pass is running.
+    /// Then, with `wait`, it blocks until that pass ends and runs it; without, it returns
+    /// `false` at once and no new background pass starts before the writer's next try.
+    fn writer_checkpoint(&self, wait: bool, checkpoint: impl FnOnce()) -> bool {
         let mut s = self.lock();
+        if s.running && !wait {
+            s.writer_next = true;
+            return false;
+        }
         while s.running {
             s = self.wait(s);
         }
         s.running = true;
+        s.writer_next = false;
         drop(s);
         let _ = catch_unwind(AssertUnwindSafe(checkpoint));
         self.lock().running = false;
         self.changed.notify_all();
+        true
     }
 
     /// Asks for a background pass and blocks until one that began after this call finished
     /// (or the store closed). Returns the number of background passes finished so far.
     pub(crate) fn run_pass(&self) -> u64 {
+        self.lock().writer_next = false;
         let n = self.request();
         let mut s = self.lock();
         while s.served < n && !s.stop {
@@ -248,11 +261,11 @@ impl WalCheckpointer {
         s.passes
     }
 
-    /// Blocks until no background pass is asked for or running (or the store closed). Returns
-    /// the number of background passes finished so far.
+    /// Blocks until no background pass is asked for (and allowed to start) or running (or the
+    /// store closed). Returns the number of background passes finished so far.
     pub(crate) fn idle(&self) -> u64 {
         let mut s = self.lock();
-        while (s.served < s.requested || s.running) && !s.stop {
+        while ((s.served < s.requested && !s.writer_next) || s.running) && !s.stop {
             s = self.wait(s);
         }
         s.passes
@@ -266,7 +279,7 @@ fn checkpointer_loop(inner: &Inner, shared: &WalCheckpointer) {
     loop {
         let target = {
             let mut s = shared.lock();
-            while !s.stop && (s.served == s.requested || s.running) {
+            while !s.stop && (s.served == s.requested || s.running || s.writer_next) {
                 s = shared.wait(s);
             }
             if s.stop {
@@ -330,11 +343,16 @@ fn wal_hook(wal: &Wal, pages: c_int) -> rusqlite::Result<()> {
             // would have. Run by the only writer of this process, between its transactions,
             // it copies every frame, so the next write starts the log over (unless another
             // process is reading an old snapshot, as with SQLite's own checkpoint). Errors
-            // (busy) are ignored as SQLite ignores them: the next commit tries again.
-            h.checkpointer.exclusively(|| {
+            // (busy) are ignored as SQLite ignores them: the next commit tries again. While a
+            // background pass runs, the writer does not wait for it (it only keeps the next
+            // one from starting and tries again after its next commit) until the log reaches
+            // twice this size.
+            let wait = pages >= h.inline_at.saturating_mul(2);
+            if h.checkpointer.writer_checkpoint(wait, || {
                 let _ = wal.checkpoint();
-            });
-            h.nudged_at = 0;
+            }) {
+                h.nudged_at = 0;
+            }
         } else if pages - h.nudged_at >= h.pages {
             h.checkpointer.request();
             h.nudged_at = pages;

@@ -142,6 +142,14 @@ impl SqliteStore {
             .map_err(|e| Error::backend(STORE, false, e))
     }
 
+    /// For measurements: one round trip to the writer thread that runs nothing there (no SQLite
+    /// call), awaited as every operation's reply is: what an operation pays on top of its
+    /// SQLite work for leaving the executor.
+    #[doc(hidden)]
+    pub async fn writer_round_trip(&self) -> Result<()> {
+        self.direct(true, |_, _| Ok(())).await
+    }
+
     /// For tests: a receiver whose `recv` returns an error once every connection thread of
     /// this store (writer, readers, WAL checkpointer) has ended, which happens after the last
     /// handle is dropped. `None` when already taken (once per opened store).
