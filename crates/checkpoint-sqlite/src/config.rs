@@ -241,7 +241,9 @@ impl SqliteConfig {
 
     /// Connections one store opens, each on a thread of its own, 1 to 64: one writer and the
     /// rest for reads (with 1, the writer also reads). Default 4 ([`DEFAULT_MAX_CONNECTIONS`]).
-    /// An in-memory database always uses exactly one.
+    /// An in-memory database always uses exactly one. A file database also has its WAL
+    /// checkpointer's connection, not counted here (see
+    /// [`SqliteConfig::with_wal_checkpoint_pages`]).
     pub fn with_max_connections(mut self, max: usize) -> Self {
         self.max_connections = max;
         self

@@ -70,6 +70,12 @@
 //! and waiting tasks poll briefly before they sleep, because waking a sleeping thread costs more
 //! than a whole operation. A tokio runtime is required.
 //!
+//! A file database has one more thread and connection: the WAL checkpointer, which copies the
+//! write-ahead log into the database file in the background (`PASSIVE`, blocking no reader or
+//! writer) whenever the writer has added [`SqliteConfig::with_wal_checkpoint_pages`] pages, so
+//! no write waits for that copy and its `fsync`s. Only a log that keeps growing regardless
+//! (ten times that many pages) is checkpointed by the writer itself, as SQLite would do.
+//!
 //! # Transactional checkpoint
 //!
 //! [`SqliteStore::checkpoint_in_transaction`] writes the fenced checkpoint inside the caller's
