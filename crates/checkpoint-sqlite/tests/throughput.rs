@@ -8,6 +8,7 @@
 //! 100000), all with `synchronous=NORMAL` on a fresh file in the temp dir:
 //!
 //! - `store`: [`Checkpointer::checkpoint`] with increasing sequence numbers, one lease;
+//! - `store:<pages>`: the same with `SqliteConfig::with_wal_checkpoint_pages(<pages>)`;
 //! - `raw:<pages>`: `BEGIN IMMEDIATE; UPDATE … WHERE owner = ? AND token = ?; COMMIT` on one
 //!   rusqlite connection in this thread, with `wal_autocheckpoint=<pages>` (0: never);
 //! - `store-hop`: the store's own round trip from the task to its writer thread and back, with
@@ -35,14 +36,15 @@ impl Drop for TempDb {
     }
 }
 
-async fn store_rate(synchronous: Synchronous, count: u64) -> f64 {
+async fn store_rate(synchronous: Synchronous, count: u64, wal_pages: Option<u32>) -> f64 {
     let db = TempDb::new();
-    let store = SqliteStore::open(
-        SqliteConfig::file(&db.0).with_synchronous(synchronous),
-        random_app("app"),
-    )
-    .await
-    .expect("open");
+    let mut config = SqliteConfig::file(&db.0).with_synchronous(synchronous);
+    if let Some(pages) = wal_pages {
+        config = config.with_wal_checkpoint_pages(pages);
+    }
+    let store = SqliteStore::open(config, random_app("app"))
+        .await
+        .expect("open");
     let key = LeaseKey::parse("s", "shard-0").expect("key");
     let me = WorkerId::new("w").expect("worker");
     let lease = store
@@ -125,8 +127,8 @@ async fn store_hop_rate(count: u64) -> f64 {
 #[tokio::test(flavor = "multi_thread")]
 #[ignore = "a measurement, not a test"]
 async fn checkpoint_throughput_one_task() {
-    let normal = store_rate(Synchronous::Normal, 20_000).await;
-    let full = store_rate(Synchronous::Full, 1_000).await;
+    let normal = store_rate(Synchronous::Normal, 20_000, None).await;
+    let full = store_rate(Synchronous::Full, 1_000, None).await;
     println!(
         "sqlite checkpoints/s from one task: synchronous=NORMAL {normal:.0}, synchronous=FULL {full:.0}"
     );
@@ -143,7 +145,8 @@ async fn checkpoint_throughput_matrix() {
     for run in runs.split(',') {
         let pages = |p: &str| p.parse::<u32>().expect("pages");
         let rate = match run.split_once(':') {
-            None if run == "store" => store_rate(Synchronous::Normal, count).await,
+            None if run == "store" => store_rate(Synchronous::Normal, count, None).await,
+            Some(("store", p)) => store_rate(Synchronous::Normal, count, Some(pages(p))).await,
             None if run == "store-hop" => store_hop_rate(count).await,
             Some(("raw", p)) => raw_rate(pages(p), count),
             _ => panic!("unknown run {run:?}"),
