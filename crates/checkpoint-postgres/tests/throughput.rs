@@ -151,7 +151,7 @@ async fn checkpoint_renew_and_renew_many_rates() {
         }
         times.sort();
         println!(
-            "postgres renew_many of {n} leases (one statement): median {:?}, best {:?}, worst {:?}",
+            "postgres renew_many of {n} leases (default chunks): median {:?}, best {:?}, worst {:?}",
             times[times.len() / 2],
             times[0],
             times[times.len() - 1]

@@ -2,7 +2,8 @@
 //! versions of this crate (the benchmark program measures properly). Not run by default:
 //! `cargo test --release -p checkpoint-postgres --test timing -- --ignored --nocapture`.
 //! `CHECKPOINT_POSTGRES_URL` may carry `renew_chunk=N` to compare chunk sizes; `TIMING_NO_RENEW`
-//! skips the 3 × 20,000 single renewals.
+//! skips the 3 × 20,000 single renewals; `TIMING_FILLFACTOR_100` measures the table layout
+//! before migration 2.
 
 use std::time::{Duration, Instant};
 
@@ -36,6 +37,16 @@ async fn renew_many_and_renew_wall_times() {
             return;
         }
     };
+    if std::env::var_os("TIMING_FILLFACTOR_100").is_some() {
+        // The layout before migration 2, for comparison.
+        checkpoint_postgres::sqlx::raw_sql(checkpoint_postgres::sqlx::AssertSqlSafe(format!(
+            "ALTER TABLE {} RESET (fillfactor)",
+            store.lease_table()
+        )))
+        .execute(store.pool())
+        .await
+        .expect("reset fillfactor");
+    }
     let me = WorkerId::new("w").expect("worker");
     let stream = StreamName::new("s").expect("stream");
     let keys: Vec<LeaseKey> = (0..10_000)
