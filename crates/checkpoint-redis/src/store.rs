@@ -80,6 +80,22 @@ fn nonce() -> String {
     format!("{:016x}{:016x}", half(1), half(2))
 }
 
+/// A call of `script` with `keys` and `args`.
+fn invocation<'a>(
+    script: &'a Script,
+    keys: &'a [String],
+    args: &'a [String],
+) -> redis::ScriptInvocation<'a> {
+    let mut invocation = script.prepare_invoke();
+    for key in keys {
+        invocation.key(key.as_str());
+    }
+    for arg in args {
+        invocation.arg(arg.as_str());
+    }
+    invocation
+}
+
 /// The reply's record; a missing one where the status promises it is a protocol error.
 fn record(reply: Reply) -> Result<Lease> {
     reply
@@ -214,14 +230,7 @@ impl RedisStore {
             .retry(|_| {
                 let mut conn = self.inner.conn.clone();
                 async move {
-                    let mut invocation = script.prepare_invoke();
-                    for key in keys {
-                        invocation.key(key.as_str());
-                    }
-                    for arg in args {
-                        invocation.arg(arg.as_str());
-                    }
-                    invocation
+                    invocation(script, keys, args)
                         .invoke_async::<Value>(&mut conn)
                         .await
                         .map_err(from_redis)
@@ -247,14 +256,7 @@ impl RedisStore {
                     let mut pipe = redis::pipe();
                     pipe.load_script(script).ignore();
                     for (keys, args) in calls {
-                        let mut invocation = script.prepare_invoke();
-                        for key in keys {
-                            invocation.key(key.as_str());
-                        }
-                        for arg in args {
-                            invocation.arg(arg.as_str());
-                        }
-                        pipe.invoke_script(&invocation);
+                        pipe.invoke_script(&invocation(script, keys, args));
                     }
                     pipe.query_async::<Vec<Value>>(&mut conn)
                         .await
