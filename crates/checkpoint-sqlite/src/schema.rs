@@ -13,11 +13,11 @@
 //! - `<prefix>schema_migrations`: `(version, description, applied_at_ms)`, one row per applied
 //!   migration.
 //!
-//! [`init`] applies missing migrations in one `BEGIN IMMEDIATE` transaction, so any number of
+//! `init` applies missing migrations in one `BEGIN IMMEDIATE` transaction, so any number of
 //! handles and processes may run it at once: the first applies, the others find the versions
 //! recorded. A table of the same name that migrations did not create, a table whose columns
 //! differ, or a database at a newer version than this code knows is
-//! [`Error::SchemaMismatch`](checkpoint_core::Error::SchemaMismatch), never silently reused.
+//! [`checkpoint_core::Error::SchemaMismatch`], never silently reused.
 
 use checkpoint_core::{Error, Result};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior};

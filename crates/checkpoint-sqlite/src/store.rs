@@ -33,7 +33,7 @@ use crate::schema::{self, Sql};
 /// `Arc<dyn checkpoint_core::Store>`.
 ///
 /// Blocking SQLite calls never run on the async executor: every connection lives on a thread
-/// of its own (see [`crate::connections`]); writes go to the one writer thread, which commits
+/// of its own (see the `connections` module); writes go to the one writer thread, which commits
 /// the writes waiting at that moment together, and single-`SELECT` reads to the reader
 /// threads. A caller that drops the future mid-operation loses nothing; the operation then
 /// either commits or rolls back as a whole.
