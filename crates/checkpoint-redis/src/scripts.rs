@@ -190,30 +190,26 @@ local function fmt(n)
 end
 "#;
 
-/// The lease record: reading it (one `HMGET` of the known fields), validating it, writing the
-/// fields an operation changed, and replying with it positionally. `FIELDS` is prepended from
-/// [`FIELDS`] by [`record_prelude`].
+/// The lease record, positionally: `v[1]` … `v[10]` are the values of [`FIELDS`] in order,
+/// `false` for an absent field (as `HMGET` gives them to Lua): reading it (one `HMGET`),
+/// validating it, and replying with it. Every script works on `v` by position and writes the
+/// fields it changes with explicit `HSET` / `HDEL` calls: building tables keyed by field name
+/// and helper loops cost the server more than the whole raw operation (counted with
+/// callgrind, see BENCHMARKS.md). `FIELDS` is prepended from [`FIELDS`] by [`record_prelude`].
 const RECORD: &str = r#"
+-- v[1] owner, v[2] token, v[3] deadline, v[4] checkpoint, v[5] checkpoint_sub, v[6] pending,
+-- v[7] pending_sub, v[8] parents, v[9] claim, v[10] owner_switches; false: absent.
 local U64_MAX = '18446744073709551615'
+local find = string.find
 
 -- A canonical decimal u64: digits, no leading zero, at most u64::MAX.
 local function is_u64(s)
-  if type(s) ~= 'string' or #s == 0 or #s > 20 or not string.find(s, '^%d+$') then return false end
-  if #s > 1 and string.byte(s, 1) == 48 then return false end
-  if #s == 20 and s > U64_MAX then return false end
-  return true
+  return s and #s >= 1 and #s <= 20 and find(s, '^%d+$') ~= nil
+    and (#s == 1 or string.byte(s, 1) ~= 48) and (#s < 20 or s <= U64_MAX)
 end
 
 local function is_id(s)
-  return type(s) == 'string' and #s >= 1 and #s <= 256 and string.find(s, '^[%w_%.%-]+$') ~= nil
-end
-
-local function is_parents(s)
-  if s == '' then return true end
-  for piece in string.gmatch(s .. ',', '([^,]*),') do
-    if not is_id(piece) then return false end
-  end
-  return true
+  return #s >= 1 and #s <= 256 and find(s, '^[%w_%.%-]+$') ~= nil
 end
 
 -- What Position::decode accepts, with the sub-sequence already known to be a u64.
@@ -224,76 +220,53 @@ local function is_position(p, sub)
     ts = string.gsub(ts, '^0+', '')
     return sub == '0' and (#ts < 20 or (#ts == 20 and ts <= U64_MAX))
   end
-  return #p >= 1 and #p <= 128 and string.find(p, '^%d+$') ~= nil
+  return #p >= 1 and #p <= 128 and find(p, '^%d+$') ~= nil
 end
 
--- The first field of the record that the client could not decode, or nil.
-local function validate(r)
-  if r.owner ~= nil and not is_id(r.owner) then return 'owner' end
-  if not is_u64(r.token) then return 'token' end
-  if r.deadline ~= nil and not is_u64(r.deadline) then return 'deadline' end
-  if r.checkpoint ~= nil then
-    if r.checkpoint_sub ~= nil and not is_u64(r.checkpoint_sub) then return 'checkpoint_sub' end
-    if not is_position(r.checkpoint, r.checkpoint_sub or '0') then return 'checkpoint' end
+-- The first field of record v that the client could not decode, or nil.
+local function invalid(v)
+  if v[1] and not is_id(v[1]) then return 'owner' end
+  if not is_u64(v[2]) then return 'token' end
+  if v[3] and not is_u64(v[3]) then return 'deadline' end
+  if v[4] then
+    if v[5] and not is_u64(v[5]) then return 'checkpoint_sub' end
+    if not is_position(v[4], v[5] or '0') then return 'checkpoint' end
   end
-  if r.pending ~= nil then
-    if r.pending_sub ~= nil and not is_u64(r.pending_sub) then return 'pending_sub' end
-    if not is_position(r.pending, r.pending_sub or '0') then return 'pending' end
+  if v[6] then
+    if v[7] and not is_u64(v[7]) then return 'pending_sub' end
+    if not is_position(v[6], v[7] or '0') then return 'pending' end
   end
-  if r.parents ~= nil and not is_parents(r.parents) then return 'parents' end
-  if r.claim ~= nil and not is_id(r.claim) then return 'claim' end
-  if not is_u64(r.owner_switches) then return 'owner_switches' end
+  if v[8] and v[8] ~= '' then
+    for piece in string.gmatch(v[8] .. ',', '([^,]*),') do
+      if not is_id(piece) then return 'parents' end
+    end
+  end
+  if v[9] and not is_id(v[9]) then return 'claim' end
+  if not is_u64(v[10]) then return 'owner_switches' end
   return nil
 end
 
--- The fields the loaded record had, so that save deletes only what exists.
-local loaded = {}
-
--- The record as a table by field name, or nil when the key does not exist. A hash holding none
--- of the known fields (only possible by hand) is an empty record, which fails validation.
-local function load(key)
+-- The record of key, or nil when the key does not exist. A hash holding none of the known
+-- fields (only possible by hand) is a record of absent fields, which fails validation.
+local function read(key)
   local v = redis.call('HMGET', key, unpack(FIELDS))
-  local r, found = {}, false
-  for i, f in ipairs(FIELDS) do
-    if v[i] then
-      r[f] = v[i]
-      loaded[f] = true
-      found = true
-    end
+  for i = 1, 10 do
+    if v[i] then return v end
   end
-  if not found and redis.call('EXISTS', key) == 0 then return nil end
-  return r
+  if redis.call('EXISTS', key) == 1 then return v end
+  return nil
 end
 
--- Writes `fields` of the record loaded last: sets the present ones, deletes the ones that
--- became absent.
-local function save(key, r, fields)
-  local set, del = {}, {}
-  for _, f in ipairs(fields) do
-    if r[f] ~= nil then
-      set[#set + 1] = f
-      set[#set + 1] = r[f]
-    elseif loaded[f] then
-      del[#del + 1] = f
-    end
-  end
-  if #set > 0 then redis.call('HSET', key, unpack(set)) end
-  if #del > 0 then redis.call('HDEL', key, unpack(del)) end
+local function held_by(v, worker, token)
+  return v[1] == worker and v[2] == token
 end
 
--- [status, now, detail] and, when there is a record, its FIELDS in order (false: absent, which
--- the reply carries as nil). `now` is the server clock the script judged by, as text, or '' for
--- a script that does not read the clock.
-local function reply(status, now, detail, r)
-  local out = {status, now, detail}
-  if r ~= nil then
-    for i, f in ipairs(FIELDS) do out[3 + i] = r[f] or false end
-  end
-  return out
-end
-
-local function held_by(r, worker, token)
-  return r.owner == worker and r.token == token
+-- [status, now, detail] and, when there is a record, its ten values (false is sent as nil).
+-- `now` is the server clock the script judged by, as text, or '' for a script that does not
+-- read the clock.
+local function reply(status, now, detail, v)
+  if v == nil then return {status, now, detail} end
+  return {status, now, detail, v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9], v[10]}
 end
 "#;
 
@@ -309,16 +282,18 @@ local function incr(s)
   return string.sub(s, 1, n - 1) .. string.char(string.byte(s, n) + 1) .. string.rep('0', #s - n)
 end
 
--- The fields a grant changes.
-local GRANTED = {'owner', 'token', 'deadline', 'claim', 'owner_switches'}
-
--- rules::grant: a new owner, the next token, one more owner switch, no claim.
-local function grant(r, worker, deadline)
-  r.owner = worker
-  r.token = incr(r.token)
-  r.deadline = deadline
-  r.claim = nil
-  r.owner_switches = incr(r.owner_switches)
+-- rules::grant on record v of key, written: a new owner, the next token, one more owner
+-- switch, no claim.
+local function grant(key, v, worker, deadline)
+  v[1] = worker
+  v[2] = incr(v[2])
+  v[3] = deadline
+  v[10] = incr(v[10])
+  redis.call('HSET', key, 'owner', v[1], 'token', v[2], 'deadline', v[3], 'owner_switches', v[10])
+  if v[9] then
+    redis.call('HDEL', key, 'claim')
+    v[9] = false
+  end
 end
 "#;
 
@@ -337,10 +312,10 @@ local function pad(s, width)
   return string.rep('0', width - #s) .. s
 end
 
--- True when the attempted position is behind the stored one, or the shard already ended and the
--- attempt is anything else.
+-- True when the attempted position is behind the stored one (false: none), or the shard
+-- already ended and the attempt is anything else.
 local function regresses(stored, stored_sub, att, att_padded, att_sub_padded)
-  if stored == nil then return false end
+  if not stored then return false end
   if stored == 'SHARD_END' then return att ~= 'SHARD_END' end
   local sr, ar = pos_rank(stored), pos_rank(att)
   if sr ~= ar then return ar < sr end
@@ -439,27 +414,24 @@ pub(crate) static GET_LEASE: LazyLock<Script> = LazyLock::new(|| {
         &[Clock, Record, Grant],
         r#"
 local now = now_ms()
-local r = load(KEYS[1])
-local created = false
-if r == nil then
-  r = {token = '0', owner_switches = '0', parents = ''}
-  created = true
-end
-local bad = validate(r)
+local v = read(KEYS[1])
+local created = v == nil
+if created then v = {false, '0', false, false, false, false, false, '', false, '0'} end
+local bad = invalid(v)
 if bad then return reply('CORRUPT', fmt(now), bad, nil) end
 local deadline = fmt(now + tonumber(ARGV[2]))
-if r.owner == ARGV[1] then
-  r.deadline = deadline
-  save(KEYS[1], r, {'deadline'})
-  return reply('OK', fmt(now), '', r)
+if v[1] == ARGV[1] then
+  v[3] = deadline
+  redis.call('HSET', KEYS[1], 'deadline', deadline)
+  return reply('OK', fmt(now), '', v)
 end
-if r.owner ~= nil and r.deadline ~= nil and tonumber(r.deadline) > now then
-  return reply('HELD', fmt(now), '', r)
+if v[1] and v[3] and tonumber(v[3]) > now then return reply('HELD', fmt(now), '', v) end
+if created then
+  redis.call('HSET', KEYS[1], 'parents', v[8])
+  redis.call('ZADD', KEYS[2], 0, ARGV[3])
 end
-grant(r, ARGV[1], deadline)
-save(KEYS[1], r, created and FIELDS or GRANTED)
-if created then redis.call('ZADD', KEYS[2], 0, ARGV[3]) end
-return reply('OK', fmt(now), '', r)
+grant(KEYS[1], v, ARGV[1], deadline)
+return reply('OK', fmt(now), '', v)
 "#,
     )
 });
@@ -470,14 +442,14 @@ pub(crate) static RENEW: LazyLock<Script> = LazyLock::new(|| {
         &[Clock, Record],
         r#"
 local now = now_ms()
-local r = load(KEYS[1])
-if r == nil then return reply('LOST', fmt(now), '', nil) end
-local bad = validate(r)
+local v = read(KEYS[1])
+if v == nil then return reply('LOST', fmt(now), '', nil) end
+local bad = invalid(v)
 if bad then return reply('CORRUPT', fmt(now), bad, nil) end
-if not held_by(r, ARGV[1], ARGV[2]) then return reply('LOST', fmt(now), '', r) end
-r.deadline = fmt(now + tonumber(ARGV[3]))
-save(KEYS[1], r, {'deadline'})
-return reply('OK', fmt(now), '', r)
+if not held_by(v, ARGV[1], ARGV[2]) then return reply('LOST', fmt(now), '', v) end
+v[3] = fmt(now + tonumber(ARGV[3]))
+redis.call('HSET', KEYS[1], 'deadline', v[3])
+return reply('OK', fmt(now), '', v)
 "#,
     )
 });
@@ -497,26 +469,25 @@ local now = now_ms()
 local deadline = fmt(now + tonumber(ARGV[2]))
 local records = {}
 for i, key in ipairs(KEYS) do
-  local r = load(key)
-  if r ~= nil then
-    local bad = validate(r)
+  local v = read(key)
+  if v ~= nil then
+    local bad = invalid(v)
     if bad then return {'CORRUPT', tostring(i), bad} end
   end
-  records[i] = r or false
+  records[i] = v or false
 end
 local out = {'OK', fmt(now)}
-local entry = {'OK'}
 for i, key in ipairs(KEYS) do
-  local r = records[i]
-  if r and held_by(r, ARGV[1], ARGV[2 + i]) then
-    r.deadline = deadline
+  local v = records[i]
+  if v and held_by(v, ARGV[1], ARGV[2 + i]) then
     redis.call('HSET', key, 'deadline', deadline)
     -- One bulk string per record (no validated value contains a newline): far cheaper to
     -- build and to send than a nested array.
-    for j, f in ipairs(FIELDS) do entry[j + 1] = r[f] or '' end
-    out[#out + 1] = table.concat(entry, '\n')
+    out[i + 2] = 'OK\n' .. v[1] .. '\n' .. v[2] .. '\n' .. deadline .. '\n' .. (v[4] or '')
+      .. '\n' .. (v[5] or '') .. '\n' .. (v[6] or '') .. '\n' .. (v[7] or '') .. '\n'
+      .. (v[8] or '') .. '\n' .. (v[9] or '') .. '\n' .. v[10]
   else
-    out[#out + 1] = 'LOST'
+    out[i + 2] = 'LOST'
   end
 end
 return out
@@ -531,27 +502,28 @@ pub(crate) static CHECKPOINT: LazyLock<Script> = LazyLock::new(|| {
     script(
         &[Record, Progress],
         r#"
-local r = load(KEYS[1])
-if r == nil then return reply('LOST', '', '', nil) end
-local bad = validate(r)
+local v = read(KEYS[1])
+if v == nil then return reply('LOST', '', '', nil) end
+local bad = invalid(v)
 if bad then return reply('CORRUPT', '', bad, nil) end
-if not held_by(r, ARGV[1], ARGV[2]) then return reply('LOST', '', '', r) end
-if regresses(r.checkpoint, r.checkpoint_sub, ARGV[4], ARGV[6], ARGV[7]) then
-  return reply('REGRESSION', '', '', r)
-end
+if not held_by(v, ARGV[1], ARGV[2]) then return reply('LOST', '', '', v) end
+if regresses(v[4], v[5], ARGV[4], ARGV[6], ARGV[7]) then return reply('REGRESSION', '', '', v) end
 if ARGV[3] == 'commit' then
-  r.checkpoint = ARGV[4]
-  r.checkpoint_sub = ARGV[5]
-  r.pending = nil
-  r.pending_sub = nil
-  r.owner_switches = '0'
-  save(KEYS[1], r, {'checkpoint', 'checkpoint_sub', 'pending', 'pending_sub', 'owner_switches'})
+  v[4] = ARGV[4]
+  v[5] = ARGV[5]
+  v[10] = '0'
+  redis.call('HSET', KEYS[1], 'checkpoint', v[4], 'checkpoint_sub', v[5], 'owner_switches', '0')
+  if v[6] or v[7] then
+    redis.call('HDEL', KEYS[1], 'pending', 'pending_sub')
+    v[6] = false
+    v[7] = false
+  end
 else
-  r.pending = ARGV[4]
-  r.pending_sub = ARGV[5]
-  save(KEYS[1], r, {'pending', 'pending_sub'})
+  v[6] = ARGV[4]
+  v[7] = ARGV[5]
+  redis.call('HSET', KEYS[1], 'pending', v[6], 'pending_sub', v[7])
 end
-return reply('OK', '', '', r)
+return reply('OK', '', '', v)
 "#,
     )
 });
@@ -561,18 +533,18 @@ pub(crate) static RELEASE: LazyLock<Script> = LazyLock::new(|| {
     script(
         &[Record],
         r#"
-local r = load(KEYS[1])
-if r == nil then return reply('LOST', '', '', nil) end
-local bad = validate(r)
+local v = read(KEYS[1])
+if v == nil then return reply('LOST', '', '', nil) end
+local bad = invalid(v)
 if bad then return reply('CORRUPT', '', bad, nil) end
-if held_by(r, ARGV[1], ARGV[2]) then
-  r.owner = nil
-  r.deadline = nil
-  save(KEYS[1], r, {'owner', 'deadline'})
-  return reply('OK', '', '', r)
+if held_by(v, ARGV[1], ARGV[2]) then
+  v[1] = false
+  v[3] = false
+  redis.call('HDEL', KEYS[1], 'owner', 'deadline')
+  return reply('OK', '', '', v)
 end
-if r.owner == nil and r.token == ARGV[2] then return reply('OK', '', '', r) end
-return reply('LOST', '', '', r)
+if not v[1] and v[2] == ARGV[2] then return reply('OK', '', '', v) end
+return reply('LOST', '', '', v)
 "#,
     )
 });
@@ -582,14 +554,14 @@ pub(crate) static FORCE_RELEASE: LazyLock<Script> = LazyLock::new(|| {
     script(
         &[Record],
         r#"
-local r = load(KEYS[1])
-if r == nil then return reply('NOTFOUND', '', '', nil) end
-local bad = validate(r)
+local v = read(KEYS[1])
+if v == nil then return reply('NOTFOUND', '', '', nil) end
+local bad = invalid(v)
 if bad then return reply('CORRUPT', '', bad, nil) end
-r.owner = nil
-r.deadline = nil
-save(KEYS[1], r, {'owner', 'deadline'})
-return reply('OK', '', '', r)
+if v[1] or v[3] then redis.call('HDEL', KEYS[1], 'owner', 'deadline') end
+v[1] = false
+v[3] = false
+return reply('OK', '', '', v)
 "#,
     )
 });
@@ -613,17 +585,16 @@ pub(crate) static STEAL: LazyLock<Script> = LazyLock::new(|| {
         &[Clock, Record, Grant],
         r#"
 local now = now_ms()
-local r = load(KEYS[1])
-if r == nil then return reply('CHANGED', fmt(now), '', nil) end
-local bad = validate(r)
+local v = read(KEYS[1])
+if v == nil then return reply('CHANGED', fmt(now), '', nil) end
+local bad = invalid(v)
 if bad then return reply('CORRUPT', fmt(now), bad, nil) end
-if held_by(r, ARGV[2], ARGV[3]) then
-  grant(r, ARGV[1], fmt(now + tonumber(ARGV[5])))
-  save(KEYS[1], r, GRANTED)
-  return reply('OK', fmt(now), '', r)
+if held_by(v, ARGV[2], ARGV[3]) then
+  grant(KEYS[1], v, ARGV[1], fmt(now + tonumber(ARGV[5])))
+  return reply('OK', fmt(now), '', v)
 end
-if held_by(r, ARGV[1], ARGV[4]) then return reply('OK', fmt(now), '', r) end
-return reply('CHANGED', fmt(now), '', r)
+if held_by(v, ARGV[1], ARGV[4]) then return reply('OK', fmt(now), '', v) end
+return reply('CHANGED', fmt(now), '', v)
 "#,
     )
 });
@@ -633,14 +604,14 @@ pub(crate) static CLAIM: LazyLock<Script> = LazyLock::new(|| {
     script(
         &[Record],
         r#"
-local r = load(KEYS[1])
-if r == nil then return reply('NOTFOUND', '', '', nil) end
-local bad = validate(r)
+local v = read(KEYS[1])
+if v == nil then return reply('NOTFOUND', '', '', nil) end
+local bad = invalid(v)
 if bad then return reply('CORRUPT', '', bad, nil) end
-if r.owner == ARGV[1] or r.claim == ARGV[1] then return reply('OK', '', '', r) end
-r.claim = ARGV[1]
-save(KEYS[1], r, {'claim'})
-return reply('OK', '', '', r)
+if v[1] == ARGV[1] or v[9] == ARGV[1] then return reply('OK', '', '', v) end
+v[9] = ARGV[1]
+redis.call('HSET', KEYS[1], 'claim', v[9])
+return reply('OK', '', '', v)
 "#,
     )
 });
@@ -650,22 +621,27 @@ pub(crate) static RESET_CHECKPOINT: LazyLock<Script> = LazyLock::new(|| {
     script(
         &[Record],
         r#"
-local r = load(KEYS[1])
-if r == nil then return reply('NOTFOUND', '', '', nil) end
-local bad = validate(r)
+local v = read(KEYS[1])
+if v == nil then return reply('NOTFOUND', '', '', nil) end
+local bad = invalid(v)
 if bad then return reply('CORRUPT', '', bad, nil) end
 if ARGV[1] == '1' then
-  r.checkpoint = ARGV[2]
-  r.checkpoint_sub = ARGV[3]
+  v[4] = ARGV[2]
+  v[5] = ARGV[3]
+  redis.call('HSET', KEYS[1], 'checkpoint', v[4], 'checkpoint_sub', v[5], 'owner_switches', '0')
 else
-  r.checkpoint = nil
-  r.checkpoint_sub = nil
+  v[4] = false
+  v[5] = false
+  redis.call('HSET', KEYS[1], 'owner_switches', '0')
+  redis.call('HDEL', KEYS[1], 'checkpoint', 'checkpoint_sub')
 end
-r.pending = nil
-r.pending_sub = nil
-r.owner_switches = '0'
-save(KEYS[1], r, {'checkpoint', 'checkpoint_sub', 'pending', 'pending_sub', 'owner_switches'})
-return reply('OK', '', '', r)
+v[10] = '0'
+if v[6] or v[7] then
+  redis.call('HDEL', KEYS[1], 'pending', 'pending_sub')
+  v[6] = false
+  v[7] = false
+end
+return reply('OK', '', '', v)
 "#,
     )
 });
