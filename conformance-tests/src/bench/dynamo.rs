@@ -14,7 +14,7 @@ use checkpoint_core::Checkpointer;
 use checkpoint_core::conformance::random_app;
 use checkpoint_dynamo::{DynamoConfig, DynamoStore};
 
-use crate::measure::{BoxError, Budget, Stats, measure_async};
+use crate::measure::{BoxError, Budget, Stats};
 use crate::{Backend, Held, Op, Raw, Reply, Seqs, Settings, duration};
 
 pub(crate) async fn open(settings: &Settings) -> Result<Vec<Backend>, String> {
@@ -77,7 +77,7 @@ fn now_ms() -> u128 {
         .map_or(0, |d| d.as_millis())
 }
 
-impl DynamoRaw {
+impl crate::OneRequest for DynamoRaw {
     /// One raw request: for [`Reply::Record`] the write asks for `ALL_NEW` (the read gets the
     /// whole item); for [`Reply::Bare`] it returns nothing (the read projects `checkpoint`).
     async fn op(&self, op: Op, reply: Reply, h: &Held, seq: u64) -> Result<(), BoxError> {
@@ -162,19 +162,7 @@ impl Raw for DynamoRaw {
         seqs: Arc<Seqs>,
         budget: Budget,
     ) -> Result<Stats, BoxError> {
-        let me = self.clone();
-        measure_async(leases.len(), budget, move |t, _| {
-            let (me, leases, seqs) = (me.clone(), leases.clone(), seqs.clone());
-            async move {
-                let seq = if op == Op::Checkpoint {
-                    seqs.next(t)
-                } else {
-                    0
-                };
-                me.op(op, reply, &leases[t], seq).await
-            }
-        })
-        .await
+        crate::measure_each(self, op, reply, leases, seqs, budget).await
     }
 
     /// DynamoDB has no batched conditional write that reports each item on its own
@@ -184,11 +172,6 @@ impl Raw for DynamoRaw {
     }
 
     async fn renew_each(&self, leases: Arc<Vec<Held>>, concurrency: usize) -> Result<(), BoxError> {
-        let me = self.clone();
-        crate::each_concurrently(leases.len(), concurrency, move |i| {
-            let (me, leases) = (me.clone(), leases.clone());
-            async move { me.op(Op::Renew, Reply::Bare, &leases[i], 0).await }
-        })
-        .await
+        crate::renew_each_with(self, leases, concurrency).await
     }
 }

@@ -11,7 +11,7 @@ use checkpoint_core::{Checkpointer, Store};
 use checkpoint_postgres::PostgresStore;
 use sqlx::{AssertSqlSafe, PgPool, SqlStr};
 
-use crate::measure::{BoxError, Budget, Stats, measure_async};
+use crate::measure::{BoxError, Budget, Stats};
 use crate::{Backend, Held, Op, Raw, Reply, Seqs, Settings, duration};
 
 const DEFAULT_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
@@ -90,7 +90,9 @@ impl PostgresRaw {
             )),
         }
     }
+}
 
+impl crate::OneRequest for PostgresRaw {
     async fn op(&self, op: Op, reply: Reply, h: &Held, seq: u64) -> Result<(), BoxError> {
         let sql = match reply {
             Reply::Record => &self.record,
@@ -140,19 +142,7 @@ impl Raw for PostgresRaw {
         seqs: Arc<Seqs>,
         budget: Budget,
     ) -> Result<Stats, BoxError> {
-        let me = self.clone();
-        measure_async(leases.len(), budget, move |t, _| {
-            let (me, leases, seqs) = (me.clone(), leases.clone(), seqs.clone());
-            async move {
-                let seq = if op == Op::Checkpoint {
-                    seqs.next(t)
-                } else {
-                    0
-                };
-                me.op(op, reply, &leases[t], seq).await
-            }
-        })
-        .await
+        crate::measure_each(self, op, reply, leases, seqs, budget).await
     }
 
     async fn renew_batch(&self, leases: Arc<Vec<Held>>) -> Result<bool, BoxError> {
@@ -183,11 +173,6 @@ impl Raw for PostgresRaw {
     }
 
     async fn renew_each(&self, leases: Arc<Vec<Held>>, concurrency: usize) -> Result<(), BoxError> {
-        let me = self.clone();
-        crate::each_concurrently(leases.len(), concurrency, move |i| {
-            let (me, leases) = (me.clone(), leases.clone());
-            async move { me.op(Op::Renew, Reply::Bare, &leases[i], 0).await }
-        })
-        .await
+        crate::renew_each_with(self, leases, concurrency).await
     }
 }

@@ -14,7 +14,7 @@ use checkpoint_redis::{RedisConfig, RedisStore};
 use redis::Script;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
-use crate::measure::{BoxError, Budget, Stats, measure_async};
+use crate::measure::{BoxError, Budget, Stats};
 use crate::{Backend, Held, Op, Raw, Reply, Seqs, Settings, duration};
 
 const DEFAULT_URL: &str = "redis://127.0.0.1:6379/";
@@ -182,7 +182,9 @@ impl RedisRaw {
             store: store.clone(),
         })
     }
+}
 
+impl crate::OneRequest for RedisRaw {
     async fn op(&self, op: Op, reply: Reply, h: &Held, seq: u64) -> Result<(), BoxError> {
         let mut conn = self.conn.clone();
         let key = self.store.key_layout().lease(&h.key);
@@ -260,19 +262,7 @@ impl Raw for RedisRaw {
         seqs: Arc<Seqs>,
         budget: Budget,
     ) -> Result<Stats, BoxError> {
-        let me = self.clone();
-        measure_async(leases.len(), budget, move |t, _| {
-            let (me, leases, seqs) = (me.clone(), leases.clone(), seqs.clone());
-            async move {
-                let seq = if op == Op::Checkpoint {
-                    seqs.next(t)
-                } else {
-                    0
-                };
-                me.op(op, reply, &leases[t], seq).await
-            }
-        })
-        .await
+        crate::measure_each(self, op, reply, leases, seqs, budget).await
     }
 
     async fn renew_batch(&self, leases: Arc<Vec<Held>>) -> Result<bool, BoxError> {
@@ -296,11 +286,6 @@ impl Raw for RedisRaw {
     }
 
     async fn renew_each(&self, leases: Arc<Vec<Held>>, concurrency: usize) -> Result<(), BoxError> {
-        let me = self.clone();
-        crate::each_concurrently(leases.len(), concurrency, move |i| {
-            let (me, leases) = (me.clone(), leases.clone());
-            async move { me.op(Op::Renew, Reply::Bare, &leases[i], 0).await }
-        })
-        .await
+        crate::renew_each_with(self, leases, concurrency).await
     }
 }

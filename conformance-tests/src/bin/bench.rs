@@ -141,6 +141,57 @@ pub(crate) trait Raw: Send + Sync {
     async fn renew_batch(&self, leases: Arc<Vec<Held>>) -> Result<bool, BoxError>;
 }
 
+/// A raw baseline that sends one request per operation from async tasks (PostgreSQL, Redis,
+/// DynamoDB); [`measure_each`] and [`renew_each_with`] implement [`Raw`]'s loops for it.
+pub(crate) trait OneRequest: Clone + Send + Sync + 'static {
+    /// One raw operation on lease `h` (`seq`: the sequence number of a checkpoint).
+    fn op(
+        &self,
+        op: Op,
+        reply: Reply,
+        h: &Held,
+        seq: u64,
+    ) -> impl std::future::Future<Output = Result<(), BoxError>> + Send;
+}
+
+/// [`Raw::measure`] for a [`OneRequest`] baseline: task `t` works on `leases[t]`.
+pub(crate) async fn measure_each<R: OneRequest>(
+    raw: &R,
+    op: Op,
+    reply: Reply,
+    leases: Arc<Vec<Held>>,
+    seqs: Arc<Seqs>,
+    budget: Budget,
+) -> Result<Stats, BoxError> {
+    let raw = raw.clone();
+    measure_async(leases.len(), budget, move |t, _| {
+        let (raw, leases, seqs) = (raw.clone(), leases.clone(), seqs.clone());
+        async move {
+            let seq = if op == Op::Checkpoint {
+                seqs.next(t)
+            } else {
+                0
+            };
+            raw.op(op, reply, &leases[t], seq).await
+        }
+    })
+    .await
+}
+
+/// [`Raw::renew_each`] for a [`OneRequest`] baseline.
+pub(crate) async fn renew_each_with<R: OneRequest>(
+    raw: &R,
+    leases: Arc<Vec<Held>>,
+    concurrency: usize,
+) -> Result<(), BoxError> {
+    let raw = raw.clone();
+    each_concurrently(leases.len(), concurrency, move |i| {
+        let (raw, leases) = (raw.clone(), leases.clone());
+        async move { raw.op(Op::Renew, Reply::Bare, &leases[i], 0).await }
+    })
+    .await
+}
+
 /// A backend ready to measure.
 pub(crate) struct Backend {
     /// The name in the table.
