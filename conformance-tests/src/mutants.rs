@@ -1,5 +1,5 @@
 //! Deliberately broken stores. Each wraps the memory reference store and breaks one rule of
-//! `SPEC.md` the way real backends have broken it; `tests/mutants.rs` proves the conformance
+//! the contract (`checkpoint_core::contract`) the way real backends have broken it; `tests/mutants.rs` proves the conformance
 //! suite rejects every one. A suite that passes a broken store is a bug in the suite.
 
 use std::sync::Arc;
@@ -8,8 +8,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use async_trait::async_trait;
 use checkpoint_core::{
     AppName, Capabilities, Checkpointer, Error, FencingToken, HeartbeatTtl, Lease, LeaseDuration,
-    LeaseKey, Membership, MemoryDatabase, MemoryStore, Position, RenewOutcome, Result, ShardId,
-    Store, StreamName, WorkerId,
+    LeaseKey, LeaseManager, Membership, MemoryDatabase, MemoryStore, Position, RenewOutcome,
+    Result, ShardId, Store, StreamName, WorkerId,
 };
 
 /// The ways a mutant is broken.
@@ -133,8 +133,8 @@ impl Mutant {
         duration: LeaseDuration,
         keep_token: bool,
     ) -> Result<Lease> {
-        let before = self.inner.fetch(key).await?;
-        self.inner.force_release(key).await?;
+        let before = self.inner.fetch_checkpoint(key).await?;
+        self.inner.evict_lease(key).await?;
         let granted = self.inner.get_lease(key, worker, duration).await?;
         if keep_token && let Some(before) = before {
             return Ok(Lease {
@@ -147,7 +147,7 @@ impl Mutant {
 }
 
 #[async_trait]
-impl Checkpointer for Mutant {
+impl LeaseManager for Mutant {
     fn app(&self) -> &AppName {
         self.inner.app()
     }
@@ -180,7 +180,7 @@ impl Checkpointer for Mutant {
         worker: &WorkerId,
         duration: LeaseDuration,
     ) -> Result<Lease> {
-        let current = self.inner.fetch(key).await?;
+        let current = self.inner.fetch_checkpoint(key).await?;
         if self.is(Mutation::NeverExpires)
             && let Some(l) = &current
             && let Some(owner) = l.owner.as_ref().filter(|o| *o != worker)
@@ -219,7 +219,7 @@ impl Checkpointer for Mutant {
     ) -> Result<Lease> {
         match self.inner.renew(key, worker, token, duration).await {
             Err(Error::LeaseLost { .. }) if self.is(Mutation::RenewsTakenLease) => {
-                if self.inner.fetch(key).await?.is_some() {
+                if self.inner.fetch_checkpoint(key).await?.is_some() {
                     return self.force_grant(key, worker, duration, true).await;
                 }
                 Err(Error::LeaseLost {
@@ -241,78 +241,21 @@ impl Checkpointer for Mutant {
         self.inner.renew_many(worker, leases, duration).await
     }
 
-    async fn checkpoint(
-        &self,
-        key: &LeaseKey,
-        worker: &WorkerId,
-        token: FencingToken,
-        position: &Position,
-    ) -> Result<Lease> {
-        let n = self.checkpoints.fetch_add(1, Ordering::Relaxed);
-        if self.is(Mutation::LosesWrites) && n % 5 == 4 {
-            let current = self
-                .inner
-                .fetch(key)
-                .await?
-                .ok_or_else(|| Error::lease_not_found(key))?;
-            return Ok(Lease {
-                checkpoint: Some(position.clone()),
-                ..current
-            });
-        }
-        match self.inner.checkpoint(key, worker, token, position).await {
-            Err(Error::LeaseLost { .. }) if self.is(Mutation::NoFencingOnCheckpoint) => {
-                self.overwrite_checkpoint(key, position).await
-            }
-            Err(Error::CheckpointRegression { .. }) if self.is(Mutation::AcceptsRegressions) => {
-                self.overwrite_checkpoint(key, position).await
-            }
-            Err(e) if self.is(Mutation::FakeSuccessOnDroppedReply) && !e.is_retryable() => {
-                let current = self
-                    .inner
-                    .fetch(key)
-                    .await?
-                    .unwrap_or_else(|| Lease::new(key.clone(), Vec::new(), None));
-                Ok(Lease {
-                    checkpoint: Some(position.clone()),
-                    ..current
-                })
-            }
-            other => other,
-        }
-    }
-
-    async fn prepare_checkpoint(
-        &self,
-        key: &LeaseKey,
-        worker: &WorkerId,
-        token: FencingToken,
-        position: &Position,
-    ) -> Result<Lease> {
-        self.inner
-            .prepare_checkpoint(key, worker, token, position)
-            .await
-    }
-
-    async fn fetch(&self, key: &LeaseKey) -> Result<Option<Lease>> {
-        self.inner.fetch(key).await
-    }
-
-    async fn release(
+    async fn remove_lease_owner(
         &self,
         key: &LeaseKey,
         worker: &WorkerId,
         token: FencingToken,
     ) -> Result<Lease> {
-        self.inner.release(key, worker, token).await
+        self.inner.remove_lease_owner(key, worker, token).await
     }
 
-    async fn force_release(&self, key: &LeaseKey) -> Result<Lease> {
-        self.inner.force_release(key).await
+    async fn evict_lease(&self, key: &LeaseKey) -> Result<Lease> {
+        self.inner.evict_lease(key).await
     }
 
-    async fn delete_lease(&self, key: &LeaseKey) -> Result<()> {
-        self.inner.delete_lease(key).await
+    async fn remove_lease_info(&self, key: &LeaseKey) -> Result<()> {
+        self.inner.remove_lease_info(key).await
     }
 
     async fn list_leases(&self, stream: Option<&StreamName>) -> Result<Vec<Lease>> {
@@ -346,6 +289,70 @@ impl Checkpointer for Mutant {
 
     async fn claim(&self, key: &LeaseKey, claimant: &WorkerId) -> Result<Lease> {
         self.inner.claim(key, claimant).await
+    }
+}
+
+#[async_trait]
+impl Checkpointer for Mutant {
+    async fn checkpoint_sequence(
+        &self,
+        key: &LeaseKey,
+        worker: &WorkerId,
+        token: FencingToken,
+        position: &Position,
+    ) -> Result<Lease> {
+        let n = self.checkpoints.fetch_add(1, Ordering::Relaxed);
+        if self.is(Mutation::LosesWrites) && n % 5 == 4 {
+            let current = self
+                .inner
+                .fetch_checkpoint(key)
+                .await?
+                .ok_or_else(|| Error::lease_not_found(key))?;
+            return Ok(Lease {
+                checkpoint: Some(position.clone()),
+                ..current
+            });
+        }
+        match self
+            .inner
+            .checkpoint_sequence(key, worker, token, position)
+            .await
+        {
+            Err(Error::LeaseLost { .. }) if self.is(Mutation::NoFencingOnCheckpoint) => {
+                self.overwrite_checkpoint(key, position).await
+            }
+            Err(Error::CheckpointRegression { .. }) if self.is(Mutation::AcceptsRegressions) => {
+                self.overwrite_checkpoint(key, position).await
+            }
+            Err(e) if self.is(Mutation::FakeSuccessOnDroppedReply) && !e.is_retryable() => {
+                let current = self
+                    .inner
+                    .fetch_checkpoint(key)
+                    .await?
+                    .unwrap_or_else(|| Lease::new(key.clone(), Vec::new(), None));
+                Ok(Lease {
+                    checkpoint: Some(position.clone()),
+                    ..current
+                })
+            }
+            other => other,
+        }
+    }
+
+    async fn prepare_checkpoint(
+        &self,
+        key: &LeaseKey,
+        worker: &WorkerId,
+        token: FencingToken,
+        position: &Position,
+    ) -> Result<Lease> {
+        self.inner
+            .prepare_checkpoint(key, worker, token, position)
+            .await
+    }
+
+    async fn fetch_checkpoint(&self, key: &LeaseKey) -> Result<Option<Lease>> {
+        self.inner.fetch_checkpoint(key).await
     }
 
     async fn reset_checkpoint(&self, key: &LeaseKey, position: Option<&Position>) -> Result<Lease> {

@@ -17,8 +17,8 @@ use async_trait::async_trait;
 use checkpoint_core::rules::{self, Outcome};
 use checkpoint_core::{
     AppName, BatchMode, Capabilities, Checkpointer, ClockSource, Durability, Error, FencingToken,
-    HeartbeatTtl, Lease, LeaseDuration, LeaseKey, Membership, Position, RenewOutcome, Result,
-    ShardId, Store, StreamName, WorkerId,
+    HeartbeatTtl, Lease, LeaseDuration, LeaseKey, LeaseManager, Membership, Position, RenewOutcome,
+    Result, ShardId, Store, StreamName, WorkerId,
 };
 
 /// The user's database: versioned values under string keys, with compare-and-set.
@@ -91,7 +91,7 @@ impl KvStore {
 }
 
 #[async_trait]
-impl Checkpointer for KvStore {
+impl LeaseManager for KvStore {
     fn app(&self) -> &AppName {
         &self.app
     }
@@ -168,48 +168,22 @@ impl Checkpointer for KvStore {
         Ok(outcome)
     }
 
-    async fn checkpoint(
+    async fn remove_lease_owner(
         &self,
         key: &LeaseKey,
         worker: &WorkerId,
         token: FencingToken,
-        position: &Position,
     ) -> Result<Lease> {
-        self.write(key, |cur, _| {
-            rules::checkpoint(cur, key, worker, token, position)
+        self.apply(key, |cur, _| {
+            rules::remove_lease_owner(cur, key, worker, token)
         })
     }
 
-    async fn prepare_checkpoint(
-        &self,
-        key: &LeaseKey,
-        worker: &WorkerId,
-        token: FencingToken,
-        position: &Position,
-    ) -> Result<Lease> {
-        self.write(key, |cur, _| {
-            rules::prepare_checkpoint(cur, key, worker, token, position)
-        })
+    async fn evict_lease(&self, key: &LeaseKey) -> Result<Lease> {
+        self.write(key, |cur, _| rules::evict_lease(cur, key))
     }
 
-    async fn fetch(&self, key: &LeaseKey) -> Result<Option<Lease>> {
-        Ok(self.db.get(&self.key(key)).1)
-    }
-
-    async fn release(
-        &self,
-        key: &LeaseKey,
-        worker: &WorkerId,
-        token: FencingToken,
-    ) -> Result<Lease> {
-        self.apply(key, |cur, _| rules::release(cur, key, worker, token))
-    }
-
-    async fn force_release(&self, key: &LeaseKey) -> Result<Lease> {
-        self.write(key, |cur, _| rules::force_release(cur, key))
-    }
-
-    async fn delete_lease(&self, key: &LeaseKey) -> Result<()> {
+    async fn remove_lease_info(&self, key: &LeaseKey) -> Result<()> {
         self.db
             .values
             .lock()
@@ -254,6 +228,37 @@ impl Checkpointer for KvStore {
 
     async fn claim(&self, key: &LeaseKey, claimant: &WorkerId) -> Result<Lease> {
         self.apply(key, |cur, _| rules::claim(cur, key, claimant))
+    }
+}
+
+#[async_trait]
+impl Checkpointer for KvStore {
+    async fn checkpoint_sequence(
+        &self,
+        key: &LeaseKey,
+        worker: &WorkerId,
+        token: FencingToken,
+        position: &Position,
+    ) -> Result<Lease> {
+        self.write(key, |cur, _| {
+            rules::checkpoint(cur, key, worker, token, position)
+        })
+    }
+
+    async fn prepare_checkpoint(
+        &self,
+        key: &LeaseKey,
+        worker: &WorkerId,
+        token: FencingToken,
+        position: &Position,
+    ) -> Result<Lease> {
+        self.write(key, |cur, _| {
+            rules::prepare_checkpoint(cur, key, worker, token, position)
+        })
+    }
+
+    async fn fetch_checkpoint(&self, key: &LeaseKey) -> Result<Option<Lease>> {
+        Ok(self.db.get(&self.key(key)).1)
     }
 
     async fn reset_checkpoint(&self, key: &LeaseKey, position: Option<&Position>) -> Result<Lease> {

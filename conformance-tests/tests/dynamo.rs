@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use checkpoint_core::conformance::{self, backend_unavailable, random_app};
-use checkpoint_core::{AppName, Backoff, Checkpointer, Store};
+use checkpoint_core::{AppName, Backoff, LeaseManager, Store};
 use checkpoint_dynamo::{DynamoConfig, DynamoStore};
 use conformance_tests::print_capability_table;
 

@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use checkpoint_core::conformance::{self, random_app};
-use checkpoint_core::{AppName, Checkpointer, Store};
+use checkpoint_core::{AppName, LeaseManager, Store};
 use checkpoint_postgres::{DEFAULT_URL, PostgresConfig, PostgresStore};
 use conformance_tests::print_capability_table;
 

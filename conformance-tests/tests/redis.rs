@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use checkpoint_core::conformance::{self, backend_unavailable, random_app};
-use checkpoint_core::{AppName, Checkpointer, Store};
+use checkpoint_core::{AppName, LeaseManager, Store};
 use checkpoint_redis::RedisStore;
 use conformance_tests::print_capability_table;
 

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use checkpoint_core::conformance::{self, random_app};
-use checkpoint_core::{AppName, Checkpointer, Store};
+use checkpoint_core::{AppName, LeaseManager, Store};
 use checkpoint_sqlite::{SqliteConfig, SqliteStore};
 use conformance_tests::print_capability_table;
 

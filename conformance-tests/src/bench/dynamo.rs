@@ -10,7 +10,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
-use checkpoint_core::Checkpointer;
+use checkpoint_core::LeaseManager;
 use checkpoint_core::conformance::random_app;
 use checkpoint_dynamo::{DynamoConfig, DynamoStore};
 

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use checkpoint_core::conformance::random_app;
-use checkpoint_core::{Checkpointer, Store};
+use checkpoint_core::{LeaseManager, Store};
 use checkpoint_postgres::PostgresStore;
 use sqlx::{AssertSqlSafe, PgPool, SqlStr};
 

@@ -188,7 +188,7 @@ impl Raw for SqliteRaw {
             Reply::Record => self.record.clone(),
             Reply::Bare => self.sql.clone(),
         };
-        let app = checkpoint_core::Checkpointer::app(&self.store).to_string();
+        let app = checkpoint_core::LeaseManager::app(&self.store).to_string();
         measure_threads(leases.len(), budget, move |t, _| {
             let mut conn = conns[t].lock().map_err(|_| "poisoned connection")?;
             let seq = if op == Op::Checkpoint {
@@ -203,7 +203,7 @@ impl Raw for SqliteRaw {
 
     async fn renew_batch(&self, leases: Arc<Vec<Held>>) -> Result<bool, BoxError> {
         let (conns, sql) = (self.conns.clone(), self.sql.clone());
-        let app = checkpoint_core::Checkpointer::app(&self.store).to_string();
+        let app = checkpoint_core::LeaseManager::app(&self.store).to_string();
         tokio::task::spawn_blocking(move || {
             let mut conn = conns[0].lock().map_err(|_| "poisoned connection")?;
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -237,7 +237,7 @@ impl Raw for SqliteRaw {
             .collect::<Result<Vec<_>, _>>()?;
         let (sql, app) = (
             self.sql.clone(),
-            checkpoint_core::Checkpointer::app(&self.store).to_string(),
+            checkpoint_core::LeaseManager::app(&self.store).to_string(),
         );
         tokio::task::spawn_blocking(move || {
             std::thread::scope(|scope| {

@@ -30,7 +30,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use checkpoint_core::{CheckpointerExt, FencingToken, LeaseDuration, LeaseKey, Store, WorkerId};
+use checkpoint_core::{
+    CheckpointerExt, FencingToken, LeaseDuration, LeaseKey, Position, Store, WorkerId,
+};
 use futures::stream::{self, StreamExt, TryStreamExt};
 
 #[cfg(feature = "dynamo")]
@@ -326,7 +328,7 @@ pub(crate) async fn delete_all(store: Arc<dyn Store>) {
     let _ = stream::iter(leases)
         .map(|l| {
             let store = store.clone();
-            async move { store.delete_lease(&l.key).await }
+            async move { store.remove_lease_info(&l.key).await }
         })
         .buffer_unordered(16)
         .try_collect::<Vec<_>>()
@@ -373,11 +375,11 @@ async fn measure_library(
                 Op::Checkpoint => {
                     let seq = seqs.next(t).to_string();
                     store
-                        .checkpoint_sequence(&h.key, &h.worker, h.token, &seq, 0)
+                        .checkpoint_sequence(&h.key, &h.worker, h.token, &Position::sequence(&seq)?)
                         .await?;
                 }
                 Op::Fetch => {
-                    if store.fetch_checkpoint(&h.key).await?.is_none() {
+                    if store.fetch_position(&h.key).await?.is_none() {
                         return Err(format!("no checkpoint stored for {}", h.key).into());
                     }
                 }
@@ -416,7 +418,7 @@ async fn run_backend(backend: &Backend, settings: &Settings) -> Result<Vec<Strin
         let seq = seqs.next(i).to_string();
         backend
             .store
-            .checkpoint_sequence(&h.key, &h.worker, h.token, &seq, 0)
+            .checkpoint_sequence(&h.key, &h.worker, h.token, &Position::sequence(&seq)?)
             .await?;
     }
     for &op in &backend.ops {

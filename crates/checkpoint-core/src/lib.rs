@@ -17,20 +17,24 @@
 //!
 //! ```
 //! use std::time::Duration;
-//! use checkpoint_core::{AppName, Checkpointer, LeaseDuration, LeaseKey, MemoryStore, Position, WorkerId};
+//! use checkpoint_core::{AppName, Checkpointer, LeaseManager, LeaseDuration, LeaseKey, MemoryStore, Position, WorkerId};
 //!
 //! # tokio_test_block_on(async {
 //! let store = MemoryStore::new(AppName::new("billing")?);
 //! let key = LeaseKey::parse("orders", "shardId-000000000000")?;
 //! let me = WorkerId::new("worker-1")?;
 //! let lease = store.get_lease(&key, &me, LeaseDuration::new(Duration::from_secs(10))?).await?;
-//! store.checkpoint(&key, &me, lease.token, &Position::sequence("49590338271490256608559692538361571095921575989136588898")?).await?;
+//! store.checkpoint_sequence(&key, &me, lease.token, &Position::sequence("49590338271490256608559692538361571095921575989136588898")?).await?;
 //! # Ok::<(), checkpoint_core::Error>(())
 //! # });
 //! # fn tokio_test_block_on<F: std::future::Future>(f: F) -> F::Output {
 //! #     tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(f)
 //! # }
 //! ```
+
+pub mod contract {
+    #![doc = include_str!("../CONTRACT.md")]
+}
 
 mod backoff;
 mod clock;
@@ -48,8 +52,8 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{Error, ErrorKind, Result};
 pub use memory::{MemoryDatabase, MemoryStore};
 pub use store::{
-    BatchMode, Capabilities, Checkpointer, CheckpointerExt, ClockSource, Durability, Membership,
-    Store,
+    BatchMode, Capabilities, Checkpointer, CheckpointerExt, ClockSource, Durability, LeaseManager,
+    Membership, Store,
 };
 pub use types::{
     AppName, FencingToken, HeartbeatTtl, Lease, LeaseDuration, LeaseKey, Position, PositionRank,

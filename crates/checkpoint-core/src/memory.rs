@@ -11,7 +11,9 @@ use async_trait::async_trait;
 use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, Result};
 use crate::rules::{self, Outcome};
-use crate::store::{BatchMode, Capabilities, Checkpointer, ClockSource, Durability, Membership};
+use crate::store::{
+    BatchMode, Capabilities, Checkpointer, ClockSource, Durability, LeaseManager, Membership,
+};
 use crate::types::{
     AppName, FencingToken, HeartbeatTtl, Lease, LeaseDuration, LeaseKey, Position, RenewOutcome,
     ShardId, StreamName, WorkerId,
@@ -111,7 +113,7 @@ impl MemoryStore {
 }
 
 #[async_trait]
-impl Checkpointer for MemoryStore {
+impl LeaseManager for MemoryStore {
     fn app(&self) -> &AppName {
         &self.app
     }
@@ -202,48 +204,22 @@ impl Checkpointer for MemoryStore {
         })
     }
 
-    async fn checkpoint(
+    async fn remove_lease_owner(
         &self,
         key: &LeaseKey,
         worker: &WorkerId,
         token: FencingToken,
-        position: &Position,
     ) -> Result<Lease> {
-        self.apply(key, |cur, _| {
-            rules::checkpoint(cur, key, worker, token, position)
+        self.apply_outcome(key, |cur, _| {
+            rules::remove_lease_owner(cur, key, worker, token)
         })
     }
 
-    async fn prepare_checkpoint(
-        &self,
-        key: &LeaseKey,
-        worker: &WorkerId,
-        token: FencingToken,
-        position: &Position,
-    ) -> Result<Lease> {
-        self.apply(key, |cur, _| {
-            rules::prepare_checkpoint(cur, key, worker, token, position)
-        })
+    async fn evict_lease(&self, key: &LeaseKey) -> Result<Lease> {
+        self.apply(key, |cur, _| rules::evict_lease(cur, key))
     }
 
-    async fn fetch(&self, key: &LeaseKey) -> Result<Option<Lease>> {
-        self.with_app(|data, _| Ok(data.leases.get(key).cloned()))
-    }
-
-    async fn release(
-        &self,
-        key: &LeaseKey,
-        worker: &WorkerId,
-        token: FencingToken,
-    ) -> Result<Lease> {
-        self.apply_outcome(key, |cur, _| rules::release(cur, key, worker, token))
-    }
-
-    async fn force_release(&self, key: &LeaseKey) -> Result<Lease> {
-        self.apply(key, |cur, _| rules::force_release(cur, key))
-    }
-
-    async fn delete_lease(&self, key: &LeaseKey) -> Result<()> {
+    async fn remove_lease_info(&self, key: &LeaseKey) -> Result<()> {
         self.with_app(|data, _| {
             data.leases.remove(key);
             Ok(())
@@ -284,6 +260,37 @@ impl Checkpointer for MemoryStore {
 
     async fn claim(&self, key: &LeaseKey, claimant: &WorkerId) -> Result<Lease> {
         self.apply_outcome(key, |cur, _| rules::claim(cur, key, claimant))
+    }
+}
+
+#[async_trait]
+impl Checkpointer for MemoryStore {
+    async fn checkpoint_sequence(
+        &self,
+        key: &LeaseKey,
+        worker: &WorkerId,
+        token: FencingToken,
+        position: &Position,
+    ) -> Result<Lease> {
+        self.apply(key, |cur, _| {
+            rules::checkpoint(cur, key, worker, token, position)
+        })
+    }
+
+    async fn prepare_checkpoint(
+        &self,
+        key: &LeaseKey,
+        worker: &WorkerId,
+        token: FencingToken,
+        position: &Position,
+    ) -> Result<Lease> {
+        self.apply(key, |cur, _| {
+            rules::prepare_checkpoint(cur, key, worker, token, position)
+        })
+    }
+
+    async fn fetch_checkpoint(&self, key: &LeaseKey) -> Result<Option<Lease>> {
+        self.with_app(|data, _| Ok(data.leases.get(key).cloned()))
     }
 
     async fn reset_checkpoint(&self, key: &LeaseKey, position: Option<&Position>) -> Result<Lease> {

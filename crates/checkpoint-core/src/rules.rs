@@ -190,7 +190,7 @@ pub fn prepare_checkpoint(
 
 /// Operation 7, release: clears owner and deadline, keeps token and checkpoint. Repeating a
 /// release that already happened (free, same token) is not an error and writes nothing.
-pub fn release(
+pub fn remove_lease_owner(
     current: Option<Lease>,
     key: &LeaseKey,
     worker: &WorkerId,
@@ -210,7 +210,7 @@ pub fn release(
 }
 
 /// Operation 7, admin form: clears owner and deadline whoever holds it.
-pub fn force_release(current: Option<Lease>, key: &LeaseKey) -> Result<Lease> {
+pub fn evict_lease(current: Option<Lease>, key: &LeaseKey) -> Result<Lease> {
     match current {
         Some(lease) => Ok(Lease {
             owner: None,

@@ -1,8 +1,9 @@
-//! The store traits: [`Checkpointer`] (leases and checkpoints), [`Membership`] (live workers),
-//! and [`Store`], both together, which is what a consumer takes as `Arc<dyn Store>`.
+//! The store traits: [`LeaseManager`] (leases), [`Checkpointer`] (positions, fenced by the
+//! lease), [`Membership`] (live workers), and [`Store`], all three together, which is what a
+//! consumer takes as `Arc<dyn Store>`.
 //!
-//! Every required method is one atomic operation of the contract in `SPEC.md` and cannot be
-//! derived from the others; conveniences live in [`CheckpointerExt`].
+//! Every required method is one atomic operation of the contract ([`crate::contract`]) and
+//! cannot be derived from the others; conveniences live in [`CheckpointerExt`].
 
 use std::fmt;
 use std::time::Duration;
@@ -107,12 +108,18 @@ impl Capabilities {
     }
 }
 
-/// Leases and checkpoints of one app. Each method is one atomic operation of `SPEC.md`.
+/// The lease table of one app: exclusive, expiring ownership of each shard with a fencing
+/// token. Each method is one atomic operation of the contract (`CONTRACT.md`, included as
+/// [`crate::contract`]); the operation numbers below are the contract's.
+///
+/// The names follow the KCL's lease manager and vmware-go-kcl's `Checkpointer`
+/// (`GetLease`, `RemoveLeaseOwner`, `RemoveLeaseInfo`); `evict_lease` is the KCL's admin
+/// `evictLease`.
 ///
 /// Errors are [`crate::Error`]: a failed condition is a typed kind (held, lost, changed,
 /// regression, not found), never a backend error, and is never retried blindly.
 #[async_trait]
-pub trait Checkpointer: Send + Sync + fmt::Debug {
+pub trait LeaseManager: Send + Sync + fmt::Debug {
     /// The app this handle was opened for.
     fn app(&self) -> &AppName;
 
@@ -125,7 +132,7 @@ pub trait Checkpointer: Send + Sync + fmt::Debug {
     async fn init(&self) -> Result<()>;
 
     /// Operation 2: create a free record (token 0) with these parents and initial checkpoint
-    /// unless one exists. Returns whether it created.
+    /// unless one exists. Returns whether this call created it.
     async fn create_lease_if_absent(
         &self,
         key: &LeaseKey,
@@ -162,43 +169,22 @@ pub trait Checkpointer: Send + Sync + fmt::Debug {
         duration: LeaseDuration,
     ) -> Result<RenewOutcome>;
 
-    /// Operation 5: store `position` iff owner and token match (fencing), and it is not behind
-    /// the stored one ([`crate::Error::CheckpointRegression`]). Clears the pending position and
-    /// the owner-switch count.
-    async fn checkpoint(
-        &self,
-        key: &LeaseKey,
-        worker: &WorkerId,
-        token: FencingToken,
-        position: &Position,
-    ) -> Result<Lease>;
-
-    /// Operation 14: store a pending position, fenced and checked like a checkpoint.
-    async fn prepare_checkpoint(
-        &self,
-        key: &LeaseKey,
-        worker: &WorkerId,
-        token: FencingToken,
-        position: &Position,
-    ) -> Result<Lease>;
-
-    /// Operation 6: the record, or `None`. Always a strongly consistent read.
-    async fn fetch(&self, key: &LeaseKey) -> Result<Option<Lease>>;
-
     /// Operation 7: release the lease iff owner and token match; owner and deadline are cleared,
-    /// token and checkpoint kept. Repeating a completed release is not an error.
-    async fn release(
+    /// token and checkpoint kept. Repeating a completed release is not an error. Otherwise
+    /// [`crate::Error::LeaseLost`].
+    async fn remove_lease_owner(
         &self,
         key: &LeaseKey,
         worker: &WorkerId,
         token: FencingToken,
     ) -> Result<Lease>;
 
-    /// Operation 7, admin form: release whoever holds it.
-    async fn force_release(&self, key: &LeaseKey) -> Result<Lease>;
+    /// Operation 7, admin form (the KCL's `evictLease`): release whoever holds it.
+    /// [`crate::Error::NotFound`] when there is no record.
+    async fn evict_lease(&self, key: &LeaseKey) -> Result<Lease>;
 
     /// Operation 8: delete the record (shard gone). Deleting an absent record is not an error.
-    async fn delete_lease(&self, key: &LeaseKey) -> Result<()>;
+    async fn remove_lease_info(&self, key: &LeaseKey) -> Result<()>;
 
     /// Operation 9: every record of the app, or of one stream, sorted by key.
     async fn list_leases(&self, stream: Option<&StreamName>) -> Result<Vec<Lease>>;
@@ -217,6 +203,37 @@ pub trait Checkpointer: Send + Sync + fmt::Debug {
     /// Operation 11: ask the holder to hand the lease over to `claimant`; the holder sees the
     /// claim on its next renew or fetch.
     async fn claim(&self, key: &LeaseKey, claimant: &WorkerId) -> Result<Lease>;
+}
+
+/// The positions of one app's shards, fenced by the lease: what a record processor
+/// checkpoints through. Each method is one atomic operation of the contract.
+#[async_trait]
+pub trait Checkpointer: LeaseManager {
+    /// Operation 5: store `position` iff owner and token match (fencing, else
+    /// [`crate::Error::LeaseLost`] and nothing written), and it is not behind the stored one
+    /// ([`crate::Error::CheckpointRegression`]). Clears the pending position and the
+    /// owner-switch count.
+    async fn checkpoint_sequence(
+        &self,
+        key: &LeaseKey,
+        worker: &WorkerId,
+        token: FencingToken,
+        position: &Position,
+    ) -> Result<Lease>;
+
+    /// Operation 14: store a pending position (the KCL's `prepareCheckpoint`), fenced and
+    /// checked like a checkpoint.
+    async fn prepare_checkpoint(
+        &self,
+        key: &LeaseKey,
+        worker: &WorkerId,
+        token: FencingToken,
+        position: &Position,
+    ) -> Result<Lease>;
+
+    /// Operation 6: the record holding the checkpoint (its `checkpoint`, pending checkpoint,
+    /// owner and token), or `None`. Always a strongly consistent read.
+    async fn fetch_checkpoint(&self, key: &LeaseKey) -> Result<Option<Lease>>;
 
     /// Admin reset of the checkpoint, the one way to move it backwards (or clear it).
     async fn reset_checkpoint(&self, key: &LeaseKey, position: Option<&Position>) -> Result<Lease>;
@@ -243,7 +260,7 @@ pub trait Membership: Send + Sync + fmt::Debug {
 }
 
 /// A complete store: leases, checkpoints and membership.
-pub trait Store: Checkpointer + Membership {}
+pub trait Store: LeaseManager + Checkpointer + Membership {}
 
 impl<T: Checkpointer + Membership + ?Sized> Store for T {}
 
@@ -251,21 +268,8 @@ impl<T: Checkpointer + Membership + ?Sized> Store for T {}
 #[async_trait]
 pub trait CheckpointerExt: Checkpointer {
     /// The stored checkpoint position of `key`, or `None` (absent record or no checkpoint).
-    async fn fetch_checkpoint(&self, key: &LeaseKey) -> Result<Option<Position>> {
-        Ok(self.fetch(key).await?.and_then(|l| l.checkpoint))
-    }
-
-    /// Checkpoint a sequence number given as text (validated first).
-    async fn checkpoint_sequence(
-        &self,
-        key: &LeaseKey,
-        worker: &WorkerId,
-        token: FencingToken,
-        sequence: &str,
-        sub_sequence: u64,
-    ) -> Result<Lease> {
-        let position = Position::sequence_with_sub(sequence, sub_sequence)?;
-        self.checkpoint(key, worker, token, &position).await
+    async fn fetch_position(&self, key: &LeaseKey) -> Result<Option<Position>> {
+        Ok(self.fetch_checkpoint(key).await?.and_then(|l| l.checkpoint))
     }
 }
 

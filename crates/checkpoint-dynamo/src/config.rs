@@ -8,7 +8,7 @@ use checkpoint_core::{Backoff, Clock, Error, Result, StreamName, SystemClock};
 
 use crate::schema::KeyLayout;
 
-/// How a table created by [`checkpoint_core::Checkpointer::init`] is billed.
+/// How a table created by [`checkpoint_core::LeaseManager::init`] is billed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Billing {
     /// On-demand (`PAY_PER_REQUEST`).

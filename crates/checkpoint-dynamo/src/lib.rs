@@ -10,7 +10,7 @@
 //!
 //! ```no_run
 //! use std::time::Duration;
-//! use checkpoint_core::{AppName, Checkpointer, LeaseDuration, LeaseKey, Position, WorkerId};
+//! use checkpoint_core::{AppName, Checkpointer, LeaseManager, LeaseDuration, LeaseKey, Position, WorkerId};
 //! use checkpoint_dynamo::DynamoStore;
 //!
 //! # async fn run() -> checkpoint_core::Result<()> {
@@ -18,7 +18,7 @@
 //! let key = LeaseKey::parse("orders", "shardId-000000000000")?;
 //! let me = WorkerId::new("worker-1")?;
 //! let lease = store.get_lease(&key, &me, LeaseDuration::new(Duration::from_secs(10))?).await?;
-//! store.checkpoint(&key, &me, lease.token, &Position::sequence("4959033827149025660855969")?).await?;
+//! store.checkpoint_sequence(&key, &me, lease.token, &Position::sequence("4959033827149025660855969")?).await?;
 //! # Ok(())
 //! # }
 //! ```
@@ -130,10 +130,10 @@
 //! | `get_lease` of a lease another worker holds | 1 (the holder comes back with the failed condition) |
 //! | `get_lease` of one's own lease | 1 |
 //! | `renew` | 1; `renew_many` of n leases: n, at most 16 in flight (configurable) |
-//! | `checkpoint`, `prepare_checkpoint`, `release` after a read or write of the record by this handle | 1 |
+//! | `checkpoint_sequence`, `prepare_checkpoint`, `remove_lease_owner` after a read or write of the record by this handle | 1 |
 //! | the same on a record this handle has not seen, or that changed since | 2 |
-//! | `fetch`, `delete_lease` | 1 |
-//! | `force_release`, `reset_checkpoint`, `steal`, `claim` | 1 on a record this handle has seen, else 2 |
+//! | `fetch_checkpoint`, `remove_lease_info` | 1 |
+//! | `evict_lease`, `reset_checkpoint`, `steal`, `claim` | 1 on a record this handle has seen, else 2 |
 //! | any write whose reply was lost | 1 more for the retry, and 1 more when the rule must write again (measured: take 3, checkpoint 3, renew 2, release 2) |
 //! | `list_leases`, `live_workers` | 1 per 1 MB page of the `Scan` |
 //! | `register_worker`, `heartbeat`, `deregister_worker` | 1 |

@@ -70,8 +70,8 @@ use aws_sdk_dynamodb::types::{
 use checkpoint_core::rules::{self, Outcome};
 use checkpoint_core::{
     AppName, Backoff, BatchMode, Capabilities, Checkpointer, Clock, ClockSource, Durability, Error,
-    ErrorKind, FencingToken, HeartbeatTtl, Lease, LeaseDuration, LeaseKey, Membership, Position,
-    RenewOutcome, Result, ShardId, StreamName, WorkerId,
+    ErrorKind, FencingToken, HeartbeatTtl, Lease, LeaseDuration, LeaseKey, LeaseManager,
+    Membership, Position, RenewOutcome, Result, ShardId, StreamName, WorkerId,
 };
 use futures::stream::{self, StreamExt};
 
@@ -206,12 +206,12 @@ fn environment_has_region() -> bool {
 
 impl DynamoStore {
     /// Parses `url` ([`DynamoConfig::from_url`]), connects and runs
-    /// [`Checkpointer::init`] (creating the table if absent).
+    /// [`LeaseManager::init`] (creating the table if absent).
     pub async fn connect(url: &str, app: AppName) -> Result<Self> {
         Self::open(DynamoConfig::from_url(url)?, app).await
     }
 
-    /// Builds the client from `config` and runs [`Checkpointer::init`].
+    /// Builds the client from `config` and runs [`LeaseManager::init`].
     ///
     /// Region and credentials come from the config, else from the AWS default chains. With a
     /// custom endpoint (DynamoDB Local, moto) and nothing in the config or the environment,
@@ -836,7 +836,7 @@ fn check_schema(table: &str, desc: &aws_sdk_dynamodb::types::TableDescription) -
 }
 
 #[async_trait]
-impl Checkpointer for DynamoStore {
+impl LeaseManager for DynamoStore {
     fn app(&self) -> &AppName {
         &self.app
     }
@@ -1083,45 +1083,8 @@ impl Checkpointer for DynamoStore {
         Ok(outcome)
     }
 
-    /// Fencing and monotonic positions: the rule checks owner, token and progress on the
-    /// record, and the write is conditioned on `leaseCounter` being that record's, so a stale
-    /// holder (whose token was superseded by a grant, which bumps `leaseCounter`) never writes.
-    async fn checkpoint(
-        &self,
-        key: &LeaseKey,
-        worker: &WorkerId,
-        token: FencingToken,
-        position: &Position,
-    ) -> Result<Lease> {
-        self.pk(key)?;
-        self.apply(key, Start::Read, Some((worker, token)), |current, _| {
-            rules::checkpoint(lease_of(current), key, worker, token, position).map(Outcome::Write)
-        })
-        .await
-    }
-
-    /// Fenced and checked like [`DynamoStore::checkpoint`], with the same conditional write.
-    async fn prepare_checkpoint(
-        &self,
-        key: &LeaseKey,
-        worker: &WorkerId,
-        token: FencingToken,
-        position: &Position,
-    ) -> Result<Lease> {
-        self.pk(key)?;
-        self.apply(key, Start::Read, Some((worker, token)), |current, _| {
-            rules::prepare_checkpoint(lease_of(current), key, worker, token, position)
-                .map(Outcome::Write)
-        })
-        .await
-    }
-
-    async fn fetch(&self, key: &LeaseKey) -> Result<Option<Lease>> {
-        Ok(self.read(key).await?.map(|s| s.lease))
-    }
-
     /// Fencing: released only by the holder with its token, conditioned on the record it saw.
-    async fn release(
+    async fn remove_lease_owner(
         &self,
         key: &LeaseKey,
         worker: &WorkerId,
@@ -1129,7 +1092,7 @@ impl Checkpointer for DynamoStore {
     ) -> Result<Lease> {
         self.pk(key)?;
         self.apply(key, Start::Read, Some((worker, token)), |current, _| {
-            rules::release(lease_of(current), key, worker, token)
+            rules::remove_lease_owner(lease_of(current), key, worker, token)
         })
         .await
     }
@@ -1137,10 +1100,10 @@ impl Checkpointer for DynamoStore {
     /// Admin release, conditioned on the `leaseCounter` of the record it saw, so it clears
     /// only the owner it saw and never undoes a grant it did not see; token and checkpoint are
     /// kept (fencing: the released holder's token stays superseded by the next grant).
-    async fn force_release(&self, key: &LeaseKey) -> Result<Lease> {
+    async fn evict_lease(&self, key: &LeaseKey) -> Result<Lease> {
         self.pk(key)?;
         self.apply(key, Start::Read, None, |current, _| {
-            rules::force_release(lease_of(current), key).map(Outcome::Write)
+            rules::evict_lease(lease_of(current), key).map(Outcome::Write)
         })
         .await
     }
@@ -1148,7 +1111,7 @@ impl Checkpointer for DynamoStore {
     /// Operation 8: `DeleteItem` conditioned on `attribute_exists(leaseKey)`; a failed
     /// condition means it was already absent, which the contract accepts. The key is the app's
     /// own (isolation); deleting a held lease fences its holder (every later write of it fails).
-    async fn delete_lease(&self, key: &LeaseKey) -> Result<()> {
+    async fn remove_lease_info(&self, key: &LeaseKey) -> Result<()> {
         let pk = self.pk(key)?;
         let req = self
             .shared
@@ -1248,6 +1211,46 @@ impl Checkpointer for DynamoStore {
             rules::claim(lease_of(current), key, claimant)
         })
         .await
+    }
+}
+
+#[async_trait]
+impl Checkpointer for DynamoStore {
+    /// Fencing and monotonic positions: the rule checks owner, token and progress on the
+    /// record, and the write is conditioned on `leaseCounter` being that record's, so a stale
+    /// holder (whose token was superseded by a grant, which bumps `leaseCounter`) never writes.
+    async fn checkpoint_sequence(
+        &self,
+        key: &LeaseKey,
+        worker: &WorkerId,
+        token: FencingToken,
+        position: &Position,
+    ) -> Result<Lease> {
+        self.pk(key)?;
+        self.apply(key, Start::Read, Some((worker, token)), |current, _| {
+            rules::checkpoint(lease_of(current), key, worker, token, position).map(Outcome::Write)
+        })
+        .await
+    }
+
+    /// Fenced and checked like [`DynamoStore::checkpoint_sequence`], with the same conditional write.
+    async fn prepare_checkpoint(
+        &self,
+        key: &LeaseKey,
+        worker: &WorkerId,
+        token: FencingToken,
+        position: &Position,
+    ) -> Result<Lease> {
+        self.pk(key)?;
+        self.apply(key, Start::Read, Some((worker, token)), |current, _| {
+            rules::prepare_checkpoint(lease_of(current), key, worker, token, position)
+                .map(Outcome::Write)
+        })
+        .await
+    }
+
+    async fn fetch_checkpoint(&self, key: &LeaseKey) -> Result<Option<Lease>> {
+        Ok(self.read(key).await?.map(|s| s.lease))
     }
 
     /// The one exception to monotonic positions, explicit and admin-only; conditioned on the

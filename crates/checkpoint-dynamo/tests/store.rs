@@ -18,7 +18,7 @@ use aws_sdk_dynamodb::types::{
 use checkpoint_core::conformance::{backend_unavailable, random_app};
 use checkpoint_core::{
     Checkpointer, Clock, Error, ErrorKind, FencingToken, HeartbeatTtl, LeaseDuration, LeaseKey,
-    ManualClock, Membership, Position, ShardId, StreamName, WorkerId,
+    LeaseManager, ManualClock, Membership, Position, ShardId, StreamName, WorkerId,
 };
 use checkpoint_dynamo::{Billing, DynamoConfig, DynamoStore};
 
@@ -255,7 +255,7 @@ async fn kcl_table_is_adopted() {
     assert_eq!(lease.token, FencingToken(1));
     assert_eq!(lease.checkpoint, Some(Position::TrimHorizon));
     store
-        .checkpoint(
+        .checkpoint_sequence(
             &child,
             &me,
             lease.token,
@@ -308,7 +308,7 @@ async fn kcl_table_is_adopted() {
     let behind = Position::sequence(SEQ_3).expect("valid");
     assert_eq!(
         store
-            .checkpoint(&held, &me, lease.token, &behind)
+            .checkpoint_sequence(&held, &me, lease.token, &behind)
             .await
             .map_err(|e| e.kind())
             .err(),
@@ -316,7 +316,7 @@ async fn kcl_table_is_adopted() {
         "a position behind the KCL checkpoint is a regression"
     );
     store
-        .checkpoint(
+        .checkpoint_sequence(
             &held,
             &me,
             lease.token,
@@ -342,7 +342,7 @@ async fn kcl_table_is_adopted() {
     let lease = store.get_lease(&parent, &me, d).await.expect("take parent");
     assert_eq!(lease.owner_switches_since_checkpoint, 3);
     store
-        .checkpoint(&parent, &me, lease.token, &Position::ShardEnd)
+        .checkpoint_sequence(&parent, &me, lease.token, &Position::ShardEnd)
         .await
         .expect("SHARD_END again");
     assert_eq!(
@@ -356,7 +356,7 @@ async fn kcl_table_is_adopted() {
     let handoff = key("orders", "shardId-000000000003");
     let (old, new) = (worker("kcl-worker-1"), worker("kcl-worker-2"));
     store
-        .checkpoint(
+        .checkpoint_sequence(
             &handoff,
             &old,
             FencingToken(0),
@@ -365,7 +365,7 @@ async fn kcl_table_is_adopted() {
         .await
         .expect("the hand-off holder checkpoints");
     let released = store
-        .release(&handoff, &old, FencingToken(0))
+        .remove_lease_owner(&handoff, &old, FencingToken(0))
         .await
         .expect("the holder releases");
     assert_eq!(released.claim, Some(new.clone()));
@@ -381,7 +381,11 @@ async fn kcl_table_is_adopted() {
     // A lease of another stream cannot be addressed in a single-stream table.
     let other = key("payments", "shardId-000000000000");
     assert_eq!(
-        store.fetch(&other).await.map_err(|e| e.field()).err(),
+        store
+            .fetch_checkpoint(&other)
+            .await
+            .map_err(|e| e.field())
+            .err(),
         Some(Some("stream"))
     );
 }
@@ -435,7 +439,7 @@ async fn skewed_clocks_respect_the_allowance() {
     let taken = b.get_lease(&k, &wb, d).await.expect("b takes after expiry");
     assert_eq!(taken.token, lease.token.next());
     assert_eq!(
-        a.checkpoint(&k, &wa, lease.token, &Position::Latest)
+        a.checkpoint_sequence(&k, &wa, lease.token, &Position::Latest)
             .await
             .map_err(|e| e.kind())
             .err(),
@@ -506,19 +510,19 @@ async fn requests_per_operation() {
     count!(
         a,
         "checkpoint (cached record)",
-        a.checkpoint(&k, &wa, lease.token, &seq("10"))
+        a.checkpoint_sequence(&k, &wa, lease.token, &seq("10"))
     )
     .expect("checkpoint");
     count!(
         b,
         "checkpoint (uncached: read + write)",
-        b.checkpoint(&k, &wa, lease.token, &seq("11"))
+        b.checkpoint_sequence(&k, &wa, lease.token, &seq("11"))
     )
     .expect("checkpoint from another handle");
     count!(
         a,
         "checkpoint (stale cache: write, ALL_OLD, write)",
-        a.checkpoint(&k, &wa, lease.token, &seq("12"))
+        a.checkpoint_sequence(&k, &wa, lease.token, &seq("12"))
     )
     .expect("checkpoint on a stale cache");
     count!(
@@ -530,10 +534,10 @@ async fn requests_per_operation() {
     count!(
         a,
         "checkpoint (stale token, fenced)",
-        a.checkpoint(&k, &wa, FencingToken(9), &seq("14"))
+        a.checkpoint_sequence(&k, &wa, FencingToken(9), &seq("14"))
     )
     .expect_err("fenced");
-    count!(a, "fetch", a.fetch(&k)).expect("fetch");
+    count!(a, "fetch", a.fetch_checkpoint(&k)).expect("fetch");
     count!(b, "claim", b.claim(&k, &wb)).expect("claim");
     count!(
         a,
@@ -541,10 +545,10 @@ async fn requests_per_operation() {
         a.renew(&k, &wa, lease.token, d)
     )
     .expect("renew");
-    count!(a, "release", a.release(&k, &wa, lease.token)).expect("release");
+    count!(a, "release", a.remove_lease_owner(&k, &wa, lease.token)).expect("release");
     let taken = count!(b, "get_lease (released, claimant)", b.get_lease(&k, &wb, d)).expect("take");
     count!(a, "steal (uncached)", a.steal(&k, &wa, &wb, taken.token, d)).expect("steal");
-    count!(a, "force_release", a.force_release(&k)).expect("force");
+    count!(a, "force_release", a.evict_lease(&k)).expect("force");
     count!(a, "reset_checkpoint", a.reset_checkpoint(&k, None)).expect("reset");
     let keys: Vec<(LeaseKey, FencingToken)> = {
         let mut v = Vec::new();
@@ -558,7 +562,7 @@ async fn requests_per_operation() {
         count!(a, "renew_many (10 leases)", a.renew_many(&wa, &keys, d)).expect("renew many");
     assert_eq!(outcome.renewed.len(), 10);
     count!(a, "list_leases (11 leases, 1 page)", a.list_leases(None)).expect("list");
-    count!(a, "delete_lease", a.delete_lease(&k)).expect("delete");
+    count!(a, "delete_lease", a.remove_lease_info(&k)).expect("delete");
     count!(a, "register_worker", a.register_worker(&wa, ttl)).expect("register");
     count!(a, "heartbeat", a.heartbeat(&wa, ttl)).expect("heartbeat");
     count!(a, "live_workers", a.live_workers()).expect("live");
@@ -661,7 +665,10 @@ async fn corrupt_items_are_reported() {
             ],
         )
         .await;
-        let err = store.fetch(&key("s", shard)).await.expect_err("corrupt");
+        let err = store
+            .fetch_checkpoint(&key("s", shard))
+            .await
+            .expect_err("corrupt");
         assert_eq!(err.kind(), ErrorKind::Corrupt, "{err}");
         assert_eq!(err.field(), Some(attr), "{err}");
         assert_eq!(
@@ -792,7 +799,7 @@ async fn lost_replies_are_resolved_by_rereading() {
     let before = store.requests_sent();
     let position = Position::sequence("500").expect("valid");
     let after = store
-        .checkpoint(&k, &w, lease.token, &position)
+        .checkpoint_sequence(&k, &w, lease.token, &position)
         .await
         .expect("checkpoint with a lost reply");
     measure(&store, before);
@@ -809,13 +816,17 @@ async fn lost_replies_are_resolved_by_rereading() {
     proxy.drop_next_reply();
     let before = store.requests_sent();
     let released = store
-        .release(&k, &w, lease.token)
+        .remove_lease_owner(&k, &w, lease.token)
         .await
         .expect("release with a lost reply");
     measure(&store, before);
     assert_eq!((released.owner, released.token), (None, FencingToken(1)));
 
-    let stored = store.fetch(&k).await.expect("fetch").expect("exists");
+    let stored = store
+        .fetch_checkpoint(&k)
+        .await
+        .expect("fetch")
+        .expect("exists");
     assert_eq!(stored.checkpoint, Some(position));
     assert_eq!(stored.token, FencingToken(1));
     println!("requests for take, checkpoint, renew, release with one lost reply each: {sent:?}");

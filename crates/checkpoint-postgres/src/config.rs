@@ -146,7 +146,7 @@ impl PostgresConfig {
         self
     }
 
-    /// The schema holding the tables; created by [`checkpoint_core::Checkpointer::init`] when
+    /// The schema holding the tables; created by [`checkpoint_core::LeaseManager::init`] when
     /// absent. ASCII letters, digits and `_`, not starting with a digit, at most 63 bytes.
     /// Default: `public`.
     pub fn with_schema(mut self, schema: impl Into<String>) -> Self {
@@ -168,7 +168,7 @@ impl PostgresConfig {
         self
     }
 
-    /// The most leases one statement of [`checkpoint_core::Checkpointer::renew_many`] renews:
+    /// The most leases one statement of [`checkpoint_core::LeaseManager::renew_many`] renews:
     /// a larger batch is split into chunks of this size, up to four of which run at once on
     /// separate pooled connections (never more than [`PostgresConfig::max_connections`]).
     /// Default: 2,500. `usize::MAX` renews every batch in one statement.

@@ -10,7 +10,7 @@
 //!
 //! ```no_run
 //! use std::time::Duration;
-//! use checkpoint_core::{AppName, Checkpointer, LeaseDuration, LeaseKey, Position, WorkerId};
+//! use checkpoint_core::{AppName, Checkpointer, LeaseManager, LeaseDuration, LeaseKey, Position, WorkerId};
 //! use checkpoint_postgres::PostgresStore;
 //!
 //! # async fn demo() -> checkpoint_core::Result<()> {
@@ -22,7 +22,7 @@
 //! let key = LeaseKey::parse("orders", "shardId-000000000000")?;
 //! let me = WorkerId::new("worker-1")?;
 //! let lease = store.get_lease(&key, &me, LeaseDuration::new(Duration::from_secs(10))?).await?;
-//! store.checkpoint(&key, &me, lease.token, &Position::sequence("4959033827149025660855969")?).await?;
+//! store.checkpoint_sequence(&key, &me, lease.token, &Position::sequence("4959033827149025660855969")?).await?;
 //! # Ok(()) }
 //! ```
 //!
@@ -97,7 +97,7 @@
 //! # Schema
 //!
 //! The tables are created by embedded, versioned migrations (`migrations/*.sql`, recorded in
-//! `<prefix>_migrations`) run by [`checkpoint_core::Checkpointer::init`] (and so by
+//! `<prefix>_migrations`) run by [`checkpoint_core::LeaseManager::init`] (and so by
 //! [`PostgresStore::open`]) in one transaction under a transaction-scoped advisory lock, so any
 //! number of workers may call it at once. An existing table with other columns, types or
 //! primary key, or a schema version newer than this crate knows, is

@@ -31,8 +31,8 @@ use async_trait::async_trait;
 use checkpoint_core::rules::{self, Outcome};
 use checkpoint_core::{
     AppName, BatchMode, Capabilities, Checkpointer, ClockSource, Durability, Error, FencingToken,
-    HeartbeatTtl, Lease, LeaseDuration, LeaseKey, Membership, Position, RenewOutcome, Result,
-    ShardId, StreamName, WorkerId,
+    HeartbeatTtl, Lease, LeaseDuration, LeaseKey, LeaseManager, Membership, Position, RenewOutcome,
+    Result, ShardId, StreamName, WorkerId,
 };
 use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
 use sqlx::{Connection, PgConnection, PgExecutor, Row};
@@ -41,7 +41,7 @@ use crate::config::PostgresConfig;
 use crate::error::{STORE, from_sqlx};
 use crate::schema::{self, Statements, Tables};
 
-/// Rows fetched per page by [`Checkpointer::list_leases`].
+/// Rows fetched per page by [`LeaseManager::list_leases`].
 const LIST_PAGE: i64 = 500;
 
 /// How often one call runs its statement again after the re-read found that the record changed
@@ -85,7 +85,7 @@ impl fmt::Debug for PostgresStore {
 type Attempt<'a> = Pin<Box<dyn Future<Output = Result<Option<Lease>>> + Send + 'a>>;
 
 impl PostgresStore {
-    /// Opens a connection pool described by `config` for `app` and runs [`Checkpointer::init`]
+    /// Opens a connection pool described by `config` for `app` and runs [`LeaseManager::init`]
     /// (creating or upgrading the tables; [`Error::SchemaMismatch`] if an existing table is not
     /// ours). Invalid settings are [`Error::InvalidInput`]; an unreachable server is a retryable
     /// [`Error::Backend`] after the configured backoff is spent.
@@ -150,7 +150,7 @@ impl PostgresStore {
     /// `sqlx::Transaction<'_, Postgres>`), so the application's state and the position commit
     /// or roll back together: exactly-once processing.
     ///
-    /// Same rules as [`Checkpointer::checkpoint`]. Fencing: the conditional `UPDATE` matches
+    /// Same rules as [`Checkpointer::checkpoint_sequence`]. Fencing: the conditional `UPDATE` matches
     /// only while `worker` holds the lease with `token`, and the row lock it takes is held until
     /// the caller's transaction ends, so no steal or take-over can slip in between this check and
     /// the commit (keep the transaction short: a competing `get_lease` or `steal` waits for it).
@@ -158,11 +158,11 @@ impl PostgresStore {
     /// by this call; the caller should roll back. Faults are not retried here: the transaction
     /// belongs to the caller. `conn` outside a transaction is [`Error::InvalidInput`] naming
     /// `transaction` (the write would commit on its own, which is what
-    /// [`Checkpointer::checkpoint`] is for).
+    /// [`Checkpointer::checkpoint_sequence`] is for).
     ///
     /// ```no_run
     /// # use std::time::Duration;
-    /// # use checkpoint_core::{AppName, Checkpointer, LeaseDuration, LeaseKey, Position, WorkerId};
+    /// # use checkpoint_core::{AppName, Checkpointer, LeaseManager, LeaseDuration, LeaseKey, Position, WorkerId};
     /// # use checkpoint_postgres::PostgresStore;
     /// # async fn demo() -> checkpoint_core::Result<()> {
     /// let store = PostgresStore::connect("postgres://postgres@127.0.0.1/test", AppName::new("billing")?).await?;
@@ -302,7 +302,7 @@ impl PostgresStore {
         row.as_ref().map(decode_lease).transpose()
     }
 
-    /// One renew-many statement for `chunk` (see [`Checkpointer::renew_many`]): the renewed
+    /// One renew-many statement for `chunk` (see [`LeaseManager::renew_many`]): the renewed
     /// leases, in no particular order. Retried on transient faults.
     async fn renew_chunk(
         &self,
@@ -408,7 +408,7 @@ impl PostgresStore {
 }
 
 #[async_trait]
-impl Checkpointer for PostgresStore {
+impl LeaseManager for PostgresStore {
     fn app(&self) -> &AppName {
         &self.app
     }
@@ -561,74 +561,10 @@ impl Checkpointer for PostgresStore {
         Ok(RenewOutcome { renewed, lost })
     }
 
-    /// Operation 5 (fencing, monotonic positions): `UPDATE … WHERE owner = $worker AND token =
-    /// $token AND stored progress key <= new progress key`, the progress key being the rank and
-    /// the zero-padded sequence and sub-sequence, so text order is progress order and nothing
-    /// but `SHARD_END` follows `SHARD_END`. No row: [`Error::LeaseLost`] or
-    /// [`Error::CheckpointRegression`] from the re-read, nothing written.
-    async fn checkpoint(
-        &self,
-        key: &LeaseKey,
-        worker: &WorkerId,
-        token: FencingToken,
-        position: &Position,
-    ) -> Result<Lease> {
-        self.conditional(
-            key,
-            || {
-                Box::pin(self.checkpoint_statement(
-                    &self.inner.pool,
-                    &self.inner.sql.checkpoint,
-                    key,
-                    worker,
-                    token,
-                    position,
-                ))
-            },
-            |current, _| {
-                rules::checkpoint(current, key, worker, token, position).map(Outcome::Write)
-            },
-        )
-        .await
-    }
-
-    /// Operation 14: fenced and checked against the stored checkpoint exactly as
-    /// [`Checkpointer::checkpoint`], storing the pending position.
-    async fn prepare_checkpoint(
-        &self,
-        key: &LeaseKey,
-        worker: &WorkerId,
-        token: FencingToken,
-        position: &Position,
-    ) -> Result<Lease> {
-        self.conditional(
-            key,
-            || {
-                Box::pin(self.checkpoint_statement(
-                    &self.inner.pool,
-                    &self.inner.sql.prepare_checkpoint,
-                    key,
-                    worker,
-                    token,
-                    position,
-                ))
-            },
-            |current, _| {
-                rules::prepare_checkpoint(current, key, worker, token, position).map(Outcome::Write)
-            },
-        )
-        .await
-    }
-
-    async fn fetch(&self, key: &LeaseKey) -> Result<Option<Lease>> {
-        self.retry(|| self.lease_row(self.keyed(&self.inner.sql.fetch, key)))
-            .await
-    }
-
     /// Operation 7 (fencing): `UPDATE … SET owner = NULL, deadline = NULL WHERE owner = $worker
     /// AND token = $token`. No row: a repeat of a completed release (free, same token) returns
     /// the record; anything else is [`Error::LeaseLost`].
-    async fn release(
+    async fn remove_lease_owner(
         &self,
         key: &LeaseKey,
         worker: &WorkerId,
@@ -643,21 +579,21 @@ impl Checkpointer for PostgresStore {
                         .bind(token_param(token)),
                 )
             },
-            |current, _| rules::release(current, key, worker, token),
+            |current, _| rules::remove_lease_owner(current, key, worker, token),
         )
         .await
     }
 
-    async fn force_release(&self, key: &LeaseKey) -> Result<Lease> {
+    async fn evict_lease(&self, key: &LeaseKey) -> Result<Lease> {
         self.conditional(
             key,
             || self.lease_row(self.keyed(&self.inner.sql.force_release, key)),
-            |current, _| rules::force_release(current, key).map(Outcome::Write),
+            |current, _| rules::evict_lease(current, key).map(Outcome::Write),
         )
         .await
     }
 
-    async fn delete_lease(&self, key: &LeaseKey) -> Result<()> {
+    async fn remove_lease_info(&self, key: &LeaseKey) -> Result<()> {
         self.retry(|| async {
             self.keyed(&self.inner.sql.delete, key)
                 .execute(&self.inner.pool)
@@ -758,6 +694,73 @@ impl Checkpointer for PostgresStore {
             |current, _| rules::claim(current, key, claimant),
         )
         .await
+    }
+}
+
+#[async_trait]
+impl Checkpointer for PostgresStore {
+    /// Operation 5 (fencing, monotonic positions): `UPDATE … WHERE owner = $worker AND token =
+    /// $token AND stored progress key <= new progress key`, the progress key being the rank and
+    /// the zero-padded sequence and sub-sequence, so text order is progress order and nothing
+    /// but `SHARD_END` follows `SHARD_END`. No row: [`Error::LeaseLost`] or
+    /// [`Error::CheckpointRegression`] from the re-read, nothing written.
+    async fn checkpoint_sequence(
+        &self,
+        key: &LeaseKey,
+        worker: &WorkerId,
+        token: FencingToken,
+        position: &Position,
+    ) -> Result<Lease> {
+        self.conditional(
+            key,
+            || {
+                Box::pin(self.checkpoint_statement(
+                    &self.inner.pool,
+                    &self.inner.sql.checkpoint,
+                    key,
+                    worker,
+                    token,
+                    position,
+                ))
+            },
+            |current, _| {
+                rules::checkpoint(current, key, worker, token, position).map(Outcome::Write)
+            },
+        )
+        .await
+    }
+
+    /// Operation 14: fenced and checked against the stored checkpoint exactly as
+    /// [`Checkpointer::checkpoint_sequence`], storing the pending position.
+    async fn prepare_checkpoint(
+        &self,
+        key: &LeaseKey,
+        worker: &WorkerId,
+        token: FencingToken,
+        position: &Position,
+    ) -> Result<Lease> {
+        self.conditional(
+            key,
+            || {
+                Box::pin(self.checkpoint_statement(
+                    &self.inner.pool,
+                    &self.inner.sql.prepare_checkpoint,
+                    key,
+                    worker,
+                    token,
+                    position,
+                ))
+            },
+            |current, _| {
+                rules::prepare_checkpoint(current, key, worker, token, position).map(Outcome::Write)
+            },
+        )
+        .await
+    }
+
+    async fn fetch_checkpoint(&self, key: &LeaseKey) -> Result<Option<Lease>> {
+        self.retry(|| self.lease_row(self.keyed(&self.inner.sql.fetch, key)))
+            .await
     }
 
     async fn reset_checkpoint(&self, key: &LeaseKey, position: Option<&Position>) -> Result<Lease> {

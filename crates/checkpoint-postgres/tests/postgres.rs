@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use checkpoint_core::conformance::{backend_unavailable, random_app};
 use checkpoint_core::{
-    Backoff, Checkpointer, Error, ErrorKind, FencingToken, LeaseDuration, LeaseKey, Position,
-    WorkerId,
+    Backoff, Checkpointer, Error, ErrorKind, FencingToken, LeaseDuration, LeaseKey, LeaseManager,
+    Position, WorkerId,
 };
 use checkpoint_postgres::sqlx::{self, Connection};
 use checkpoint_postgres::{DEFAULT_URL, PostgresConfig, PostgresStore};
@@ -89,7 +89,7 @@ async fn a_rolled_back_transaction_leaves_the_old_checkpoint() {
     let (k, me) = (key(), worker("w"));
     let lease = store.get_lease(&k, &me, long()).await.expect("acquire");
     store
-        .checkpoint(&k, &me, lease.token, &seq(10))
+        .checkpoint_sequence(&k, &me, lease.token, &seq(10))
         .await
         .expect("first checkpoint");
     let add = sqlx::AssertSqlSafe(format!(
@@ -109,7 +109,11 @@ async fn a_rolled_back_transaction_leaves_the_old_checkpoint() {
         .expect("checkpoint in the transaction");
     assert_eq!(written.checkpoint, Some(seq(20)));
     tx.rollback().await.expect("rollback");
-    let fetched = store.fetch(&k).await.expect("fetch").expect("record");
+    let fetched = store
+        .fetch_checkpoint(&k)
+        .await
+        .expect("fetch")
+        .expect("record");
     assert_eq!(
         fetched.checkpoint,
         Some(seq(10)),
@@ -132,7 +136,11 @@ async fn a_rolled_back_transaction_leaves_the_old_checkpoint() {
         .await
         .expect("checkpoint in the transaction");
     tx.commit().await.expect("commit");
-    let fetched = store.fetch(&k).await.expect("fetch").expect("record");
+    let fetched = store
+        .fetch_checkpoint(&k)
+        .await
+        .expect("fetch")
+        .expect("record");
     assert_eq!(fetched.checkpoint, Some(seq(20)));
     let total: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(amount.0.clone()))
         .fetch_one(store.pool())
@@ -155,7 +163,7 @@ async fn a_rolled_back_transaction_leaves_the_old_checkpoint() {
     tx.commit().await.expect("commit");
     assert_eq!(
         store
-            .fetch(&k)
+            .fetch_checkpoint(&k)
             .await
             .expect("fetch")
             .expect("record")
@@ -275,7 +283,7 @@ async fn terminated_backends_give_retryable_errors_never_false_success() {
         .expect("connect the second pool");
     let stored = |admin: PostgresStore, k: LeaseKey| async move {
         admin
-            .fetch(&k)
+            .fetch_checkpoint(&k)
             .await
             .expect("fetch")
             .expect("record")
@@ -286,7 +294,10 @@ async fn terminated_backends_give_retryable_errors_never_false_success() {
     let mut errors = 0;
     for round in 1..=10u64 {
         assert!(terminate().await > 0, "no backend to terminate");
-        match no_retry.checkpoint(&k, &me, token, &seq(round * 2)).await {
+        match no_retry
+            .checkpoint_sequence(&k, &me, token, &seq(round * 2))
+            .await
+        {
             Ok(_) => assert_eq!(stored(admin.clone(), k.clone()).await, Some(seq(round * 2))),
             Err(e) => {
                 assert!(e.is_retryable(), "not retryable: {e:?}");
@@ -295,7 +306,7 @@ async fn terminated_backends_give_retryable_errors_never_false_success() {
         }
         terminate().await;
         retrying
-            .checkpoint(&k, &me, token, &seq(round * 2 + 1))
+            .checkpoint_sequence(&k, &me, token, &seq(round * 2 + 1))
             .await
             .expect("with backoff, the next operation succeeds on a fresh connection");
         assert_eq!(
@@ -331,7 +342,7 @@ async fn terminated_backends_give_retryable_errors_never_false_success() {
     let first = 100;
     let last = first + 400;
     for n in first..last {
-        match no_retry.checkpoint(&k, &me, token, &seq(n)).await {
+        match no_retry.checkpoint_sequence(&k, &me, token, &seq(n)).await {
             Ok(lease) => {
                 assert_eq!(lease.checkpoint, Some(seq(n)));
                 ok += 1;
@@ -501,7 +512,7 @@ async fn a_lost_reply_is_resolved_by_rereading() {
     // checkpoint: the retry finds the equal position and reports the same success.
     proxy.arm();
     let l = proxied
-        .checkpoint(&k, &a, lease.token, &seq(5))
+        .checkpoint_sequence(&k, &a, lease.token, &seq(5))
         .await
         .expect("checkpoint");
     assert_eq!(proxy.dropped.load(Ordering::SeqCst), 2);
@@ -510,12 +521,16 @@ async fn a_lost_reply_is_resolved_by_rereading() {
     // Without retries the lost reply is a retryable error, and the write did happen.
     proxy.arm();
     let e = no_retry
-        .checkpoint(&k, &a, lease.token, &seq(6))
+        .checkpoint_sequence(&k, &a, lease.token, &seq(6))
         .await
         .unwrap_err();
     assert_eq!(proxy.dropped.load(Ordering::SeqCst), 3);
     assert!(e.is_retryable(), "{e:?}");
-    let stored = direct.fetch(&k).await.expect("fetch").expect("record");
+    let stored = direct
+        .fetch_checkpoint(&k)
+        .await
+        .expect("fetch")
+        .expect("record");
     assert_eq!(stored.checkpoint, Some(seq(6)));
 
     // steal: the retry matches no row (the owner changed), and the re-read finds the steal
@@ -534,7 +549,7 @@ async fn a_lost_reply_is_resolved_by_rereading() {
     // release: the re-read finds the lease free with the same token: the release happened.
     proxy.arm();
     let released = proxied
-        .release(&k, &b, stolen.token)
+        .remove_lease_owner(&k, &b, stolen.token)
         .await
         .expect("release");
     assert_eq!(proxy.dropped.load(Ordering::SeqCst), 5);
@@ -748,7 +763,7 @@ async fn a_corrupt_row_is_reported_naming_the_field() {
     .execute(store.pool())
     .await
     .expect("corrupt the row");
-    let e = store.fetch(&k).await.unwrap_err();
+    let e = store.fetch_checkpoint(&k).await.unwrap_err();
     assert!(
         matches!(
             e,
@@ -820,10 +835,10 @@ async fn a_chunked_renew_many_reports_exactly_the_lost_leases() {
     let (k, t) = held[2_499].clone();
     store.steal(&k, &b, &a, t, long()).await.expect("steal");
     let (k, t) = held[600].clone();
-    store.release(&k, &a, t).await.expect("release");
+    store.remove_lease_owner(&k, &a, t).await.expect("release");
     held[1_234].1 = FencingToken(held[1_234].1.0 + 1);
     let (k, t) = held[1_800].clone();
-    store.release(&k, &a, t).await.expect("release");
+    store.remove_lease_owner(&k, &a, t).await.expect("release");
     store.get_lease(&k, &b, long()).await.expect("take over");
     let mut expected_lost: Vec<LeaseKey> = [7, 600, 1_234, 1_800, 2_499]
         .iter()
@@ -835,12 +850,12 @@ async fn a_chunked_renew_many_reports_exactly_the_lost_leases() {
     let mut batch = held.clone();
     batch.reverse();
     let before = store
-        .fetch(&held[0].0)
+        .fetch_checkpoint(&held[0].0)
         .await
         .expect("fetch")
         .expect("lease");
     let stale_before = store
-        .fetch(&held[1_234].0)
+        .fetch_checkpoint(&held[1_234].0)
         .await
         .expect("fetch")
         .expect("lease");
@@ -858,21 +873,21 @@ async fn a_chunked_renew_many_reports_exactly_the_lost_leases() {
     assert!(outcome.renewed[0].deadline > before.deadline);
     for i in [7, 1_800, 2_499] {
         let lease = store
-            .fetch(&held[i].0)
+            .fetch_checkpoint(&held[i].0)
             .await
             .expect("fetch")
             .expect("lease");
         assert_eq!(lease.owner.as_ref(), Some(&b), "lease {i} stays with b");
     }
     let released = store
-        .fetch(&held[600].0)
+        .fetch_checkpoint(&held[600].0)
         .await
         .expect("fetch")
         .expect("lease");
     assert_eq!(released.owner, None);
     assert_eq!(released.deadline, None);
     let stale = store
-        .fetch(&held[1_234].0)
+        .fetch_checkpoint(&held[1_234].0)
         .await
         .expect("fetch")
         .expect("lease");
@@ -943,7 +958,7 @@ async fn init_upgrades_a_version_1_database_and_keeps_its_data() {
 
     let k = LeaseKey::parse("orders", "shard-1").expect("key");
     let lease = upgraded
-        .fetch(&k)
+        .fetch_checkpoint(&k)
         .await
         .expect("fetch")
         .expect("the record survived");
@@ -961,12 +976,12 @@ async fn init_upgrades_a_version_1_database_and_keeps_its_data() {
         .await
         .expect("renew");
     let err = upgraded
-        .checkpoint(&k, &me, FencingToken(3), &seq(12_344))
+        .checkpoint_sequence(&k, &me, FencingToken(3), &seq(12_344))
         .await
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::CheckpointRegression, "{err}");
     upgraded
-        .checkpoint(&k, &me, FencingToken(3), &seq(12_346))
+        .checkpoint_sequence(&k, &me, FencingToken(3), &seq(12_346))
         .await
         .expect("checkpoint");
     upgraded.init().await.expect("init again is a no-op");

@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 
 use checkpoint_core::conformance::{backend_unavailable, random_app};
 use checkpoint_core::{
-    Checkpointer, FencingToken, LeaseDuration, LeaseKey, Position, ShardId, StreamName, WorkerId,
+    Checkpointer, FencingToken, LeaseDuration, LeaseKey, LeaseManager, Position, ShardId,
+    StreamName, WorkerId,
 };
 use checkpoint_postgres::{DEFAULT_URL, PostgresConfig, PostgresStore};
 
@@ -48,7 +49,7 @@ async fn checkpoint_rate(store: &PostgresStore, count: u64) -> f64 {
     for i in 1..=count {
         let position = Position::sequence(&i.to_string()).expect("sequence");
         store
-            .checkpoint(&key, &me, lease.token, &position)
+            .checkpoint_sequence(&key, &me, lease.token, &position)
             .await
             .expect("checkpoint");
     }
@@ -120,7 +121,7 @@ async fn checkpoint_renew_and_renew_many_rates() {
     for i in 1..=count {
         let position = Position::sequence(&i.to_string()).expect("sequence");
         store
-            .checkpoint(&key, &me, lease.token, &position)
+            .checkpoint_sequence(&key, &me, lease.token, &position)
             .await
             .expect("checkpoint");
     }

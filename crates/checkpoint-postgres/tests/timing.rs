@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use checkpoint_core::conformance::{backend_unavailable, random_app};
 use checkpoint_core::{
-    Checkpointer, FencingToken, LeaseDuration, LeaseKey, ShardId, StreamName, WorkerId,
+    FencingToken, LeaseDuration, LeaseKey, LeaseManager, ShardId, StreamName, WorkerId,
 };
 use checkpoint_postgres::{DEFAULT_URL, PostgresConfig, PostgresStore};
 

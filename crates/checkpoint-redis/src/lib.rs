@@ -5,11 +5,11 @@
 //! app under its own hash tag. Open a store with [`RedisStore::connect`] (a URL such as
 //! `redis://:password@127.0.0.1:6379/0?prefix=ckpt`) or [`RedisStore::open`] with a
 //! [`RedisConfig`] built with its `with_*` setters, then use it as any
-//! [`checkpoint_core::Store`]. Both connect and run [`checkpoint_core::Checkpointer::init`].
+//! [`checkpoint_core::Store`]. Both connect and run [`checkpoint_core::LeaseManager::init`].
 //!
 //! ```no_run
 //! use std::time::Duration;
-//! use checkpoint_core::{AppName, Checkpointer, LeaseDuration, LeaseKey, Position, WorkerId};
+//! use checkpoint_core::{AppName, Checkpointer, LeaseManager, LeaseDuration, LeaseKey, Position, WorkerId};
 //! use checkpoint_redis::RedisStore;
 //!
 //! # tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap().block_on(async {
@@ -17,7 +17,7 @@
 //! let key = LeaseKey::parse("orders", "shardId-000000000000")?;
 //! let me = WorkerId::new("worker-1")?;
 //! let lease = store.get_lease(&key, &me, LeaseDuration::new(Duration::from_secs(10))?).await?;
-//! store.checkpoint(&key, &me, lease.token, &Position::sequence("4959033827149025660855969")?).await?;
+//! store.checkpoint_sequence(&key, &me, lease.token, &Position::sequence("4959033827149025660855969")?).await?;
 //! # Ok::<(), checkpoint_core::Error>(())
 //! # }).unwrap();
 //! ```

@@ -549,7 +549,7 @@ return reply('LOST', '', '', v)
     )
 });
 
-/// Operation 7, admin form, `rules::force_release`. KEYS: lease.
+/// Operation 7, admin form, `rules::evict_lease`. KEYS: lease.
 pub(crate) static FORCE_RELEASE: LazyLock<Script> = LazyLock::new(|| {
     script(
         &[Record],

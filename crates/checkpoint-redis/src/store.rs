@@ -14,8 +14,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use checkpoint_core::{
     AppName, BatchMode, Capabilities, Checkpointer, ClockSource, Durability, Error, FencingToken,
-    HeartbeatTtl, Lease, LeaseDuration, LeaseKey, Membership, Position, RenewOutcome, Result,
-    ShardId, StreamName, WorkerId, rules,
+    HeartbeatTtl, Lease, LeaseDuration, LeaseKey, LeaseManager, Membership, Position, RenewOutcome,
+    Result, ShardId, StreamName, WorkerId, rules,
 };
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Script, Value};
@@ -121,7 +121,7 @@ fn lost(key: &LeaseKey, worker: &WorkerId, token: FencingToken) -> Error {
 
 impl RedisStore {
     /// Connects to the server described by `config` for `app`, and runs
-    /// [`Checkpointer::init`] (loads the scripts, checks the key layout). Invalid settings are
+    /// [`LeaseManager::init`] (loads the scripts, checks the key layout). Invalid settings are
     /// [`Error::InvalidInput`]; an unreachable server is a retryable [`Error::Backend`].
     pub async fn open(config: RedisConfig, app: AppName) -> Result<Self> {
         config.validate()?;
@@ -158,7 +158,7 @@ impl RedisStore {
         Self::open(RedisConfig::from_url(url)?, app).await
     }
 
-    /// A handle for another app on the same connection. Call [`Checkpointer::init`] on it
+    /// A handle for another app on the same connection. Call [`LeaseManager::init`] on it
     /// before first use if the app may be new (it checks the app's key layout).
     pub fn for_app(&self, app: AppName) -> Self {
         Self {
@@ -284,7 +284,7 @@ impl RedisStore {
 }
 
 #[async_trait]
-impl Checkpointer for RedisStore {
+impl LeaseManager for RedisStore {
     fn app(&self) -> &AppName {
         &self.app
     }
@@ -475,53 +475,10 @@ impl Checkpointer for RedisStore {
         Ok(outcome)
     }
 
-    /// Operation 5, one script (`rules::checkpoint`): writes only if owner and token match
-    /// (fencing) and the position is not behind the stored one (monotonic positions; sequence
-    /// numbers compared as 128-digit zero-padded text, so numerically). Repeating an equal
-    /// checkpoint is accepted, which is what makes a retry after a lost reply safe.
-    async fn checkpoint(
-        &self,
-        key: &LeaseKey,
-        worker: &WorkerId,
-        token: FencingToken,
-        position: &Position,
-    ) -> Result<Lease> {
-        self.write_position(key, worker, token, position, "commit")
-            .await
-    }
-
-    /// Operation 14, one script (`rules::prepare_checkpoint`): fenced and checked exactly like a
-    /// checkpoint; stores the pending position.
-    async fn prepare_checkpoint(
-        &self,
-        key: &LeaseKey,
-        worker: &WorkerId,
-        token: FencingToken,
-        position: &Position,
-    ) -> Result<Lease> {
-        self.write_position(key, worker, token, position, "prepare")
-            .await
-    }
-
-    /// Operation 6: one `HMGET` of the record's fields, atomic by itself and always read from
-    /// the server this store writes to (strongly consistent on one primary).
-    async fn fetch(&self, key: &LeaseKey) -> Result<Option<Lease>> {
-        let lease_key = self.keys.lease(key);
-        let value: Value = self
-            .command(|| {
-                redis::cmd("HMGET")
-                    .arg(&lease_key)
-                    .arg(&scripts::FIELDS[..])
-                    .clone()
-            })
-            .await?;
-        scripts::decode_hmget(key, value)
-    }
-
     /// Operation 7, one script (`rules::release`): clears owner and deadline only if owner and
     /// token match (fencing); token and checkpoint are kept, so the next grant still bumps the
     /// token. Repeating a completed release is not an error.
-    async fn release(
+    async fn remove_lease_owner(
         &self,
         key: &LeaseKey,
         worker: &WorkerId,
@@ -538,9 +495,9 @@ impl Checkpointer for RedisStore {
         }
     }
 
-    /// Operation 7, admin form, one script (`rules::force_release`). The token is kept, so the
+    /// Operation 7, admin form, one script (`rules::evict_lease`). The token is kept, so the
     /// released holder's writes stay fenced after the next grant.
-    async fn force_release(&self, key: &LeaseKey) -> Result<Lease> {
+    async fn evict_lease(&self, key: &LeaseKey) -> Result<Lease> {
         let reply = self
             .lease_script(&scripts::FORCE_RELEASE, key, false, Vec::new())
             .await?;
@@ -554,7 +511,7 @@ impl Checkpointer for RedisStore {
     /// Operation 8, one script: deletes the record and its index entry together, so a listing
     /// never shows a half-deleted lease. A holder's later writes find no record and fail
     /// (`LeaseLost`) without recreating it.
-    async fn delete_lease(&self, key: &LeaseKey) -> Result<()> {
+    async fn remove_lease_info(&self, key: &LeaseKey) -> Result<()> {
         let keys = [self.keys.lease(key), self.keys.index()];
         self.eval(&scripts::DELETE, &keys, &[KeyLayout::member(key)])
             .await?;
@@ -670,6 +627,52 @@ impl Checkpointer for RedisStore {
             Status::NotFound => Err(Error::lease_not_found(key)),
             _ => Err(unexpected(key, &reply)),
         }
+    }
+}
+
+#[async_trait]
+impl Checkpointer for RedisStore {
+    /// Operation 5, one script (`rules::checkpoint`): writes only if owner and token match
+    /// (fencing) and the position is not behind the stored one (monotonic positions; sequence
+    /// numbers compared as 128-digit zero-padded text, so numerically). Repeating an equal
+    /// checkpoint is accepted, which is what makes a retry after a lost reply safe.
+    async fn checkpoint_sequence(
+        &self,
+        key: &LeaseKey,
+        worker: &WorkerId,
+        token: FencingToken,
+        position: &Position,
+    ) -> Result<Lease> {
+        self.write_position(key, worker, token, position, "commit")
+            .await
+    }
+
+    /// Operation 14, one script (`rules::prepare_checkpoint`): fenced and checked exactly like a
+    /// checkpoint; stores the pending position.
+    async fn prepare_checkpoint(
+        &self,
+        key: &LeaseKey,
+        worker: &WorkerId,
+        token: FencingToken,
+        position: &Position,
+    ) -> Result<Lease> {
+        self.write_position(key, worker, token, position, "prepare")
+            .await
+    }
+
+    /// Operation 6: one `HMGET` of the record's fields, atomic by itself and always read from
+    /// the server this store writes to (strongly consistent on one primary).
+    async fn fetch_checkpoint(&self, key: &LeaseKey) -> Result<Option<Lease>> {
+        let lease_key = self.keys.lease(key);
+        let value: Value = self
+            .command(|| {
+                redis::cmd("HMGET")
+                    .arg(&lease_key)
+                    .arg(&scripts::FIELDS[..])
+                    .clone()
+            })
+            .await?;
+        scripts::decode_hmget(key, value)
     }
 
     /// Admin reset, one script (`rules::reset_checkpoint`): the one write that may move a

@@ -12,7 +12,8 @@ use std::time::Duration;
 
 use checkpoint_core::conformance::random_app;
 use checkpoint_core::{
-    Backoff, Checkpointer, Error, FencingToken, LeaseDuration, LeaseKey, Position, WorkerId,
+    Backoff, Checkpointer, Error, FencingToken, LeaseDuration, LeaseKey, LeaseManager, Position,
+    WorkerId,
 };
 use checkpoint_redis::RedisStore;
 use tokio::sync::Notify;
@@ -81,11 +82,11 @@ async fn kill_mid_run(backoff: Backoff) {
             };
             for i in 1..=ROUNDS {
                 result.last_attempted = i;
-                match store.checkpoint(&key, &me, token, &seq(i)).await {
+                match store.checkpoint_sequence(&key, &me, token, &seq(i)).await {
                     Ok(lease) => {
                         assert_eq!(lease.checkpoint, Some(seq(i)));
                         let seen = observer
-                            .fetch(&key)
+                            .fetch_checkpoint(&key)
                             .await
                             .expect("observe")
                             .expect("record");
@@ -122,7 +123,7 @@ async fn kill_mid_run(backoff: Backoff) {
         errors += r.retryable_errors;
         let stored = as_number(
             observer
-                .fetch(&r.key)
+                .fetch_checkpoint(&r.key)
                 .await
                 .expect("fetch")
                 .expect("record")
@@ -138,13 +139,15 @@ async fn kill_mid_run(backoff: Backoff) {
         // The store works again (at most one more retryable error while reconnecting).
         let next = seq(r.last_attempted + 1);
         let token = observer
-            .fetch(&r.key)
+            .fetch_checkpoint(&r.key)
             .await
             .expect("fetch")
             .expect("record")
             .token;
-        let again = match store.checkpoint(&r.key, &me, token, &next).await {
-            Err(e) if e.is_retryable() => store.checkpoint(&r.key, &me, token, &next).await,
+        let again = match store.checkpoint_sequence(&r.key, &me, token, &next).await {
+            Err(e) if e.is_retryable() => {
+                store.checkpoint_sequence(&r.key, &me, token, &next).await
+            }
             other => other,
         };
         assert_eq!(
@@ -230,7 +233,7 @@ async fn a_lost_script_reply_is_resolved_by_re_reading() {
 
     pause_writes(300).await;
     let lease = store
-        .checkpoint(&key, &a, lease.token, &seq(42))
+        .checkpoint_sequence(&key, &a, lease.token, &seq(42))
         .await
         .expect("checkpoint");
     assert_eq!(lease.checkpoint, Some(seq(42)));
@@ -248,12 +251,12 @@ async fn a_lost_script_reply_is_resolved_by_re_reading() {
 
     pause_writes(300).await;
     let released = store
-        .release(&key, &b, stolen.token)
+        .remove_lease_owner(&key, &b, stolen.token)
         .await
         .expect("release");
     assert!(released.owner.is_none());
 
-    let stored = store.fetch(&key).await.unwrap().unwrap();
+    let stored = store.fetch_checkpoint(&key).await.unwrap().unwrap();
     assert_eq!(stored.token, FencingToken(2));
     assert_eq!(stored.checkpoint, Some(seq(42)));
     assert_eq!(stored.owner_switches_since_checkpoint, 1);
@@ -308,7 +311,7 @@ async fn scripts_are_reloaded_after_noscript() {
         .await
         .expect("SCRIPT FLUSH");
     let lease = store
-        .checkpoint(&key, &a, lease.token, &seq(7))
+        .checkpoint_sequence(&key, &a, lease.token, &seq(7))
         .await
         .expect("checkpoint after SCRIPT FLUSH");
     assert_eq!(lease.checkpoint, Some(seq(7)));

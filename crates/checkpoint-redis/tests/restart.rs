@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use checkpoint_core::conformance::random_app;
 use checkpoint_core::{
-    Backoff, Checkpointer, Error, Lease, LeaseDuration, LeaseKey, Position, WorkerId,
+    Backoff, Checkpointer, Error, Lease, LeaseDuration, LeaseKey, LeaseManager, Position, WorkerId,
 };
 use checkpoint_redis::{RedisConfig, RedisStore};
 
@@ -143,12 +143,14 @@ async fn kill_and_restart(aof: bool) {
         .await
         .unwrap();
     store
-        .checkpoint(&key, &me, lease.token, &seq(1))
+        .checkpoint_sequence(&key, &me, lease.token, &seq(1))
         .await
         .unwrap();
 
     server.kill();
-    let down = store.checkpoint(&key, &me, lease.token, &seq(2)).await;
+    let down = store
+        .checkpoint_sequence(&key, &me, lease.token, &seq(2))
+        .await;
     match &down {
         Err(e) if e.is_retryable() => {}
         other => panic!("with the server down: expected a retryable error, got {other:?}"),
@@ -157,11 +159,12 @@ async fn kill_and_restart(aof: bool) {
     let server = Server::start(port, &dir, aof).expect("restart");
     server.wait_ready(port).await;
     let two = seq(2);
-    let after = until_not_retryable(|| store.checkpoint(&key, &me, lease.token, &two)).await;
+    let after =
+        until_not_retryable(|| store.checkpoint_sequence(&key, &me, lease.token, &two)).await;
     if aof {
         let lease = after.expect("the record survived the restart (appendfsync always)");
         assert_eq!(lease.checkpoint, Some(seq(2)));
-        let stored = store.fetch(&key).await.unwrap().expect("record");
+        let stored = store.fetch_checkpoint(&key).await.unwrap().expect("record");
         assert_eq!(
             (stored.token, stored.checkpoint),
             (lease.token, Some(seq(2)))
@@ -171,7 +174,7 @@ async fn kill_and_restart(aof: bool) {
             matches!(after, Err(Error::LeaseLost { .. })),
             "without persistence the record is gone: expected LeaseLost, got {after:?}"
         );
-        assert!(store.fetch(&key).await.unwrap().is_none());
+        assert!(store.fetch_checkpoint(&key).await.unwrap().is_none());
     }
     drop(server);
     let _ = std::fs::remove_dir_all(&dir);

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use checkpoint_core::conformance::random_app;
 use checkpoint_core::{
-    Checkpointer, Error, ErrorKind, HeartbeatTtl, LeaseDuration, LeaseKey, Membership, Position,
-    StreamName, WorkerId,
+    Checkpointer, Error, ErrorKind, HeartbeatTtl, LeaseDuration, LeaseKey, LeaseManager,
+    Membership, Position, StreamName, WorkerId,
 };
 use checkpoint_redis::{RedisConfig, RedisStore};
 use futures::StreamExt;
@@ -121,7 +121,7 @@ async fn key_layout_shares_the_app_hash_tag_and_uses_the_server_clock() {
         format!("tenant-1:ckpt:{tag}:lease:orders:shard-7")
     );
     assert!(
-        prefixed.fetch(&key).await.unwrap().is_none(),
+        prefixed.fetch_checkpoint(&key).await.unwrap().is_none(),
         "another prefix must be another namespace"
     );
 }
@@ -318,7 +318,11 @@ async fn a_corrupt_field_is_reported_and_never_overwritten() {
         hset(&mut admin, &bad_key, "checkpoint", "5").await;
         hset(&mut admin, &bad_key, field, value).await;
         let what = format!("{field}={value:?}");
-        assert_corrupt(store.fetch(&bad).await, field, &format!("fetch {what}"));
+        assert_corrupt(
+            store.fetch_checkpoint(&bad).await,
+            field,
+            &format!("fetch {what}"),
+        );
         assert_corrupt(
             store.renew(&bad, &w, bad_lease.token, long()).await,
             field,
@@ -326,7 +330,7 @@ async fn a_corrupt_field_is_reported_and_never_overwritten() {
         );
         assert_corrupt(
             store
-                .checkpoint(&bad, &w, bad_lease.token, &Position::sequence("9").unwrap())
+                .checkpoint_sequence(&bad, &w, bad_lease.token, &Position::sequence("9").unwrap())
                 .await,
             field,
             &format!("checkpoint {what}"),
@@ -341,7 +345,7 @@ async fn a_corrupt_field_is_reported_and_never_overwritten() {
             field,
             &format!("list {what}"),
         );
-        let before = store.fetch(&good).await.unwrap().unwrap();
+        let before = store.fetch_checkpoint(&good).await.unwrap().unwrap();
         assert_corrupt(
             store
                 .renew_many(
@@ -357,7 +361,7 @@ async fn a_corrupt_field_is_reported_and_never_overwritten() {
             &format!("renew_many {what}"),
         );
         assert_eq!(
-            store.fetch(&good).await.unwrap().unwrap(),
+            store.fetch_checkpoint(&good).await.unwrap().unwrap(),
             before,
             "a failed renew_many renewed part of the batch"
         );
@@ -398,7 +402,7 @@ async fn a_corrupt_field_is_reported_and_never_overwritten() {
             .query_async(&mut admin)
             .await
             .unwrap();
-        store.fetch(&bad).await.expect("repaired");
+        store.fetch_checkpoint(&bad).await.expect("repaired");
     }
 
     // A bad index member and a bad worker member.
@@ -485,7 +489,7 @@ async fn an_incompatible_layout_is_a_schema_mismatch() {
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::SchemaMismatch, "{err:?}");
     assert!(!err.is_retryable());
-    let err = fine.fetch(&key).await.unwrap_err();
+    let err = fine.fetch_checkpoint(&key).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::SchemaMismatch, "{err:?}");
 }
 
@@ -519,12 +523,15 @@ async fn renew_many_across_chunks() {
     let released = held[3].clone();
     let stolen = held[chunk + 7].clone();
     let deleted = held[2 * chunk + 11].clone();
-    store.release(&released.0, &w, released.1).await.unwrap();
+    store
+        .remove_lease_owner(&released.0, &w, released.1)
+        .await
+        .unwrap();
     store
         .steal(&stolen.0, &thief, &w, stolen.1, long())
         .await
         .unwrap();
-    store.delete_lease(&deleted.0).await.unwrap();
+    store.remove_lease_info(&deleted.0).await.unwrap();
 
     let outcome = store.renew_many(&w, &held, long()).await.unwrap();
     let mut lost = vec![released.0.clone(), stolen.0.clone(), deleted.0.clone()];
@@ -539,7 +546,7 @@ async fn renew_many_across_chunks() {
             .all(|l| l.owner.as_ref() == Some(&w) && !lost.contains(&l.key))
     );
     // The thief's lease was not touched.
-    let after = store.fetch(&stolen.0).await.unwrap().unwrap();
+    let after = store.fetch_checkpoint(&stolen.0).await.unwrap().unwrap();
     assert_eq!(after.owner, Some(thief));
 
     // A corrupt record in the second chunk: the call fails naming it, and nothing of its chunk
@@ -554,10 +561,13 @@ async fn renew_many_across_chunks() {
         .await
         .unwrap();
     let neighbour = &held[chunk + 21];
-    let before = store.fetch(&neighbour.0).await.unwrap().unwrap();
+    let before = store.fetch_checkpoint(&neighbour.0).await.unwrap().unwrap();
     // A longer duration than before, so a renewal of the chunk would move every deadline.
     let longer = LeaseDuration::new(Duration::from_secs(600)).unwrap();
     let err = store.renew_many(&w, &held, longer).await.unwrap_err();
     assert_eq!(err.field(), Some("claim"), "{err}");
-    assert_eq!(store.fetch(&neighbour.0).await.unwrap().unwrap(), before);
+    assert_eq!(
+        store.fetch_checkpoint(&neighbour.0).await.unwrap().unwrap(),
+        before
+    );
 }

@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 
 use checkpoint_core::conformance::random_app;
 use checkpoint_core::{
-    Checkpointer, FencingToken, LeaseDuration, LeaseKey, Position, RenewOutcome, WorkerId,
+    Checkpointer, FencingToken, LeaseDuration, LeaseKey, LeaseManager, Position, RenewOutcome,
+    WorkerId,
 };
 use checkpoint_redis::RedisStore;
 use futures::{StreamExt, TryStreamExt};
@@ -36,7 +37,7 @@ async fn acquire(store: &RedisStore, me: &WorkerId, count: usize) -> Vec<(LeaseK
 
 async fn delete_all(store: &RedisStore, leases: &[(LeaseKey, FencingToken)]) {
     futures::stream::iter(leases)
-        .map(|(key, _)| store.delete_lease(key))
+        .map(|(key, _)| store.remove_lease_info(key))
         .buffer_unordered(64)
         .try_collect::<Vec<()>>()
         .await
@@ -79,7 +80,7 @@ async fn single_task_rates_and_renew_many() {
     for i in 1..=CHECKPOINTS {
         let position = Position::sequence(&i.to_string()).expect("sequence");
         store
-            .checkpoint(&key, &me, lease.token, &position)
+            .checkpoint_sequence(&key, &me, lease.token, &position)
             .await
             .expect("checkpoint");
     }
@@ -94,7 +95,7 @@ async fn single_task_rates_and_renew_many() {
             .expect("renew");
     }
     let renews = RENEWS as f64 / started.elapsed().as_secs_f64();
-    store.delete_lease(&key).await.expect("clean up");
+    store.remove_lease_info(&key).await.expect("clean up");
 
     let many_1k = renew_many_time(&store, &me, 1_000).await;
     let many_10k = renew_many_time(&store, &me, 10_000).await;

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use checkpoint_core::conformance::random_app;
-use checkpoint_core::{Checkpointer, LeaseDuration, LeaseKey, Position, WorkerId};
+use checkpoint_core::{Checkpointer, LeaseDuration, LeaseKey, LeaseManager, Position, WorkerId};
 use checkpoint_redis::{RedisConfig, RedisStore};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -37,10 +37,10 @@ async fn rediss_with_a_private_ca() {
         .await
         .unwrap();
     store
-        .checkpoint(&key, &me, lease.token, &Position::sequence("42").unwrap())
+        .checkpoint_sequence(&key, &me, lease.token, &Position::sequence("42").unwrap())
         .await
         .unwrap();
-    let fetched = store.fetch(&key).await.unwrap().unwrap();
+    let fetched = store.fetch_checkpoint(&key).await.unwrap().unwrap();
     assert_eq!(fetched.checkpoint, Some(Position::sequence("42").unwrap()));
 
     // Without the CA the server's certificate is not trusted: a connection error.

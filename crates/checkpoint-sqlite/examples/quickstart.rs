@@ -6,7 +6,9 @@
 
 use std::time::Duration;
 
-use checkpoint_core::{AppName, Checkpointer, LeaseDuration, LeaseKey, Position, Result, WorkerId};
+use checkpoint_core::{
+    AppName, Checkpointer, LeaseDuration, LeaseKey, LeaseManager, Position, Result, WorkerId,
+};
 use checkpoint_sqlite::{SqliteConfig, SqliteStore};
 
 #[tokio::main]
@@ -25,7 +27,10 @@ async fn main() -> Result<()> {
     let lease = store.get_lease(&key, &me, ten_seconds).await?;
     println!("{me} holds {key} with fencing token {}", lease.token);
 
-    let before = store.fetch(&key).await?.and_then(|l| l.checkpoint);
+    let before = store
+        .fetch_checkpoint(&key)
+        .await?
+        .and_then(|l| l.checkpoint);
     let next = match before {
         Some(Position::Sequence { sequence, .. }) => {
             let n: u128 = sequence.as_str().parse().unwrap_or(0);
@@ -33,19 +38,24 @@ async fn main() -> Result<()> {
         }
         _ => Position::sequence("100")?,
     };
-    let written = store.checkpoint(&key, &me, lease.token, &next).await?;
+    let written = store
+        .checkpoint_sequence(&key, &me, lease.token, &next)
+        .await?;
     println!("checkpointed {next}");
 
     match store.get_lease(&key, &other, ten_seconds).await {
         Err(e) => println!("{other} is refused: {e}"),
         Ok(_) => println!("unexpected: {other} took a held lease"),
     }
-    match store.checkpoint(&key, &me, lease.token.next(), &next).await {
+    match store
+        .checkpoint_sequence(&key, &me, lease.token.next(), &next)
+        .await
+    {
         Err(e) => println!("a write with a stale token is fenced: {e}"),
         Ok(_) => println!("unexpected: a stale token was accepted"),
     }
 
-    let released = store.release(&key, &me, lease.token).await?;
+    let released = store.remove_lease_owner(&key, &me, lease.token).await?;
     println!("\nthe record in {path}, before and after release:");
     for (label, record) in [("held", &written), ("released", &released)] {
         let owner = record

@@ -670,7 +670,8 @@ mod tests {
 
     use checkpoint_core::conformance::random_app;
     use checkpoint_core::{
-        Checkpointer, ErrorKind, FencingToken, LeaseDuration, LeaseKey, Position, WorkerId,
+        Checkpointer, ErrorKind, FencingToken, LeaseDuration, LeaseKey, LeaseManager, Position,
+        WorkerId,
     };
 
     use crate::{SqliteConfig, SqliteStore};
@@ -697,17 +698,17 @@ mod tests {
                 for n in 1..=20u64 {
                     let position = Position::sequence(&(n * 10).to_string()).expect("position");
                     store
-                        .checkpoint(&key, &me, token, &position)
+                        .checkpoint_sequence(&key, &me, token, &position)
                         .await
                         .expect("checkpoint");
                     let behind = Position::sequence(&n.to_string()).expect("position");
-                    let regression = store.checkpoint(&key, &me, token, &behind).await;
+                    let regression = store.checkpoint_sequence(&key, &me, token, &behind).await;
                     assert_eq!(
                         regression.map(|_| ()).map_err(|e| e.kind()),
                         Err(ErrorKind::CheckpointRegression)
                     );
                     let stale = store
-                        .checkpoint(&key, &me, FencingToken(token.0 + 1), &position)
+                        .checkpoint_sequence(&key, &me, FencingToken(token.0 + 1), &position)
                         .await;
                     assert_eq!(
                         stale.map(|_| ()).map_err(|e| e.kind()),
@@ -719,7 +720,11 @@ mod tests {
         }
         for task in tasks {
             let key = task.await.expect("task");
-            let lease = store.fetch(&key).await.expect("fetch").expect("record");
+            let lease = store
+                .fetch_checkpoint(&key)
+                .await
+                .expect("fetch")
+                .expect("record");
             assert_eq!(
                 lease.checkpoint,
                 Some(Position::sequence("200").expect("position"))

@@ -8,7 +8,7 @@
 //!
 //! ```
 //! use std::time::Duration;
-//! use checkpoint_core::{AppName, Checkpointer, LeaseDuration, LeaseKey, Position, WorkerId};
+//! use checkpoint_core::{AppName, Checkpointer, LeaseManager, LeaseDuration, LeaseKey, Position, WorkerId};
 //! use checkpoint_sqlite::{SqliteConfig, SqliteStore};
 //!
 //! # tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap().block_on(async {
@@ -16,7 +16,7 @@
 //! let key = LeaseKey::parse("orders", "shardId-000000000000")?;
 //! let me = WorkerId::new("worker-1")?;
 //! let lease = store.get_lease(&key, &me, LeaseDuration::new(Duration::from_secs(10))?).await?;
-//! store.checkpoint(&key, &me, lease.token, &Position::sequence("4959033827149025660855969")?).await?;
+//! store.checkpoint_sequence(&key, &me, lease.token, &Position::sequence("4959033827149025660855969")?).await?;
 //! # Ok::<(), checkpoint_core::Error>(())
 //! # }).unwrap();
 //! ```

@@ -15,8 +15,8 @@ use async_trait::async_trait;
 use checkpoint_core::rules::{self, Outcome};
 use checkpoint_core::{
     AppName, BatchMode, Capabilities, Checkpointer, ClockSource, Durability, Error, FencingToken,
-    HeartbeatTtl, Lease, LeaseDuration, LeaseKey, Membership, Position, RenewOutcome, Result,
-    ShardId, StreamName, WorkerId,
+    HeartbeatTtl, Lease, LeaseDuration, LeaseKey, LeaseManager, Membership, Position, RenewOutcome,
+    Result, ShardId, StreamName, WorkerId,
 };
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, Row, params};
@@ -78,7 +78,7 @@ fn from_ms(ms: i64) -> SystemTime {
 }
 
 impl SqliteStore {
-    /// Opens the database described by `config` for `app`, and runs [`Checkpointer::init`]
+    /// Opens the database described by `config` for `app`, and runs [`LeaseManager::init`]
     /// (creating or upgrading the tables). Invalid settings are [`Error::InvalidInput`].
     pub async fn open(config: SqliteConfig, app: AppName) -> Result<Self> {
         config.validate()?;
@@ -181,7 +181,7 @@ impl SqliteStore {
     /// caller's own open transaction on `conn`, so the application's state and the position
     /// commit or roll back together (exactly-once processing).
     ///
-    /// Same rules as [`Checkpointer::checkpoint`]: fencing (the row is read inside the caller's
+    /// Same rules as [`Checkpointer::checkpoint_sequence`]: fencing (the row is read inside the caller's
     /// transaction and written only if `worker` still holds it with `token`, else
     /// [`Error::LeaseLost`]) and monotonicity ([`Error::CheckpointRegression`]). On an error
     /// nothing was written by this call, and the caller should roll back its transaction.
@@ -193,12 +193,12 @@ impl SqliteStore {
     /// another writer has moved past, with a `SQLITE_BUSY` backend error), but such a
     /// transaction may have to be retried. `conn` outside any transaction is
     /// [`Error::InvalidInput`]: the write would commit on its own, which is what
-    /// [`Checkpointer::checkpoint`] is for. This call blocks; from async code run it, with the
+    /// [`Checkpointer::checkpoint_sequence`] is for. This call blocks; from async code run it, with the
     /// rest of the transaction, inside `spawn_blocking`.
     ///
     /// ```
     /// # use std::time::Duration;
-    /// # use checkpoint_core::{AppName, Checkpointer, LeaseDuration, LeaseKey, Position, WorkerId};
+    /// # use checkpoint_core::{AppName, Checkpointer, LeaseManager, LeaseDuration, LeaseKey, Position, WorkerId};
     /// # use checkpoint_sqlite::{SqliteConfig, SqliteStore, rusqlite};
     /// # tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap().block_on(async {
     /// # let path = std::env::temp_dir().join(format!("doc-{}.db", std::process::id()));
@@ -581,7 +581,7 @@ fn position(
 }
 
 #[async_trait]
-impl Checkpointer for SqliteStore {
+impl LeaseManager for SqliteStore {
     fn app(&self) -> &AppName {
         &self.app
     }
@@ -678,7 +678,7 @@ impl Checkpointer for SqliteStore {
     }
 
     /// Operation 4, batched: every lease in one transaction (one round trip to the file), each
-    /// renewed exactly as [`Checkpointer::renew`] renews one; a lease the rule finds lost is
+    /// renewed exactly as [`LeaseManager::renew`] renews one; a lease the rule finds lost is
     /// reported, a corrupt row fails the whole batch (rolled back).
     async fn renew_many(
         &self,
@@ -707,6 +707,101 @@ impl Checkpointer for SqliteStore {
         .await
     }
 
+    /// Operation 7. Fencing: [`rules::remove_lease_owner`] clears owner and deadline only when owner and
+    /// token match the row read under the write lock; a completed release repeated writes
+    /// nothing.
+    async fn remove_lease_owner(
+        &self,
+        key: &LeaseKey,
+        worker: &WorkerId,
+        token: FencingToken,
+    ) -> Result<Lease> {
+        let (k, worker) = (key.clone(), worker.clone());
+        self.apply_outcome(key, move |cur, _| {
+            rules::remove_lease_owner(cur, &k, &worker, token)
+        })
+        .await
+    }
+
+    /// Operation 7, admin form ([`rules::evict_lease`]): the token is kept, so the former
+    /// holder's writes stay fenced out after the next grant.
+    async fn evict_lease(&self, key: &LeaseKey) -> Result<Lease> {
+        let k = key.clone();
+        self.apply(key, move |cur, _| rules::evict_lease(cur, &k))
+            .await
+    }
+
+    /// Operation 8: one `DELETE`; deleting an absent row is not an error.
+    async fn remove_lease_info(&self, key: &LeaseKey) -> Result<()> {
+        let key = key.clone();
+        self.write(move |conn, sql, app, _, _| {
+            conn.prepare_cached(&sql.delete_lease)
+                .and_then(|mut s| {
+                    s.execute(params![
+                        app.as_str(),
+                        key.stream.as_str(),
+                        key.shard.as_str()
+                    ])
+                })
+                .map_err(from_sqlite)?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Operation 9: one `SELECT` over the app's rows (one consistent snapshot), sorted by key.
+    async fn list_leases(&self, stream: Option<&StreamName>) -> Result<Vec<Lease>> {
+        let stream = stream.cloned();
+        self.read(move |conn, sql, app, _, _| match &stream {
+            Some(s) => {
+                let mut stmt = conn
+                    .prepare_cached(&sql.list_stream_leases)
+                    .map_err(from_sqlite)?;
+                collect_leases(stmt.query(params![app.as_str(), s.as_str()]))
+            }
+            None => {
+                let mut stmt = conn.prepare_cached(&sql.list_leases).map_err(from_sqlite)?;
+                collect_leases(stmt.query(params![app.as_str()]))
+            }
+        })
+        .await
+    }
+
+    /// Operation 10. Fencing: [`rules::steal`] grants (and bumps the token) only when the row read
+    /// under the write lock still has exactly the expected owner and token.
+    async fn steal(
+        &self,
+        key: &LeaseKey,
+        thief: &WorkerId,
+        expected_owner: &WorkerId,
+        expected_token: FencingToken,
+        duration: LeaseDuration,
+    ) -> Result<Lease> {
+        let (k, thief, expected_owner) = (key.clone(), thief.clone(), expected_owner.clone());
+        self.apply_outcome(key, move |cur, now| {
+            rules::steal(
+                cur,
+                &k,
+                &thief,
+                &expected_owner,
+                expected_token,
+                duration,
+                now,
+            )
+        })
+        .await
+    }
+
+    /// Operation 11 ([`rules::claim`]): records the claimant; ownership and token are untouched.
+    async fn claim(&self, key: &LeaseKey, claimant: &WorkerId) -> Result<Lease> {
+        let (k, claimant) = (key.clone(), claimant.clone());
+        self.apply_outcome(key, move |cur, _| rules::claim(cur, &k, &claimant))
+            .await
+    }
+}
+
+#[async_trait]
+impl Checkpointer for SqliteStore {
     /// Operation 5. Fencing and monotonic positions, in one write transaction. A sequence
     /// number first tries one conditional `UPDATE … RETURNING` (`Sql::checkpoint_sequence`)
     /// that matches only when owner and token match and the stored position is well formed and
@@ -715,7 +810,7 @@ impl Checkpointer for SqliteStore {
     /// is read and [`rules::checkpoint`] decides, exactly as for every other position: a stale
     /// holder or a regression writes nothing. Durable once `COMMIT` returns, to the degree of
     /// [`crate::Synchronous`].
-    async fn checkpoint(
+    async fn checkpoint_sequence(
         &self,
         key: &LeaseKey,
         worker: &WorkerId,
@@ -780,99 +875,9 @@ impl Checkpointer for SqliteStore {
     }
 
     /// Operation 6: one `SELECT`, which sees every committed write of any connection.
-    async fn fetch(&self, key: &LeaseKey) -> Result<Option<Lease>> {
+    async fn fetch_checkpoint(&self, key: &LeaseKey) -> Result<Option<Lease>> {
         let key = key.clone();
         self.read(move |conn, sql, app, _, _| read_lease(conn, sql, app, &key))
-            .await
-    }
-
-    /// Operation 7. Fencing: [`rules::release`] clears owner and deadline only when owner and
-    /// token match the row read under the write lock; a completed release repeated writes
-    /// nothing.
-    async fn release(
-        &self,
-        key: &LeaseKey,
-        worker: &WorkerId,
-        token: FencingToken,
-    ) -> Result<Lease> {
-        let (k, worker) = (key.clone(), worker.clone());
-        self.apply_outcome(key, move |cur, _| rules::release(cur, &k, &worker, token))
-            .await
-    }
-
-    /// Operation 7, admin form ([`rules::force_release`]): the token is kept, so the former
-    /// holder's writes stay fenced out after the next grant.
-    async fn force_release(&self, key: &LeaseKey) -> Result<Lease> {
-        let k = key.clone();
-        self.apply(key, move |cur, _| rules::force_release(cur, &k))
-            .await
-    }
-
-    /// Operation 8: one `DELETE`; deleting an absent row is not an error.
-    async fn delete_lease(&self, key: &LeaseKey) -> Result<()> {
-        let key = key.clone();
-        self.write(move |conn, sql, app, _, _| {
-            conn.prepare_cached(&sql.delete_lease)
-                .and_then(|mut s| {
-                    s.execute(params![
-                        app.as_str(),
-                        key.stream.as_str(),
-                        key.shard.as_str()
-                    ])
-                })
-                .map_err(from_sqlite)?;
-            Ok(())
-        })
-        .await
-    }
-
-    /// Operation 9: one `SELECT` over the app's rows (one consistent snapshot), sorted by key.
-    async fn list_leases(&self, stream: Option<&StreamName>) -> Result<Vec<Lease>> {
-        let stream = stream.cloned();
-        self.read(move |conn, sql, app, _, _| match &stream {
-            Some(s) => {
-                let mut stmt = conn
-                    .prepare_cached(&sql.list_stream_leases)
-                    .map_err(from_sqlite)?;
-                collect_leases(stmt.query(params![app.as_str(), s.as_str()]))
-            }
-            None => {
-                let mut stmt = conn.prepare_cached(&sql.list_leases).map_err(from_sqlite)?;
-                collect_leases(stmt.query(params![app.as_str()]))
-            }
-        })
-        .await
-    }
-
-    /// Operation 10. Fencing: [`rules::steal`] grants (and bumps the token) only when the row read
-    /// under the write lock still has exactly the expected owner and token.
-    async fn steal(
-        &self,
-        key: &LeaseKey,
-        thief: &WorkerId,
-        expected_owner: &WorkerId,
-        expected_token: FencingToken,
-        duration: LeaseDuration,
-    ) -> Result<Lease> {
-        let (k, thief, expected_owner) = (key.clone(), thief.clone(), expected_owner.clone());
-        self.apply_outcome(key, move |cur, now| {
-            rules::steal(
-                cur,
-                &k,
-                &thief,
-                &expected_owner,
-                expected_token,
-                duration,
-                now,
-            )
-        })
-        .await
-    }
-
-    /// Operation 11 ([`rules::claim`]): records the claimant; ownership and token are untouched.
-    async fn claim(&self, key: &LeaseKey, claimant: &WorkerId) -> Result<Lease> {
-        let (k, claimant) = (key.clone(), claimant.clone());
-        self.apply_outcome(key, move |cur, _| rules::claim(cur, &k, &claimant))
             .await
     }
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 use checkpoint_core::conformance::random_app;
 use checkpoint_core::{
     Checkpointer, CheckpointerExt, Error, ErrorKind, FencingToken, LeaseDuration, LeaseKey,
-    Position, WorkerId,
+    LeaseManager, Position, WorkerId,
 };
 use checkpoint_sqlite::{SqliteConfig, SqliteStore, rusqlite};
 
@@ -58,7 +58,7 @@ async fn transactional_checkpoint_commits_and_rolls_back_with_application_state(
     let (k, me) = (key("shard-0"), worker("w1"));
     let lease = store.get_lease(&k, &me, long()).await.expect("acquire");
     store
-        .checkpoint(&k, &me, lease.token, &seq("10"))
+        .checkpoint_sequence(&k, &me, lease.token, &seq("10"))
         .await
         .expect("checkpoint 10");
 
@@ -78,7 +78,7 @@ async fn transactional_checkpoint_commits_and_rolls_back_with_application_state(
     assert_eq!(written.checkpoint, Some(seq("20")));
     tx.rollback().expect("rollback");
     assert_eq!(
-        store.fetch_checkpoint(&k).await.expect("fetch"),
+        store.fetch_position(&k).await.expect("fetch"),
         Some(seq("10"))
     );
     let rows: i64 = conn
@@ -97,7 +97,7 @@ async fn transactional_checkpoint_commits_and_rolls_back_with_application_state(
         .expect("checkpoint");
     tx.commit().expect("commit");
     assert_eq!(
-        store.fetch_checkpoint(&k).await.expect("fetch"),
+        store.fetch_position(&k).await.expect("fetch"),
         Some(seq("20"))
     );
     let amount: i64 = conn
@@ -121,7 +121,7 @@ async fn transactional_checkpoint_commits_and_rolls_back_with_application_state(
     );
     tx.commit().expect("commit");
     assert_eq!(
-        store.fetch_checkpoint(&k).await.expect("fetch"),
+        store.fetch_position(&k).await.expect("fetch"),
         Some(seq("20"))
     );
 
@@ -151,17 +151,20 @@ async fn count_rounds(store: &SqliteStore, me: &WorkerId) {
             }
             Err(e) => panic!("{me}: get_lease: {e}"),
         };
-        let current = match store.fetch_checkpoint(&k).await.expect("fetch") {
+        let current = match store.fetch_position(&k).await.expect("fetch") {
             Some(Position::Sequence { sequence, .. }) => {
                 sequence.as_str().parse::<u64>().expect("small")
             }
             other => panic!("unexpected position {other:?}"),
         };
         store
-            .checkpoint(&k, me, lease.token, &seq(&(current + 1).to_string()))
+            .checkpoint_sequence(&k, me, lease.token, &seq(&(current + 1).to_string()))
             .await
             .expect("fenced checkpoint while holding the lease");
-        store.release(&k, me, lease.token).await.expect("release");
+        store
+            .remove_lease_owner(&k, me, lease.token)
+            .await
+            .expect("release");
         done += 1;
     }
 }
@@ -202,7 +205,7 @@ async fn two_processes_share_one_file() {
         .expect("wait");
     assert!(status.success(), "child process failed: {status}");
     let lease = store
-        .fetch(&key("counter"))
+        .fetch_checkpoint(&key("counter"))
         .await
         .expect("fetch")
         .expect("present");
@@ -250,11 +253,11 @@ async fn corrupt_rows_are_typed_errors_naming_the_field() {
         let (k, me) = (key("shard-c"), worker("w"));
         let lease = store.get_lease(&k, &me, long()).await.expect("acquire");
         store
-            .checkpoint(&k, &me, lease.token, &seq("7"))
+            .checkpoint_sequence(&k, &me, lease.token, &seq("7"))
             .await
             .expect("checkpoint");
         hand_edit(&db.0, &store, set);
-        let fetched = store.fetch(&k).await;
+        let fetched = store.fetch_checkpoint(&k).await;
         match &fetched {
             Err(Error::Corrupt { field: f, id, .. }) => {
                 assert_eq!(*f, field, "{set}: wrong field");
@@ -263,7 +266,9 @@ async fn corrupt_rows_are_typed_errors_naming_the_field() {
             other => panic!("{set}: expected Corrupt naming {field}, got {other:?}"),
         }
         // A write over a corrupt row refuses too, and leaves the row as it was.
-        let write = store.checkpoint(&k, &me, lease.token, &seq("8")).await;
+        let write = store
+            .checkpoint_sequence(&k, &me, lease.token, &seq("8"))
+            .await;
         assert_eq!(
             write.map(|_| ()).map_err(|e| e.kind()),
             Err(ErrorKind::Corrupt),
@@ -356,7 +361,7 @@ async fn table_prefix_keeps_stores_apart_and_rejects_injection() {
     let (k, me) = (key("shard-p"), worker("w"));
     a.get_lease(&k, &me, long()).await.expect("acquire in a");
     assert!(
-        b.fetch(&k).await.expect("fetch in b").is_none(),
+        b.fetch_checkpoint(&k).await.expect("fetch in b").is_none(),
         "prefixes share rows"
     );
     for bad in [
@@ -374,7 +379,7 @@ async fn table_prefix_keeps_stores_apart_and_rejects_injection() {
         .expect_err(bad);
         assert_eq!(err.field(), Some("table_prefix"), "{bad:?}: {err}");
     }
-    assert!(a.fetch(&k).await.expect("still there").is_some());
+    assert!(a.fetch_checkpoint(&k).await.expect("still there").is_some());
 }
 
 #[tokio::test]
@@ -413,7 +418,7 @@ async fn a_locked_database_is_a_retryable_error_and_writes_nothing() {
     let (k, me) = (key("shard-busy"), worker("w"));
     let lease = store.get_lease(&k, &me, long()).await.expect("acquire");
     store
-        .checkpoint(&k, &me, lease.token, &seq("1"))
+        .checkpoint_sequence(&k, &me, lease.token, &seq("1"))
         .await
         .expect("checkpoint");
 
@@ -423,7 +428,7 @@ async fn a_locked_database_is_a_retryable_error_and_writes_nothing() {
         .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
         .expect("take the write lock");
     let err = store
-        .checkpoint(&k, &me, lease.token, &seq("2"))
+        .checkpoint_sequence(&k, &me, lease.token, &seq("2"))
         .await
         .expect_err("the write lock is held elsewhere");
     assert_eq!(err.kind(), ErrorKind::Backend, "{err}");
@@ -435,15 +440,15 @@ async fn a_locked_database_is_a_retryable_error_and_writes_nothing() {
 
     // Nothing was written, and the same call now succeeds.
     assert_eq!(
-        store.fetch_checkpoint(&k).await.expect("fetch"),
+        store.fetch_position(&k).await.expect("fetch"),
         Some(seq("1"))
     );
     store
-        .checkpoint(&k, &me, lease.token, &seq("2"))
+        .checkpoint_sequence(&k, &me, lease.token, &seq("2"))
         .await
         .expect("retry after the fault");
     assert_eq!(
-        store.fetch_checkpoint(&k).await.expect("fetch"),
+        store.fetch_position(&k).await.expect("fetch"),
         Some(seq("2"))
     );
 }
@@ -488,7 +493,7 @@ async fn the_background_checkpointer_keeps_the_log_from_growing() {
         for _ in 0..250 {
             n += 1;
             store
-                .checkpoint(&k, &me, token, &seq(&n.to_string()))
+                .checkpoint_sequence(&k, &me, token, &seq(&n.to_string()))
                 .await
                 .expect("checkpoint");
         }
@@ -510,7 +515,7 @@ async fn the_background_checkpointer_keeps_the_log_from_growing() {
     );
     assert!(store.wal_checkpointer_idle().await.expect("idle") >= 20);
     assert_eq!(
-        store.fetch_checkpoint(&k).await.expect("fetch"),
+        store.fetch_position(&k).await.expect("fetch"),
         Some(seq(&n.to_string()))
     );
 }
@@ -524,7 +529,7 @@ async fn the_writer_checkpoints_a_log_that_keeps_growing() {
     // for a running background pass), lets the log start over.
     for n in 1..=3000u64 {
         store
-            .checkpoint(&k, &me, token, &seq(&n.to_string()))
+            .checkpoint_sequence(&k, &me, token, &seq(&n.to_string()))
             .await
             .expect("checkpoint");
     }
@@ -546,7 +551,7 @@ async fn closing_ends_every_thread_and_leaves_a_consistent_file() {
     let (store, k, me, token) = with_threshold(&db.0, 20).await;
     for n in 1..=500u64 {
         store
-            .checkpoint(&k, &me, token, &seq(&n.to_string()))
+            .checkpoint_sequence(&k, &me, token, &seq(&n.to_string()))
             .await
             .expect("checkpoint");
     }
@@ -568,7 +573,7 @@ async fn closing_ends_every_thread_and_leaves_a_consistent_file() {
         .await
         .expect("reopen");
     assert_eq!(
-        store.fetch_checkpoint(&k).await.expect("fetch"),
+        store.fetch_position(&k).await.expect("fetch"),
         Some(seq("500"))
     );
     drop(store);

@@ -7,7 +7,7 @@
 //! once in that order; default `store,raw:1000,raw:0`) and `THROUGHPUT_COUNT` (default
 //! 100000), all with `synchronous=NORMAL` on a fresh file in the temp dir:
 //!
-//! - `store`: [`Checkpointer::checkpoint`] with increasing sequence numbers, one lease;
+//! - `store`: [`Checkpointer::checkpoint_sequence`] with increasing sequence numbers, one lease;
 //! - `store:<pages>`: the same with `SqliteConfig::with_wal_checkpoint_pages(<pages>)`;
 //! - `raw:<pages>`: `BEGIN IMMEDIATE; UPDATE … WHERE owner = ? AND token = ?; COMMIT` on one
 //!   rusqlite connection in this thread, with `wal_autocheckpoint=<pages>` (0: never);
@@ -17,7 +17,7 @@
 use std::time::{Duration, Instant};
 
 use checkpoint_core::conformance::random_app;
-use checkpoint_core::{Checkpointer, LeaseDuration, LeaseKey, Position, WorkerId};
+use checkpoint_core::{Checkpointer, LeaseDuration, LeaseKey, LeaseManager, Position, WorkerId};
 use checkpoint_sqlite::{SqliteConfig, SqliteStore, Synchronous, rusqlite};
 
 struct TempDb(std::path::PathBuf);
@@ -59,7 +59,7 @@ async fn store_rate(synchronous: Synchronous, count: u64, wal_pages: Option<u32>
     for i in 1..=count {
         let position = Position::sequence(&i.to_string()).expect("sequence");
         store
-            .checkpoint(&key, &me, lease.token, &position)
+            .checkpoint_sequence(&key, &me, lease.token, &position)
             .await
             .expect("checkpoint");
     }

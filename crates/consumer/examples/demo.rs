@@ -3,11 +3,11 @@
 //! for at the end.
 //!
 //! ```text
-//! cargo run --release -p consumer --example demo                      # SQLite file in the temp dir
-//! cargo run --release -p consumer --example demo -- --store memory://
-//! cargo run --release -p consumer --features postgres --example demo -- --store postgres://postgres@127.0.0.1:5432/test
-//! cargo run --release -p consumer --features redis --example demo -- --store redis://127.0.0.1:6379/
-//! cargo run --release -p consumer --features dynamodb --example demo -- \
+//! cargo run --release -p checkpoint-consumer --example demo                      # SQLite file in the temp dir
+//! cargo run --release -p checkpoint-consumer --example demo -- --store memory://
+//! cargo run --release -p checkpoint-consumer --features postgres --example demo -- --store postgres://postgres@127.0.0.1:5432/test
+//! cargo run --release -p checkpoint-consumer --features redis --example demo -- --store redis://127.0.0.1:6379/
+//! cargo run --release -p checkpoint-consumer --features dynamodb --example demo -- \
 //!     --store 'dynamodb://consumer-demo?endpoint=http%3A%2F%2F127.0.0.1%3A5055'
 //! ```
 //!
@@ -74,10 +74,10 @@ async fn run(url: &str) -> checkpoint_core::Result<ExitCode> {
         [0, 1, 2, 3].map(|_| Arc::new(db.open(app.clone())) as Arc<dyn Store>)
     } else {
         [
-            consumer::connect(url, app.clone()).await?,
-            consumer::connect(url, app.clone()).await?,
-            consumer::connect(url, app.clone()).await?,
-            consumer::connect(url, app.clone()).await?,
+            checkpoint_consumer::connect(url, app.clone()).await?,
+            checkpoint_consumer::connect(url, app.clone()).await?,
+            checkpoint_consumer::connect(url, app.clone()).await?,
+            checkpoint_consumer::connect(url, app.clone()).await?,
         ]
     };
     let capabilities = stores[0].capabilities();

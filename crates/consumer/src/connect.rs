@@ -16,7 +16,7 @@ const SCHEMES: &[(&str, &str)] = &[
 ];
 
 /// Opens the store for `app` named by `url`; each backend's `connect` also runs
-/// [`Checkpointer::init`](checkpoint_core::Checkpointer::init), so the store is ready to use:
+/// [`LeaseManager::init`](checkpoint_core::LeaseManager::init), so the store is ready to use:
 ///
 /// | URL | backend | cargo feature |
 /// | --- | --- | --- |

@@ -34,7 +34,7 @@
 //! use std::sync::Arc;
 //! use async_trait::async_trait;
 //! use checkpoint_core::{AppName, LeaseKey, StreamName, WorkerId};
-//! use consumer::{
+//! use checkpoint_consumer::{
 //!     InitializeInput, MemoryStream, ProcessorError, Record, RecordProcessor, ShardCheckpointer,
 //!     ShutdownReason, Worker, WorkerConfig,
 //! };
@@ -64,7 +64,7 @@
 //! }
 //!
 //! # async fn run() -> checkpoint_core::Result<()> {
-//! let store = consumer::connect("sqlite://checkpoints.db", AppName::new("printer")?).await?;
+//! let store = checkpoint_consumer::connect("sqlite://checkpoints.db", AppName::new("printer")?).await?;
 //! let stream = Arc::new(MemoryStream::new(StreamName::new("orders")?, 4)?);
 //! let config = WorkerConfig::builder().build()?;
 //! let worker = Worker::new(WorkerId::new("worker-1")?, store, stream, |_: &LeaseKey| Printer, config);

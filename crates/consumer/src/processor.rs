@@ -248,7 +248,7 @@ impl ShardCheckpointer {
             .backoff
             .retry(|_| {
                 self.store
-                    .checkpoint(&self.key, &self.worker, self.token, position)
+                    .checkpoint_sequence(&self.key, &self.worker, self.token, position)
             })
             .await;
         match result {

@@ -428,7 +428,7 @@ async fn sync_shards(shared: &Shared) -> Result<()> {
     for lease in &leases {
         if !listed.contains(&lease.key.shard) && lease.checkpoint == Some(Position::ShardEnd) {
             shared
-                .retry(|_| shared.store.delete_lease(&lease.key))
+                .retry(|_| shared.store.remove_lease_info(&lease.key))
                 .await?;
             tracing::info!(key = %lease.key, "lease deleted: shard ended and left the stream");
         }
@@ -724,7 +724,7 @@ async fn run_shard(shared: Arc<Shared>, lease: Lease, signal: LeaseSignal) {
 
 async fn release(shared: &Shared, key: &LeaseKey, token: FencingToken) {
     match shared
-        .retry(|_| shared.store.release(key, &shared.id, token))
+        .retry(|_| shared.store.remove_lease_owner(key, &shared.id, token))
         .await
     {
         Ok(_) => {
@@ -744,7 +744,10 @@ async fn process_shard(shared: &Shared, lease: &Lease, signal: &LeaseSignal) -> 
     // The taker checked the parents on a listing; check again on fresh reads before starting.
     for parent in &lease.parents {
         let parent_key = shared.key(parent);
-        match shared.retry(|_| shared.store.fetch(&parent_key)).await {
+        match shared
+            .retry(|_| shared.store.fetch_checkpoint(&parent_key))
+            .await
+        {
             Ok(Some(p)) if p.checkpoint != Some(Position::ShardEnd) => return End::NotReady,
             Ok(_) => {}
             Err(e) => {

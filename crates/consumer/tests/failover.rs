@@ -39,10 +39,10 @@ static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 )]
 async fn open_four(url: &str, app: &AppName) -> Result<[Arc<dyn Store>; 4]> {
     Ok([
-        consumer::connect(url, app.clone()).await?,
-        consumer::connect(url, app.clone()).await?,
-        consumer::connect(url, app.clone()).await?,
-        consumer::connect(url, app.clone()).await?,
+        checkpoint_consumer::connect(url, app.clone()).await?,
+        checkpoint_consumer::connect(url, app.clone()).await?,
+        checkpoint_consumer::connect(url, app.clone()).await?,
+        checkpoint_consumer::connect(url, app.clone()).await?,
     ])
 }
 

@@ -13,12 +13,12 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use aws_sdk_kinesis::primitives::Blob;
-use checkpoint_core::conformance::{backend_unavailable, random_app};
-use checkpoint_core::{LeaseKey, MemoryStore, Position, ShardId, StreamName, WorkerId};
-use consumer::{
+use checkpoint_consumer::{
     InitializeInput, KinesisSource, ProcessorError, Record, RecordProcessor, ShardCheckpointer,
     ShardSource, ShutdownReason, Worker, WorkerConfig,
 };
+use checkpoint_core::conformance::{backend_unavailable, random_app};
+use checkpoint_core::{LeaseKey, MemoryStore, Position, ShardId, StreamName, WorkerId};
 
 const HOW: &str = "set CHECKPOINT_KINESIS_ENDPOINT (or CHECKPOINT_DYNAMO_ENDPOINT) to a moto server, \
                    e.g. `moto_server -p 5055` and http://127.0.0.1:5055";
@@ -280,7 +280,7 @@ async fn a_worker_consumes_a_resharded_stream_in_order() {
     worker.shutdown().await.expect("graceful shutdown");
 
     let key = LeaseKey::new(source.stream().clone(), parent.clone());
-    let lease = checkpoint_core::Checkpointer::fetch(store.as_ref(), &key)
+    let lease = checkpoint_core::Checkpointer::fetch_checkpoint(store.as_ref(), &key)
         .await
         .expect("fetch")
         .expect("the parent has a lease");

@@ -6,15 +6,15 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use checkpoint_consumer::{
+    Balance, InitializeInput, MemoryStream, ProcessorError, Record, RecordProcessor,
+    ShardCheckpointer, ShutdownReason, Worker, WorkerConfig, WorkerHandle,
+};
 use checkpoint_core::conformance::random_app;
 use checkpoint_core::{
     AppName, Capabilities, Checkpointer, Error, FencingToken, HeartbeatTtl, Lease, LeaseDuration,
-    LeaseKey, Membership, MemoryStore, Position, RenewOutcome, Result, ShardId, Store, StreamName,
-    WorkerId,
-};
-use consumer::{
-    Balance, InitializeInput, MemoryStream, ProcessorError, Record, RecordProcessor,
-    ShardCheckpointer, ShutdownReason, Worker, WorkerConfig, WorkerHandle,
+    LeaseKey, LeaseManager, Membership, MemoryStore, Position, RenewOutcome, Result, ShardId,
+    Store, StreamName, WorkerId,
 };
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -114,7 +114,7 @@ fn id(name: &str) -> WorkerId {
     WorkerId::new(name).unwrap()
 }
 
-fn config() -> consumer::WorkerConfigBuilder {
+fn config() -> checkpoint_consumer::WorkerConfigBuilder {
     WorkerConfig::builder()
         .with_lease_duration(Duration::from_millis(800))
         .with_renew_interval(Duration::from_millis(100))
@@ -174,7 +174,7 @@ async fn a_lost_lease_stops_its_processor_and_fences_its_writes() {
     )
     .await;
     let key = LeaseKey::new(stream_name(&stream), stream.open_shards()[0].clone());
-    let held = store.fetch(&key).await.unwrap().unwrap();
+    let held = store.fetch_checkpoint(&key).await.unwrap().unwrap();
     // Another worker takes the lease (as a balancer's steal would).
     let intruder = id("intruder");
     let long = LeaseDuration::new(Duration::from_secs(60)).unwrap();
@@ -201,7 +201,7 @@ async fn a_lost_lease_stops_its_processor_and_fences_its_writes() {
         worker.held_leases().is_empty()
     })
     .await;
-    let after = store.fetch(&key).await.unwrap().unwrap();
+    let after = store.fetch_checkpoint(&key).await.unwrap().unwrap();
     assert_eq!(after.owner, Some(intruder));
     assert_eq!(after.token, stolen.token);
     assert_eq!(
@@ -218,7 +218,7 @@ async fn a_lost_lease_stops_its_processor_and_fences_its_writes() {
 }
 
 fn stream_name(stream: &MemoryStream) -> StreamName {
-    consumer::ShardSource::stream(stream).clone()
+    checkpoint_consumer::ShardSource::stream(stream).clone()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -405,7 +405,7 @@ struct FlakyStore {
 }
 
 #[async_trait]
-impl Checkpointer for FlakyStore {
+impl LeaseManager for FlakyStore {
     fn app(&self) -> &AppName {
         self.inner.app()
     }
@@ -456,35 +456,19 @@ impl Checkpointer for FlakyStore {
         }
         self.inner.renew_many(w, leases, d).await
     }
-    async fn checkpoint(
+    async fn remove_lease_owner(
         &self,
         k: &LeaseKey,
         w: &WorkerId,
         t: FencingToken,
-        p: &Position,
     ) -> Result<Lease> {
-        self.inner.checkpoint(k, w, t, p).await
+        self.inner.remove_lease_owner(k, w, t).await
     }
-    async fn prepare_checkpoint(
-        &self,
-        k: &LeaseKey,
-        w: &WorkerId,
-        t: FencingToken,
-        p: &Position,
-    ) -> Result<Lease> {
-        self.inner.prepare_checkpoint(k, w, t, p).await
+    async fn evict_lease(&self, k: &LeaseKey) -> Result<Lease> {
+        self.inner.evict_lease(k).await
     }
-    async fn fetch(&self, k: &LeaseKey) -> Result<Option<Lease>> {
-        self.inner.fetch(k).await
-    }
-    async fn release(&self, k: &LeaseKey, w: &WorkerId, t: FencingToken) -> Result<Lease> {
-        self.inner.release(k, w, t).await
-    }
-    async fn force_release(&self, k: &LeaseKey) -> Result<Lease> {
-        self.inner.force_release(k).await
-    }
-    async fn delete_lease(&self, k: &LeaseKey) -> Result<()> {
-        self.inner.delete_lease(k).await
+    async fn remove_lease_info(&self, k: &LeaseKey) -> Result<()> {
+        self.inner.remove_lease_info(k).await
     }
     async fn list_leases(&self, s: Option<&StreamName>) -> Result<Vec<Lease>> {
         self.inner.list_leases(s).await
@@ -501,6 +485,31 @@ impl Checkpointer for FlakyStore {
     }
     async fn claim(&self, k: &LeaseKey, claimant: &WorkerId) -> Result<Lease> {
         self.inner.claim(k, claimant).await
+    }
+}
+
+#[async_trait]
+impl Checkpointer for FlakyStore {
+    async fn checkpoint_sequence(
+        &self,
+        k: &LeaseKey,
+        w: &WorkerId,
+        t: FencingToken,
+        p: &Position,
+    ) -> Result<Lease> {
+        self.inner.checkpoint_sequence(k, w, t, p).await
+    }
+    async fn prepare_checkpoint(
+        &self,
+        k: &LeaseKey,
+        w: &WorkerId,
+        t: FencingToken,
+        p: &Position,
+    ) -> Result<Lease> {
+        self.inner.prepare_checkpoint(k, w, t, p).await
+    }
+    async fn fetch_checkpoint(&self, k: &LeaseKey) -> Result<Option<Lease>> {
+        self.inner.fetch_checkpoint(k).await
     }
     async fn reset_checkpoint(&self, k: &LeaseKey, p: Option<&Position>) -> Result<Lease> {
         self.inner.reset_checkpoint(k, p).await
@@ -578,7 +587,7 @@ async fn the_lease_of_an_ended_shard_is_deleted_when_the_stream_drops_it() {
     let key = LeaseKey::new(stream_name(&stream), parent.clone());
     wait_until(Duration::from_secs(5), "the parent ended", async || {
         store
-            .fetch(&key)
+            .fetch_checkpoint(&key)
             .await
             .unwrap()
             .is_some_and(|l| l.checkpoint == Some(Position::ShardEnd))
@@ -588,7 +597,7 @@ async fn the_lease_of_an_ended_shard_is_deleted_when_the_stream_drops_it() {
     wait_until(
         Duration::from_secs(5),
         "the parent's lease is deleted",
-        async || store.fetch(&key).await.unwrap().is_none(),
+        async || store.fetch_checkpoint(&key).await.unwrap().is_none(),
     )
     .await;
     wait_until(

@@ -1,4 +1,4 @@
-//! The conformance suite: `SPEC.md` as tests, runnable against any store.
+//! The conformance suite: the contract ([`crate::contract`]) as tests, runnable against any store.
 //!
 //! Every scenario is a plain public async function over a [`StoreFactory`] that returns
 //! `Err(Failure)` instead of panicking, so the suite can also be run against deliberately broken
@@ -36,7 +36,7 @@ pub use scenarios::*;
 
 /// Opens store handles for the suite. Each call with the same app must reach the same data (a
 /// new connection to the same database), so durability and isolation can be tested; the returned
-/// store must already be initialised ([`crate::Checkpointer::init`]).
+/// store must already be initialised ([`crate::LeaseManager::init`]).
 #[async_trait]
 pub trait StoreFactory: Send + Sync {
     /// A new handle for `app`.

@@ -219,7 +219,7 @@ fn ttl() -> HeartbeatTtl {
 async fn token(model: &MemoryStore, key: &LeaseKey, tok: Tok) -> FencingToken {
     use crate::store::Checkpointer;
     let current = model
-        .fetch(key)
+        .fetch_checkpoint(key)
         .await
         .ok()
         .flatten()
@@ -281,7 +281,7 @@ async fn apply(store: &dyn Store, op: &Op, tok: &[FencingToken]) -> String {
             ..
         } => observe(
             store
-                .checkpoint(&lease_key(*key), &worker(*w), tok[0], &position(pos))
+                .checkpoint_sequence(&lease_key(*key), &worker(*w), tok[0], &position(pos))
                 .await,
             |l| view(&l),
         ),
@@ -296,17 +296,19 @@ async fn apply(store: &dyn Store, op: &Op, tok: &[FencingToken]) -> String {
                 .await,
             |l| view(&l),
         ),
-        Op::Fetch { key } => observe(store.fetch(&lease_key(*key)).await, |l| {
+        Op::Fetch { key } => observe(store.fetch_checkpoint(&lease_key(*key)).await, |l| {
             format!("{:?}", l.as_ref().map(view))
         }),
         Op::Release { key, worker: w, .. } => observe(
-            store.release(&lease_key(*key), &worker(*w), tok[0]).await,
+            store
+                .remove_lease_owner(&lease_key(*key), &worker(*w), tok[0])
+                .await,
             |l| view(&l),
         ),
         Op::ForceRelease { key } => {
-            observe(store.force_release(&lease_key(*key)).await, |l| view(&l))
+            observe(store.evict_lease(&lease_key(*key)).await, |l| view(&l))
         }
-        Op::Delete { key } => observe(store.delete_lease(&lease_key(*key)).await, |()| {
+        Op::Delete { key } => observe(store.remove_lease_info(&lease_key(*key)).await, |()| {
             String::new()
         }),
         Op::List { stream } => {

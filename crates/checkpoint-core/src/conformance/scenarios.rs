@@ -1,4 +1,4 @@
-//! The scenarios, one public async function per invariant or operation of `SPEC.md`.
+//! The scenarios, one public async function per invariant or operation of the contract ([`crate::contract`]).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -51,7 +51,9 @@ pub fn all() -> Vec<Scenario> {
         ("release_keeps_checkpoint_and_token", |f| {
             Box::pin(release_keeps_checkpoint_and_token(f))
         }),
-        ("delete_lease_rules", |f| Box::pin(delete_lease_rules(f))),
+        ("remove_lease_info_rules", |f| {
+            Box::pin(remove_lease_info_rules(f))
+        }),
         ("list_leases_paginated", |f| {
             Box::pin(list_leases_paginated(f))
         }),
@@ -140,7 +142,7 @@ fn expect_err<T: std::fmt::Debug>(
 /// Fetches a record that must exist.
 async fn fetch(store: &dyn Store, key: &LeaseKey) -> std::result::Result<Lease, Failure> {
     store
-        .fetch(key)
+        .fetch_checkpoint(key)
         .await?
         .ok_or_else(|| Failure(format!("lease {key} vanished")))
 }
@@ -203,7 +205,7 @@ pub async fn init_is_idempotent(factory: &dyn StoreFactory) -> Outcome {
     );
     stores[3].init().await?;
     ensure!(
-        stores[5].fetch(&k).await?.is_some(),
+        stores[5].fetch_checkpoint(&k).await?.is_some(),
         "init dropped existing records"
     );
     Ok(())
@@ -460,7 +462,7 @@ async fn exact_count_task(
             }
             Err(e) => return Err(Failure(format!("{me} get_lease: {e}"))),
         };
-        let current = match store.fetch(k).await?.and_then(|l| l.checkpoint) {
+        let current = match store.fetch_checkpoint(k).await?.and_then(|l| l.checkpoint) {
             Some(Position::Sequence { sequence, .. }) => {
                 sequence.as_str().parse::<u64>().unwrap_or(0)
             }
@@ -468,7 +470,7 @@ async fn exact_count_task(
         };
         let next = seq(&(current + 1).to_string());
         store
-            .checkpoint(k, me, lease.token, &next)
+            .checkpoint_sequence(k, me, lease.token, &next)
             .await
             .map_err(|e| {
                 Failure(format!(
@@ -481,7 +483,7 @@ async fn exact_count_task(
             .await
             .map_err(|e| Failure(format!("{me} renew: {e}")))?;
         store
-            .release(k, me, lease.token)
+            .remove_lease_owner(k, me, lease.token)
             .await
             .map_err(|e| Failure(format!("{me} release: {e}")))?;
         done += 1;
@@ -536,7 +538,7 @@ pub async fn renew_rules(factory: &dyn StoreFactory) -> Outcome {
         "renew of an absent lease",
     )?;
     ensure!(
-        store.fetch(&key("s", "absent")).await?.is_none(),
+        store.fetch_checkpoint(&key("s", "absent")).await?.is_none(),
         "renew created a record"
     );
     Ok(())
@@ -570,7 +572,9 @@ pub async fn fencing_after_expiry_takeover(factory: &dyn StoreFactory) -> Outcom
     let k = key("s", "shard-e");
     let (a, b) = (worker("a"), worker("b"));
     let old = store.get_lease(&k, &a, short()).await?;
-    store.checkpoint(&k, &a, old.token, &seq("100")).await?;
+    store
+        .checkpoint_sequence(&k, &a, old.token, &seq("100"))
+        .await?;
     let new = acquire_when_expired(&*store, &k, &b, long()).await?;
     ensure!(
         new.token > old.token,
@@ -588,7 +592,9 @@ pub async fn fencing_after_expiry_takeover(factory: &dyn StoreFactory) -> Outcom
         &*store,
         &k,
         &before,
-        store.checkpoint(&k, &a, old.token, &seq("200")).await,
+        store
+            .checkpoint_sequence(&k, &a, old.token, &seq("200"))
+            .await,
         "stale checkpoint",
     )
     .await?;
@@ -614,7 +620,7 @@ pub async fn fencing_after_expiry_takeover(factory: &dyn StoreFactory) -> Outcom
         &*store,
         &k,
         &before,
-        store.release(&k, &a, old.token).await,
+        store.remove_lease_owner(&k, &a, old.token).await,
         "stale release",
     )
     .await?;
@@ -658,7 +664,9 @@ pub async fn fencing_after_steal(factory: &dyn StoreFactory) -> Outcome {
         &*store,
         &k,
         &before,
-        store.checkpoint(&k, &a, old.token, &seq("5")).await,
+        store
+            .checkpoint_sequence(&k, &a, old.token, &seq("5"))
+            .await,
         "checkpoint after steal",
     )
     .await?;
@@ -682,7 +690,7 @@ pub async fn fencing_after_steal(factory: &dyn StoreFactory) -> Outcome {
         &*store,
         &k,
         &before,
-        store.release(&k, &a, old.token).await,
+        store.remove_lease_owner(&k, &a, old.token).await,
         "release after steal",
     )
     .await?;
@@ -691,7 +699,9 @@ pub async fn fencing_after_steal(factory: &dyn StoreFactory) -> Outcome {
         ErrorKind::LeaseHeld,
         "get_lease by the robbed worker",
     )?;
-    store.checkpoint(&k, &b, stolen.token, &seq("5")).await?;
+    store
+        .checkpoint_sequence(&k, &b, stolen.token, &seq("5"))
+        .await?;
     Ok(())
 }
 
@@ -705,8 +715,10 @@ pub async fn fencing_after_out_of_band_bump(factory: &dyn StoreFactory) -> Outco
     let k = key("s", "shard-o");
     let a = worker("a");
     let zombie = store.get_lease(&k, &a, long()).await?;
-    store.checkpoint(&k, &a, zombie.token, &seq("10")).await?;
-    admin.force_release(&k).await?;
+    store
+        .checkpoint_sequence(&k, &a, zombie.token, &seq("10"))
+        .await?;
+    admin.evict_lease(&k).await?;
     let fresh = store.get_lease(&k, &a, long()).await?;
     ensure!(
         fresh.token == zombie.token.next(),
@@ -717,7 +729,9 @@ pub async fn fencing_after_out_of_band_bump(factory: &dyn StoreFactory) -> Outco
         &*store,
         &k,
         &before,
-        store.checkpoint(&k, &a, zombie.token, &seq("11")).await,
+        store
+            .checkpoint_sequence(&k, &a, zombie.token, &seq("11"))
+            .await,
         "zombie checkpoint",
     )
     .await?;
@@ -733,11 +747,13 @@ pub async fn fencing_after_out_of_band_bump(factory: &dyn StoreFactory) -> Outco
         &*store,
         &k,
         &before,
-        store.release(&k, &a, zombie.token).await,
+        store.remove_lease_owner(&k, &a, zombie.token).await,
         "zombie release",
     )
     .await?;
-    store.checkpoint(&k, &a, fresh.token, &seq("11")).await?;
+    store
+        .checkpoint_sequence(&k, &a, fresh.token, &seq("11"))
+        .await?;
     Ok(())
 }
 
@@ -784,7 +800,7 @@ pub async fn steal_rules(factory: &dyn StoreFactory) -> Outcome {
         ErrorKind::LeaseChanged,
         "steal on a stale view",
     )?;
-    store.release(&k, &b, stolen.token).await?;
+    store.remove_lease_owner(&k, &b, stolen.token).await?;
     expect_err(
         store.steal(&k, &c, &b, stolen.token, long()).await,
         ErrorKind::LeaseChanged,
@@ -798,7 +814,7 @@ pub async fn steal_rules(factory: &dyn StoreFactory) -> Outcome {
         "steal of an absent lease",
     )?;
     ensure!(
-        store.fetch(&key("s", "absent")).await?.is_none(),
+        store.fetch_checkpoint(&key("s", "absent")).await?.is_none(),
         "steal created a record"
     );
     Ok(())
@@ -817,17 +833,19 @@ pub async fn monotonic_positions(factory: &dyn StoreFactory) -> Outcome {
         .create_lease_if_absent(&k, &[], Some(&Position::Latest))
         .await?;
     let t = store.get_lease(&k, &a, long()).await?.token;
-    let l = store.checkpoint(&k, &a, t, &Position::TrimHorizon).await?;
+    let l = store
+        .checkpoint_sequence(&k, &a, t, &Position::TrimHorizon)
+        .await?;
     ensure!(
         l.checkpoint == Some(Position::TrimHorizon),
         "initial position not replaced"
     );
-    let l = store.checkpoint(&k, &a, t, &seq("9")).await?;
+    let l = store.checkpoint_sequence(&k, &a, t, &seq("9")).await?;
     ensure!(
         l.owner_switches_since_checkpoint == 0,
         "checkpoint did not reset owner switches"
     );
-    store.checkpoint(&k, &a, t, &seq("10")).await?;
+    store.checkpoint_sequence(&k, &a, t, &seq("10")).await?;
     let before = fetch(&*store, &k).await?;
     let regressions = [
         (seq("9"), "9 after 10 (compared as text?)"),
@@ -836,7 +854,7 @@ pub async fn monotonic_positions(factory: &dyn StoreFactory) -> Outcome {
     ];
     for (p, what) in regressions {
         let e = expect_err(
-            store.checkpoint(&k, &a, t, &p).await,
+            store.checkpoint_sequence(&k, &a, t, &p).await,
             ErrorKind::CheckpointRegression,
             what,
         )?;
@@ -854,24 +872,24 @@ pub async fn monotonic_positions(factory: &dyn StoreFactory) -> Outcome {
             "{what} changed the record"
         );
     }
-    store.checkpoint(&k, &a, t, &seq("0010")).await?;
+    store.checkpoint_sequence(&k, &a, t, &seq("0010")).await?;
     ensure!(
         fetch(&*store, &k).await?.checkpoint == Some(seq("10")),
         "leading zeros changed the value"
     );
     store
-        .checkpoint(&k, &a, t, &Position::sequence_with_sub("10", 5)?)
+        .checkpoint_sequence(&k, &a, t, &Position::sequence_with_sub("10", 5)?)
         .await?;
     let before = fetch(&*store, &k).await?;
     expect_err(
         store
-            .checkpoint(&k, &a, t, &Position::sequence_with_sub("10", 4)?)
+            .checkpoint_sequence(&k, &a, t, &Position::sequence_with_sub("10", 4)?)
             .await,
         ErrorKind::CheckpointRegression,
         "lower sub-sequence",
     )?;
     expect_err(
-        store.checkpoint(&k, &a, t, &seq("10")).await,
+        store.checkpoint_sequence(&k, &a, t, &seq("10")).await,
         ErrorKind::CheckpointRegression,
         "sub-sequence 0 after 5",
     )?;
@@ -880,10 +898,10 @@ pub async fn monotonic_positions(factory: &dyn StoreFactory) -> Outcome {
         "a refused sub-sequence changed the record"
     );
     store
-        .checkpoint(&k, &a, t, &Position::sequence_with_sub("11", 0)?)
+        .checkpoint_sequence(&k, &a, t, &Position::sequence_with_sub("11", 0)?)
         .await?;
     store
-        .checkpoint(&k, &a, t, &Position::sequence_with_sub("11", u64::MAX)?)
+        .checkpoint_sequence(&k, &a, t, &Position::sequence_with_sub("11", u64::MAX)?)
         .await?;
     ensure!(
         fetch(&*store, &k).await?.checkpoint == Some(Position::sequence_with_sub("11", u64::MAX)?),
@@ -891,15 +909,15 @@ pub async fn monotonic_positions(factory: &dyn StoreFactory) -> Outcome {
     );
     let big = "9".repeat(127);
     let bigger = format!("1{}", "0".repeat(127));
-    store.checkpoint(&k, &a, t, &seq(&big)).await?;
-    store.checkpoint(&k, &a, t, &seq(&bigger)).await?;
+    store.checkpoint_sequence(&k, &a, t, &seq(&big)).await?;
+    store.checkpoint_sequence(&k, &a, t, &seq(&bigger)).await?;
     expect_err(
-        store.checkpoint(&k, &a, t, &seq(&big)).await,
+        store.checkpoint_sequence(&k, &a, t, &seq(&big)).await,
         ErrorKind::CheckpointRegression,
         "127 nines after 10^127",
     )?;
     let max = "9".repeat(128);
-    store.checkpoint(&k, &a, t, &seq(&max)).await?;
+    store.checkpoint_sequence(&k, &a, t, &seq(&max)).await?;
     ensure!(
         fetch(&*store, &k).await?.checkpoint == Some(seq(&max)),
         "128-digit sequence did not round-trip"
@@ -914,18 +932,24 @@ pub async fn shard_end_is_terminal(factory: &dyn StoreFactory) -> Outcome {
     let k = key("s", "shard-x");
     let a = worker("a");
     let t = store.get_lease(&k, &a, long()).await?.token;
-    store.checkpoint(&k, &a, t, &seq("42")).await?;
-    store.checkpoint(&k, &a, t, &Position::ShardEnd).await?;
-    store.checkpoint(&k, &a, t, &Position::ShardEnd).await?;
+    store.checkpoint_sequence(&k, &a, t, &seq("42")).await?;
+    store
+        .checkpoint_sequence(&k, &a, t, &Position::ShardEnd)
+        .await?;
+    store
+        .checkpoint_sequence(&k, &a, t, &Position::ShardEnd)
+        .await?;
     let before = fetch(&*store, &k).await?;
     let huge = seq(&"9".repeat(128));
     expect_err(
-        store.checkpoint(&k, &a, t, &huge).await,
+        store.checkpoint_sequence(&k, &a, t, &huge).await,
         ErrorKind::CheckpointRegression,
         "sequence after SHARD_END",
     )?;
     expect_err(
-        store.checkpoint(&k, &a, t, &Position::Latest).await,
+        store
+            .checkpoint_sequence(&k, &a, t, &Position::Latest)
+            .await,
         ErrorKind::CheckpointRegression,
         "LATEST after SHARD_END",
     )?;
@@ -950,7 +974,7 @@ pub async fn prepare_checkpoint_two_phase(factory: &dyn StoreFactory) -> Outcome
     let k = key("s", "shard-p");
     let (a, b) = (worker("a"), worker("b"));
     let t = store.get_lease(&k, &a, long()).await?.token;
-    store.checkpoint(&k, &a, t, &seq("10")).await?;
+    store.checkpoint_sequence(&k, &a, t, &seq("10")).await?;
     expect_err(
         store.prepare_checkpoint(&k, &a, t, &seq("9")).await,
         ErrorKind::CheckpointRegression,
@@ -976,7 +1000,9 @@ pub async fn prepare_checkpoint_two_phase(factory: &dyn StoreFactory) -> Outcome
         "stale prepare",
     )
     .await?;
-    let l = other.checkpoint(&k, &b, stolen.token, &seq("20")).await?;
+    let l = other
+        .checkpoint_sequence(&k, &b, stolen.token, &seq("20"))
+        .await?;
     ensure!(
         l.pending_checkpoint.is_none(),
         "checkpoint did not clear the pending position"
@@ -998,8 +1024,8 @@ pub async fn release_keeps_checkpoint_and_token(factory: &dyn StoreFactory) -> O
     let k = key("s", "shard-l");
     let (a, b) = (worker("a"), worker("b"));
     let t = store.get_lease(&k, &a, long()).await?.token;
-    store.checkpoint(&k, &a, t, &seq("7")).await?;
-    let released = store.release(&k, &a, t).await?;
+    store.checkpoint_sequence(&k, &a, t, &seq("7")).await?;
+    let released = store.remove_lease_owner(&k, &a, t).await?;
     ensure!(
         released.owner.is_none() && released.deadline.is_none(),
         "release left {released:?}"
@@ -1008,7 +1034,7 @@ pub async fn release_keeps_checkpoint_and_token(factory: &dyn StoreFactory) -> O
         released.token == t && released.checkpoint == Some(seq("7")),
         "release lost token or checkpoint: {released:?}"
     );
-    let again = store.release(&k, &a, t).await?;
+    let again = store.remove_lease_owner(&k, &a, t).await?;
     ensure!(
         again == fetch(&*store, &k).await?,
         "repeated release returned a different record"
@@ -1025,17 +1051,17 @@ pub async fn release_keeps_checkpoint_and_token(factory: &dyn StoreFactory) -> O
         &*store,
         &k,
         &before,
-        store.release(&k, &a, t).await,
+        store.remove_lease_owner(&k, &a, t).await,
         "release by the previous holder",
     )
     .await?;
-    let forced = store.force_release(&k).await?;
+    let forced = store.evict_lease(&k).await?;
     ensure!(
         forced.owner.is_none() && forced.token == taken.token,
         "force release left {forced:?}"
     );
     expect_err(
-        store.force_release(&key("s", "absent")).await,
+        store.evict_lease(&key("s", "absent")).await,
         ErrorKind::NotFound,
         "force release of an absent lease",
     )?;
@@ -1044,19 +1070,19 @@ pub async fn release_keeps_checkpoint_and_token(factory: &dyn StoreFactory) -> O
 
 /// Operation 8: delete removes the record; deleting an absent one is fine; a holder's writes
 /// after the delete fail and never recreate the record.
-pub async fn delete_lease_rules(factory: &dyn StoreFactory) -> Outcome {
+pub async fn remove_lease_info_rules(factory: &dyn StoreFactory) -> Outcome {
     let (_, store) = open(factory, "delete").await?;
     let k = key("s", "shard-d");
     let a = worker("a");
     let t = store.get_lease(&k, &a, long()).await?.token;
-    store.delete_lease(&k).await?;
+    store.remove_lease_info(&k).await?;
     ensure!(
-        store.fetch(&k).await?.is_none(),
+        store.fetch_checkpoint(&k).await?.is_none(),
         "deleted lease still fetched"
     );
-    store.delete_lease(&k).await?;
+    store.remove_lease_info(&k).await?;
     expect_err(
-        store.checkpoint(&k, &a, t, &seq("1")).await,
+        store.checkpoint_sequence(&k, &a, t, &seq("1")).await,
         ErrorKind::LeaseLost,
         "checkpoint after delete",
     )?;
@@ -1071,7 +1097,7 @@ pub async fn delete_lease_rules(factory: &dyn StoreFactory) -> Outcome {
         "renew after delete",
     )?;
     expect_err(
-        store.release(&k, &a, t).await,
+        store.remove_lease_owner(&k, &a, t).await,
         ErrorKind::LeaseLost,
         "release after delete",
     )?;
@@ -1081,7 +1107,7 @@ pub async fn delete_lease_rules(factory: &dyn StoreFactory) -> Outcome {
         "claim after delete",
     )?;
     ensure!(
-        store.fetch(&k).await?.is_none(),
+        store.fetch_checkpoint(&k).await?.is_none(),
         "a write after delete recreated the record"
     );
     ensure!(
@@ -1159,8 +1185,8 @@ pub async fn claim_hand_off(factory: &dyn StoreFactory) -> Outcome {
         many.renewed.len() == 1 && many.renewed[0].claim.as_ref() == Some(&b),
         "renew_many hides the claim: {many:?}"
     );
-    store.checkpoint(&k, &a, t, &seq("77")).await?;
-    store.release(&k, &a, t).await?;
+    store.checkpoint_sequence(&k, &a, t, &seq("77")).await?;
+    store.remove_lease_owner(&k, &a, t).await?;
     let taken = store.get_lease(&k, &b, long()).await?;
     ensure!(
         taken.token == t.next() && taken.claim.is_none(),
@@ -1190,7 +1216,7 @@ pub async fn renew_many_reports_lost(factory: &dyn StoreFactory) -> Outcome {
         batch.push((k, l.token));
     }
     let stolen = store.steal(&batch[4].0, &b, &a, batch[4].1, long()).await?;
-    store.delete_lease(&batch[5].0).await?;
+    store.remove_lease_info(&batch[5].0).await?;
     batch.push((key("s", "never-existed"), FencingToken(1)));
     batch.reverse();
     let outcome = store.renew_many(&a, &batch, long()).await?;
@@ -1226,8 +1252,14 @@ pub async fn renew_many_reports_lost(factory: &dyn StoreFactory) -> Outcome {
         "renew_many touched a stolen lease: {after:?}"
     );
     ensure!(
-        store.fetch(&key("s", "shard-5")).await?.is_none()
-            && store.fetch(&key("s", "never-existed")).await?.is_none(),
+        store
+            .fetch_checkpoint(&key("s", "shard-5"))
+            .await?
+            .is_none()
+            && store
+                .fetch_checkpoint(&key("s", "never-existed"))
+                .await?
+                .is_none(),
         "renew_many created records"
     );
     let empty = store.renew_many(&a, &[], long()).await?;
@@ -1245,13 +1277,15 @@ pub async fn admin_reset_checkpoint(factory: &dyn StoreFactory) -> Outcome {
     let k = key("s", "shard-z");
     let a = worker("a");
     let t = store.get_lease(&k, &a, long()).await?.token;
-    store.checkpoint(&k, &a, t, &Position::ShardEnd).await?;
+    store
+        .checkpoint_sequence(&k, &a, t, &Position::ShardEnd)
+        .await?;
     let l = store.reset_checkpoint(&k, Some(&seq("5"))).await?;
     ensure!(
         l.checkpoint == Some(seq("5")) && l.owner.as_ref() == Some(&a) && l.token == t,
         "reset gave {l:?}"
     );
-    store.checkpoint(&k, &a, t, &seq("6")).await?;
+    store.checkpoint_sequence(&k, &a, t, &seq("6")).await?;
     let l = store.reset_checkpoint(&k, None).await?;
     ensure!(
         l.checkpoint.is_none(),
@@ -1283,7 +1317,8 @@ pub async fn isolation_between_apps(factory: &dyn StoreFactory) -> Outcome {
         la.token,
         lb.token
     );
-    one.checkpoint(&k, &a, la.token, &seq("111")).await?;
+    one.checkpoint_sequence(&k, &a, la.token, &seq("111"))
+        .await?;
     ensure!(
         fetch(&*two, &k).await?.checkpoint.is_none(),
         "checkpoint leaked into the other app"
@@ -1294,7 +1329,7 @@ pub async fn isolation_between_apps(factory: &dyn StoreFactory) -> Outcome {
         two.list_leases(None).await?.len() == 1,
         "list shows the other app's records"
     );
-    two.delete_lease(&k).await?;
+    two.remove_lease_info(&k).await?;
     ensure!(
         fetch(&*one, &k).await?.checkpoint == Some(seq("111")),
         "delete in one app removed the other's record"
@@ -1319,13 +1354,17 @@ pub async fn isolation_between_streams(factory: &dyn StoreFactory) -> Outcome {
         l1.token == FencingToken(1) && l2.token == FencingToken(1),
         "streams share a lease"
     );
-    store.checkpoint(&k1, &a, l1.token, &seq("5")).await?;
+    store
+        .checkpoint_sequence(&k1, &a, l1.token, &seq("5"))
+        .await?;
     ensure!(
         fetch(&*store, &k2).await?.checkpoint.is_none(),
         "checkpoint leaked across streams"
     );
     expect_err(
-        store.checkpoint(&k2, &a, l1.token, &seq("5")).await,
+        store
+            .checkpoint_sequence(&k2, &a, l1.token, &seq("5"))
+            .await,
         ErrorKind::LeaseLost,
         "write with another stream's lease",
     )?;
@@ -1394,7 +1433,7 @@ pub async fn durability_across_handles(factory: &dyn StoreFactory) -> Outcome {
         let store = factory.open(&app).await?;
         let t = store.get_lease(&k, &a, long()).await?.token;
         store
-            .checkpoint(
+            .checkpoint_sequence(
                 &k,
                 &a,
                 t,

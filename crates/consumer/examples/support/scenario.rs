@@ -7,12 +7,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use checkpoint_core::{
-    Error, FencingToken, LeaseKey, Position, Result, ShardId, Store, StreamName, WorkerId,
-};
-use consumer::{
+use checkpoint_consumer::{
     InitializeInput, MemoryStream, ProcessorError, Record, RecordProcessor, ShardCheckpointer,
     ShardSource, ShutdownReason, Worker, WorkerConfig, WorkerHandle,
+};
+use checkpoint_core::{
+    Error, FencingToken, LeaseKey, Position, Result, ShardId, Store, StreamName, WorkerId,
 };
 
 /// What happened, in the order it happened (the index in the log is the order).
