@@ -5,7 +5,9 @@
 //!   `dynamodb://`, `memory://`); any `Arc<dyn Store>` works too, custom stores included.
 //! - [`ShardSource`] is where records come from; [`MemoryStream`] is an in-process stream that
 //!   can split and merge shards, for tests and demos; `KinesisSource` (feature `kinesis`) reads
-//!   Amazon Kinesis Data Streams through `aws-sdk-kinesis`.
+//!   Amazon Kinesis Data Streams through `aws-sdk-kinesis` as the KCL does: KPL aggregated
+//!   records de-aggregated (`kpl`), the KCL's defaults (`KinesisConfig`, with a table of the
+//!   KCL's names beside these), paced reads, `MillisBehindLatest` on every batch.
 //! - [`RecordProcessor`] is the application's logic, one per shard lease; it checkpoints through
 //!   a [`ShardCheckpointer`] fenced by the lease's token, so a processor whose lease was lost can
 //!   never write.
@@ -87,7 +89,7 @@ mod worker;
 pub use config::{Balance, WorkerConfig, WorkerConfigBuilder};
 pub use connect::connect;
 #[cfg(feature = "kinesis")]
-pub use kinesis::KinesisSource;
+pub use kinesis::{InitialPosition, KinesisConfig, KinesisConfigBuilder, KinesisSource, kpl};
 pub use memory_stream::MemoryStream;
 pub use processor::{
     InitializeInput, ProcessorError, ProcessorFactory, RecordProcessor, ShardCheckpointer,
@@ -95,3 +97,7 @@ pub use processor::{
 };
 pub use source::{Cursor, ReadBatch, Record, ShardInfo, ShardSource};
 pub use worker::{Worker, WorkerHandle};
+/// The AWS SDK versions `KinesisSource` is built on, for [`KinesisSource::new`] and
+/// [`KinesisSource::from_sdk_config`].
+#[cfg(feature = "kinesis")]
+pub use {aws_config, aws_sdk_kinesis};
