@@ -149,12 +149,18 @@ impl KinesisSource {
     }
 
     /// Logs and counts a throttled or transiently failed call, and pushes the shard's next
-    /// call out.
-    fn retry_later(&self, shard: &ShardId, reason: &'static str, error: &dyn fmt::Display) {
+    /// `GetRecords` out; returns how long until then.
+    fn retry_later(
+        &self,
+        shard: &ShardId,
+        reason: &'static str,
+        error: &dyn fmt::Display,
+    ) -> std::time::Duration {
         let delay = self.pace.failed(shard);
         metrics::counter!(RETRIES_COUNTER, "stream" => self.stream.to_string(), "shard" => shard.to_string(), "reason" => reason)
             .increment(1);
         tracing::warn!(%shard, reason, ?delay, error = %error, "kinesis read retried later; the lease is kept");
+        self.config.idle_time_between_reads + delay
     }
 
     /// Turns one `GetRecords` answer into user records, skipping those `resume` says were
@@ -295,7 +301,6 @@ impl ShardSource for KinesisSource {
         let limit = i32::try_from(limit.clamp(1, self.config.max_records)).unwrap_or(10_000);
         let mut renewals = 0;
         let answer = loop {
-            self.pace.turn(shard).await;
             let current = match &iterator {
                 Some(it) => it.clone(),
                 None => match self.iterator(shard, &resume).await {
@@ -309,12 +314,16 @@ impl ShardSource for KinesisSource {
                         return Ok(shard_end());
                     }
                     Err(e) if e.is_retryable() => {
-                        self.retry_later(shard, "get_shard_iterator", &e);
+                        let wait = self.retry_later(shard, "get_shard_iterator", &e);
+                        tokio::time::sleep(wait).await;
                         continue;
                     }
                     Err(e) => return Err(e),
                 },
             };
+            // Only `GetRecords` takes a slot: its sends are the idle time apart, whatever
+            // `GetShardIterator` calls came between.
+            self.pace.turn(shard).await;
             match self.get_records(&current, limit).await {
                 Ok(answer) => {
                     self.pace.succeeded(shard);
@@ -332,10 +341,10 @@ impl ShardSource for KinesisSource {
                         iterator = None;
                     }
                     Fault::Throttled => {
-                        self.retry_later(shard, "throttled", &DisplayErrorContext(&e))
+                        self.retry_later(shard, "throttled", &DisplayErrorContext(&e));
                     }
                     Fault::Transient => {
-                        self.retry_later(shard, "transient", &DisplayErrorContext(&e))
+                        self.retry_later(shard, "transient", &DisplayErrorContext(&e));
                     }
                     Fault::Fatal => return Err(map_sdk("GetRecords", shard.as_str(), e)),
                 },
