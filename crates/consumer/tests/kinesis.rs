@@ -510,3 +510,43 @@ async fn the_default_initial_position_is_latest() {
     let batch = latest.read(&shard, &next, 100).await.expect("read");
     assert_eq!(ids(&batch.records), BTreeSet::from([3]));
 }
+
+/// One thread, so the local recorder sees what the read records.
+#[tokio::test(flavor = "current_thread")]
+async fn each_batch_carries_its_lag_and_the_gauge_follows_it() {
+    let Some(source) = fresh_stream(1).await else {
+        return;
+    };
+    put(&source, 0..6).await;
+    let shard = source.list_shards().await.expect("list")[0].id.clone();
+    let gauges = Gauges::default();
+    let _recording = metrics::set_default_local_recorder(&gauges);
+    let labels = [
+        ("stream", source.stream().as_str()),
+        ("shard", shard.as_str()),
+    ];
+    let mut cursor = source
+        .cursor(&shard, &Position::TrimHorizon)
+        .await
+        .expect("cursor");
+    let mut read = 0;
+    while read < 6 {
+        let batch = source.read(&shard, &cursor, 2).await.expect("read");
+        read += batch.records.len();
+        let lag = batch.millis_behind_latest.expect("Kinesis reports the lag");
+        assert_eq!(
+            gauges.get("consumer_millis_behind_latest", &labels),
+            Some(lag as f64),
+            "the gauge is the last batch's lag"
+        );
+        cursor = batch.next.expect("an open shard");
+    }
+    // At the tip the lag is 0.
+    let batch = source.read(&shard, &cursor, 2).await.expect("read");
+    assert!(batch.records.is_empty());
+    assert_eq!(batch.millis_behind_latest, Some(0));
+    assert_eq!(
+        gauges.get("consumer_millis_behind_latest", &labels),
+        Some(0.0)
+    );
+}

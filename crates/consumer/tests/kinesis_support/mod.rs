@@ -309,3 +309,85 @@ pub(crate) fn exactly_once(ids: &[u64], expected: &[u64]) {
     expected.sort_unstable();
     assert_eq!(seen, expected, "every record, nothing else");
 }
+
+/// A metrics recorder that keeps every gauge's last value, by name and labels
+/// (`name{k=v,...}`), for [`metrics::set_default_local_recorder`].
+#[derive(Debug, Default)]
+pub(crate) struct Gauges(Mutex<BTreeMap<String, Arc<GaugeCell>>>);
+
+#[derive(Debug, Default)]
+pub(crate) struct GaugeCell(Mutex<f64>);
+
+impl metrics::GaugeFn for GaugeCell {
+    fn increment(&self, value: f64) {
+        *self.0.lock().unwrap() += value;
+    }
+
+    fn decrement(&self, value: f64) {
+        *self.0.lock().unwrap() -= value;
+    }
+
+    fn set(&self, value: f64) {
+        *self.0.lock().unwrap() = value;
+    }
+}
+
+impl Gauges {
+    pub(crate) fn get(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        let labels: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let key = format!("{name}{{{}}}", labels.join(","));
+        self.0
+            .lock()
+            .unwrap()
+            .get(&key)
+            .map(|c| *c.0.lock().unwrap())
+    }
+}
+
+impl metrics::Recorder for Gauges {
+    fn describe_counter(
+        &self,
+        _: metrics::KeyName,
+        _: Option<metrics::Unit>,
+        _: metrics::SharedString,
+    ) {
+    }
+
+    fn describe_gauge(
+        &self,
+        _: metrics::KeyName,
+        _: Option<metrics::Unit>,
+        _: metrics::SharedString,
+    ) {
+    }
+
+    fn describe_histogram(
+        &self,
+        _: metrics::KeyName,
+        _: Option<metrics::Unit>,
+        _: metrics::SharedString,
+    ) {
+    }
+
+    fn register_counter(&self, _: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Counter {
+        metrics::Counter::noop()
+    }
+
+    fn register_gauge(&self, key: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Gauge {
+        let labels: Vec<String> = key
+            .labels()
+            .map(|l| format!("{}={}", l.key(), l.value()))
+            .collect();
+        let name = format!("{}{{{}}}", key.name(), labels.join(","));
+        let cell = Arc::clone(self.0.lock().unwrap().entry(name).or_default());
+        metrics::Gauge::from_arc(cell)
+    }
+
+    fn register_histogram(
+        &self,
+        _: &metrics::Key,
+        _: &metrics::Metadata<'_>,
+    ) -> metrics::Histogram {
+        metrics::Histogram::noop()
+    }
+}
