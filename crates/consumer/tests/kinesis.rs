@@ -550,3 +550,30 @@ async fn each_batch_carries_its_lag_and_the_gauge_follows_it() {
         Some(0.0)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_from_shared_sdk_settings_reads_the_stream() {
+    use checkpoint_consumer::aws_config::{BehaviorVersion, Region, SdkConfig};
+    use checkpoint_consumer::aws_sdk_kinesis::config::{Credentials, SharedCredentialsProvider};
+    let Some(source) = fresh_stream(1).await else {
+        return;
+    };
+    put(&source, 0..3).await;
+    let endpoint = endpoint().expect("fresh_stream found an endpoint");
+    // Settings as `aws_config::defaults(..).load()` would give them, without an HTTP client:
+    // the source brings its own.
+    let sdk = SdkConfig::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .endpoint_url(endpoint)
+        .credentials_provider(SharedCredentialsProvider::new(Credentials::new(
+            "emulator", "emulator", None, None, "test",
+        )))
+        .build();
+    let shared =
+        KinesisSource::from_sdk_config(&sdk, source.stream().clone()).with_config(fast_config());
+    let shard = shared.list_shards().await.expect("list")[0].id.clone();
+    let (records, ended) = read_all(&shared, &shard, &Position::TrimHorizon).await;
+    assert!(!ended);
+    assert_eq!(ids(&records), BTreeSet::from([0, 1, 2]));
+}

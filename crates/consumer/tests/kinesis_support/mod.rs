@@ -26,7 +26,7 @@ use checkpoint_core::conformance::{backend_unavailable, random_app};
 const HOW: &str = "set CHECKPOINT_KINESIS_ENDPOINT (or CHECKPOINT_DYNAMO_ENDPOINT) to a moto server, \
                    e.g. `moto_server -p 5055` and http://127.0.0.1:5055";
 
-fn endpoint() -> Option<String> {
+pub(crate) fn endpoint() -> Option<String> {
     ["CHECKPOINT_KINESIS_ENDPOINT", "CHECKPOINT_DYNAMO_ENDPOINT"]
         .iter()
         .find_map(|v| std::env::var(v).ok().filter(|s| !s.is_empty()))
