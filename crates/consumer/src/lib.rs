@@ -30,7 +30,10 @@
 //! lease's whole life under one span; and counters through the `metrics` facade: `consumer_leases_taken_total`,
 //! `consumer_leases_renewed_total`, `consumer_leases_lost_total`, `consumer_leases_stolen_total`,
 //! `consumer_leases_claimed_total`, `consumer_leases_released_total`, `consumer_checkpoints_total`,
-//! `consumer_records_processed_total`.
+//! `consumer_records_processed_total`; with `KinesisSource`, also the gauge
+//! `consumer_millis_behind_latest{stream, shard}` (ms) and the counters
+//! `consumer_read_retries_total{stream, shard, reason}` and
+//! `consumer_iterators_expired_total{stream, shard}`.
 //!
 //! ```no_run
 //! use std::sync::Arc;
