@@ -577,3 +577,37 @@ async fn a_source_from_shared_sdk_settings_reads_the_stream() {
     assert!(!ended);
     assert_eq!(ids(&records), BTreeSet::from([0, 1, 2]));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_without_an_initial_position_starts_kinesis_shards_at_latest() {
+    let Some(source) = fresh_stream(1).await else {
+        return;
+    };
+    put(&source, 0..3).await;
+    let probe = Probe::with_faults(&[]);
+    let config = fast_config();
+    let latest = checkpoint_consumer::KinesisConfig::builder()
+        .with_idle_time_between_reads(config.idle_time_between_reads())
+        .build()
+        .unwrap();
+    let log = Arc::new(Mutex::new(Log::default()));
+    let worker = Worker::new(
+        WorkerId::new("latest").unwrap(),
+        Arc::new(MemoryStore::new(random_app("kinesis-latest"))),
+        Arc::new(probed(&source, &probe, latest)),
+        tally(&log, true, None),
+        worker_config(10),
+    )
+    .spawn();
+    // The first GetRecords leaves after its LATEST iterator was handed out: what is put from
+    // then on is new.
+    let reading = eventually(Duration::from_secs(10), || probe.calls() >= 1).await;
+    put(&source, 3..5).await;
+    let done = eventually(Duration::from_secs(10), || {
+        log.lock().unwrap().ids.len() >= 2
+    })
+    .await;
+    worker.shutdown().await.expect("graceful shutdown");
+    assert!(reading && done, "{:?}", log.lock().unwrap());
+    assert_eq!(log.lock().unwrap().ids, [3, 4]);
+}
