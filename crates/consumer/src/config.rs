@@ -22,7 +22,7 @@ use checkpoint_core::{
 /// | batch size | 1000 records | 1 to 10 000 |
 /// | poll interval (after an empty read) | 1 s | non-zero, at most 1 h |
 /// | shard sync interval | 10 s | non-zero, at most 24 h |
-/// | initial position | `TRIM_HORIZON` | `TRIM_HORIZON`, `LATEST`, `AT_TIMESTAMP` |
+/// | initial position | the source's ([`ShardSource::initial_position`](crate::ShardSource::initial_position)) | `TRIM_HORIZON`, `LATEST`, `AT_TIMESTAMP` |
 /// | backoff for transient store faults | [`Backoff::default`] | at least 1 attempt |
 ///
 /// With the defaults a crashed worker's shards are processed again within
@@ -38,7 +38,7 @@ pub struct WorkerConfig {
     pub(crate) batch_size: usize,
     pub(crate) poll_interval: Duration,
     pub(crate) shard_sync_interval: Duration,
-    pub(crate) initial_position: Position,
+    pub(crate) initial_position: Option<Position>,
     pub(crate) backoff: Backoff,
     pub(crate) balance: Balance,
 }
@@ -74,7 +74,7 @@ impl Default for WorkerConfig {
             batch_size: 1000,
             poll_interval: Duration::from_secs(1),
             shard_sync_interval: Duration::from_secs(10),
-            initial_position: Position::TrimHorizon,
+            initial_position: None,
             backoff: Backoff::default(),
             balance: Balance::Steal,
         }
@@ -184,9 +184,12 @@ impl WorkerConfigBuilder {
     }
 
     /// Where a shard without a checkpoint starts: `TRIM_HORIZON`, `LATEST` or `AT_TIMESTAMP`.
-    /// Default `TRIM_HORIZON`.
+    /// Default: the source's
+    /// ([`ShardSource::initial_position`](crate::ShardSource::initial_position): `TRIM_HORIZON`
+    /// for a [`MemoryStream`](crate::MemoryStream), `LATEST` for a `KinesisSource` as in the
+    /// KCL).
     pub fn with_initial_position(mut self, position: Position) -> Self {
-        self.config.initial_position = position;
+        self.config.initial_position = Some(position);
         self
     }
 
@@ -248,13 +251,12 @@ impl WorkerConfigBuilder {
                 "must be between 1 ns and 24 h",
             ));
         }
-        if c.initial_position.rank() != PositionRank::Initial {
+        if let Some(position) = &c.initial_position
+            && position.rank() != PositionRank::Initial
+        {
             return Err(Error::invalid(
                 "initial_position",
-                format!(
-                    "{} is not TRIM_HORIZON, LATEST or AT_TIMESTAMP",
-                    c.initial_position
-                ),
+                format!("{position} is not TRIM_HORIZON, LATEST or AT_TIMESTAMP"),
             ));
         }
         if c.backoff.max_attempts == 0 {

@@ -1,51 +1,84 @@
-//! [`KinesisSource`]: Amazon Kinesis Data Streams as a [`ShardSource`], through
-//! `aws-sdk-kinesis` (`ListShards`, `GetShardIterator`, `GetRecords`). Behind the `kinesis`
-//! feature.
+//! [`KinesisSource`]: Amazon Kinesis Data Streams as a [`ShardSource`](crate::ShardSource),
+//! through `aws-sdk-kinesis` (`ListShards`, `GetShardIterator`, `GetRecords`), read as the
+//! Kinesis Client Library reads it. Behind the `kinesis` feature.
+
+mod config;
+mod cursor;
+pub mod kpl;
+mod pace;
+mod read;
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Once};
 use std::time::Duration;
 
-use async_trait::async_trait;
 use aws_sdk_kinesis::Client;
 use aws_sdk_kinesis::config::{Credentials, Region};
-use aws_sdk_kinesis::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
-use aws_sdk_kinesis::primitives::DateTime;
-use aws_sdk_kinesis::types::ShardIteratorType;
-use checkpoint_core::{Error, Position, Result, SequenceNumber, ShardId, StreamName};
+use checkpoint_core::{Error, Result, SequenceNumber, ShardId, StreamName};
 
-use crate::source::{Cursor, ReadBatch, Record, ShardInfo, ShardSource};
+pub use config::{InitialPosition, KinesisConfig, KinesisConfigBuilder};
+use pace::Pace;
 
-const SOURCE: &str = "kinesis";
-
-/// The most records one `GetRecords` call may return.
-const MAX_GET_RECORDS: usize = 10_000;
-
-/// One stream of Amazon Kinesis Data Streams (or an emulator such as moto or LocalStack).
+/// One stream of Amazon Kinesis Data Streams (or an emulator such as moto or LocalStack), read
+/// the way the KCL's polling retrieval reads it.
 ///
-/// - [`ShardSource::list_shards`] pages through `ListShards`; a shard is closed once Kinesis
-///   reports its ending sequence number, and its parents are `ParentShardId` and
-///   `AdjacentParentShardId` (a merge).
-/// - [`ShardSource::cursor`] is `GetShardIterator`: `TRIM_HORIZON`, `LATEST`, `AT_TIMESTAMP`,
-///   or `AFTER_SEQUENCE_NUMBER` for a checkpointed sequence. The cursor is the shard iterator,
-///   which Kinesis expires after 5 minutes: a processor stalled that long fails its next read
-///   (not retryable), the worker releases the lease, and the shard is read again from its last
-///   checkpoint.
-/// - [`ShardSource::read`] is `GetRecords`; at the end of a closed shard Kinesis returns no next
-///   iterator, which is the shard-end marker. Emulators that keep returning an iterator (moto)
-///   are handled too: an empty read of a shard listed as closed, at or past its ending
-///   sequence number, is the end as well. For that the cursor carries the last sequence number
-///   read beside the shard iterator.
+/// # Reading
+/// - [`ShardSource::list_shards`](crate::ShardSource::list_shards) pages through `ListShards`;
+///   a shard is closed once Kinesis reports its ending sequence number, and its parents are
+///   `ParentShardId` and `AdjacentParentShardId` (a merge).
+/// - [`ShardSource::cursor`](crate::ShardSource::cursor) calls nothing: the shard iterator is
+///   requested by the first read. An initial position maps to `TRIM_HORIZON`, `LATEST` or
+///   `AT_TIMESTAMP`; a checkpoint (`sequence`, `sub_sequence`) to `AT_SEQUENCE_NUMBER` of the
+///   sequence, and the user records at or before the checkpoint are skipped, as the KCL does
+///   (its `IteratorBuilder` and `ProcessTask`): so a restart from a checkpoint inside a KPL
+///   aggregated record resumes at the aggregate's next user record, never delivering a
+///   checkpointed one again and never skipping the rest.
+/// - [`ShardSource::read`](crate::ShardSource::read) is `GetRecords`. Each Kinesis record that
+///   is a KPL aggregate ([`kpl`]) is delivered as its user records, each with the outer
+///   sequence number, its index as sub-sequence, and its own partition key and explicit hash
+///   key; any other record is delivered as it is, with sub-sequence 0. A read delivers whole
+///   aggregates, so it may return more user records than the limit it was given, which counts
+///   Kinesis records (as the KCL's `maxRecords` does).
+/// - Lag: each batch carries Kinesis' `MillisBehindLatest`
+///   ([`ReadBatch::millis_behind_latest`](crate::ReadBatch::millis_behind_latest)), which is
+///   also the gauge `consumer_millis_behind_latest{stream, shard}` (milliseconds).
+/// - Shard end: at the end of a closed shard Kinesis returns no next iterator, which is the
+///   shard-end marker (the processor is shut down with `SHARD_END`). Emulators that keep
+///   returning an iterator (moto) are handled too: an empty read of a shard listed as closed, at
+///   or past its ending sequence number, is the end as well.
 ///
-/// Aggregated (KPL) records are delivered as they are stored, not de-aggregated; every record
-/// has sub-sequence 0. Throttling (`ProvisionedThroughputExceededException`,
-/// `LimitExceededException`), timeouts and connection failures are retryable errors the worker
-/// retries with its backoff; a missing stream is [`Error::NotFound`].
+/// # Pacing and faults, without giving up the lease
+/// - Every shard is read at most once per
+///   [idle time between reads](KinesisConfigBuilder::with_idle_time_between_reads) (default
+///   1.5 s), empty or full: Kinesis serves 5 `GetRecords` per second per shard to all
+///   applications together. The SDK's own retries are off for `GetRecords`, so every attempt is
+///   one paced call.
+/// - A throttled read (`ProvisionedThroughputExceededException`, `KMSThrottlingException`,
+///   `LimitExceededException` from `GetShardIterator`) or a transient failure (timeout,
+///   connection, `InternalFailure`, `ServiceUnavailable`, HTTP 5xx) is tried again inside the
+///   same read after a growing wait ([`KinesisConfigBuilder::with_max_throttle_delay`]), for as
+///   long as the worker keeps the lease: the worker sees no error and keeps renewing. Each is
+///   counted in `consumer_read_retries_total{stream, shard, reason}`.
+/// - An expired iterator (`ExpiredIteratorException`: Kinesis expires iterators after 5
+///   minutes, e.g. when a batch took that long to process) is replaced within the same read by
+///   one after the last record this source delivered (`AFTER_SEQUENCE_NUMBER` of its
+///   sequence), or at the starting checkpoint when nothing was delivered yet — not at the last
+///   checkpoint, which may be older — and counted in `consumer_iterators_expired_total`.
+/// - A missing stream or shard is [`Error::NotFound`]; any other error is a non-retryable
+///   [`Error::Backend`], after which the worker releases the lease.
+///
+/// # Client
+/// [`KinesisSource::new`] takes any [`Client`] (interceptors, custom HTTP client, test doubles);
+/// [`KinesisSource::from_sdk_config`] one [`aws_config::SdkConfig`] (profiles, assumed roles,
+/// regions as the AWS default chains resolve them); [`KinesisSource::connect`] loads the
+/// default chains itself. Both SDK crates are re-exported at the crate root.
 #[derive(Clone)]
 pub struct KinesisSource {
     client: Client,
     stream: StreamName,
+    config: KinesisConfig,
+    pace: Arc<Pace>,
     /// Ending sequence numbers of the shards the last listings reported closed.
     closed: Arc<Mutex<HashMap<ShardId, SequenceNumber>>>,
 }
@@ -54,34 +87,52 @@ impl fmt::Debug for KinesisSource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("KinesisSource")
             .field("stream", &self.stream)
+            .field("config", &self.config)
             .finish_non_exhaustive()
     }
 }
 
 impl KinesisSource {
-    /// A source reading `stream` through a client the caller configured.
+    /// A source reading `stream` through a client the caller configured, with
+    /// [`KinesisConfig::default`] (the KCL's defaults).
     pub fn new(client: Client, stream: StreamName) -> Self {
+        describe_metrics();
+        let config = KinesisConfig::default();
         Self {
             client,
             stream,
+            pace: Arc::new(Pace::new(
+                config.idle_time_between_reads,
+                config.max_throttle_delay,
+            )),
+            config,
             closed: Arc::default(),
         }
     }
 
+    /// A source reading `stream` with a client made from shared AWS settings, as
+    /// `aws_config::defaults(..).profile_name(..).load()` returns them (assumed roles and
+    /// profiles included). When the settings carry no HTTP client, the rustls one this crate
+    /// is built with is used.
+    pub fn from_sdk_config(sdk: &aws_config::SdkConfig, stream: StreamName) -> Self {
+        let mut builder = aws_sdk_kinesis::config::Builder::from(sdk);
+        if sdk.http_client().is_none() {
+            builder = builder.http_client(rustls_http_client());
+        }
+        Self::new(Client::from_conf(builder.build()), stream)
+    }
+
     /// A source reading `stream` with a client built from the AWS default chains (environment,
-    /// profile, instance role) over rustls. With an `endpoint` (an emulator) and no region or
-    /// credentials in the environment, the region is `us-east-1` and the credentials a dummy
-    /// static pair, which emulators accept.
+    /// profile, instance role) over rustls, with a 10 s attempt timeout and a 5 s connect
+    /// timeout. With an `endpoint` (an emulator) and no region or credentials in the
+    /// environment, the region is `us-east-1` and the credentials a dummy static pair, which
+    /// emulators accept. A malformed `endpoint` is [`Error::InvalidInput`] naming `endpoint`.
     pub async fn connect(stream: StreamName, endpoint: Option<&str>) -> Result<Self> {
         if let Some(endpoint) = endpoint {
             url::Url::parse(endpoint)
                 .map_err(|e| Error::invalid("endpoint", format!("{endpoint:?}: {e}")))?;
         }
-        let http = aws_smithy_http_client::Builder::new()
-            .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
-                aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
-            ))
-            .build_https();
+        let http = rustls_http_client();
         let mut loader =
             aws_config::defaults(aws_config::BehaviorVersion::latest()).http_client(http.clone());
         if endpoint.is_some() {
@@ -113,10 +164,34 @@ impl KinesisSource {
         Ok(Self::new(Client::from_conf(builder.build()), stream))
     }
 
+    /// The same source reading with `config` (its initial position, records per read, pace).
+    pub fn with_config(mut self, config: KinesisConfig) -> Self {
+        self.pace = Arc::new(Pace::new(
+            config.idle_time_between_reads,
+            config.max_throttle_delay,
+        ));
+        self.config = config;
+        self
+    }
+
+    /// How this source reads.
+    pub fn config(&self) -> &KinesisConfig {
+        &self.config
+    }
+
     /// The client, for producing records or administering the stream.
     pub fn client(&self) -> &Client {
         &self.client
     }
+}
+
+/// The HTTP client over rustls (ring) the `kinesis` feature is built with.
+fn rustls_http_client() -> aws_sdk_kinesis::config::SharedHttpClient {
+    aws_smithy_http_client::Builder::new()
+        .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
+            aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
+        ))
+        .build_https()
 }
 
 fn env_set(vars: &[&str]) -> bool {
@@ -124,204 +199,28 @@ fn env_set(vars: &[&str]) -> bool {
         .any(|v| std::env::var_os(v).is_some_and(|s| !s.is_empty()))
 }
 
-/// Maps an SDK error: throttling, timeouts and transport failures are retryable; a missing
-/// stream or shard is [`Error::NotFound`]; everything else is a non-retryable backend error.
-fn map_sdk<E, R>(what: &str, id: &str, error: SdkError<E, R>) -> Error
-where
-    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-    R: fmt::Debug + Send + Sync + 'static,
-{
-    let retryable = match &error {
-        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
-            true
-        }
-        SdkError::ServiceError(service) => match service.err().code() {
-            Some("ResourceNotFoundException") => {
-                return Error::NotFound {
-                    entity: "kinesis stream or shard",
-                    id: id.to_owned(),
-                };
-            }
-            Some(
-                "ProvisionedThroughputExceededException"
-                | "LimitExceededException"
-                | "KMSThrottlingException"
-                | "InternalFailure"
-                | "ServiceUnavailable",
-            ) => true,
-            _ => false,
-        },
-        _ => false,
-    };
-    Error::Backend {
-        store: SOURCE,
-        retryable,
-        message: format!("{what} {id}: {}", DisplayErrorContext(&error)),
-        source: Some(Box::new(error)),
-    }
-}
+/// Names of the metrics this source records, described once per process.
+pub(crate) const LAG_GAUGE: &str = "consumer_millis_behind_latest";
+pub(crate) const RETRIES_COUNTER: &str = "consumer_read_retries_total";
+pub(crate) const EXPIRED_COUNTER: &str = "consumer_iterators_expired_total";
 
-/// The cursor's text: the last sequence number read (`0` when none yet) and the iterator.
-fn encode_cursor(last: &str, iterator: &str) -> Cursor {
-    Cursor(format!("{last} {iterator}"))
-}
-
-fn decode_cursor(cursor: &Cursor) -> Result<(SequenceNumber, &str)> {
-    let bad = || {
-        Error::invalid(
-            "cursor",
-            format!("{cursor:?} was not made by KinesisSource"),
-        )
-    };
-    let (last, iterator) = cursor.0.split_once(' ').ok_or_else(bad)?;
-    Ok((SequenceNumber::new(last).map_err(|_| bad())?, iterator))
-}
-
-fn shard_id(field: &'static str, text: &str) -> Result<ShardId> {
-    ShardId::new(text).map_err(|e| Error::corrupt(text, field, e.to_string()))
-}
-
-#[async_trait]
-impl ShardSource for KinesisSource {
-    fn stream(&self) -> &StreamName {
-        &self.stream
-    }
-
-    async fn list_shards(&self) -> Result<Vec<ShardInfo>> {
-        let stream = self.stream.as_str();
-        let mut shards = Vec::new();
-        let mut next_token: Option<String> = None;
-        loop {
-            // With a next token, ListShards must not name the stream.
-            let request = match &next_token {
-                Some(token) => self.client.list_shards().next_token(token),
-                None => self.client.list_shards().stream_name(stream),
-            };
-            let page = request
-                .send()
-                .await
-                .map_err(|e| map_sdk("ListShards", stream, e))?;
-            for shard in page.shards() {
-                let id = shard_id("shard_id", shard.shard_id())?;
-                let ending = shard
-                    .sequence_number_range()
-                    .and_then(|r| r.ending_sequence_number());
-                if let Some(ending) = ending {
-                    let ending = SequenceNumber::new(ending).map_err(|e| {
-                        Error::corrupt(&id, "ending_sequence_number", e.to_string())
-                    })?;
-                    self.closed
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .insert(id.clone(), ending);
-                }
-                let mut parents = Vec::new();
-                for parent in [shard.parent_shard_id(), shard.adjacent_parent_shard_id()]
-                    .into_iter()
-                    .flatten()
-                {
-                    parents.push(shard_id("parent_shard_id", parent)?);
-                }
-                shards.push(ShardInfo {
-                    id,
-                    parents,
-                    closed: ending.is_some(),
-                });
-            }
-            match page.next_token() {
-                Some(token) if !token.is_empty() => next_token = Some(token.to_owned()),
-                _ => break,
-            }
-        }
-        Ok(shards)
-    }
-
-    async fn cursor(&self, shard: &ShardId, start: &Position) -> Result<Cursor> {
-        let request = self
-            .client
-            .get_shard_iterator()
-            .stream_name(self.stream.as_str())
-            .shard_id(shard.as_str());
-        let last = match start {
-            Position::Sequence { sequence, .. } => sequence.as_str(),
-            _ => "0",
-        }
-        .to_owned();
-        let request = match start {
-            Position::TrimHorizon => request.shard_iterator_type(ShardIteratorType::TrimHorizon),
-            Position::Latest => request.shard_iterator_type(ShardIteratorType::Latest),
-            Position::AtTimestamp(ms) => {
-                let ms = i64::try_from(*ms)
-                    .map_err(|_| Error::invalid("position", "timestamp out of range"))?;
-                request
-                    .shard_iterator_type(ShardIteratorType::AtTimestamp)
-                    .timestamp(DateTime::from_millis(ms))
-            }
-            Position::Sequence { sequence, .. } => request
-                .shard_iterator_type(ShardIteratorType::AfterSequenceNumber)
-                .starting_sequence_number(sequence.as_str()),
-            // Nothing follows SHARD_END: the empty cursor reads as the end of the shard.
-            Position::ShardEnd => return Ok(Cursor(String::new())),
-        };
-        let answer = request
-            .send()
-            .await
-            .map_err(|e| map_sdk("GetShardIterator", shard.as_str(), e))?;
-        // No iterator: the shard is closed and there is nothing at or after `start`.
-        match answer.shard_iterator().filter(|it| !it.is_empty()) {
-            Some(iterator) => Ok(encode_cursor(&last, iterator)),
-            None => Ok(Cursor(String::new())),
-        }
-    }
-
-    async fn read(&self, shard: &ShardId, cursor: &Cursor, limit: usize) -> Result<ReadBatch> {
-        if cursor.0.is_empty() {
-            return Ok(ReadBatch {
-                records: Vec::new(),
-                next: None,
-            });
-        }
-        let (mut last, iterator) = decode_cursor(cursor)?;
-        let limit = i32::try_from(limit.clamp(1, MAX_GET_RECORDS)).unwrap_or(10_000);
-        let answer = self
-            .client
-            .get_records()
-            .shard_iterator(iterator)
-            .limit(limit)
-            .send()
-            .await
-            .map_err(|e| map_sdk("GetRecords", shard.as_str(), e))?;
-        let mut records = Vec::with_capacity(answer.records().len());
-        for record in answer.records() {
-            let sequence = SequenceNumber::new(record.sequence_number())
-                .map_err(|e| Error::corrupt(shard, "sequence_number", e.to_string()))?;
-            let arrival_ms = record
-                .approximate_arrival_timestamp()
-                .and_then(|t| t.to_millis().ok())
-                .and_then(|ms| u64::try_from(ms).ok())
-                .unwrap_or(0);
-            records.push(Record {
-                sequence,
-                sub_sequence: 0,
-                arrival_ms,
-                partition_key: record.partition_key().to_owned(),
-                data: record.data().as_ref().to_vec(),
-            });
-        }
-        if let Some(record) = records.last() {
-            last = record.sequence.clone();
-        }
-        let past_end = records.is_empty()
-            && self
-                .closed
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .get(shard)
-                .is_some_and(|ending| &last >= ending);
-        let next = match answer.next_shard_iterator() {
-            Some(it) if !it.is_empty() && !past_end => Some(encode_cursor(last.as_str(), it)),
-            _ => None,
-        };
-        Ok(ReadBatch { records, next })
-    }
+fn describe_metrics() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        metrics::describe_gauge!(
+            LAG_GAUGE,
+            metrics::Unit::Milliseconds,
+            "How far the last read of a Kinesis shard was behind its newest record (MillisBehindLatest), by stream and shard."
+        );
+        metrics::describe_counter!(
+            RETRIES_COUNTER,
+            metrics::Unit::Count,
+            "Kinesis reads tried again after throttling or a transient failure, by stream, shard and reason."
+        );
+        metrics::describe_counter!(
+            EXPIRED_COUNTER,
+            metrics::Unit::Count,
+            "Kinesis shard iterators that expired and were replaced, by stream and shard."
+        );
+    });
 }

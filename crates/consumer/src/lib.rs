@@ -5,7 +5,9 @@
 //!   `dynamodb://`, `memory://`); any `Arc<dyn Store>` works too, custom stores included.
 //! - [`ShardSource`] is where records come from; [`MemoryStream`] is an in-process stream that
 //!   can split and merge shards, for tests and demos; `KinesisSource` (feature `kinesis`) reads
-//!   Amazon Kinesis Data Streams through `aws-sdk-kinesis`.
+//!   Amazon Kinesis Data Streams through `aws-sdk-kinesis` as the KCL does: KPL aggregated
+//!   records de-aggregated (`kpl`), the KCL's defaults (`KinesisConfig`, with a table of the
+//!   KCL's names beside these), paced reads, `MillisBehindLatest` on every batch.
 //! - [`RecordProcessor`] is the application's logic, one per shard lease; it checkpoints through
 //!   a [`ShardCheckpointer`] fenced by the lease's token, so a processor whose lease was lost can
 //!   never write.
@@ -28,7 +30,10 @@
 //! lease's whole life under one span; and counters through the `metrics` facade: `consumer_leases_taken_total`,
 //! `consumer_leases_renewed_total`, `consumer_leases_lost_total`, `consumer_leases_stolen_total`,
 //! `consumer_leases_claimed_total`, `consumer_leases_released_total`, `consumer_checkpoints_total`,
-//! `consumer_records_processed_total`.
+//! `consumer_records_processed_total`; with `KinesisSource`, also the gauge
+//! `consumer_millis_behind_latest{stream, shard}` (ms) and the counters
+//! `consumer_read_retries_total{stream, shard, reason}` and
+//! `consumer_iterators_expired_total{stream, shard}`.
 //!
 //! ```no_run
 //! use std::sync::Arc;
@@ -87,7 +92,7 @@ mod worker;
 pub use config::{Balance, WorkerConfig, WorkerConfigBuilder};
 pub use connect::connect;
 #[cfg(feature = "kinesis")]
-pub use kinesis::KinesisSource;
+pub use kinesis::{InitialPosition, KinesisConfig, KinesisConfigBuilder, KinesisSource, kpl};
 pub use memory_stream::MemoryStream;
 pub use processor::{
     InitializeInput, ProcessorError, ProcessorFactory, RecordProcessor, ShardCheckpointer,
@@ -95,3 +100,7 @@ pub use processor::{
 };
 pub use source::{Cursor, ReadBatch, Record, ShardInfo, ShardSource};
 pub use worker::{Worker, WorkerHandle};
+/// The AWS SDK versions `KinesisSource` is built on, for [`KinesisSource::new`] and
+/// [`KinesisSource::from_sdk_config`].
+#[cfg(feature = "kinesis")]
+pub use {aws_config, aws_sdk_kinesis};

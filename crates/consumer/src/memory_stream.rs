@@ -130,6 +130,7 @@ impl MemoryStream {
             sub_sequence: 0,
             arrival_ms,
             partition_key: partition_key.to_owned(),
+            explicit_hash_key: None,
             data,
         });
         Ok((shard.id.clone(), sequence))
@@ -313,7 +314,11 @@ impl ShardSource for MemoryStream {
         } else {
             Some(Cursor(to.to_string()))
         };
-        Ok(ReadBatch { records, next })
+        Ok(ReadBatch {
+            records,
+            next,
+            millis_behind_latest: None,
+        })
     }
 }
 

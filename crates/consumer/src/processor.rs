@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use checkpoint_core::{Backoff, Error, FencingToken, LeaseKey, Position, Result, Store, WorkerId};
 use tokio::sync::watch;
 
-use crate::source::Record;
+use crate::source::{ReadBatch, Record};
 
 /// What a processor returns when it fails: any error. A failed batch is not checkpointed; the
 /// worker releases the lease so the shard is processed again from its last checkpoint.
@@ -64,6 +64,19 @@ pub trait RecordProcessor: Send {
         records: &[Record],
         checkpointer: &ShardCheckpointer,
     ) -> std::result::Result<(), ProcessorError>;
+
+    /// Handles one batch with what the read knew about it, such as
+    /// [`ReadBatch::millis_behind_latest`] (the KCL's `ProcessRecordsInput`). The worker calls
+    /// this; the default passes the records to
+    /// [`process_records`](RecordProcessor::process_records), so implement this one instead
+    /// only to see the batch's metadata.
+    async fn process_batch(
+        &mut self,
+        batch: &ReadBatch,
+        checkpointer: &ShardCheckpointer,
+    ) -> std::result::Result<(), ProcessorError> {
+        self.process_records(&batch.records, checkpointer).await
+    }
 
     /// Called once when the processor stops; see [`ShutdownReason`] for what it must do.
     async fn shutdown(

@@ -30,6 +30,10 @@ pub struct Record {
     pub arrival_ms: u64,
     /// The partition key the producer gave.
     pub partition_key: String,
+    /// The explicit hash key the producer gave instead of hashing the partition key (a decimal
+    /// 128-bit integer), when the source knows it: a user record of a KPL aggregated record
+    /// carries its own; `None` otherwise.
+    pub explicit_hash_key: Option<String>,
     /// The payload.
     pub data: Vec<u8>,
 }
@@ -64,6 +68,10 @@ pub struct ReadBatch {
     /// (the shard-end marker: the processor is then shut down with
     /// [`ShutdownReason::ShardEnd`](crate::ShutdownReason::ShardEnd)).
     pub next: Option<Cursor>,
+    /// How far this read was behind the newest record of the shard, in milliseconds, when the
+    /// source reports it (Kinesis `MillisBehindLatest`; 0 means the read reached the tip).
+    /// `None` when the source does not know.
+    pub millis_behind_latest: Option<u64>,
 }
 
 /// A sharded stream the worker reads from.
@@ -86,4 +94,12 @@ pub trait ShardSource: Send + Sync + fmt::Debug {
 
     /// At most `limit` records from `cursor`, and where to continue.
     async fn read(&self, shard: &ShardId, cursor: &Cursor, limit: usize) -> Result<ReadBatch>;
+
+    /// Where a shard without a checkpoint starts when the worker's configuration does not say
+    /// ([`WorkerConfigBuilder::with_initial_position`](crate::WorkerConfigBuilder::with_initial_position)):
+    /// `TRIM_HORIZON` unless the source overrides it (`KinesisSource` starts at `LATEST`, as
+    /// the KCL does).
+    fn initial_position(&self) -> Position {
+        Position::TrimHorizon
+    }
 }

@@ -759,7 +759,8 @@ async fn process_shard(shared: &Shared, lease: &Lease, signal: &LeaseSignal) -> 
     let start = lease
         .checkpoint
         .clone()
-        .unwrap_or_else(|| shared.config.initial_position.clone());
+        .or_else(|| shared.config.initial_position.clone())
+        .unwrap_or_else(|| shared.source.initial_position());
     if start == Position::ShardEnd {
         return End::NotReady;
     }
@@ -864,7 +865,7 @@ async fn read_loop(
             let result = tokio::select! {
                 biased;
                 _ = signal.lost() => return Ok(ShutdownReason::LeaseLost),
-                r = processor.process_records(&batch.records, checkpointer) => r,
+                r = processor.process_batch(&batch, checkpointer) => r,
             };
             if let Err(e) = result {
                 if checkpointer.is_lost() {

@@ -1,6 +1,15 @@
 //! `KinesisSource` against a Kinesis emulator (the moto server): shard listing with parents
-//! after a split, reading from every position, shard end, and a worker consuming a resharded
-//! stream to the end, children only after their parent.
+//! after a split, reading from every position, shard end, a worker consuming a resharded
+//! stream to the end, children only after their parent; KPL aggregated records counted exactly
+//! once across a restart inside an aggregate; the read pace of a busy shard; expired iterators
+//! and throttling survived without losing the lease or a record.
+//!
+//! moto never expires a shard iterator (its iterator is the stream, shard and last sequence
+//! number, with no time in it) and never throttles, so those faults are injected: the source
+//! reads through a client with an interceptor ([`kinesis_support::Probe`]) that replaces the
+//! emulator's answer to chosen `GetRecords` calls with the error Kinesis sends (HTTP 400,
+//! `__type` = `ExpiredIteratorException` or `ProvisionedThroughputExceededException`). The same
+//! interceptor timestamps every `GetRecords` call for the pace test.
 //!
 //! The endpoint comes from `CHECKPOINT_KINESIS_ENDPOINT`, else `CHECKPOINT_DYNAMO_ENDPOINT` (one
 //! moto server serves both); when neither is set or the server cannot be reached, the test
@@ -12,62 +21,20 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use aws_sdk_kinesis::primitives::Blob;
 use checkpoint_consumer::{
     InitializeInput, KinesisSource, ProcessorError, Record, RecordProcessor, ShardCheckpointer,
     ShardSource, ShutdownReason, Worker, WorkerConfig,
 };
-use checkpoint_core::conformance::{backend_unavailable, random_app};
-use checkpoint_core::{LeaseKey, MemoryStore, Position, ShardId, StreamName, WorkerId};
+use checkpoint_core::conformance::random_app;
+use checkpoint_core::{LeaseKey, MemoryStore, Position, ShardId, WorkerId};
 
-const HOW: &str = "set CHECKPOINT_KINESIS_ENDPOINT (or CHECKPOINT_DYNAMO_ENDPOINT) to a moto server, \
-                   e.g. `moto_server -p 5055` and http://127.0.0.1:5055";
+mod kinesis_support;
 
-fn endpoint() -> Option<String> {
-    ["CHECKPOINT_KINESIS_ENDPOINT", "CHECKPOINT_DYNAMO_ENDPOINT"]
-        .iter()
-        .find_map(|v| std::env::var(v).ok().filter(|s| !s.is_empty()))
-}
-
-/// A fresh stream of `shards` shards on the emulator, or `None` (reported) when unreachable.
-async fn fresh_stream(shards: i32) -> Option<KinesisSource> {
-    let Some(endpoint) = endpoint() else {
-        backend_unavailable("kinesis", HOW, &"no endpoint variable is set");
-        return None;
-    };
-    let name = StreamName::new(random_app("kinesis").as_str()).expect("valid stream name");
-    let source = KinesisSource::connect(name.clone(), Some(&endpoint))
-        .await
-        .expect("a valid endpoint");
-    let created = source
-        .client()
-        .create_stream()
-        .stream_name(name.as_str())
-        .shard_count(shards)
-        .send()
-        .await;
-    if let Err(e) = created {
-        backend_unavailable(
-            "kinesis",
-            HOW,
-            &aws_sdk_kinesis::error::DisplayErrorContext(e),
-        );
-        return None;
-    }
-    Some(source)
-}
+use kinesis_support::*;
 
 async fn put(source: &KinesisSource, ids: std::ops::Range<u64>) {
     for id in ids {
-        source
-            .client()
-            .put_record()
-            .stream_name(source.stream().as_str())
-            .partition_key(format!("pk-{id}"))
-            .data(Blob::new(id.to_le_bytes().to_vec()))
-            .send()
-            .await
-            .expect("put_record");
+        put_plain(source, id).await;
     }
 }
 
@@ -297,4 +264,350 @@ async fn a_worker_consumes_a_resharded_stream_in_order() {
         let start = position(child, "init").expect("every child was started");
         assert!(start > parent_end, "{child} started before {parent} ended");
     }
+}
+
+/// Layout of the aggregate tests: five aggregates of four user records (ids `10a..10a+3`), each
+/// followed by one plain record (`100 + a`).
+async fn put_aggregates(source: &KinesisSource) -> Vec<u64> {
+    let mut all = Vec::new();
+    for a in 0..5u64 {
+        let ids: Vec<u64> = (a * 10..a * 10 + 4).collect();
+        put_aggregate(source, &ids).await;
+        put_plain(source, 100 + a).await;
+        all.extend(ids);
+        all.push(100 + a);
+    }
+    all
+}
+
+fn tally(
+    log: &Arc<Mutex<Log>>,
+    checkpoint: bool,
+    stop_after: Option<u64>,
+) -> impl Fn(&LeaseKey) -> Tally + Send + Sync + 'static {
+    let log = Arc::clone(log);
+    move |_: &LeaseKey| Tally {
+        log: Arc::clone(&log),
+        checkpoint,
+        stop_after,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aggregated_records_are_counted_once_across_a_restart_inside_an_aggregate() {
+    let Some(source) = fresh_stream(1).await else {
+        return;
+    };
+    let all = put_aggregates(&source).await;
+    let store = Arc::new(MemoryStore::new(random_app("kinesis-kpl")));
+    let shard = source.list_shards().await.expect("list")[0].id.clone();
+    let key = LeaseKey::new(source.stream().clone(), shard);
+
+    // The first worker checkpoints after every record and "crashes" right after checkpointing
+    // id 21: the second user record of the third aggregate.
+    let first = Arc::new(Mutex::new(Log::default()));
+    let worker = Worker::new(
+        WorkerId::new("kpl-first").unwrap(),
+        store.clone(),
+        Arc::new(source.clone()),
+        tally(&first, true, Some(21)),
+        worker_config(3),
+    )
+    .spawn();
+    assert!(
+        eventually(Duration::from_secs(20), || first.lock().unwrap().stopped).await,
+        "the first worker reached id 21: {:?}",
+        first.lock().unwrap()
+    );
+    worker.shutdown().await.expect("graceful shutdown");
+    let lease = checkpoint_core::Checkpointer::fetch_checkpoint(store.as_ref(), &key)
+        .await
+        .expect("fetch")
+        .expect("a lease");
+    match &lease.checkpoint {
+        Some(Position::Sequence { sub_sequence, .. }) => {
+            assert_eq!(*sub_sequence, 1, "the checkpoint is inside the aggregate")
+        }
+        other => panic!("unexpected checkpoint {other:?}"),
+    }
+
+    // The second worker starts from that checkpoint; its first GetRecords meets an expired
+    // iterator, so the resumption point is also requested a second time.
+    let second = Arc::new(Mutex::new(Log::default()));
+    let probe = Probe::with_faults(&[(0, "ExpiredIteratorException")]);
+    let worker = Worker::new(
+        WorkerId::new("kpl-second").unwrap(),
+        store.clone(),
+        Arc::new(probed(&source, &probe, fast_config())),
+        tally(&second, true, None),
+        worker_config(3),
+    )
+    .spawn();
+    let expected = all.len();
+    let done = || first.lock().unwrap().ids.len() + second.lock().unwrap().ids.len() >= expected;
+    let finished = eventually(Duration::from_secs(20), done).await;
+    worker.shutdown().await.expect("graceful shutdown");
+    assert!(finished, "every record was processed");
+
+    let first = first.lock().unwrap();
+    let second = second.lock().unwrap();
+    assert_eq!(first.ids.last(), Some(&21));
+    assert_eq!(
+        second.ids.first(),
+        Some(&22),
+        "resumes at the aggregate's next user record"
+    );
+    let ids: Vec<u64> = first.ids.iter().chain(&second.ids).copied().collect();
+    exactly_once(&ids, &all);
+    assert_eq!(probe.injected.load(std::sync::atomic::Ordering::SeqCst), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_of_a_busy_shard_stay_within_the_configured_pace() {
+    let Some(source) = fresh_stream(1).await else {
+        return;
+    };
+    for id in 0..40 {
+        put_plain(&source, id).await;
+    }
+    let idle = Duration::from_millis(250);
+    let probe = Probe::with_faults(&[]);
+    let config = checkpoint_consumer::KinesisConfig::builder()
+        .with_initial_position(checkpoint_consumer::InitialPosition::TrimHorizon)
+        .with_idle_time_between_reads(idle)
+        .build()
+        .unwrap();
+    let log = Arc::new(Mutex::new(Log::default()));
+    let store = Arc::new(MemoryStore::new(random_app("kinesis-pace")));
+    // Four records per read: every read but the last is full, and the worker reads again at
+    // once; after the last, empty reads follow with a 10 ms poll interval.
+    let worker = Worker::new(
+        WorkerId::new("pace").unwrap(),
+        store,
+        Arc::new(probed(&source, &probe, config)),
+        tally(&log, true, None),
+        worker_config(4),
+    )
+    .spawn();
+    let full = eventually(Duration::from_secs(20), || {
+        log.lock().unwrap().ids.len() == 40
+    })
+    .await;
+    let busy_calls = probe.calls();
+    // And a few empty reads.
+    let empty = eventually(Duration::from_secs(10), || probe.calls() >= busy_calls + 4).await;
+    worker.shutdown().await.expect("graceful shutdown");
+    assert!(full && empty, "read everything, then polled");
+
+    let calls = probe.get_records.lock().unwrap().clone();
+    assert!(
+        busy_calls >= 10,
+        "40 records, 4 per read: {busy_calls} reads"
+    );
+    // Each call starts at its slot; the request leaves after a little preparation, so allow
+    // that much jitter between two sends.
+    let slack = Duration::from_millis(25);
+    for (n, pair) in calls.windows(2).enumerate() {
+        let gap = pair[1] - pair[0];
+        assert!(
+            gap + slack >= idle,
+            "GetRecords {n} and {} were {gap:?} apart (pace {idle:?})",
+            n + 1
+        );
+    }
+    let span = *calls.last().unwrap() - calls[0];
+    let per_second = (calls.len() - 1) as f64 / span.as_secs_f64();
+    assert!(
+        per_second <= 4.0 + 0.5,
+        "{per_second:.2} reads/s for a pace of 4/s"
+    );
+    let lags = log.lock().unwrap().lags.clone();
+    assert!(
+        lags.iter().all(Option::is_some),
+        "every batch carries MillisBehindLatest: {lags:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_iterators_and_throttling_keep_the_lease_and_lose_nothing() {
+    let Some(source) = fresh_stream(1).await else {
+        return;
+    };
+    let mut all: Vec<u64> = Vec::new();
+    for id in 0..6 {
+        put_plain(&source, id).await;
+        all.push(id);
+    }
+    put_aggregate(&source, &[10, 11, 12]).await;
+    all.extend([10, 11, 12]);
+    for id in 30..36 {
+        put_plain(&source, id).await;
+        all.push(id);
+    }
+    put_aggregate(&source, &[20, 21, 22]).await;
+    all.extend([20, 21, 22]);
+    let probe = Probe::with_faults(&[
+        (0, "ExpiredIteratorException"),
+        (2, "ExpiredIteratorException"),
+        (4, "ProvisionedThroughputExceededException"),
+        (5, "ProvisionedThroughputExceededException"),
+        (6, "ProvisionedThroughputExceededException"),
+        (8, "ExpiredIteratorException"),
+    ]);
+    let log = Arc::new(Mutex::new(Log::default()));
+    let store = Arc::new(MemoryStore::new(random_app("kinesis-expired")));
+    // The processor never checkpoints: an iterator renewed from the last checkpoint (none, so
+    // TRIM_HORIZON) instead of after the last delivered record would deliver records again.
+    let worker = Worker::new(
+        WorkerId::new("expired").unwrap(),
+        store,
+        Arc::new(probed(&source, &probe, fast_config())),
+        tally(&log, false, None),
+        worker_config(2),
+    )
+    .spawn();
+    let expected = all.len();
+    let done = eventually(Duration::from_secs(30), || {
+        log.lock().unwrap().ids.len() >= expected
+    })
+    .await;
+    // Let a few more reads pass, so a late duplicate would show.
+    let calls = probe.calls();
+    let more = eventually(Duration::from_secs(10), || probe.calls() >= calls + 3).await;
+    let held = worker.held_leases();
+    worker.shutdown().await.expect("graceful shutdown");
+    assert!(
+        done && more,
+        "every record delivered: {:?}",
+        log.lock().unwrap()
+    );
+    let log = log.lock().unwrap();
+    exactly_once(&log.ids, &all);
+    assert_eq!(log.inits, 1, "one processor: the lease was never given up");
+    assert_eq!(held.len(), 1, "the lease is still held");
+    assert_eq!(probe.injected.load(std::sync::atomic::Ordering::SeqCst), 6);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_default_initial_position_is_latest() {
+    let Some(source) = fresh_stream(1).await else {
+        return;
+    };
+    let latest = source
+        .clone()
+        .with_config(checkpoint_consumer::KinesisConfig::default());
+    assert_eq!(latest.initial_position(), Position::Latest);
+    put(&source, 0..3).await;
+    let shard = source.list_shards().await.expect("list")[0].id.clone();
+    let cursor = latest
+        .cursor(&shard, &latest.initial_position())
+        .await
+        .expect("cursor");
+    let batch = latest.read(&shard, &cursor, 100).await.expect("read");
+    assert!(batch.records.is_empty(), "LATEST skips what was there");
+    put(&source, 3..4).await;
+    let next = batch.next.expect("an open shard");
+    let batch = latest.read(&shard, &next, 100).await.expect("read");
+    assert_eq!(ids(&batch.records), BTreeSet::from([3]));
+}
+
+/// One thread, so the local recorder sees what the read records.
+#[tokio::test(flavor = "current_thread")]
+async fn each_batch_carries_its_lag_and_the_gauge_follows_it() {
+    let Some(source) = fresh_stream(1).await else {
+        return;
+    };
+    put(&source, 0..6).await;
+    let shard = source.list_shards().await.expect("list")[0].id.clone();
+    let gauges = Gauges::default();
+    let _recording = metrics::set_default_local_recorder(&gauges);
+    let labels = [
+        ("stream", source.stream().as_str()),
+        ("shard", shard.as_str()),
+    ];
+    let mut cursor = source
+        .cursor(&shard, &Position::TrimHorizon)
+        .await
+        .expect("cursor");
+    let mut read = 0;
+    while read < 6 {
+        let batch = source.read(&shard, &cursor, 2).await.expect("read");
+        read += batch.records.len();
+        let lag = batch.millis_behind_latest.expect("Kinesis reports the lag");
+        assert_eq!(
+            gauges.get("consumer_millis_behind_latest", &labels),
+            Some(lag as f64),
+            "the gauge is the last batch's lag"
+        );
+        cursor = batch.next.expect("an open shard");
+    }
+    // At the tip the lag is 0.
+    let batch = source.read(&shard, &cursor, 2).await.expect("read");
+    assert!(batch.records.is_empty());
+    assert_eq!(batch.millis_behind_latest, Some(0));
+    assert_eq!(
+        gauges.get("consumer_millis_behind_latest", &labels),
+        Some(0.0)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_from_shared_sdk_settings_reads_the_stream() {
+    use checkpoint_consumer::aws_config::{BehaviorVersion, Region, SdkConfig};
+    use checkpoint_consumer::aws_sdk_kinesis::config::{Credentials, SharedCredentialsProvider};
+    let Some(source) = fresh_stream(1).await else {
+        return;
+    };
+    put(&source, 0..3).await;
+    let endpoint = endpoint().expect("fresh_stream found an endpoint");
+    // Settings as `aws_config::defaults(..).load()` would give them, without an HTTP client:
+    // the source brings its own.
+    let sdk = SdkConfig::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .endpoint_url(endpoint)
+        .credentials_provider(SharedCredentialsProvider::new(Credentials::new(
+            "emulator", "emulator", None, None, "test",
+        )))
+        .build();
+    let shared =
+        KinesisSource::from_sdk_config(&sdk, source.stream().clone()).with_config(fast_config());
+    let shard = shared.list_shards().await.expect("list")[0].id.clone();
+    let (records, ended) = read_all(&shared, &shard, &Position::TrimHorizon).await;
+    assert!(!ended);
+    assert_eq!(ids(&records), BTreeSet::from([0, 1, 2]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_without_an_initial_position_starts_kinesis_shards_at_latest() {
+    let Some(source) = fresh_stream(1).await else {
+        return;
+    };
+    put(&source, 0..3).await;
+    let probe = Probe::with_faults(&[]);
+    let config = fast_config();
+    let latest = checkpoint_consumer::KinesisConfig::builder()
+        .with_idle_time_between_reads(config.idle_time_between_reads())
+        .build()
+        .unwrap();
+    let log = Arc::new(Mutex::new(Log::default()));
+    let worker = Worker::new(
+        WorkerId::new("latest").unwrap(),
+        Arc::new(MemoryStore::new(random_app("kinesis-latest"))),
+        Arc::new(probed(&source, &probe, latest)),
+        tally(&log, true, None),
+        worker_config(10),
+    )
+    .spawn();
+    // The first GetRecords leaves after its LATEST iterator was handed out: what is put from
+    // then on is new.
+    let reading = eventually(Duration::from_secs(10), || probe.calls() >= 1).await;
+    put(&source, 3..5).await;
+    let done = eventually(Duration::from_secs(10), || {
+        log.lock().unwrap().ids.len() >= 2
+    })
+    .await;
+    worker.shutdown().await.expect("graceful shutdown");
+    assert!(reading && done, "{:?}", log.lock().unwrap());
+    assert_eq!(log.lock().unwrap().ids, [3, 4]);
 }
