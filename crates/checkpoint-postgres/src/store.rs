@@ -55,6 +55,20 @@ const RENEW_PARALLEL: usize = 4;
 ///
 /// Cheap to clone; clones and [`PostgresStore::for_app`] handles share one connection pool.
 /// `Send + Sync`, usable as `Arc<dyn checkpoint_core::Store>`.
+///
+/// ```no_run
+/// use std::sync::Arc;
+/// use checkpoint_core::{AppName, Store};
+/// use checkpoint_postgres::{PostgresConfig, PostgresStore};
+///
+/// # async fn run() -> checkpoint_core::Result<()> {
+/// let config = PostgresConfig::from_url("postgres://app@db.example/orders?schema=streaming")?
+///     .with_max_connections(4);
+/// let billing = PostgresStore::open(config, AppName::new("billing")?).await?;
+/// let audit = billing.for_app(AppName::new("audit")?); // same pool, its own rows
+/// let store: Arc<dyn Store> = Arc::new(billing);
+/// # Ok(()) }
+/// ```
 #[derive(Clone)]
 pub struct PostgresStore {
     app: AppName,

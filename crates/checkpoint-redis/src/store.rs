@@ -34,6 +34,19 @@ pub const RENEW_MANY_CHUNK: usize = 1_000;
 /// Cheap to clone; clones and [`RedisStore::for_app`] handles share one multiplexed connection
 /// (a [`ConnectionManager`], which reconnects after the connection drops). `Send + Sync`,
 /// usable as `Arc<dyn checkpoint_core::Store>`.
+///
+/// ```no_run
+/// use std::sync::Arc;
+/// use checkpoint_core::{AppName, Store};
+/// use checkpoint_redis::{RedisConfig, RedisStore};
+///
+/// # async fn run() -> checkpoint_core::Result<()> {
+/// let config = RedisConfig::from_url("redis://:secret@127.0.0.1:6379/0?prefix=ckpt")?;
+/// let billing = RedisStore::open(config, AppName::new("billing")?).await?;
+/// let audit = billing.for_app(AppName::new("audit")?); // same connection, its own keys
+/// let store: Arc<dyn Store> = Arc::new(billing);
+/// # Ok(()) }
+/// ```
 #[derive(Clone)]
 pub struct RedisStore {
     app: AppName,

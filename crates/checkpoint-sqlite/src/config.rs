@@ -32,6 +32,7 @@ pub const MAX_WAL_CHECKPOINT_PAGES: u32 = 1_000_000;
 
 /// Where the database lives.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Location {
     /// A database file, created when absent. Every handle and every process that opens the same
     /// file shares its leases.
@@ -45,6 +46,7 @@ pub enum Location {
 
 /// SQLite's `synchronous` setting, in WAL mode: what a checkpoint that returned `Ok` survives.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Synchronous {
     /// `synchronous=NORMAL` (the default): a commit is written to the write-ahead log but not
     /// flushed to the disk. It survives the process being killed or crashing at any point; a
