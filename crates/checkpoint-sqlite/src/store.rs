@@ -624,13 +624,17 @@ impl LeaseManager for SqliteStore {
     }
 
     /// Creates or upgrades the tables in one `BEGIN IMMEDIATE` transaction (see
-    /// [`crate::schema`]); idempotent, safe from many handles and processes at once.
+    /// [`crate::schema`]); idempotent, safe from many handles and processes at once. With
+    /// [`crate::SqliteConfig::with_migrations`] off, only checks the tables, with reads.
     async fn init(&self) -> Result<()> {
         self.inner
             .config
             .backoff()
             .retry(|_| {
                 self.direct(true, |conn, inner| {
+                    if !inner.config.migrations() {
+                        return schema::verify(conn, &inner.sql);
+                    }
                     let (_, now_ms) = inner.now()?;
                     schema::init(conn, &inner.sql, now_ms)
                 })
