@@ -97,14 +97,12 @@ impl LeaseManager for KvStore {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities {
-            backend: "custom kv (example)",
-            clock: ClockSource::Host,
-            transactional_checkpoint: false,
-            renew_many: BatchMode::Chunked(1),
-            durability: Durability::Process,
-            multi_process: false,
-        }
+        Capabilities::new(
+            "custom kv (example)",
+            ClockSource::Host,
+            Durability::Process,
+        )
+        .with_renew_many(BatchMode::Chunked(1))
     }
 
     async fn init(&self) -> Result<()> {

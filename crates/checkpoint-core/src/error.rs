@@ -9,6 +9,31 @@ use crate::types::{FencingToken, LeaseKey, Position, WorkerId};
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Errors of the lease/checkpoint contract.
+///
+/// Match on the variant (or on [`Error::kind`]) the same way on every store; ask
+/// [`Error::is_retryable`] whether trying again can help.
+///
+/// ```
+/// use std::time::Duration;
+/// use checkpoint_core::{AppName, Error, ErrorKind, LeaseDuration, LeaseKey, LeaseManager, MemoryStore, WorkerId};
+///
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// let store = MemoryStore::new(AppName::new("billing")?);
+/// let key = LeaseKey::parse("orders", "shard-0")?;
+/// let duration = LeaseDuration::new(Duration::from_secs(10))?;
+/// store.get_lease(&key, &WorkerId::new("a")?, duration).await?;
+/// match store.get_lease(&key, &WorkerId::new("b")?, duration).await {
+///     Err(Error::LeaseHeld { holder, remaining, .. }) => {
+///         assert_eq!(holder.as_str(), "a");
+///         assert!(remaining <= Duration::from_secs(10));
+///     }
+///     other => panic!("expected LeaseHeld, got {other:?}"),
+/// }
+/// let err = store.get_lease(&key, &WorkerId::new("b")?, duration).await.unwrap_err();
+/// assert_eq!(err.kind(), ErrorKind::LeaseHeld);
+/// assert!(!err.is_retryable()); // a failed condition is never retried blindly
+/// # Ok::<(), Error>(()) }).unwrap();
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -104,6 +129,14 @@ pub enum Error {
 }
 
 /// The kind of an [`Error`], for comparisons and metrics.
+///
+/// ```
+/// use checkpoint_core::{Error, ErrorKind};
+///
+/// let err = Error::invalid("worker_id", "must not be empty");
+/// assert_eq!(err.kind(), ErrorKind::InvalidInput);
+/// assert_eq!(err.field(), Some("worker_id"));
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum ErrorKind {

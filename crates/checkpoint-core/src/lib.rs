@@ -3,7 +3,8 @@
 //! Workers that read sharded streams need two things from a store: exclusive, expiring
 //! ownership of each shard (a [`Lease`] with a [`FencingToken`], so a paused worker can never
 //! write after losing it) and a durable [`Position`] per shard (the checkpoint). This crate holds
-//! the contract every backend implements:
+//! the contract every backend implements ([`contract`]: operations, invariants, each store's
+//! clock and durability, and the scenarios that check each clause):
 //!
 //! - the domain types, validated in their constructors ([`types`]);
 //! - the [`Checkpointer`] and [`Membership`] traits, together [`Store`], usable as

@@ -63,6 +63,28 @@ impl MemoryDatabase {
 }
 
 /// A store handle for one app of a [`MemoryDatabase`].
+///
+/// Handles of one database share its records, as handles of one real database do; a
+/// [`crate::ManualClock`] lets a test move time instead of sleeping.
+///
+/// ```
+/// use std::sync::Arc;
+/// use std::time::Duration;
+/// use checkpoint_core::{AppName, LeaseDuration, LeaseKey, LeaseManager, ManualClock, MemoryDatabase, WorkerId};
+///
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// let clock = Arc::new(ManualClock::default());
+/// let db = MemoryDatabase::with_clock(clock.clone());
+/// let (one, two) = (db.open(AppName::new("billing")?), db.open(AppName::new("billing")?));
+/// let key = LeaseKey::parse("orders", "shard-0")?;
+/// let duration = LeaseDuration::new(Duration::from_secs(10))?;
+/// let first = one.get_lease(&key, &WorkerId::new("a")?, duration).await?;
+/// assert!(two.get_lease(&key, &WorkerId::new("b")?, duration).await.is_err());
+/// clock.advance(Duration::from_secs(11)); // a's lease expires
+/// let second = two.get_lease(&key, &WorkerId::new("b")?, duration).await?;
+/// assert_eq!(second.token, first.token.next());
+/// # Ok::<(), checkpoint_core::Error>(()) }).unwrap();
+/// ```
 #[derive(Clone, Debug)]
 pub struct MemoryStore {
     app: AppName,

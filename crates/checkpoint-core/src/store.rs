@@ -33,6 +33,7 @@ pub enum ClockSource {
 
 /// How a checkpoint survives failures.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Durability {
     /// Process memory only: lost when the process exits.
     Process,
@@ -46,6 +47,7 @@ pub enum Durability {
 
 /// How renew-many reaches the store.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum BatchMode {
     /// One statement, script or transaction for the whole batch.
     OneRoundTrip,
@@ -74,6 +76,47 @@ pub struct Capabilities {
 }
 
 impl Capabilities {
+    /// The capabilities of a store named `backend` judging expiry by `clock` with `durability`,
+    /// and otherwise the least a store can offer: no transactional checkpoint, renew-many as
+    /// one request per lease at a time, one process. Adjust with the `with_*` setters.
+    ///
+    /// ```
+    /// use checkpoint_core::{BatchMode, Capabilities, ClockSource, Durability};
+    ///
+    /// let capabilities = Capabilities::new("my-kv", ClockSource::Server, Durability::Disk)
+    ///     .with_renew_many(BatchMode::OneRoundTrip)
+    ///     .with_multi_process(true);
+    /// assert!(!capabilities.transactional_checkpoint);
+    /// ```
+    pub fn new(backend: &'static str, clock: ClockSource, durability: Durability) -> Self {
+        Self {
+            backend,
+            clock,
+            transactional_checkpoint: false,
+            renew_many: BatchMode::Concurrent(1),
+            durability,
+            multi_process: false,
+        }
+    }
+
+    /// Whether the store can write a checkpoint inside the caller's transaction. Default: no.
+    pub fn with_transactional_checkpoint(mut self, yes: bool) -> Self {
+        self.transactional_checkpoint = yes;
+        self
+    }
+
+    /// How renew-many reaches the store. Default: [`BatchMode::Concurrent`]`(1)`.
+    pub fn with_renew_many(mut self, mode: BatchMode) -> Self {
+        self.renew_many = mode;
+        self
+    }
+
+    /// Whether two processes can share the store. Default: no.
+    pub fn with_multi_process(mut self, yes: bool) -> Self {
+        self.multi_process = yes;
+        self
+    }
+
     /// One row of the capability table in the README.
     pub fn table_row(&self) -> String {
         let clock = match self.clock {
@@ -121,18 +164,65 @@ impl Capabilities {
 #[async_trait]
 pub trait LeaseManager: Send + Sync + fmt::Debug {
     /// The app this handle was opened for.
+    ///
+    /// ```
+    /// use checkpoint_core::{AppName, LeaseManager, MemoryStore};
+    ///
+    /// let store = MemoryStore::new(AppName::new("billing")?);
+    /// assert_eq!(store.app().as_str(), "billing");
+    /// # Ok::<(), checkpoint_core::Error>(())
+    /// ```
     fn app(&self) -> &AppName;
 
     /// What this backend supports.
+    ///
+    /// ```
+    /// use checkpoint_core::{AppName, ClockSource, LeaseManager, MemoryStore};
+    ///
+    /// let store = MemoryStore::new(AppName::new("billing")?);
+    /// let capabilities = store.capabilities();
+    /// assert_eq!(capabilities.clock, ClockSource::Host);
+    /// assert!(!capabilities.multi_process);
+    /// # Ok::<(), checkpoint_core::Error>(())
+    /// ```
     fn capabilities(&self) -> Capabilities;
 
     /// Operation 1: create tables, indexes or scripts if absent. Idempotent and safe to call
     /// from many workers at once; an existing incompatible layout is
     /// [`crate::Error::SchemaMismatch`].
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use checkpoint_core::*;
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// # let store = MemoryStore::new(AppName::new("billing")?);
+    /// # let key = LeaseKey::parse("orders", "shard-0")?;
+    /// # let (me, other) = (WorkerId::new("worker-1")?, WorkerId::new("worker-2")?);
+    /// # let ten_s = LeaseDuration::new(Duration::from_secs(10))?;
+    /// store.init().await?;
+    /// store.init().await?; // idempotent
+    /// # Ok::<(), Error>(()) }).unwrap();
+    /// ```
     async fn init(&self) -> Result<()>;
 
     /// Operation 2: create a free record (token 0) with these parents and initial checkpoint
     /// unless one exists. Returns whether this call created it.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use checkpoint_core::*;
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// # let store = MemoryStore::new(AppName::new("billing")?);
+    /// # let key = LeaseKey::parse("orders", "shard-0")?;
+    /// # let (me, other) = (WorkerId::new("worker-1")?, WorkerId::new("worker-2")?);
+    /// # let ten_s = LeaseDuration::new(Duration::from_secs(10))?;
+    /// let parents = [ShardId::new("shard-parent")?];
+    /// assert!(store.create_lease_if_absent(&key, &parents, Some(&Position::TrimHorizon)).await?);
+    /// assert!(!store.create_lease_if_absent(&key, &[], None).await?); // exists: unchanged
+    /// let record = store.fetch_checkpoint(&key).await?.unwrap();
+    /// assert_eq!((record.token, record.checkpoint), (FencingToken(0), Some(Position::TrimHorizon)));
+    /// # Ok::<(), Error>(()) }).unwrap();
+    /// ```
     async fn create_lease_if_absent(
         &self,
         key: &LeaseKey,
@@ -143,6 +233,22 @@ pub trait LeaseManager: Send + Sync + fmt::Debug {
     /// Operation 3: grant the lease to `worker` when free, expired, or already held by it;
     /// creates an absent record. A grant to a new owner bumps the token. Otherwise
     /// [`crate::Error::LeaseHeld`].
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use checkpoint_core::*;
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// # let store = MemoryStore::new(AppName::new("billing")?);
+    /// # let key = LeaseKey::parse("orders", "shard-0")?;
+    /// # let (me, other) = (WorkerId::new("worker-1")?, WorkerId::new("worker-2")?);
+    /// # let ten_s = LeaseDuration::new(Duration::from_secs(10))?;
+    /// let lease = store.get_lease(&key, &me, ten_s).await?;
+    /// assert_eq!(lease.token, FencingToken(1));
+    /// assert_eq!(store.get_lease(&key, &me, ten_s).await?.token, lease.token); // re-take keeps it
+    /// let refused = store.get_lease(&key, &other, ten_s).await.unwrap_err();
+    /// assert!(matches!(refused, Error::LeaseHeld { ref holder, .. } if *holder == me));
+    /// # Ok::<(), Error>(()) }).unwrap();
+    /// ```
     async fn get_lease(
         &self,
         key: &LeaseKey,
@@ -152,6 +258,22 @@ pub trait LeaseManager: Send + Sync + fmt::Debug {
 
     /// Operation 4: extend the deadline iff owner and token match (even past the deadline when
     /// nobody took it). Otherwise [`crate::Error::LeaseLost`].
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use checkpoint_core::*;
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// # let store = MemoryStore::new(AppName::new("billing")?);
+    /// # let key = LeaseKey::parse("orders", "shard-0")?;
+    /// # let (me, other) = (WorkerId::new("worker-1")?, WorkerId::new("worker-2")?);
+    /// # let ten_s = LeaseDuration::new(Duration::from_secs(10))?;
+    /// let lease = store.get_lease(&key, &me, ten_s).await?;
+    /// let renewed = store.renew(&key, &me, lease.token, ten_s).await?;
+    /// assert_eq!(renewed.token, lease.token);
+    /// let stale = store.renew(&key, &me, FencingToken(99), ten_s).await.unwrap_err();
+    /// assert_eq!(stale.kind(), ErrorKind::LeaseLost);
+    /// # Ok::<(), Error>(()) }).unwrap();
+    /// ```
     async fn renew(
         &self,
         key: &LeaseKey,
@@ -162,6 +284,24 @@ pub trait LeaseManager: Send + Sync + fmt::Debug {
 
     /// Operation 4, batched: renew each `(key, token)` held by `worker`, in as few round trips as
     /// the backend allows. Lost leases are reported, not errors.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use checkpoint_core::*;
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// # let store = MemoryStore::new(AppName::new("billing")?);
+    /// # let key = LeaseKey::parse("orders", "shard-0")?;
+    /// # let (me, other) = (WorkerId::new("worker-1")?, WorkerId::new("worker-2")?);
+    /// # let ten_s = LeaseDuration::new(Duration::from_secs(10))?;
+    /// let other_key = LeaseKey::parse("orders", "shard-1")?;
+    /// let a = store.get_lease(&key, &me, ten_s).await?;
+    /// let b = store.get_lease(&other_key, &me, ten_s).await?;
+    /// store.evict_lease(&other_key).await?; // an administrator frees shard-1
+    /// let outcome = store.renew_many(&me, &[(key.clone(), a.token), (other_key.clone(), b.token)], ten_s).await?;
+    /// assert_eq!(outcome.renewed.len(), 1);
+    /// assert_eq!(outcome.lost, vec![other_key]);
+    /// # Ok::<(), Error>(()) }).unwrap();
+    /// ```
     async fn renew_many(
         &self,
         worker: &WorkerId,
@@ -172,6 +312,23 @@ pub trait LeaseManager: Send + Sync + fmt::Debug {
     /// Operation 7: release the lease iff owner and token match; owner and deadline are cleared,
     /// token and checkpoint kept. Repeating a completed release is not an error. Otherwise
     /// [`crate::Error::LeaseLost`].
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use checkpoint_core::*;
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// # let store = MemoryStore::new(AppName::new("billing")?);
+    /// # let key = LeaseKey::parse("orders", "shard-0")?;
+    /// # let (me, other) = (WorkerId::new("worker-1")?, WorkerId::new("worker-2")?);
+    /// # let ten_s = LeaseDuration::new(Duration::from_secs(10))?;
+    /// let lease = store.get_lease(&key, &me, ten_s).await?;
+    /// store.checkpoint_sequence(&key, &me, lease.token, &Position::sequence("7")?).await?;
+    /// let released = store.remove_lease_owner(&key, &me, lease.token).await?;
+    /// assert_eq!((released.owner, released.token), (None, lease.token));
+    /// assert_eq!(released.checkpoint, Some(Position::sequence("7")?)); // kept
+    /// assert_eq!(store.get_lease(&key, &other, ten_s).await?.token, lease.token.next());
+    /// # Ok::<(), Error>(()) }).unwrap();
+    /// ```
     async fn remove_lease_owner(
         &self,
         key: &LeaseKey,
@@ -181,16 +338,83 @@ pub trait LeaseManager: Send + Sync + fmt::Debug {
 
     /// Operation 7, admin form (the KCL's `evictLease`): release whoever holds it.
     /// [`crate::Error::NotFound`] when there is no record.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use checkpoint_core::*;
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// # let store = MemoryStore::new(AppName::new("billing")?);
+    /// # let key = LeaseKey::parse("orders", "shard-0")?;
+    /// # let (me, other) = (WorkerId::new("worker-1")?, WorkerId::new("worker-2")?);
+    /// # let ten_s = LeaseDuration::new(Duration::from_secs(10))?;
+    /// let lease = store.get_lease(&key, &me, ten_s).await?;
+    /// assert_eq!(store.evict_lease(&key).await?.owner, None);
+    /// // The evicted holder's writes are refused from now on.
+    /// let err = store.renew(&key, &me, lease.token, ten_s).await.unwrap_err();
+    /// assert_eq!(err.kind(), ErrorKind::LeaseLost);
+    /// # Ok::<(), Error>(()) }).unwrap();
+    /// ```
     async fn evict_lease(&self, key: &LeaseKey) -> Result<Lease>;
 
     /// Operation 8: delete the record (shard gone). Deleting an absent record is not an error.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use checkpoint_core::*;
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// # let store = MemoryStore::new(AppName::new("billing")?);
+    /// # let key = LeaseKey::parse("orders", "shard-0")?;
+    /// # let (me, other) = (WorkerId::new("worker-1")?, WorkerId::new("worker-2")?);
+    /// # let ten_s = LeaseDuration::new(Duration::from_secs(10))?;
+    /// store.get_lease(&key, &me, ten_s).await?;
+    /// store.remove_lease_info(&key).await?;
+    /// store.remove_lease_info(&key).await?; // absent: not an error
+    /// assert!(store.fetch_checkpoint(&key).await?.is_none());
+    /// # Ok::<(), Error>(()) }).unwrap();
+    /// ```
     async fn remove_lease_info(&self, key: &LeaseKey) -> Result<()>;
 
     /// Operation 9: every record of the app, or of one stream, sorted by key.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use checkpoint_core::*;
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// # let store = MemoryStore::new(AppName::new("billing")?);
+    /// # let key = LeaseKey::parse("orders", "shard-0")?;
+    /// # let (me, other) = (WorkerId::new("worker-1")?, WorkerId::new("worker-2")?);
+    /// # let ten_s = LeaseDuration::new(Duration::from_secs(10))?;
+    /// for shard in ["shard-1", "shard-0"] {
+    ///     store.create_lease_if_absent(&LeaseKey::parse("orders", shard)?, &[], None).await?;
+    /// }
+    /// store.create_lease_if_absent(&LeaseKey::parse("refunds", "shard-0")?, &[], None).await?;
+    /// let orders = store.list_leases(Some(&StreamName::new("orders")?)).await?;
+    /// let shards: Vec<&str> = orders.iter().map(|l| l.key.shard.as_str()).collect();
+    /// assert_eq!(shards, ["shard-0", "shard-1"]);
+    /// assert_eq!(store.list_leases(None).await?.len(), 3);
+    /// # Ok::<(), Error>(()) }).unwrap();
+    /// ```
     async fn list_leases(&self, stream: Option<&StreamName>) -> Result<Vec<Lease>>;
 
     /// Operation 10: take a live lease only if it is still held by `expected_owner` with
     /// `expected_token`; bumps the token. Otherwise [`crate::Error::LeaseChanged`].
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use checkpoint_core::*;
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// # let store = MemoryStore::new(AppName::new("billing")?);
+    /// # let key = LeaseKey::parse("orders", "shard-0")?;
+    /// # let (me, other) = (WorkerId::new("worker-1")?, WorkerId::new("worker-2")?);
+    /// # let ten_s = LeaseDuration::new(Duration::from_secs(10))?;
+    /// let seen = store.get_lease(&key, &other, ten_s).await?; // what the balancer saw
+    /// let stolen = store.steal(&key, &me, &other, seen.token, ten_s).await?;
+    /// assert_eq!((stolen.owner, stolen.token), (Some(me.clone()), seen.token.next()));
+    /// // The record changed since: a second steal with the old view is refused.
+    /// let err = store.steal(&key, &other, &me, seen.token, ten_s).await.unwrap_err();
+    /// assert_eq!(err.kind(), ErrorKind::LeaseChanged);
+    /// # Ok::<(), Error>(()) }).unwrap();
+    /// ```
     async fn steal(
         &self,
         key: &LeaseKey,
@@ -202,6 +426,25 @@ pub trait LeaseManager: Send + Sync + fmt::Debug {
 
     /// Operation 11: ask the holder to hand the lease over to `claimant`; the holder sees the
     /// claim on its next renew or fetch.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use checkpoint_core::*;
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// # let store = MemoryStore::new(AppName::new("billing")?);
+    /// # let key = LeaseKey::parse("orders", "shard-0")?;
+    /// # let (me, other) = (WorkerId::new("worker-1")?, WorkerId::new("worker-2")?);
+    /// # let ten_s = LeaseDuration::new(Duration::from_secs(10))?;
+    /// let lease = store.get_lease(&key, &other, ten_s).await?;
+    /// store.claim(&key, &me).await?;
+    /// // The holder sees the claim when it renews, then checkpoints and releases.
+    /// let renewed = store.renew(&key, &other, lease.token, ten_s).await?;
+    /// assert_eq!(renewed.claim, Some(me.clone()));
+    /// store.remove_lease_owner(&key, &other, lease.token).await?;
+    /// let mine = store.get_lease(&key, &me, ten_s).await?;
+    /// assert_eq!((mine.claim, mine.token), (None, lease.token.next()));
+    /// # Ok::<(), Error>(()) }).unwrap();
+    /// ```
     async fn claim(&self, key: &LeaseKey, claimant: &WorkerId) -> Result<Lease>;
 }
 
@@ -213,6 +456,23 @@ pub trait Checkpointer: LeaseManager {
     /// [`crate::Error::LeaseLost`] and nothing written), and it is not behind the stored one
     /// ([`crate::Error::CheckpointRegression`]). Clears the pending position and the
     /// owner-switch count.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use checkpoint_core::*;
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// # let store = MemoryStore::new(AppName::new("billing")?);
+    /// # let key = LeaseKey::parse("orders", "shard-0")?;
+    /// # let (me, other) = (WorkerId::new("worker-1")?, WorkerId::new("worker-2")?);
+    /// # let ten_s = LeaseDuration::new(Duration::from_secs(10))?;
+    /// let lease = store.get_lease(&key, &me, ten_s).await?;
+    /// store.checkpoint_sequence(&key, &me, lease.token, &Position::sequence("100")?).await?;
+    /// let behind = store.checkpoint_sequence(&key, &me, lease.token, &Position::sequence("99")?).await;
+    /// assert_eq!(behind.unwrap_err().kind(), ErrorKind::CheckpointRegression);
+    /// let fenced = store.checkpoint_sequence(&key, &other, lease.token, &Position::sequence("101")?).await;
+    /// assert_eq!(fenced.unwrap_err().kind(), ErrorKind::LeaseLost);
+    /// # Ok::<(), Error>(()) }).unwrap();
+    /// ```
     async fn checkpoint_sequence(
         &self,
         key: &LeaseKey,
@@ -223,6 +483,22 @@ pub trait Checkpointer: LeaseManager {
 
     /// Operation 14: store a pending position (the KCL's `prepareCheckpoint`), fenced and
     /// checked like a checkpoint.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use checkpoint_core::*;
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// # let store = MemoryStore::new(AppName::new("billing")?);
+    /// # let key = LeaseKey::parse("orders", "shard-0")?;
+    /// # let (me, other) = (WorkerId::new("worker-1")?, WorkerId::new("worker-2")?);
+    /// # let ten_s = LeaseDuration::new(Duration::from_secs(10))?;
+    /// let lease = store.get_lease(&key, &me, ten_s).await?;
+    /// let prepared = store.prepare_checkpoint(&key, &me, lease.token, &Position::sequence("5")?).await?;
+    /// assert_eq!(prepared.pending_checkpoint, Some(Position::sequence("5")?));
+    /// let done = store.checkpoint_sequence(&key, &me, lease.token, &Position::sequence("5")?).await?;
+    /// assert_eq!(done.pending_checkpoint, None);
+    /// # Ok::<(), Error>(()) }).unwrap();
+    /// ```
     async fn prepare_checkpoint(
         &self,
         key: &LeaseKey,
@@ -233,9 +509,40 @@ pub trait Checkpointer: LeaseManager {
 
     /// Operation 6: the record holding the checkpoint (its `checkpoint`, pending checkpoint,
     /// owner and token), or `None`. Always a strongly consistent read.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use checkpoint_core::*;
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// # let store = MemoryStore::new(AppName::new("billing")?);
+    /// # let key = LeaseKey::parse("orders", "shard-0")?;
+    /// # let (me, other) = (WorkerId::new("worker-1")?, WorkerId::new("worker-2")?);
+    /// # let ten_s = LeaseDuration::new(Duration::from_secs(10))?;
+    /// assert!(store.fetch_checkpoint(&key).await?.is_none());
+    /// let lease = store.get_lease(&key, &me, ten_s).await?;
+    /// store.checkpoint_sequence(&key, &me, lease.token, &Position::sequence("42")?).await?;
+    /// let record = store.fetch_checkpoint(&key).await?.unwrap();
+    /// assert_eq!((record.checkpoint, record.owner), (Some(Position::sequence("42")?), Some(me)));
+    /// # Ok::<(), Error>(()) }).unwrap();
+    /// ```
     async fn fetch_checkpoint(&self, key: &LeaseKey) -> Result<Option<Lease>>;
 
     /// Admin reset of the checkpoint, the one way to move it backwards (or clear it).
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use checkpoint_core::*;
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// # let store = MemoryStore::new(AppName::new("billing")?);
+    /// # let key = LeaseKey::parse("orders", "shard-0")?;
+    /// # let (me, other) = (WorkerId::new("worker-1")?, WorkerId::new("worker-2")?);
+    /// # let ten_s = LeaseDuration::new(Duration::from_secs(10))?;
+    /// let lease = store.get_lease(&key, &me, ten_s).await?;
+    /// store.checkpoint_sequence(&key, &me, lease.token, &Position::sequence("42")?).await?;
+    /// let reset = store.reset_checkpoint(&key, Some(&Position::TrimHorizon)).await?;
+    /// assert_eq!((reset.checkpoint, reset.token), (Some(Position::TrimHorizon), lease.token));
+    /// # Ok::<(), Error>(()) }).unwrap();
+    /// ```
     async fn reset_checkpoint(&self, key: &LeaseKey, position: Option<&Position>) -> Result<Lease>;
 }
 
@@ -243,19 +550,94 @@ pub trait Checkpointer: LeaseManager {
 #[async_trait]
 pub trait Membership: Send + Sync + fmt::Debug {
     /// Register (or re-register) `worker`, live for `ttl`.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use checkpoint_core::*;
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// # let store = MemoryStore::new(AppName::new("billing")?);
+    /// # let key = LeaseKey::parse("orders", "shard-0")?;
+    /// # let (me, other) = (WorkerId::new("worker-1")?, WorkerId::new("worker-2")?);
+    /// # let ten_s = LeaseDuration::new(Duration::from_secs(10))?;
+    /// let ttl = HeartbeatTtl::new(Duration::from_secs(30))?;
+    /// store.register_worker(&other, ttl).await?;
+    /// store.register_worker(&me, ttl).await?;
+    /// assert_eq!(store.live_workers().await?, vec![me.clone(), other.clone()]); // sorted
+    /// # Ok::<(), Error>(()) }).unwrap();
+    /// ```
     async fn register_worker(&self, worker: &WorkerId, ttl: HeartbeatTtl) -> Result<()>;
 
     /// Extend a registered worker's life; [`crate::Error::NotFound`] when it is not registered
     /// (deregistered or pruned), so it knows to register again.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use checkpoint_core::*;
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// # let store = MemoryStore::new(AppName::new("billing")?);
+    /// # let key = LeaseKey::parse("orders", "shard-0")?;
+    /// # let (me, other) = (WorkerId::new("worker-1")?, WorkerId::new("worker-2")?);
+    /// # let ten_s = LeaseDuration::new(Duration::from_secs(10))?;
+    /// let ttl = HeartbeatTtl::new(Duration::from_secs(30))?;
+    /// store.register_worker(&me, ttl).await?;
+    /// store.heartbeat(&me, ttl).await?;
+    /// let unknown = store.heartbeat(&other, ttl).await.unwrap_err();
+    /// assert_eq!(unknown.kind(), ErrorKind::NotFound); // register again
+    /// # Ok::<(), Error>(()) }).unwrap();
+    /// ```
     async fn heartbeat(&self, worker: &WorkerId, ttl: HeartbeatTtl) -> Result<()>;
 
     /// Workers whose heartbeat has not expired, sorted.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use checkpoint_core::*;
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// # let store = MemoryStore::new(AppName::new("billing")?);
+    /// # let key = LeaseKey::parse("orders", "shard-0")?;
+    /// # let (me, other) = (WorkerId::new("worker-1")?, WorkerId::new("worker-2")?);
+    /// # let ten_s = LeaseDuration::new(Duration::from_secs(10))?;
+    /// store.register_worker(&me, HeartbeatTtl::new(Duration::from_secs(30))?).await?;
+    /// assert_eq!(store.live_workers().await?, vec![me]);
+    /// # Ok::<(), Error>(()) }).unwrap();
+    /// ```
     async fn live_workers(&self) -> Result<Vec<WorkerId>>;
 
     /// Remove `worker`; absent is not an error.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use checkpoint_core::*;
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// # let store = MemoryStore::new(AppName::new("billing")?);
+    /// # let key = LeaseKey::parse("orders", "shard-0")?;
+    /// # let (me, other) = (WorkerId::new("worker-1")?, WorkerId::new("worker-2")?);
+    /// # let ten_s = LeaseDuration::new(Duration::from_secs(10))?;
+    /// store.register_worker(&me, HeartbeatTtl::new(Duration::from_secs(30))?).await?;
+    /// store.deregister_worker(&me).await?;
+    /// store.deregister_worker(&me).await?; // absent: not an error
+    /// assert!(store.live_workers().await?.is_empty());
+    /// # Ok::<(), Error>(()) }).unwrap();
+    /// ```
     async fn deregister_worker(&self, worker: &WorkerId) -> Result<()>;
 
     /// Remove every expired worker; returns how many.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use checkpoint_core::*;
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// # let store = MemoryStore::new(AppName::new("billing")?);
+    /// # let key = LeaseKey::parse("orders", "shard-0")?;
+    /// # let (me, other) = (WorkerId::new("worker-1")?, WorkerId::new("worker-2")?);
+    /// # let ten_s = LeaseDuration::new(Duration::from_secs(10))?;
+    /// let clock = std::sync::Arc::new(ManualClock::default());
+    /// let store = MemoryDatabase::with_clock(clock.clone()).open(AppName::new("billing")?);
+    /// store.register_worker(&me, HeartbeatTtl::new(Duration::from_secs(30))?).await?;
+    /// clock.advance(Duration::from_secs(31));
+    /// assert_eq!(store.prune_dead_workers().await?, 1);
+    /// # Ok::<(), Error>(()) }).unwrap();
+    /// ```
     async fn prune_dead_workers(&self) -> Result<usize>;
 }
 
@@ -268,6 +650,20 @@ impl<T: Checkpointer + Membership + ?Sized> Store for T {}
 #[async_trait]
 pub trait CheckpointerExt: Checkpointer {
     /// The stored checkpoint position of `key`, or `None` (absent record or no checkpoint).
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use checkpoint_core::*;
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// # let store = MemoryStore::new(AppName::new("billing")?);
+    /// # let key = LeaseKey::parse("orders", "shard-0")?;
+    /// # let (me, other) = (WorkerId::new("worker-1")?, WorkerId::new("worker-2")?);
+    /// # let ten_s = LeaseDuration::new(Duration::from_secs(10))?;
+    /// assert_eq!(store.fetch_position(&key).await?, None);
+    /// store.create_lease_if_absent(&key, &[], Some(&Position::Latest)).await?;
+    /// assert_eq!(store.fetch_position(&key).await?, Some(Position::Latest));
+    /// # Ok::<(), Error>(()) }).unwrap();
+    /// ```
     async fn fetch_position(&self, key: &LeaseKey) -> Result<Option<Position>> {
         Ok(self.fetch_checkpoint(key).await?.and_then(|l| l.checkpoint))
     }

@@ -92,6 +92,16 @@ macro_rules! identifier {
 identifier!(
     /// The consumer application. A store handle is opened for one app; two apps never see each
     /// other's records.
+    ///
+    /// ```
+    /// use checkpoint_core::AppName;
+    ///
+    /// let app = AppName::new("billing")?;
+    /// assert_eq!(app.to_string(), "billing");
+    /// let err = AppName::new("x'; DROP TABLE leases;--").unwrap_err();
+    /// assert_eq!(err.field(), Some("app")); // typed, names the field
+    /// # Ok::<(), checkpoint_core::Error>(())
+    /// ```
     AppName,
     "app"
 );
@@ -107,11 +117,29 @@ identifier!(
 );
 identifier!(
     /// A worker: a process or task that holds leases.
+    ///
+    /// ```
+    /// use checkpoint_core::WorkerId;
+    ///
+    /// let me = WorkerId::new("worker-1.eu-west-1")?;
+    /// assert_eq!(me.as_str(), "worker-1.eu-west-1");
+    /// assert_eq!(WorkerId::new("").unwrap_err().field(), Some("worker_id"));
+    /// # Ok::<(), checkpoint_core::Error>(())
+    /// ```
     WorkerId,
     "worker_id"
 );
 
 /// The key of a lease: one shard of one stream.
+///
+/// ```
+/// use checkpoint_core::LeaseKey;
+///
+/// let key = LeaseKey::parse("orders", "shardId-000000000000")?;
+/// assert_eq!(key.to_string(), "orders/shardId-000000000000");
+/// assert_eq!(LeaseKey::parse("orders", "a:b").unwrap_err().field(), Some("shard_id"));
+/// # Ok::<(), checkpoint_core::Error>(())
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct LeaseKey {
     /// The stream.
@@ -234,6 +262,19 @@ impl std::str::FromStr for SequenceNumber {
 }
 
 /// A position in a shard: what a checkpoint stores.
+///
+/// ```
+/// use std::cmp::Ordering;
+/// use checkpoint_core::Position;
+///
+/// let nine = Position::sequence("9")?;
+/// let ten = Position::sequence("0010")?; // leading zeros do not change the value
+/// assert_eq!(nine.cmp_progress(&ten), Ordering::Less); // numeric, not text, order
+/// assert_eq!(Position::TrimHorizon.cmp_progress(&nine), Ordering::Less);
+/// assert_eq!(ten.cmp_progress(&Position::ShardEnd), Ordering::Less);
+/// assert!(Position::sequence("12a").is_err());
+/// # Ok::<(), checkpoint_core::Error>(())
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Position {
     /// Start from the oldest record still in the shard.
@@ -426,6 +467,16 @@ macro_rules! bounded_duration {
 
 bounded_duration!(
     /// How long a granted or renewed lease stays valid without renewal.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use checkpoint_core::LeaseDuration;
+    ///
+    /// let d = LeaseDuration::new(Duration::from_secs(10))?;
+    /// assert_eq!(d.as_millis(), 10_000);
+    /// assert_eq!(LeaseDuration::new(Duration::ZERO).unwrap_err().field(), Some("duration"));
+    /// # Ok::<(), checkpoint_core::Error>(())
+    /// ```
     LeaseDuration,
     "duration"
 );

@@ -21,6 +21,7 @@ const OWN_PARAMS: &[&str] = &[
     "max_connections",
     "renew_chunk",
     "acquire_timeout_ms",
+    "migrate",
 ];
 
 /// The default of [`PostgresConfig::with_renew_chunk`].
@@ -49,6 +50,7 @@ pub struct PostgresConfig {
     acquire_timeout: Duration,
     backoff: Backoff,
     application_name: Option<String>,
+    migrate: bool,
 }
 
 impl PostgresConfig {
@@ -60,7 +62,8 @@ impl PostgresConfig {
     /// ([`PostgresConfig::with_table_prefix`]), `max_connections`
     /// ([`PostgresConfig::with_max_connections`]), `renew_chunk`
     /// ([`PostgresConfig::with_renew_chunk`]) and `acquire_timeout_ms`
-    /// ([`PostgresConfig::with_acquire_timeout`]). sqlx reads the others, for example `sslmode`
+    /// ([`PostgresConfig::with_acquire_timeout`]) and `migrate=true|false`
+    /// ([`PostgresConfig::with_migrations`]). sqlx reads the others, for example `sslmode`
     /// and `application_name`.
     ///
     /// Errors are [`Error::InvalidInput`] naming `url` or the offending parameter; the password
@@ -116,6 +119,11 @@ impl PostgresConfig {
                         .parse()
                         .map_err(|_| Error::invalid("acquire_timeout_ms", "not a number"))?,
                 )),
+                "migrate" => config.with_migrations(match value.as_str() {
+                    "true" | "1" | "yes" => true,
+                    "false" | "0" | "no" => false,
+                    _ => return Err(Error::invalid("migrate", "not true or false")),
+                }),
                 _ => config,
             };
         }
@@ -136,6 +144,7 @@ impl PostgresConfig {
             acquire_timeout: Duration::from_secs(5),
             backoff: Backoff::default(),
             application_name: None,
+            migrate: true,
         }
     }
 
@@ -196,6 +205,25 @@ impl PostgresConfig {
     pub fn with_application_name(mut self, name: impl Into<String>) -> Self {
         self.application_name = Some(name.into());
         self
+    }
+
+    /// Whether opening the store ([`crate::PostgresStore::open`],
+    /// [`crate::PostgresStore::from_pool`]) and [`checkpoint_core::LeaseManager::init`] create
+    /// and upgrade the tables. Default: `true` (URL parameter `migrate=true`).
+    ///
+    /// With `false` (`migrate=false`) no DDL is ever sent: `init` only checks, without writing,
+    /// that the tables exist at the schema version this crate knows with the expected columns
+    /// ([`Error::SchemaMismatch`] naming what is missing otherwise). For a role without the
+    /// `CREATE` privilege, once a DBA ran the statements of [`crate::ddl`]; the role then
+    /// needs only `USAGE` on the schema and `SELECT, INSERT, UPDATE, DELETE` on the tables.
+    pub fn with_migrations(mut self, migrate: bool) -> Self {
+        self.migrate = migrate;
+        self
+    }
+
+    /// Whether opening the store runs the migrations (see [`PostgresConfig::with_migrations`]).
+    pub fn migrations(&self) -> bool {
+        self.migrate
     }
 
     /// The schema holding the tables.
@@ -277,6 +305,7 @@ impl fmt::Debug for PostgresConfig {
             .field("acquire_timeout", &self.acquire_timeout)
             .field("backoff", &self.backoff)
             .field("application_name", &self.application_name())
+            .field("migrate", &self.migrate)
             .finish()
     }
 }
@@ -300,6 +329,14 @@ mod tests {
         assert_eq!(config.connect.get_database(), Some("consumers"));
         assert_eq!(config.application_name(), Some("billing"));
         assert_eq!(config.connect.get_options(), None);
+        assert!(config.migrations(), "migrations run by default");
+        let config = PostgresConfig::from_url("postgres://h/db?migrate=false").unwrap();
+        assert!(!config.migrations());
+        assert_eq!(
+            config.connect.get_options(),
+            None,
+            "migrate is not passed to sqlx"
+        );
     }
 
     #[test]
@@ -331,6 +368,8 @@ mod tests {
         assert_eq!(err.field(), Some("table_prefix"));
         let err = PostgresConfig::from_url("postgres://h/db?max_connections=many").unwrap_err();
         assert_eq!(err.field(), Some("max_connections"));
+        let err = PostgresConfig::from_url("postgres://h/db?migrate=maybe").unwrap_err();
+        assert_eq!(err.field(), Some("migrate"));
     }
 
     fn url_encode(s: &str) -> String {

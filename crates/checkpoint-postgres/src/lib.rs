@@ -98,7 +98,7 @@
 //!
 //! The tables are created by embedded, versioned migrations (`migrations/*.sql`, recorded in
 //! `<prefix>_migrations`) run by [`checkpoint_core::LeaseManager::init`] (and so by
-//! [`PostgresStore::open`]) in one transaction under a transaction-scoped advisory lock, so any
+//! [`PostgresStore::open`] and [`PostgresStore::from_pool`]) in one transaction under a transaction-scoped advisory lock, so any
 //! number of workers may call it at once. An existing table with other columns, types or
 //! primary key, or a schema version newer than this crate knows, is
 //! [`checkpoint_core::Error::SchemaMismatch`] naming the difference. The schema and table
@@ -106,11 +106,25 @@
 //! quoted: they are the only text ever pasted into a statement, every value is a bind
 //! parameter.
 //!
+//! Where the application's role may not create tables, a DBA runs the script [`ddl`] returns
+//! once, and the store is opened with [`PostgresConfig::with_migrations`] off (URL parameter
+//! `migrate=false`): opening then sends no DDL and only checks the tables, so the role needs
+//! only `USAGE` on the schema and `SELECT, INSERT, UPDATE, DELETE` on the tables
+//! (`tests/privileges.rs` opens a store as such a role).
+//!
+//! # Bring your own pool
+//!
+//! [`PostgresStore::from_pool`] wraps a `sqlx::PgPool` the application already has (its
+//! connection settings, TLS and size), with this crate's layout settings from a
+//! [`PostgresConfig`].
+//!
 //! # Security
 //!
 //! The password is never shown by `Debug` of [`PostgresConfig`] or [`PostgresStore`] and never
-//! appears in this crate's errors or logs. TLS is available with the `rustls` feature; select
-//! it with `sslmode=require` (or `verify-ca`, `verify-full`) in the URL.
+//! appears in this crate's errors or logs. TLS is available with the `tls` feature (sqlx's
+//! rustls with the platform's root certificates); select it with `sslmode=require` (or
+//! `verify-ca`, `verify-full`, with `sslrootcert=<CA file>` for a private authority) in the
+//! URL. `tests/tls.rs` runs against a TLS-only server with a private CA.
 
 mod config;
 mod error;
@@ -119,6 +133,29 @@ mod store;
 
 pub use config::{DEFAULT_URL, PostgresConfig};
 pub use store::PostgresStore;
+
+/// The DDL of the store's tables for `config`'s schema and table prefix, as one SQL script a
+/// DBA can review and run (in one transaction; idempotent): the schema, the version table, every
+/// migration this crate knows and its version record. A store opened afterwards with
+/// [`PostgresConfig::with_migrations`] off (`migrate=false`) then needs no `CREATE` privilege:
+/// only `USAGE` on the schema and `SELECT, INSERT, UPDATE, DELETE` on the three tables.
+///
+/// ```
+/// use checkpoint_postgres::PostgresConfig;
+///
+/// let config = PostgresConfig::from_url("postgres://db.example/orders?schema=streaming")?;
+/// let sql = checkpoint_postgres::ddl(&config)?;
+/// assert!(sql.contains(r#"CREATE TABLE IF NOT EXISTS "streaming"."checkpoint_leases""#));
+/// # Ok::<(), checkpoint_core::Error>(())
+/// ```
+///
+/// [`checkpoint_core::Error::InvalidInput`] naming `schema` or `table_prefix` when they are not
+/// valid identifiers.
+pub fn ddl(config: &PostgresConfig) -> checkpoint_core::Result<String> {
+    config.validate()?;
+    let tables = schema::Tables::new(config.schema(), config.table_prefix())?;
+    Ok(schema::ddl(&tables))
+}
 
 /// The sqlx version this crate is built on, for [`PostgresStore::checkpoint_in_transaction`]
 /// and [`PostgresStore::pool`].

@@ -209,16 +209,7 @@ pub(crate) async fn migrate(conn: &mut PgConnection, tables: &Tables) -> Result<
     .fetch_all(&mut *tx)
     .await
     .map_err(from_sqlx)?;
-    if let Some(newer) = applied.iter().find(|v| **v > LATEST_VERSION) {
-        return Err(Error::SchemaMismatch {
-            store: STORE,
-            detail: format!(
-                "{} records schema version {newer}, newer than the {LATEST_VERSION} this version \
-                 of checkpoint-postgres knows",
-                tables.migrations
-            ),
-        });
-    }
+    check_not_newer(tables, &applied)?;
     for migration in MIGRATIONS.iter().filter(|m| !applied.contains(&m.version)) {
         tracing::info!(version = migration.version, tables = %tables.leases, "applying migration");
         sqlx::raw_sql(sql(tables.substitute(migration.sql)))
@@ -252,6 +243,98 @@ pub(crate) async fn migrate(conn: &mut PgConnection, tables: &Tables) -> Result<
     )
     .await?;
     tx.commit().await.map_err(from_sqlx)
+}
+
+/// Operation 1 without DDL ([`crate::PostgresConfig::with_migrations`] off): checks, with
+/// reads only, that every migration this crate knows is recorded, none newer, and that the
+/// tables have the expected columns and keys. [`Error::SchemaMismatch`] naming what is missing
+/// otherwise (for example: run the statements of [`crate::ddl`] first).
+pub(crate) async fn verify(conn: &mut PgConnection, tables: &Tables) -> Result<()> {
+    check_columns(
+        conn,
+        tables,
+        &tables.migrations_name,
+        MIGRATION_COLUMNS,
+        MIGRATION_KEY,
+    )
+    .await?;
+    let applied: Vec<i32> = sqlx::query_scalar(sql(format!(
+        "SELECT version FROM {} ORDER BY version",
+        tables.migrations
+    )))
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(from_sqlx)?;
+    check_not_newer(tables, &applied)?;
+    if let Some(missing) = MIGRATIONS.iter().find(|m| !applied.contains(&m.version)) {
+        return Err(Error::SchemaMismatch {
+            store: STORE,
+            detail: format!(
+                "{} does not record migration {} ({}) and migrations are off: run \
+                 checkpoint_postgres::ddl's statements, or open with migrations on",
+                tables.migrations, missing.version, missing.description
+            ),
+        });
+    }
+    check_columns(conn, tables, &tables.leases_name, LEASE_COLUMNS, LEASE_KEY).await?;
+    check_columns(
+        conn,
+        tables,
+        &tables.workers_name,
+        WORKER_COLUMNS,
+        WORKER_KEY,
+    )
+    .await
+}
+
+/// [`Error::SchemaMismatch`] when `applied` holds a version newer than this crate knows.
+fn check_not_newer(tables: &Tables, applied: &[i32]) -> Result<()> {
+    match applied.iter().find(|v| **v > LATEST_VERSION) {
+        Some(newer) => Err(Error::SchemaMismatch {
+            store: STORE,
+            detail: format!(
+                "{} records schema version {newer}, newer than the {LATEST_VERSION} this version \
+                 of checkpoint-postgres knows",
+                tables.migrations
+            ),
+        }),
+        None => Ok(()),
+    }
+}
+
+/// The whole schema as one SQL script: what [`migrate`] runs on an empty schema, with the
+/// version records, for [`crate::ddl`].
+pub(crate) fn ddl(tables: &Tables) -> String {
+    let mut out = format!(
+        "-- checkpoint-postgres schema version {LATEST_VERSION}: tables {leases}, {workers}, {migrations}.\n\
+         BEGIN;\n\
+         CREATE SCHEMA IF NOT EXISTS \"{schema}\";\n\
+         CREATE TABLE IF NOT EXISTS {migrations} (\n    \
+             version     integer PRIMARY KEY,\n    \
+             description text NOT NULL,\n    \
+             applied_at  timestamptz NOT NULL DEFAULT clock_timestamp()\n\
+         );\n",
+        leases = tables.leases,
+        workers = tables.workers,
+        migrations = tables.migrations,
+        schema = tables.schema,
+    );
+    for migration in MIGRATIONS {
+        out.push_str(&format!(
+            "\n-- Migration {}: {}\n",
+            migration.version, migration.description
+        ));
+        out.push_str(tables.substitute(migration.sql).trim_end());
+        out.push('\n');
+        out.push_str(&format!(
+            "INSERT INTO {} (version, description) VALUES ({}, '{}') ON CONFLICT (version) DO NOTHING;\n",
+            tables.migrations,
+            migration.version,
+            migration.description.replace('\'', "''")
+        ));
+    }
+    out.push_str("COMMIT;\n");
+    out
 }
 
 fn migration_error(tables: &Tables, migration: &Migration, err: sqlx::Error) -> Error {

@@ -55,6 +55,20 @@ const RENEW_PARALLEL: usize = 4;
 ///
 /// Cheap to clone; clones and [`PostgresStore::for_app`] handles share one connection pool.
 /// `Send + Sync`, usable as `Arc<dyn checkpoint_core::Store>`.
+///
+/// ```no_run
+/// use std::sync::Arc;
+/// use checkpoint_core::{AppName, Store};
+/// use checkpoint_postgres::{PostgresConfig, PostgresStore};
+///
+/// # async fn run() -> checkpoint_core::Result<()> {
+/// let config = PostgresConfig::from_url("postgres://app@db.example/orders?schema=streaming")?
+///     .with_max_connections(4);
+/// let billing = PostgresStore::open(config, AppName::new("billing")?).await?;
+/// let audit = billing.for_app(AppName::new("audit")?); // same pool, its own rows
+/// let store: Arc<dyn Store> = Arc::new(billing);
+/// # Ok(()) }
+/// ```
 #[derive(Clone)]
 pub struct PostgresStore {
     app: AppName,
@@ -91,7 +105,6 @@ impl PostgresStore {
     /// [`Error::Backend`] after the configured backoff is spent.
     pub async fn open(config: PostgresConfig, app: AppName) -> Result<Self> {
         config.validate()?;
-        let tables = Tables::new(config.schema(), config.table_prefix())?;
         let pool = PgPoolOptions::new()
             .max_connections(config.max_connections())
             .min_connections(0)
@@ -102,6 +115,33 @@ impl PostgresStore {
             // retries on a fresh one: no extra round trip before every operation.
             .test_before_acquire(false)
             .connect_lazy_with(config.connect_options(&app));
+        Self::from_pool(pool, config, app).await
+    }
+
+    /// A store around a pool the application already has (bring your own client), for `app`,
+    /// with the schema, table prefix, renew chunk, backoff and migration setting of `config`;
+    /// its connection settings (host, credentials, pool size, acquire timeout, application
+    /// name) are not used, the pool's own are. Runs [`LeaseManager::init`] as
+    /// [`PostgresStore::open`] does: with [`PostgresConfig::with_migrations`] off, it only
+    /// checks the tables and sends no DDL.
+    ///
+    /// ```no_run
+    /// use checkpoint_core::AppName;
+    /// use checkpoint_postgres::{PostgresConfig, PostgresStore, sqlx::PgPool};
+    ///
+    /// # async fn run() -> checkpoint_core::Result<()> {
+    /// let pool = PgPool::connect_lazy("postgres://app@db.example/orders").expect("pool");
+    /// let config = PostgresConfig::from_url("postgres://unused/?schema=streaming&migrate=false")?;
+    /// let store = PostgresStore::from_pool(pool, config, AppName::new("billing")?).await?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// Errors: [`Error::InvalidInput`] for an invalid schema or prefix,
+    /// [`Error::SchemaMismatch`] from `init`, a retryable [`Error::Backend`] when the server
+    /// cannot be reached once the backoff is spent.
+    pub async fn from_pool(pool: PgPool, config: PostgresConfig, app: AppName) -> Result<Self> {
+        config.validate()?;
+        let tables = Tables::new(config.schema(), config.table_prefix())?;
         let store = Self {
             app,
             inner: Arc::new(Inner {
@@ -427,10 +467,16 @@ impl LeaseManager for PostgresStore {
     /// Applies the embedded migrations in one transaction under a transaction-scoped advisory
     /// lock (`pg_advisory_xact_lock`), so any number of workers may call it at once, then checks
     /// the tables' columns and keys ([`Error::SchemaMismatch`] naming the first difference).
+    ///
+    /// With [`PostgresConfig::with_migrations`] off, no DDL: the same checks with reads only.
     async fn init(&self) -> Result<()> {
         self.retry(|| async {
             let mut conn = self.inner.pool.acquire().await.map_err(from_sqlx)?;
-            schema::migrate(&mut conn, &self.inner.tables).await
+            if self.inner.config.migrations() {
+                schema::migrate(&mut conn, &self.inner.tables).await
+            } else {
+                schema::verify(&mut conn, &self.inner.tables).await
+            }
         })
         .await
     }

@@ -776,24 +776,6 @@ async fn a_corrupt_row_is_reported_naming_the_field() {
     );
 }
 
-/// With the `rustls` feature, `sslmode=require` gives an encrypted connection (the test server
-/// has `ssl = on`).
-#[cfg(feature = "rustls")]
-#[tokio::test]
-async fn tls_through_rustls() {
-    let mut u = url::Url::parse(&url()).expect("url");
-    u.query_pairs_mut().append_pair("sslmode", "require");
-    let Some(store) = open(PostgresConfig::from_url(u.as_str()).expect("config")).await else {
-        return;
-    };
-    let encrypted: bool =
-        sqlx::query_scalar("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
-            .fetch_one(store.pool())
-            .await
-            .expect("pg_stat_ssl");
-    assert!(encrypted, "the connection is not encrypted");
-}
-
 /// A batch larger than one chunk runs as several statements at once; each lease is still fenced
 /// on its own owner and token, so the leases taken over, released or renewed with a stale token
 /// in any chunk are exactly the ones reported lost, and nothing else changes.

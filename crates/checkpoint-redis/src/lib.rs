@@ -126,7 +126,13 @@
 //! `rediss://` URLs (or [`RedisConfig::with_tls`]) need the `tls` feature: rustls with the
 //! `ring` provider, checking the server's certificate against the platform's root certificates,
 //! or only against [`RedisConfig::with_tls_root_certificate`] for a private certificate
-//! authority (tested in `tests/tls.rs` against a TLS server).
+//! authority (tested in `tests/tls.rs` against a TLS-only server that `scripts/test` starts).
+//!
+//! # Bring your own connection
+//!
+//! [`RedisStore::from_connection_manager`] wraps a `redis::aio::ConnectionManager` the
+//! application already has (its address, credentials, TLS and timeouts), with this crate's key
+//! prefix and backoff from a [`RedisConfig`].
 
 mod config;
 mod error;
@@ -139,3 +145,6 @@ pub use config::{
 };
 pub use scripts::KeyLayout;
 pub use store::{RENEW_MANY_CHUNK, RedisStore};
+
+/// The redis-rs version this crate is built on, for [`RedisStore::from_connection_manager`].
+pub use redis;

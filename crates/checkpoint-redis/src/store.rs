@@ -34,6 +34,19 @@ pub const RENEW_MANY_CHUNK: usize = 1_000;
 /// Cheap to clone; clones and [`RedisStore::for_app`] handles share one multiplexed connection
 /// (a [`ConnectionManager`], which reconnects after the connection drops). `Send + Sync`,
 /// usable as `Arc<dyn checkpoint_core::Store>`.
+///
+/// ```no_run
+/// use std::sync::Arc;
+/// use checkpoint_core::{AppName, Store};
+/// use checkpoint_redis::{RedisConfig, RedisStore};
+///
+/// # async fn run() -> checkpoint_core::Result<()> {
+/// let config = RedisConfig::from_url("redis://:secret@127.0.0.1:6379/0?prefix=ckpt")?;
+/// let billing = RedisStore::open(config, AppName::new("billing")?).await?;
+/// let audit = billing.for_app(AppName::new("audit")?); // same connection, its own keys
+/// let store: Arc<dyn Store> = Arc::new(billing);
+/// # Ok(()) }
+/// ```
 #[derive(Clone)]
 pub struct RedisStore {
     app: AppName,
@@ -144,6 +157,35 @@ impl RedisStore {
         let conn = ConnectionManager::new_with_config(client, manager_config)
             .await
             .map_err(from_redis)?;
+        Self::from_connection_manager(conn, config, app).await
+    }
+
+    /// A store on a connection the application already has (bring your own client), for
+    /// `app`, with the key prefix and backoff of `config`; its connection settings (address,
+    /// credentials, TLS, timeouts) are not used, the manager's own are. Runs
+    /// [`LeaseManager::init`] as [`RedisStore::open`] does (loads the scripts, checks the key
+    /// layout).
+    ///
+    /// ```no_run
+    /// use checkpoint_core::AppName;
+    /// use checkpoint_redis::{RedisConfig, RedisStore, redis};
+    ///
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// let client = redis::Client::open("redis://127.0.0.1:6379/")?;
+    /// let manager = redis::aio::ConnectionManager::new(client).await?;
+    /// let config = RedisConfig::from_url("redis://unused/?prefix=ckpt")?;
+    /// let store = RedisStore::from_connection_manager(manager, config, AppName::new("billing")?).await?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// Errors: [`Error::InvalidInput`] for an invalid prefix; a retryable [`Error::Backend`]
+    /// when the server cannot be reached once the backoff is spent.
+    pub async fn from_connection_manager(
+        conn: ConnectionManager,
+        config: RedisConfig,
+        app: AppName,
+    ) -> Result<Self> {
+        config.validate()?;
         let store = Self {
             keys: KeyLayout::new(config.prefix(), &app),
             app,

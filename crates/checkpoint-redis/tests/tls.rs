@@ -1,11 +1,13 @@
-//! `rediss://` against a TLS server whose certificate comes from a private CA. Needs the `tls`
-//! feature and a server: `CHECKPOINT_REDIS_TLS_URL` (for example `rediss://localhost:16390/`) and
-//! `CHECKPOINT_REDIS_TLS_CA` (the CA's PEM file). Skipped, with a message, when either is unset.
+//! `rediss://` against a TLS-only server whose certificate comes from a private CA. Needs the
+//! `tls` feature and a server: `CHECKPOINT_REDIS_TLS_URL` (for example
+//! `rediss://localhost:16390/`) and `CHECKPOINT_REDIS_TLS_CA` (the CA's PEM file), both set by
+//! `scripts/test`, which starts such a server. Without them the test is skipped with a message,
+//! or fails in strict mode (`CHECKPOINT_REQUIRE_ALL=1`).
 #![cfg(feature = "tls")]
 
 use std::time::Duration;
 
-use checkpoint_core::conformance::random_app;
+use checkpoint_core::conformance::{backend_unavailable, random_app};
 use checkpoint_core::{Checkpointer, LeaseDuration, LeaseKey, LeaseManager, Position, WorkerId};
 use checkpoint_redis::{RedisConfig, RedisStore};
 
@@ -15,8 +17,12 @@ async fn rediss_with_a_private_ca() {
         std::env::var("CHECKPOINT_REDIS_TLS_URL"),
         std::env::var("CHECKPOINT_REDIS_TLS_CA"),
     ) else {
-        eprintln!("SKIPPED redis TLS: set CHECKPOINT_REDIS_TLS_URL and CHECKPOINT_REDIS_TLS_CA");
-        return;
+        return backend_unavailable(
+            "redis TLS",
+            "run scripts/test (it starts a TLS-only redis-server with a private CA), or set \
+             CHECKPOINT_REDIS_TLS_URL and CHECKPOINT_REDIS_TLS_CA",
+            &"variables unset",
+        );
     };
     let pem = std::fs::read(&ca).expect("read the CA file");
     let config = RedisConfig::from_url(&url)

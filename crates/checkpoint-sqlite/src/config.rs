@@ -32,6 +32,7 @@ pub const MAX_WAL_CHECKPOINT_PAGES: u32 = 1_000_000;
 
 /// Where the database lives.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Location {
     /// A database file, created when absent. Every handle and every process that opens the same
     /// file shares its leases.
@@ -45,6 +46,7 @@ pub enum Location {
 
 /// SQLite's `synchronous` setting, in WAL mode: what a checkpoint that returned `Ok` survives.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Synchronous {
     /// `synchronous=NORMAL` (the default): a commit is written to the write-ahead log but not
     /// flushed to the disk. It survives the process being killed or crashing at any point; a
@@ -108,6 +110,7 @@ pub struct SqliteConfig {
     wal_checkpoint_pages: u32,
     backoff: Backoff,
     clock: Arc<dyn Clock>,
+    migrate: bool,
 }
 
 impl fmt::Debug for SqliteConfig {
@@ -122,6 +125,7 @@ impl fmt::Debug for SqliteConfig {
             .field("wal_checkpoint_pages", &self.wal_checkpoint_pages)
             .field("backoff", &self.backoff)
             .field("clock", &self.clock)
+            .field("migrate", &self.migrate)
             .finish()
     }
 }
@@ -149,6 +153,7 @@ impl SqliteConfig {
             wal_checkpoint_pages: DEFAULT_WAL_CHECKPOINT_PAGES,
             backoff: Backoff::default(),
             clock: Arc::new(SystemClock),
+            migrate: true,
         }
     }
 
@@ -158,7 +163,8 @@ impl SqliteConfig {
     /// - `sqlite::memory:` or `sqlite://:memory:`: an in-memory database;
     ///
     /// with optional query parameters `synchronous=normal|full|extra`, `busy_timeout_ms=<ms>`,
-    /// `max_connections=<1..=64>`, `table_prefix=<prefix>` and `wal_checkpoint_pages=<pages>`. `%XX` escapes are decoded in the
+    /// `max_connections=<1..=64>`, `table_prefix=<prefix>`, `wal_checkpoint_pages=<pages>` and
+    /// `migrate=true|false` ([`SqliteConfig::with_migrations`]). `%XX` escapes are decoded in the
     /// path and the values. An unknown parameter is an error, so a typo is never silently
     /// ignored.
     pub fn from_url(url: &str) -> Result<Self> {
@@ -201,6 +207,16 @@ impl SqliteConfig {
                     config.with_max_connections(n)
                 }
                 "table_prefix" => config.with_table_prefix(value),
+                "migrate" => config.with_migrations(match value.as_str() {
+                    "true" | "1" | "yes" => true,
+                    "false" | "0" | "no" => false,
+                    _ => {
+                        return Err(Error::invalid(
+                            "migrate",
+                            format!("{value:?} is not true or false"),
+                        ));
+                    }
+                }),
                 "wal_checkpoint_pages" => {
                     let n = value.parse::<u32>().map_err(|_| {
                         Error::invalid(
@@ -215,7 +231,7 @@ impl SqliteConfig {
                         "url",
                         format!(
                             "unknown parameter {other:?}; known: synchronous, busy_timeout_ms, \
-                             max_connections, table_prefix, wal_checkpoint_pages"
+                             max_connections, table_prefix, wal_checkpoint_pages, migrate"
                         ),
                     ));
                 }
@@ -310,6 +326,23 @@ impl SqliteConfig {
             Location::Memory => 1,
             Location::File(_) => self.max_connections,
         }
+    }
+
+    /// Whether [`crate::SqliteStore::open`] (through [`checkpoint_core::LeaseManager::init`])
+    /// creates and upgrades the tables. Default: `true` (URL parameter `migrate=true`).
+    ///
+    /// With `false` (`migrate=false`) no DDL is ever run: `init` only checks, with reads, that
+    /// the tables exist at the schema version this crate knows with the expected columns
+    /// ([`Error::SchemaMismatch`] naming what is missing otherwise), for a database whose
+    /// schema is managed elsewhere from the statements of [`crate::ddl`].
+    pub fn with_migrations(mut self, migrate: bool) -> Self {
+        self.migrate = migrate;
+        self
+    }
+
+    /// Whether opening runs the migrations (see [`SqliteConfig::with_migrations`]).
+    pub fn migrations(&self) -> bool {
+        self.migrate
     }
 
     /// The table prefix.

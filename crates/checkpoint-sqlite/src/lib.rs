@@ -92,7 +92,9 @@
 //! # Schema
 //!
 //! See [`schema`]: versioned migrations recorded in the database; an incompatible existing table
-//! is [`checkpoint_core::Error::SchemaMismatch`].
+//! is [`checkpoint_core::Error::SchemaMismatch`]. Where the schema is managed outside the
+//! application, [`ddl`] returns it as one script and `migrate=false`
+//! ([`SqliteConfig::with_migrations`]) opens the store without running any DDL.
 
 mod config;
 mod connections;
@@ -106,6 +108,25 @@ pub use config::{
     MAX_WAL_CHECKPOINT_PAGES, SqliteConfig, Synchronous,
 };
 pub use store::SqliteStore;
+
+/// The DDL of the store's tables for `config`'s table prefix, as one SQL script (one
+/// transaction) to run where the schema is managed outside the application: the version
+/// table, every migration this crate knows and its version record. Open the store afterwards
+/// with [`SqliteConfig::with_migrations`] off (`migrate=false`) and it runs no DDL.
+///
+/// ```
+/// use checkpoint_sqlite::SqliteConfig;
+///
+/// let sql = checkpoint_sqlite::ddl(&SqliteConfig::memory().with_table_prefix("orders_"))?;
+/// assert!(sql.contains(r#"CREATE TABLE "orders_leases""#));
+/// # Ok::<(), checkpoint_core::Error>(())
+/// ```
+///
+/// [`checkpoint_core::Error::InvalidInput`] naming `table_prefix` when it is not valid.
+pub fn ddl(config: &SqliteConfig) -> checkpoint_core::Result<String> {
+    config.validate()?;
+    Ok(schema::ddl(&schema::Sql::new(config.table_prefix())))
+}
 
 /// The rusqlite version this crate is built on, for [`SqliteStore::checkpoint_in_transaction`].
 pub use rusqlite;

@@ -312,6 +312,80 @@ pub(crate) fn init(conn: &mut Connection, sql: &Sql, now_ms: i64) -> Result<()> 
     tx.commit().map_err(from_sqlite)
 }
 
+/// Operation 1 without DDL ([`crate::SqliteConfig::with_migrations`] off): checks, with reads
+/// only, that the version table records exactly the migrations this code knows and that every
+/// table has the expected columns. [`Error::SchemaMismatch`] naming what is missing otherwise.
+pub(crate) fn verify(conn: &Connection, sql: &Sql) -> Result<()> {
+    let recorded = conn
+        .query_row(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?1",
+            [&sql.migrations],
+            |_| Ok(()),
+        )
+        .optional()
+        .map_err(from_sqlite)?
+        .is_some();
+    if !recorded {
+        return Err(mismatch(format!(
+            "table {} is missing and migrations are off: run checkpoint_sqlite::ddl's \
+             statements, or open with migrations on",
+            sql.migrations
+        )));
+    }
+    verify_columns(conn, &sql.migrations, MIGRATION_COLUMNS)?;
+    let current: i64 = conn
+        .query_row(
+            &format!(
+                "SELECT COALESCE(MAX(version), 0) FROM {}",
+                quote(&sql.migrations)
+            ),
+            [],
+            |r| r.get(0),
+        )
+        .map_err(from_sqlite)?;
+    if current != SCHEMA_VERSION {
+        return Err(mismatch(format!(
+            "table {} records schema version {current}, this code needs {SCHEMA_VERSION} and \
+             migrations are off",
+            sql.migrations
+        )));
+    }
+    verify_columns(conn, &sql.leases, LEASE_COLUMNS)?;
+    verify_columns(conn, &sql.workers, WORKER_COLUMNS)
+}
+
+/// The whole schema as one SQL script (the tables of every migration and their version
+/// records), for [`crate::ddl`].
+pub(crate) fn ddl(sql: &Sql) -> String {
+    let mut out = format!(
+        "-- checkpoint-sqlite schema version {SCHEMA_VERSION}.\nBEGIN IMMEDIATE;\n\
+         CREATE TABLE IF NOT EXISTS {} (\n    version INTEGER PRIMARY KEY,\n    \
+         description TEXT NOT NULL,\n    applied_at_ms INTEGER NOT NULL\n);\n",
+        quote(&sql.migrations)
+    );
+    for migration in MIGRATIONS {
+        out.push_str(&format!(
+            "\n-- Migration {}: {}\n",
+            migration.version, migration.description
+        ));
+        let statements = migration
+            .sql
+            .replace("{leases}", &quote(&sql.leases))
+            .replace("{workers}", &quote(&sql.workers));
+        out.push_str(statements.trim_end());
+        out.push('\n');
+        out.push_str(&format!(
+            "INSERT INTO {} (version, description, applied_at_ms) VALUES ({}, '{}', \
+             CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER));\n",
+            quote(&sql.migrations),
+            migration.version,
+            migration.description.replace('\'', "''")
+        ));
+    }
+    out.push_str("COMMIT;\n");
+    out
+}
+
 /// Compares a table's columns with the expected ones: names, declared types, NOT NULL and
 /// primary-key positions. The table name is bound as a parameter of `pragma_table_info`.
 fn verify_columns(conn: &Connection, table: &str, expected: &[Column]) -> Result<()> {

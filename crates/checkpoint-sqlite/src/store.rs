@@ -37,6 +37,27 @@ use crate::schema::{self, Sql};
 /// the writes waiting at that moment together, and single-`SELECT` reads to the reader
 /// threads. A caller that drops the future mid-operation loses nothing; the operation then
 /// either commits or rolls back as a whole.
+///
+/// ```
+/// use std::time::Duration;
+/// use checkpoint_core::{AppName, Checkpointer, LeaseDuration, LeaseKey, LeaseManager, Position, WorkerId};
+/// use checkpoint_sqlite::{SqliteConfig, SqliteStore};
+///
+/// # tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap().block_on(async {
+/// let dir = std::env::temp_dir().join(format!("checkpoint-doc-{}", std::process::id()));
+/// std::fs::create_dir_all(&dir).expect("temp dir");
+/// let config = SqliteConfig::file(dir.join("leases.db"));
+/// let billing = SqliteStore::open(config, AppName::new("billing")?).await?;
+/// let audit = billing.for_app(AppName::new("audit")?); // same file, its own rows
+/// let key = LeaseKey::parse("orders", "shard-0")?;
+/// let me = WorkerId::new("worker-1")?;
+/// let lease = billing.get_lease(&key, &me, LeaseDuration::new(Duration::from_secs(10))?).await?;
+/// billing.checkpoint_sequence(&key, &me, lease.token, &Position::sequence("42")?).await?;
+/// assert!(audit.fetch_checkpoint(&key).await?.is_none());
+/// # drop((billing, audit));
+/// # std::fs::remove_dir_all(&dir).ok();
+/// # Ok::<(), checkpoint_core::Error>(()) }).unwrap();
+/// ```
 #[derive(Clone, Debug)]
 pub struct SqliteStore {
     app: AppName,
@@ -603,13 +624,17 @@ impl LeaseManager for SqliteStore {
     }
 
     /// Creates or upgrades the tables in one `BEGIN IMMEDIATE` transaction (see
-    /// [`crate::schema`]); idempotent, safe from many handles and processes at once.
+    /// [`crate::schema`]); idempotent, safe from many handles and processes at once. With
+    /// [`crate::SqliteConfig::with_migrations`] off, only checks the tables, with reads.
     async fn init(&self) -> Result<()> {
         self.inner
             .config
             .backoff()
             .retry(|_| {
                 self.direct(true, |conn, inner| {
+                    if !inner.config.migrations() {
+                        return schema::verify(conn, &inner.sql);
+                    }
                     let (_, now_ms) = inner.now()?;
                     schema::init(conn, &inner.sql, now_ms)
                 })

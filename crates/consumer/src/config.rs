@@ -27,6 +27,26 @@ use checkpoint_core::{
 ///
 /// With the defaults a crashed worker's shards are processed again within
 /// [`WorkerConfig::failover_bound`] = 13 s.
+///
+/// ```
+/// use std::time::Duration;
+/// use checkpoint_consumer::{Balance, WorkerConfig};
+///
+/// let config = WorkerConfig::builder()
+///     .with_lease_duration(Duration::from_secs(20))
+///     .with_renew_interval(Duration::from_secs(5))
+///     .with_balance(Balance::Claim)
+///     .build()?;
+/// assert_eq!(config.failover_bound(), Duration::from_secs(25));
+/// // A renew interval above half the lease duration is refused, naming the setting.
+/// let err = WorkerConfig::builder()
+///     .with_lease_duration(Duration::from_secs(4))
+///     .with_renew_interval(Duration::from_secs(3))
+///     .build()
+///     .unwrap_err();
+/// assert!(err.field().is_some());
+/// # Ok::<(), checkpoint_core::Error>(())
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WorkerConfig {
     pub(crate) lease_duration: LeaseDuration,

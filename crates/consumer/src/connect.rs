@@ -29,6 +29,17 @@ const SCHEMES: &[(&str, &str)] = &[
 /// A scheme whose feature is not compiled in is [`Error::InvalidInput`] on `url` naming the
 /// feature to enable. A custom store needs no URL: pass any `Arc<dyn Store>` to
 /// [`Worker::new`](crate::Worker::new).
+///
+/// ```
+/// use checkpoint_core::{AppName, LeaseManager};
+///
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// let store = checkpoint_consumer::connect("memory://", AppName::new("billing")?).await?;
+/// assert_eq!(store.capabilities().backend, "memory");
+/// let err = checkpoint_consumer::connect("mysql://db/x", AppName::new("billing")?).await.unwrap_err();
+/// assert_eq!(err.field(), Some("url"));
+/// # Ok::<(), checkpoint_core::Error>(()) }).unwrap();
+/// ```
 pub async fn connect(url: &str, app: AppName) -> Result<Arc<dyn Store>> {
     let parsed = url::Url::parse(url).map_err(|e| Error::invalid("url", format!("{e}")))?;
     let scheme = parsed.scheme();

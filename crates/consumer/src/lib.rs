@@ -22,7 +22,9 @@
 //! processor is refused by the store.
 //!
 //! Cargo features: `sqlite` (default), `postgres`, `redis`, `dynamodb` compile in the backends
-//! [`connect`] can open; `kinesis` adds `KinesisSource`.
+//! [`connect`] can open; `tls` turns on TLS (rustls) in the PostgreSQL and Redis backends that
+//! are compiled in (`sslmode=require` or stricter, `rediss://`); `kinesis` adds
+//! `KinesisSource`.
 //!
 //! Observability: `tracing` events for lease taken / renewed (trace) / lost / stolen / claimed
 //! / released (info) and checkpoint written (debug), each inside a `worker{worker}` span and,

@@ -97,6 +97,49 @@ impl std::fmt::Debug for Shared {
 /// Expiry is judged on the local clock against the stored deadline; a lease that only looks
 /// expired is refused by the store (`LeaseHeld`) and skipped, so clock skew delays failover
 /// but never breaks mutual exclusion, which the store alone guarantees.
+///
+/// ```no_run
+/// use std::sync::Arc;
+/// use async_trait::async_trait;
+/// use checkpoint_core::{AppName, LeaseKey, StreamName, WorkerId};
+/// use checkpoint_consumer::{
+///     InitializeInput, MemoryStream, ProcessorError, Record, RecordProcessor, ShardCheckpointer,
+///     ShutdownReason, Worker, WorkerConfig,
+/// };
+///
+/// struct Count(usize);
+///
+/// #[async_trait]
+/// impl RecordProcessor for Count {
+///     async fn initialize(&mut self, _: &InitializeInput) -> Result<(), ProcessorError> {
+///         Ok(())
+///     }
+///     async fn process_records(&mut self, records: &[Record], cp: &ShardCheckpointer) -> Result<(), ProcessorError> {
+///         self.0 += records.len();
+///         Ok(cp.checkpoint_record(records.last().expect("never empty")).await?)
+///     }
+///     async fn shutdown(&mut self, reason: ShutdownReason, cp: &ShardCheckpointer) -> Result<(), ProcessorError> {
+///         if reason == ShutdownReason::ShardEnd {
+///             cp.checkpoint_shard_end().await?;
+///         }
+///         Ok(())
+///     }
+/// }
+///
+/// # async fn run() -> checkpoint_core::Result<()> {
+/// let store = checkpoint_consumer::connect("sqlite://checkpoints.db", AppName::new("counter")?).await?;
+/// let stream = Arc::new(MemoryStream::new(StreamName::new("orders")?, 4)?);
+/// let worker = Worker::new(
+///     WorkerId::new("worker-1")?,
+///     store,
+///     stream,
+///     |_: &LeaseKey| Count(0),
+///     WorkerConfig::builder().build()?,
+/// );
+/// let handle = worker.spawn();
+/// handle.shutdown().await?; // releases every lease
+/// # Ok(()) }
+/// ```
 pub struct Worker {
     shared: Arc<Shared>,
 }
