@@ -11,7 +11,7 @@ use proptest::prelude::*;
 use proptest::strategy::ValueTree;
 use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
 
-use super::{Failure, Outcome, StoreFactory, random_app};
+use super::{Clause, Failure, Outcome, StoreFactory, random_app};
 use crate::error::Result;
 use crate::memory::MemoryStore;
 use crate::store::Store;
@@ -386,9 +386,12 @@ async fn run_case(factory: &dyn StoreFactory, ops: &[Op]) -> Outcome {
         let expected = apply(&model, op, &toks).await;
         let got = apply(&*store, op, &toks).await;
         if expected != got {
-            return Err(Failure(format!(
-                "step {i} {op:?} {toks:?}:\n    reference: {expected}\n    store:     {got}"
-            )));
+            return Err(Failure::new(
+                Clause::Model,
+                format!(
+                    "step {i} {op:?} {toks:?}:\n    reference: {expected}\n    store:     {got}"
+                ),
+            ));
         }
     }
     let all = Op::List { stream: None };
@@ -397,9 +400,10 @@ async fn run_case(factory: &dyn StoreFactory, ops: &[Op]) -> Outcome {
         apply(&*store, &all, &[]).await,
     );
     if expected != got {
-        return Err(Failure(format!(
-            "final state:\n    reference: {expected}\n    store:     {got}"
-        )));
+        return Err(Failure::new(
+            Clause::Model,
+            format!("final state:\n    reference: {expected}\n    store:     {got}"),
+        ));
     }
     Ok(())
 }
@@ -427,7 +431,7 @@ pub async fn model_test(factory: &dyn StoreFactory) -> Outcome {
     for case in 0..cases {
         let mut tree = strategy
             .new_tree(&mut runner)
-            .map_err(|e| Failure(format!("could not generate a case: {e}")))?;
+            .map_err(|e| Failure::new(Clause::Model, format!("could not generate a case: {e}")))?;
         let Err(first) = run_case(factory, &tree.current()).await else {
             continue;
         };
@@ -451,12 +455,15 @@ pub async fn model_test(factory: &dyn StoreFactory) -> Outcome {
                 }
             }
         }
-        return Err(Failure(format!(
-            "case {case} of {cases} (CHECKPOINT_MODEL_SEED={seed:x}) differs from the reference; shrunk to {} ops: {:?}\n  {}",
-            best.0.len(),
-            best.0,
-            best.1
-        )));
+        return Err(Failure::new(
+            Clause::Model,
+            format!(
+                "case {case} of {cases} (CHECKPOINT_MODEL_SEED={seed:x}) differs from the reference; shrunk to {} ops: {:?}\n  {}",
+                best.0.len(),
+                best.0,
+                best.1
+            ),
+        ));
     }
     Ok(())
 }
