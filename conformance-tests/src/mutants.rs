@@ -157,9 +157,15 @@ impl Mutation {
                 ("fencing_after_steal", TokenBump),
                 ("fencing_after_expiry_takeover", TokenBump),
             ],
-            Self::RenewManyDoesNotWrite => &[("renew_many_moves_deadlines", RenewMany)],
+            Self::RenewManyDoesNotWrite => &[
+                ("renew_many_moves_deadlines", RenewMany),
+                ("model_matches_reference", Model),
+            ],
             Self::RenewManyIgnoresToken => &[("renew_many_reports_lost", RenewMany)],
-            Self::HeartbeatDoesNotExtend => &[("heartbeat_extends_ttl", Membership)],
+            Self::HeartbeatDoesNotExtend => &[
+                ("heartbeat_extends_ttl", Membership),
+                ("model_matches_reference", Model),
+            ],
             Self::HeartbeatRevivesPruned => &[("membership_lifecycle", Membership)],
             Self::LiveWorkersUnsorted => &[("membership_lifecycle", Membership)],
             Self::UnfencedPrepare => &[
@@ -181,11 +187,17 @@ impl Mutation {
                 ("durability_across_handles", Durability),
                 ("mutual_exclusion_one_winner", MutualExclusion),
             ],
-            Self::ExpiresEarly | Self::ExpiresLate => &[("expiry_is_exact", Expiry)],
+            Self::ExpiresEarly | Self::ExpiresLate => &[
+                ("expiry_is_exact", Expiry),
+                ("model_matches_reference", Model),
+            ],
             Self::ListDropsAtPageBoundary | Self::ListRepeatsAtPageBoundary => {
                 &[("list_leases_paginated", List)]
             }
-            Self::RetakeBumpsToken => &[("retake_own_expired_keeps_token", TokenBump)],
+            Self::RetakeBumpsToken => &[
+                ("retake_own_expired_keeps_token", TokenBump),
+                ("model_matches_reference", Model),
+            ],
             Self::WritesDespiteLost => &[
                 ("fencing_after_steal", Fencing),
                 ("fencing_after_expiry_takeover", Fencing),

@@ -14,6 +14,7 @@ use super::{Clause, Outcome, StoreFactory};
 use crate::clock::Clock;
 use crate::ensure;
 use crate::error::{Error, ErrorKind};
+use crate::store::ClockSource;
 use crate::types::{HeartbeatTtl, LeaseDuration};
 
 /// How far a time reported by a store on its own clock (`LeaseHeld.remaining`) may fall short
@@ -28,11 +29,16 @@ const MS: Duration = Duration::from_millis(1);
 /// clock: held at `d - 1 ms` with 1 ms left, free at `d`, the record's deadline is exactly
 /// now + `d`, and a renewal for a shorter duration moves the deadline to now + that duration.
 /// Without one: the time left reported right after a grant or renewal is at most its duration
-/// and at least the duration less the time the calls took and [`ROUND_TRIP_TOLERANCE`].
+/// (plus the skew allowance of a client clock) and at least the duration less the time the
+/// calls took and [`ROUND_TRIP_TOLERANCE`].
 pub async fn expiry_is_exact(factory: &dyn StoreFactory) -> Outcome {
     let (_, store) = open(factory, "exact").await?;
     let k = key("s", "exact");
     let (a, b) = (worker("a"), worker("b"));
+    let skew = match store.capabilities().clock {
+        ClockSource::Client { skew_allowance } => skew_allowance,
+        ClockSource::Server | ClockSource::Host => Duration::ZERO,
+    };
     let Some(clock) = factory.manual_clock() else {
         for (i, d) in [long(), LeaseDuration::new(Duration::from_secs(30))?]
             .into_iter()
@@ -54,7 +60,8 @@ pub async fn expiry_is_exact(factory: &dyn StoreFactory) -> Outcome {
             let took = started.elapsed();
             if let Error::LeaseHeld { remaining, .. } = e {
                 ensure!(
-                    remaining <= d.get() && remaining + took + ROUND_TRIP_TOLERANCE >= d.get(),
+                    remaining <= d.get() + skew
+                        && remaining + took + ROUND_TRIP_TOLERANCE >= d.get(),
                     Expiry,
                     "{:?} after a {} for {:?} (the calls took {took:?}), {remaining:?} is left",
                     took,
