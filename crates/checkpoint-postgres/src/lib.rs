@@ -117,7 +117,7 @@ mod error;
 mod schema;
 mod store;
 
-pub use config::{DEFAULT_URL, PostgresConfig};
+pub use config::{DEFAULT_LIST_PAGE_SIZE, DEFAULT_URL, PostgresConfig};
 pub use store::PostgresStore;
 
 /// The sqlx version this crate is built on, for [`PostgresStore::checkpoint_in_transaction`]

@@ -41,9 +41,6 @@ use crate::config::PostgresConfig;
 use crate::error::{STORE, from_sqlx};
 use crate::schema::{self, Statements, Tables};
 
-/// Rows fetched per page by [`LeaseManager::list_leases`].
-const LIST_PAGE: i64 = 500;
-
 /// How often one call runs its statement again after the re-read found that the record changed
 /// in between (another writer was faster every time) before giving up with a retryable error.
 const MAX_RACES: usize = 8;
@@ -604,9 +601,12 @@ impl LeaseManager for PostgresStore {
         .await
     }
 
-    /// Keyset pagination over the primary key, 500 rows a page; each page is a
-    /// consistent read, the whole list is not one snapshot.
+    /// Keyset pagination over the primary key,
+    /// [`PostgresConfig::with_list_page_size`](crate::PostgresConfig::with_list_page_size)
+    /// rows a page (default 500); each page is a consistent read, the whole list is not one
+    /// snapshot.
     async fn list_leases(&self, stream: Option<&StreamName>) -> Result<Vec<Lease>> {
+        let page = i64::try_from(self.inner.config.list_page_size()).unwrap_or(i64::MAX);
         let mut all = Vec::new();
         let (mut after_stream, mut after_shard) = (String::new(), String::new());
         loop {
@@ -617,13 +617,13 @@ impl LeaseManager for PostgresStore {
                         .bind(stream.map(StreamName::as_str))
                         .bind(after_stream.as_str())
                         .bind(after_shard.as_str())
-                        .bind(LIST_PAGE)
+                        .bind(page)
                         .fetch_all(&self.inner.pool)
                         .await
                         .map_err(from_sqlx)
                 })
                 .await?;
-            let full = rows.len() as i64 == LIST_PAGE;
+            let full = rows.len() as i64 == page;
             for row in &rows {
                 all.push(decode_lease(row)?);
             }
