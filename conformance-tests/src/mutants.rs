@@ -88,11 +88,14 @@ pub enum Mutation {
     WritesDespiteLost,
     /// A regressing checkpoint is reported a regression but written anyway.
     WritesDespiteRegression,
+    /// Membership files a worker under its id up to the first `:` (a key layout that embeds
+    /// the id and splits on the separator), so `host:a` and `host:b` collide.
+    WorkerIdsCollide,
 }
 
 impl Mutation {
     /// Every mutation.
-    pub const ALL: [Mutation; 32] = [
+    pub const ALL: [Mutation; 33] = [
         Self::NoFencingOnCheckpoint,
         Self::TwoWinners,
         Self::AcceptsRegressions,
@@ -125,6 +128,7 @@ impl Mutation {
         Self::RetakeBumpsToken,
         Self::WritesDespiteLost,
         Self::WritesDespiteRegression,
+        Self::WorkerIdsCollide,
     ];
 
     /// The scenarios that must reject this mutation, each with the clause its failure must
@@ -202,6 +206,7 @@ impl Mutation {
                 ("fencing_after_steal", Fencing),
                 ("fencing_after_expiry_takeover", Fencing),
             ],
+            Self::WorkerIdsCollide => &[("edge_ids_round_trip", EdgeIds)],
             Self::WritesDespiteRegression => &[
                 ("monotonic_positions", Monotonic),
                 ("shard_end_is_terminal", ShardEnd),

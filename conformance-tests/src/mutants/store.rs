@@ -483,6 +483,11 @@ impl Checkpointer for Mutant {
 #[async_trait]
 impl Membership for Mutant {
     async fn register_worker(&self, worker: &WorkerId, ttl: HeartbeatTtl) -> Result<()> {
+        if self.is(Mutation::WorkerIdsCollide) {
+            let filed = worker.as_str().split(':').next().unwrap_or_default();
+            let filed = WorkerId::new(if filed.is_empty() { "-" } else { filed })?;
+            return self.inner.register_worker(&filed, ttl).await;
+        }
         self.inner.register_worker(worker, ttl).await
     }
 

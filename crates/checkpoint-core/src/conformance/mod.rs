@@ -30,10 +30,12 @@ use crate::store::Store;
 use crate::types::AppName;
 
 mod expiry;
+mod input;
 mod model;
 mod scenarios;
 
 pub use expiry::*;
+pub use input::*;
 pub use model::model_test;
 pub use scenarios::*;
 

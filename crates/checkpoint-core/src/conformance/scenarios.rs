@@ -11,8 +11,8 @@ use crate::ensure;
 use crate::error::{Error, ErrorKind, Result};
 use crate::store::Store;
 use crate::types::{
-    AppName, FencingToken, HeartbeatTtl, Lease, LeaseDuration, LeaseKey, Position, SequenceNumber,
-    ShardId, StreamName, WorkerId,
+    AppName, FencingToken, HeartbeatTtl, Lease, LeaseDuration, LeaseKey, Position, ShardId,
+    StreamName, WorkerId,
 };
 
 /// Every scenario with its name, in the order [`super::run_all`] runs them.
@@ -86,8 +86,12 @@ pub fn all() -> Vec<Scenario> {
         ("durability_across_handles", |f| {
             Box::pin(durability_across_handles(f))
         }),
-        ("bad_input_rejected", |f| Box::pin(bad_input_rejected(f))),
-        ("edge_ids_round_trip", |f| Box::pin(edge_ids_round_trip(f))),
+        ("bad_input_rejected", |f| {
+            Box::pin(super::bad_input_rejected(f))
+        }),
+        ("edge_ids_round_trip", |f| {
+            Box::pin(super::edge_ids_round_trip(f))
+        }),
         ("model_matches_reference", |f| {
             Box::pin(super::model_test(f))
         }),
@@ -1710,183 +1714,6 @@ pub async fn durability_across_handles(factory: &dyn StoreFactory) -> Outcome {
         lease.token == token && lease.owner.as_ref() == Some(&a),
         Durability,
         "ownership not durable: {lease:?}"
-    );
-    Ok(())
-}
-
-// ---------------------------------------------------------------------------------------------
-// Bad input
-
-/// Bad input: each case is a typed InvalidInput naming the field, and nothing is written.
-pub async fn bad_input_rejected(factory: &dyn StoreFactory) -> Outcome {
-    let (_, store) = open(factory, "bad").await?;
-    let mut cases: Vec<(String, &'static str, Result<()>)> = Vec::new();
-    let long_id = "x".repeat(257);
-    let bad_ids: Vec<(&str, String)> = vec![
-        ("empty", String::new()),
-        ("257 bytes", long_id),
-        ("single quote", "a'b".into()),
-        ("double quote", "a\"b".into()),
-        ("percent", "100%".into()),
-        ("colon", "stream:shard".into()),
-        ("braces", "{app}".into()),
-        ("NUL", "a\0b".into()),
-        ("RTL override", "\u{202E}abc".into()),
-        ("non-ASCII", "zürich".into()),
-        ("space", "a b".into()),
-        ("SQL", "x'); DROP TABLE leases;--".into()),
-    ];
-    for (what, id) in &bad_ids {
-        cases.push((
-            format!("app {what}"),
-            "app",
-            AppName::new(id.clone()).map(drop),
-        ));
-        cases.push((
-            format!("stream {what}"),
-            "stream",
-            StreamName::new(id.clone()).map(drop),
-        ));
-        cases.push((
-            format!("shard {what}"),
-            "shard_id",
-            ShardId::new(id.clone()).map(drop),
-        ));
-        cases.push((
-            format!("worker {what}"),
-            "worker_id",
-            WorkerId::new(id.clone()).map(drop),
-        ));
-    }
-    let too_long = "1".repeat(129);
-    for (what, s) in [
-        ("empty", ""),
-        ("letters", "12a"),
-        ("negative", "-1"),
-        ("plus sign", "+1"),
-        ("leading space", " 1"),
-        ("decimal point", "1.5"),
-        ("129 digits", too_long.as_str()),
-        ("Arabic-Indic digits", "١٢٣"),
-        ("hex", "0x10"),
-    ] {
-        cases.push((
-            format!("sequence {what}"),
-            "sequence_number",
-            SequenceNumber::new(s).map(drop),
-        ));
-        cases.push((
-            format!("position {what}"),
-            "sequence_number",
-            Position::sequence(s).map(drop),
-        ));
-    }
-    for (what, d) in [
-        ("zero", Duration::ZERO),
-        ("sub-millisecond", Duration::from_micros(500)),
-        ("25 hours", Duration::from_secs(25 * 3600)),
-        ("u64::MAX seconds", Duration::from_secs(u64::MAX)),
-    ] {
-        cases.push((
-            format!("lease duration {what}"),
-            "duration",
-            LeaseDuration::new(d).map(drop),
-        ));
-        cases.push((
-            format!("heartbeat ttl {what}"),
-            "ttl",
-            HeartbeatTtl::new(d).map(drop),
-        ));
-    }
-    // Invalid arguments that only the store operation can see.
-    let k = key("s", "bad-input");
-    let (a, b) = (worker("a"), worker("b"));
-    cases.push((
-        "steal from oneself".into(),
-        "thief",
-        store
-            .steal(&k, &a, &a, FencingToken(0), long())
-            .await
-            .map(drop),
-    ));
-    cases.push((
-        "renew_many with a duplicate key".into(),
-        "leases",
-        store
-            .renew_many(
-                &b,
-                &[(k.clone(), FencingToken(1)), (k.clone(), FencingToken(2))],
-                long(),
-            )
-            .await
-            .map(drop),
-    ));
-    ensure!(
-        cases.len() >= 40,
-        BadInput,
-        "only {} bad-input cases",
-        cases.len()
-    );
-    for (what, field, result) in cases {
-        match result {
-            Err(Error::InvalidInput { field: got, .. }) if got == field => {}
-            Err(e) => {
-                return Err(Failure::new(
-                    Clause::BadInput,
-                    format!("{what}: expected InvalidInput naming {field}, got {e:?}"),
-                ));
-            }
-            Ok(()) => return Err(Failure::new(Clause::BadInput, format!("{what}: accepted"))),
-        }
-    }
-    ensure!(
-        store.list_leases(None).await?.is_empty(),
-        BadInput,
-        "rejected input wrote a lease"
-    );
-    ensure!(
-        store.live_workers().await?.is_empty(),
-        BadInput,
-        "rejected input registered a worker"
-    );
-    Ok(())
-}
-
-/// The widest valid identifiers (256 bytes, every allowed character) round-trip unchanged.
-pub async fn edge_ids_round_trip(factory: &dyn StoreFactory) -> Outcome {
-    let (_, store) = open(factory, "edge").await?;
-    let longest = "s".repeat(256);
-    let k = LeaseKey::parse(&longest, &"d".repeat(256))?;
-    let w = WorkerId::new(format!("{}-._09AZaz", "w".repeat(247)))?;
-    let parents = vec![ShardId::new("p.1_-X")?, ShardId::new("0")?];
-    store.create_lease_if_absent(&k, &parents, None).await?;
-    let lease = store.get_lease(&k, &w, long()).await?;
-    ensure!(
-        lease.owner.as_ref() == Some(&w) && lease.key == k,
-        EdgeIds,
-        "256-byte ids did not round-trip: {lease:?}"
-    );
-    ensure!(
-        fetch(&*store, &k).await?.parents == parents,
-        EdgeIds,
-        "parents did not round-trip"
-    );
-    store
-        .register_worker(&w, HeartbeatTtl::new(Duration::from_secs(60))?)
-        .await?;
-    ensure!(
-        store.live_workers().await? == vec![w],
-        EdgeIds,
-        "256-byte worker id did not round-trip in membership"
-    );
-    ensure!(
-        store
-            .list_leases(Some(&StreamName::new(longest)?))
-            .await?
-            .len()
-            == 1,
-        EdgeIds,
-        "list by a 256-byte stream failed"
     );
     Ok(())
 }
