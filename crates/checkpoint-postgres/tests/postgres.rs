@@ -760,6 +760,46 @@ async fn a_corrupt_row_is_reported_naming_the_field() {
     );
 }
 
+/// A record whose token is `i64::MAX` (the largest a `bigint` holds, reachable by an import or
+/// a hand edit) cannot be granted to another worker or stolen: both are `InvalidInput` naming
+/// `token`, and the record is unchanged. Its holder keeps working with it.
+async fn a_token_at_the_bigint_limit_is_a_typed_error() {
+    let Some(store) = open(config()).await else {
+        return;
+    };
+    let (k, me, thief) = (key(), worker("w"), worker("thief"));
+    store.get_lease(&k, &me, long()).await.expect("acquire");
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "UPDATE {} SET token = 9223372036854775807 WHERE app = $1",
+        store.lease_table()
+    )))
+    .bind(store.app().as_str())
+    .execute(store.pool())
+    .await
+    .expect("set the token to i64::MAX");
+    let max = FencingToken(i64::MAX as u64);
+    let before = store.fetch_checkpoint(&k).await.unwrap().expect("record");
+    assert_eq!(before.token, max);
+    let e = store
+        .steal(&k, &thief, &me, max, long())
+        .await
+        .expect_err("a steal would pass i64::MAX");
+    assert_eq!(e.field(), Some("token"), "{e:?}");
+    store.evict_lease(&k).await.expect("evict");
+    let e = store
+        .get_lease(&k, &thief, long())
+        .await
+        .expect_err("a grant would pass i64::MAX");
+    assert_eq!(e.field(), Some("token"), "{e:?}");
+    let after = store.fetch_checkpoint(&k).await.unwrap().expect("record");
+    assert_eq!((after.token, after.owner), (max, None));
+    let e = store
+        .checkpoint_sequence(&k, &me, FencingToken(u64::MAX), &seq(1))
+        .await
+        .expect_err("no record holds a token above i64::MAX");
+    assert_eq!(e.kind(), ErrorKind::LeaseLost, "{e:?}");
+}
+
 /// With the `rustls` feature, `sslmode=require` gives an encrypted connection (the test server
 /// has `ssl = on`).
 #[cfg(feature = "rustls")]
@@ -973,6 +1013,6 @@ async fn init_upgrades_a_version_1_database_and_keeps_its_data() {
 // `#[test]` attribute would not run here. An unreachable server leaves them ignored.
 checkpoint_test_support::server_tests! {
     backend: checkpoint_test_support::Backend::Postgres,
-    tests: [a_rolled_back_transaction_leaves_the_old_checkpoint, a_steal_waits_for_an_open_transactional_checkpoint, terminated_backends_give_retryable_errors_never_false_success, a_lost_reply_is_resolved_by_rereading, an_incompatible_existing_table_is_a_schema_mismatch, many_workers_initialise_a_new_schema_at_once, the_password_never_shows, url_parameters_reach_the_connection, a_corrupt_row_is_reported_naming_the_field, #[cfg(feature = "rustls")] tls_through_rustls, a_chunked_renew_many_reports_exactly_the_lost_leases, init_upgrades_a_version_1_database_and_keeps_its_data],
+    tests: [a_rolled_back_transaction_leaves_the_old_checkpoint, a_steal_waits_for_an_open_transactional_checkpoint, terminated_backends_give_retryable_errors_never_false_success, a_lost_reply_is_resolved_by_rereading, an_incompatible_existing_table_is_a_schema_mismatch, many_workers_initialise_a_new_schema_at_once, the_password_never_shows, url_parameters_reach_the_connection, a_corrupt_row_is_reported_naming_the_field, a_token_at_the_bigint_limit_is_a_typed_error, #[cfg(feature = "rustls")] tls_through_rustls, a_chunked_renew_many_reports_exactly_the_lost_leases, init_upgrades_a_version_1_database_and_keeps_its_data],
     offline_async: [identifiers_are_validated_before_any_sql],
 }
