@@ -217,6 +217,43 @@ impl PostgresStore {
         self.inner.config.backoff().retry(|_| op()).await
     }
 
+    /// Whether transaction `xid` committed, read with `txid_status` on a pooled connection
+    /// (polled, for at most 10 s, while the server still reports it in progress: a connection
+    /// that died mid-commit is cleaned up by the server shortly). Unknown (too old to tell)
+    /// or still in progress after that is a non-retryable error: retrying could turn
+    /// "created" into "existed".
+    async fn transaction_committed(&self, xid: i64) -> Result<bool> {
+        let started = std::time::Instant::now();
+        loop {
+            let status: Option<String> = self
+                .retry(|| async {
+                    sqlx::query_scalar("SELECT txid_status($1)")
+                        .bind(xid)
+                        .fetch_one(&self.inner.pool)
+                        .await
+                        .map_err(from_sqlx)
+                })
+                .await?;
+            match status.as_deref() {
+                Some("committed") => return Ok(true),
+                Some("aborted") => return Ok(false),
+                Some("in progress") if started.elapsed() < Duration::from_secs(10) => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                other => {
+                    return Err(Error::backend_message(
+                        STORE,
+                        false,
+                        format!(
+                            "a create-if-absent whose commit reply was lost: transaction {xid} \
+                             is {other:?}, so whether it created the record is unknown"
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+
     /// A conditional write: runs `statement` (which returns the written record, or `None` when
     /// its condition matched no row); on `None` re-reads the record with the server's clock and
     /// lets `rule` decide. `rule` failing is the operation's answer; `Outcome::Unchanged` is an
@@ -432,11 +469,16 @@ impl LeaseManager for PostgresStore {
         .await
     }
 
-    /// Operation 2: `INSERT … ON CONFLICT DO NOTHING`; created iff one row was inserted.
+    /// Operation 2: `INSERT … ON CONFLICT DO NOTHING` in a transaction of its own; created iff
+    /// one row was inserted.
     ///
-    /// If a first attempt's reply is lost and the retry finds the row, this reports `false`
-    /// although the lost attempt may have been the one that created it: the record exists
-    /// either way, which is what the caller needs.
+    /// The answer is exact even when a reply is lost (the contract's decision on
+    /// create-if-absent): the transaction first reads its id (`txid_current()`), and whether the
+    /// `INSERT` inserted is known before `COMMIT` is sent. If the `COMMIT`'s reply is lost,
+    /// the transaction's fate is read back on another connection with `txid_status`: committed,
+    /// the call answers what its `INSERT` did; aborted, the whole call is retried (and then
+    /// answers for the retry). Any earlier lost reply leaves the transaction uncommitted, so
+    /// the retry's answer is the answer. A retry never turns "created" into "existed".
     async fn create_lease_if_absent(
         &self,
         key: &LeaseKey,
@@ -445,15 +487,28 @@ impl LeaseManager for PostgresStore {
     ) -> Result<bool> {
         let parents: Vec<String> = parents.iter().map(|p| p.as_str().to_owned()).collect();
         self.retry(|| async {
+            let mut tx = self.inner.pool.begin().await.map_err(from_sqlx)?;
+            let xid: i64 = sqlx::query_scalar("SELECT txid_current()")
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(from_sqlx)?;
             let done = self
                 .keyed(&self.inner.sql.create_if_absent, key)
                 .bind(&parents)
                 .bind(initial.map(Position::encode))
                 .bind(initial.map_or(0, Position::sub_sequence).to_string())
-                .execute(&self.inner.pool)
+                .execute(&mut *tx)
                 .await
                 .map_err(from_sqlx)?;
-            Ok(done.rows_affected() == 1)
+            let created = done.rows_affected() == 1;
+            match tx.commit().await.map_err(from_sqlx) {
+                Ok(()) => Ok(created),
+                Err(e) if e.is_retryable() => match self.transaction_committed(xid).await? {
+                    true => Ok(created),
+                    false => Err(e),
+                },
+                Err(e) => Err(e),
+            }
         })
         .await
     }

@@ -366,8 +366,9 @@ async fn terminated_backends_give_retryable_errors_never_false_success() {
 }
 
 /// A TCP proxy in front of the server that, when armed, forwards the server's reply to the next
-/// `UPDATE`/`INSERT` up to its `CommandComplete` but drops the `ReadyForQuery` that follows (the
-/// statement has committed by then) and closes the connection: a write whose reply was lost.
+/// `UPDATE`/`INSERT` (or the `COMMIT` of a transaction) up to its `CommandComplete` but drops
+/// the idle `ReadyForQuery` that follows (the write has committed by then) and closes the
+/// connection: a write whose reply was lost.
 struct LossyProxy {
     port: u16,
     armed: Arc<AtomicBool>,
@@ -433,10 +434,18 @@ async fn forward_replies(
             return;
         }
         match header[0] {
-            b'C' if body.starts_with(b"UPDATE") || body.starts_with(b"INSERT") => {
+            b'C' if body.starts_with(b"UPDATE")
+                || body.starts_with(b"INSERT")
+                || body.starts_with(b"COMMIT") =>
+            {
                 write_completed = true;
             }
-            b'Z' if write_completed && armed.swap(false, Ordering::SeqCst) => {
+            // Only an idle ReadyForQuery follows a committed write; inside a transaction
+            // (status 'T') nothing has committed yet.
+            b'Z' if write_completed
+                && body.first() == Some(&b'I')
+                && armed.swap(false, Ordering::SeqCst) =>
+            {
                 dropped.fetch_add(1, Ordering::SeqCst);
                 let _ = client.shutdown().await;
                 return;
@@ -555,6 +564,70 @@ async fn a_lost_reply_is_resolved_by_rereading() {
     assert_eq!(proxy.dropped.load(Ordering::SeqCst), 6);
     assert_eq!(outcome.renewed.len(), 1);
     assert!(outcome.lost.is_empty());
+}
+
+/// Create-if-absent answers exactly whether it created the record even when the reply to its
+/// `COMMIT` is lost, with retries and without: never "existed" for a record this call created.
+async fn a_lost_create_reply_still_answers_created() {
+    let Some(direct) = open(config()).await else {
+        return;
+    };
+    let upstream = {
+        let u = url::Url::parse(&url()).expect("url");
+        format!(
+            "{}:{}",
+            u.host_str().unwrap_or("127.0.0.1"),
+            u.port().unwrap_or(5432)
+        )
+    };
+    let proxy = LossyProxy::start(upstream).await;
+    let mut proxied_url = url::Url::parse(&url()).expect("url");
+    proxied_url.set_host(Some("127.0.0.1")).expect("host");
+    proxied_url.set_port(Some(proxy.port)).expect("port");
+    proxied_url
+        .query_pairs_mut()
+        .append_pair("sslmode", "disable");
+    for (i, backoff) in [Backoff::default(), Backoff::none()]
+        .into_iter()
+        .enumerate()
+    {
+        let proxied = PostgresStore::open(
+            PostgresConfig::from_url(proxied_url.as_str())
+                .expect("proxied url")
+                .with_backoff(backoff),
+            direct.app().clone(),
+        )
+        .await
+        .expect("open through the proxy");
+        let k = LeaseKey::parse("created", &format!("shard-{i}")).expect("key");
+        proxy.arm();
+        let created = proxied
+            .create_lease_if_absent(&k, &[], Some(&seq(3)))
+            .await
+            .expect("create");
+        assert_eq!(
+            proxy.dropped.load(Ordering::SeqCst),
+            i + 1,
+            "no reply was dropped"
+        );
+        assert!(
+            created,
+            "a create whose commit reply was lost answered that it existed"
+        );
+        assert!(
+            !proxied
+                .create_lease_if_absent(&k, &[], None)
+                .await
+                .expect("create again"),
+            "a second create answered created"
+        );
+        let stored = direct
+            .fetch_checkpoint(&k)
+            .await
+            .expect("fetch")
+            .expect("record");
+        assert_eq!(stored.checkpoint, Some(seq(3)));
+    }
 }
 
 async fn an_incompatible_existing_table_is_a_schema_mismatch() {
@@ -1013,6 +1086,6 @@ async fn init_upgrades_a_version_1_database_and_keeps_its_data() {
 // `#[test]` attribute would not run here. An unreachable server leaves them ignored.
 checkpoint_test_support::server_tests! {
     backend: checkpoint_test_support::Backend::Postgres,
-    tests: [a_rolled_back_transaction_leaves_the_old_checkpoint, a_steal_waits_for_an_open_transactional_checkpoint, terminated_backends_give_retryable_errors_never_false_success, a_lost_reply_is_resolved_by_rereading, an_incompatible_existing_table_is_a_schema_mismatch, many_workers_initialise_a_new_schema_at_once, the_password_never_shows, url_parameters_reach_the_connection, a_corrupt_row_is_reported_naming_the_field, a_token_at_the_bigint_limit_is_a_typed_error, #[cfg(feature = "rustls")] tls_through_rustls, a_chunked_renew_many_reports_exactly_the_lost_leases, init_upgrades_a_version_1_database_and_keeps_its_data],
+    tests: [a_rolled_back_transaction_leaves_the_old_checkpoint, a_steal_waits_for_an_open_transactional_checkpoint, terminated_backends_give_retryable_errors_never_false_success, a_lost_reply_is_resolved_by_rereading, a_lost_create_reply_still_answers_created, an_incompatible_existing_table_is_a_schema_mismatch, many_workers_initialise_a_new_schema_at_once, the_password_never_shows, url_parameters_reach_the_connection, a_corrupt_row_is_reported_naming_the_field, a_token_at_the_bigint_limit_is_a_typed_error, #[cfg(feature = "rustls")] tls_through_rustls, a_chunked_renew_many_reports_exactly_the_lost_leases, init_upgrades_a_version_1_database_and_keeps_its_data],
     offline_async: [identifiers_are_validated_before_any_sql],
 }
