@@ -302,13 +302,13 @@ async fn a_corrupt_field_is_reported_and_never_overwritten() {
         ("token", "abc"),
         ("token", "-1"),
         ("token", "18446744073709551616"),
-        ("owner", "a:b"),
+        ("owner", "a\nb"),
         ("deadline", "soon"),
         ("checkpoint", "NOPE"),
         ("checkpoint", "AT_TIMESTAMP:x"),
         ("checkpoint_sub", "1.5"),
         ("parents", "a,,b"),
-        ("claim", "{x}"),
+        ("claim", "x\u{7f}"),
         ("owner_switches", ""),
     ] {
         hset(&mut admin, &bad_key, "checkpoint", "5").await;
@@ -417,7 +417,7 @@ async fn a_corrupt_field_is_reported_and_never_overwritten() {
     let _: i64 = redis::cmd("ZADD")
         .arg(store.key_layout().workers())
         .arg("99999999999999")
-        .arg("bad worker")
+        .arg("bad\nworker")
         .query_async(&mut admin)
         .await
         .unwrap();
@@ -550,7 +550,7 @@ async fn renew_many_across_chunks() {
     let _: i64 = redis::cmd("HSET")
         .arg(store.key_layout().lease(&bad.0))
         .arg("claim")
-        .arg("not an id")
+        .arg("not\tan id")
         .query_async(&mut admin)
         .await
         .unwrap();
