@@ -675,6 +675,89 @@ async fn an_incompatible_existing_table_is_a_schema_mismatch() {
     }
 }
 
+/// Tables with the right column names, types and keys but a wrong collation, a wrong
+/// generated `checkpoint_order` or a missing `CHECK` are a schema mismatch naming what differs:
+/// byte-wise id order, progress order and the token's sign are part of the layout.
+async fn a_wrong_collation_expression_or_check_is_a_schema_mismatch() {
+    let Some(store) = open(config()).await else {
+        return;
+    };
+    let layout = include_str!("../migrations/0001_create_tables.sql");
+    let cases: [(&str, &str, &str, &str); 4] = [
+        (
+            "owner without COLLATE \"C\"",
+            "owner                  text COLLATE \"C\",",
+            "owner                  text,",
+            "collation",
+        ),
+        (
+            "checkpoint_order padded to 64 digits",
+            "lpad(checkpoint, 128, '0')",
+            "lpad(checkpoint, 64, '0')",
+            "generated",
+        ),
+        (
+            "token without its CHECK",
+            "token                  bigint NOT NULL DEFAULT 0 CHECK (token >= 0),",
+            "token                  bigint NOT NULL DEFAULT 0,",
+            "CHECK",
+        ),
+        (
+            "worker without COLLATE \"C\"",
+            "worker     text COLLATE \"C\" NOT NULL,",
+            "worker     text NOT NULL,",
+            "collation",
+        ),
+    ];
+    for (what, from, to, named) in cases {
+        assert!(
+            layout.contains(from),
+            "{what}: the migration no longer says {from}"
+        );
+        let schema = random_schema();
+        let quoted = format!("\"{schema}\"");
+        let ddl = layout
+            .replace(from, to)
+            .replace("{leases}", &format!("{quoted}.\"ck_leases\""))
+            .replace("{workers}", &format!("{quoted}.\"ck_workers\""));
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "CREATE SCHEMA {quoted}; {ddl}"
+        )))
+        .execute(store.pool())
+        .await
+        .expect("altered layout");
+        let err = PostgresStore::open(
+            config().with_schema(schema.clone()).with_table_prefix("ck"),
+            random_app("mismatch"),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::SchemaMismatch, "{what}: {err}");
+        assert!(err.to_string().contains(named), "{what}: {err}");
+        println!("{what}: {err}");
+        drop_schema(&store, &schema).await;
+    }
+    // The unaltered layout, created by hand, passes.
+    let schema = random_schema();
+    let quoted = format!("\"{schema}\"");
+    let ddl = layout
+        .replace("{leases}", &format!("{quoted}.\"ck_leases\""))
+        .replace("{workers}", &format!("{quoted}.\"ck_workers\""));
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "CREATE SCHEMA {quoted}; {ddl}"
+    )))
+    .execute(store.pool())
+    .await
+    .expect("layout");
+    PostgresStore::open(
+        config().with_schema(schema.clone()).with_table_prefix("ck"),
+        random_app("matching"),
+    )
+    .await
+    .expect("the migrations' own layout is accepted");
+    drop_schema(&store, &schema).await;
+}
+
 async fn many_workers_initialise_a_new_schema_at_once() {
     let Some(store) = open(config()).await else {
         return;
@@ -1086,6 +1169,6 @@ async fn init_upgrades_a_version_1_database_and_keeps_its_data() {
 // `#[test]` attribute would not run here. An unreachable server leaves them ignored.
 checkpoint_test_support::server_tests! {
     backend: checkpoint_test_support::Backend::Postgres,
-    tests: [a_rolled_back_transaction_leaves_the_old_checkpoint, a_steal_waits_for_an_open_transactional_checkpoint, terminated_backends_give_retryable_errors_never_false_success, a_lost_reply_is_resolved_by_rereading, a_lost_create_reply_still_answers_created, an_incompatible_existing_table_is_a_schema_mismatch, many_workers_initialise_a_new_schema_at_once, the_password_never_shows, url_parameters_reach_the_connection, a_corrupt_row_is_reported_naming_the_field, a_token_at_the_bigint_limit_is_a_typed_error, #[cfg(feature = "rustls")] tls_through_rustls, a_chunked_renew_many_reports_exactly_the_lost_leases, init_upgrades_a_version_1_database_and_keeps_its_data],
+    tests: [a_rolled_back_transaction_leaves_the_old_checkpoint, a_steal_waits_for_an_open_transactional_checkpoint, terminated_backends_give_retryable_errors_never_false_success, a_lost_reply_is_resolved_by_rereading, a_lost_create_reply_still_answers_created, an_incompatible_existing_table_is_a_schema_mismatch, a_wrong_collation_expression_or_check_is_a_schema_mismatch, many_workers_initialise_a_new_schema_at_once, the_password_never_shows, url_parameters_reach_the_connection, a_corrupt_row_is_reported_naming_the_field, a_token_at_the_bigint_limit_is_a_typed_error, #[cfg(feature = "rustls")] tls_through_rustls, a_chunked_renew_many_reports_exactly_the_lost_leases, init_upgrades_a_version_1_database_and_keeps_its_data],
     offline_async: [identifiers_are_validated_before_any_sql],
 }
