@@ -1,8 +1,9 @@
 //! The conformance suite against DynamoDB (in practice a moto server): the server's URL comes
-//! from `CHECKPOINT_DYNAMO_ENDPOINT` (for example `http://127.0.0.1:5000`); unset or
-//! unreachable, the test reports the backend as unavailable (a failure under
-//! `CHECKPOINT_REQUIRE_ALL=1`). Every run uses a table of its own, and every factory call
-//! builds a new client (a new connection), so the scenarios also exercise independent handles.
+//! from `CHECKPOINT_DYNAMO_ENDPOINT` (for example `http://127.0.0.1:5000`); unset or refusing
+//! connections, the tests are ignored (a failure under `CHECKPOINT_REQUIRE_ALL=1`; see
+//! `checkpoint_test_support`). Every run uses a table of its own, and every factory call
+//! builds a new client (a new connection), so the scenarios also exercise independent handles;
+//! a second run opens every handle with [`DynamoStore::for_app`] on one client.
 //! `run_all` includes the proptest model test (`model_matches_reference`,
 //! `CHECKPOINT_MODEL_CASES`, default 256).
 //!
@@ -16,18 +17,13 @@
 //! CHECKPOINT_DYNAMO_ENDPOINT=http://127.0.0.1:5000 \
 //!   cargo test -p conformance-tests --no-default-features --features dynamo --test dynamo -- --nocapture
 //! ```
-#![cfg(feature = "dynamo")]
-
 use std::sync::Arc;
 use std::time::Duration;
 
-use checkpoint_core::conformance::{self, backend_unavailable, random_app};
+use checkpoint_core::conformance::{self, random_app};
 use checkpoint_core::{AppName, Backoff, LeaseManager, Store};
 use checkpoint_dynamo::{DynamoConfig, DynamoStore};
 use conformance_tests::print_capability_table;
-
-const HOW: &str = "start a moto server (moto_server -p 5000) and set \
-                   CHECKPOINT_DYNAMO_ENDPOINT=http://127.0.0.1:5000";
 
 /// The suite's config: its own table, a short skew allowance (the suite waits for 40 ms leases
 /// to expire), and a patient retry policy: moto on a busy two-core machine can take seconds to
@@ -44,26 +40,20 @@ fn config(endpoint: &str, table: &str) -> checkpoint_core::Result<DynamoConfig> 
         }))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+fn endpoint() -> String {
+    std::env::var("CHECKPOINT_DYNAMO_ENDPOINT")
+        .expect("the harness runs these tests only with CHECKPOINT_DYNAMO_ENDPOINT set")
+}
+
 async fn dynamo_conforms() {
-    let Ok(endpoint) = std::env::var("CHECKPOINT_DYNAMO_ENDPOINT") else {
-        backend_unavailable("dynamodb", HOW, &"CHECKPOINT_DYNAMO_ENDPOINT is not set");
-        return;
-    };
+    let endpoint = endpoint();
     let table = format!("conformance-{}", random_app("t"));
-    let probe = config(&endpoint, &table)
-        .expect("valid config")
-        .with_backoff(Backoff {
-            max_attempts: 2,
-            ..Backoff::default()
-        });
-    let first = match DynamoStore::open(probe, random_app("caps")).await {
-        Ok(store) => store,
-        Err(e) => {
-            backend_unavailable("dynamodb", HOW, &e);
-            return;
-        }
-    };
+    let first = DynamoStore::open(
+        config(&endpoint, &table).expect("valid config"),
+        random_app("caps"),
+    )
+    .await
+    .expect("the server listens, so the store opens");
     print_capability_table(&[first.capabilities()]);
     let factory = move |app: AppName| {
         let config = config(&endpoint, &table);
@@ -77,4 +67,25 @@ async fn dynamo_conforms() {
         "requests sent by the capability probe's client: {}",
         first.requests_sent()
     );
+}
+
+/// The whole suite again on handles of one client ([`DynamoStore::for_app`]).
+async fn dynamo_conforms_on_a_shared_client() {
+    let table = format!("conformance-{}", random_app("t"));
+    let base = DynamoStore::open(
+        config(&endpoint(), &table).expect("valid config"),
+        random_app("shared"),
+    )
+    .await
+    .expect("the server listens, so the store opens");
+    let factory = move |app: AppName| {
+        let store: Arc<dyn Store> = Arc::new(base.for_app(app));
+        std::future::ready(Ok(store))
+    };
+    conformance::run_all(&factory).await.assert_passed();
+}
+
+checkpoint_test_support::server_tests! {
+    backend: checkpoint_test_support::Backend::Dynamo,
+    tests: [dynamo_conforms, dynamo_conforms_on_a_shared_client],
 }

@@ -1,18 +1,21 @@
 //! The conformance suite (with the model test) against PostgreSQL: the server named by
-//! `CHECKPOINT_POSTGRES_URL` (default `postgres://postgres@127.0.0.1:5432/test`). Every factory
-//! call opens a new store with its own connection pool (and runs `init`), so every scenario also
-//! exercises independent handles and reconnection; every scenario uses its own random app, so
-//! runs in parallel share the tables without seeing each other.
-#![cfg(feature = "postgres")]
+//! `CHECKPOINT_POSTGRES_URL` (default `postgres://postgres@127.0.0.1:5432/test`), twice: with a
+//! new store and connection pool for every factory call (so every scenario also exercises
+//! independent handles and reconnection), and with handles that share one pool
+//! ([`PostgresStore::for_app`]). Lists are fetched 7 rows a page, so the listing scenario
+//! crosses page boundaries. Every scenario uses its own random app, so runs in parallel share
+//! the tables without seeing each other. An unreachable server leaves the tests ignored (see
+//! `checkpoint_test_support`).
 
 use std::sync::Arc;
 
-use checkpoint_core::conformance::{self, random_app};
+use checkpoint_core::conformance::{self, Configured, random_app};
 use checkpoint_core::{AppName, LeaseManager, Store};
 use checkpoint_postgres::{DEFAULT_URL, PostgresConfig, PostgresStore};
 use conformance_tests::print_capability_table;
 
-const HOW_TO_PROVIDE: &str = "start PostgreSQL on 127.0.0.1:5432 or set CHECKPOINT_POSTGRES_URL=postgres://user@host:port/db";
+/// Rows per page of a listing in these runs.
+const PAGE: usize = 7;
 
 fn url() -> String {
     std::env::var("CHECKPOINT_POSTGRES_URL").unwrap_or_else(|_| DEFAULT_URL.to_owned())
@@ -22,44 +25,38 @@ fn config() -> PostgresConfig {
     PostgresConfig::from_url(&url())
         .expect("CHECKPOINT_POSTGRES_URL is a valid postgres:// URL")
         .with_max_connections(4)
+        .with_list_page_size(PAGE)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn postgres_conforms() {
-    let probe = match PostgresStore::open(config(), random_app("caps")).await {
-        Ok(store) => store,
-        Err(e) if e.is_retryable() => {
-            conformance::backend_unavailable("postgres", HOW_TO_PROVIDE, &e);
-            return;
-        }
-        Err(e) => panic!("opening the PostgreSQL store failed: {e}"),
-    };
+    let probe = PostgresStore::open(config(), random_app("caps"))
+        .await
+        .expect("the server listens, so the store opens");
     print_capability_table(&[probe.capabilities()]);
-    let factory = |app: AppName| async move {
+    let factory = Configured::new(|app: AppName| async move {
         let store: Arc<dyn Store> = Arc::new(PostgresStore::open(config(), app).await?);
         Ok(store)
-    };
+    })
+    .with_list_page_size(PAGE);
     conformance::run_all(&factory).await.assert_passed();
 }
 
-/// The model test again on handles that share one pool ([`PostgresStore::for_app`]), the way
-/// a consumer with many apps would open them.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn postgres_model_on_a_shared_pool() {
-    let base = match PostgresStore::open(config(), random_app("shared")).await {
-        Ok(store) => store,
-        Err(e) if e.is_retryable() => {
-            conformance::backend_unavailable("postgres", HOW_TO_PROVIDE, &e);
-            return;
-        }
-        Err(e) => panic!("opening the PostgreSQL store failed: {e}"),
-    };
-    let factory = move |app: AppName| {
+/// The whole suite again on handles that share one pool ([`PostgresStore::for_app`]), the way
+/// a consumer with many apps would open them. Sixteen connections: the exact-count race runs
+/// sixteen contenders on it, and a smaller pool starves the holder behind their retries.
+async fn postgres_conforms_on_a_shared_pool() {
+    let base = PostgresStore::open(config().with_max_connections(16), random_app("shared"))
+        .await
+        .expect("the server listens, so the store opens");
+    let factory = Configured::new(move |app: AppName| {
         let store: Arc<dyn Store> = Arc::new(base.for_app(app));
         std::future::ready(Ok(store))
-    };
-    if let Err(failure) = conformance::model_test(&factory).await {
-        panic!("model test on postgres (shared pool): {failure}");
-    }
-    println!("model test on postgres (shared pool): passed");
+    })
+    .with_list_page_size(PAGE);
+    conformance::run_all(&factory).await.assert_passed();
+}
+
+checkpoint_test_support::server_tests! {
+    backend: checkpoint_test_support::Backend::Postgres,
+    tests: [postgres_conforms, postgres_conforms_on_a_shared_pool],
 }

@@ -1,56 +1,58 @@
 //! The conformance suite against Redis (`CHECKPOINT_REDIS_URL`, default
-//! `redis://127.0.0.1:6379/`): a new store handle, with its own connection, for every factory
-//! call, and a random app (so its own hash tag) for every scenario, so the scenarios run in
-//! parallel with any other test on the same server and never flush the database.
-#![cfg(feature = "redis")]
+//! `redis://127.0.0.1:6379/`), twice: with a new store handle and connection for every factory
+//! call, and with handles sharing one connection ([`RedisStore::for_app`]). Lists are read 7
+//! rows a page, so the listing scenario crosses page boundaries. A random app (so its own hash
+//! tag) for every scenario, so the scenarios run in parallel with any other test on the same
+//! server and never flush the database. An unreachable server leaves the tests ignored (see
+//! `checkpoint_test_support`).
 
 use std::sync::Arc;
 
-use checkpoint_core::conformance::{self, backend_unavailable, random_app};
+use checkpoint_core::conformance::{self, Configured, random_app};
 use checkpoint_core::{AppName, LeaseManager, Store};
-use checkpoint_redis::RedisStore;
+use checkpoint_redis::{RedisConfig, RedisStore};
 use conformance_tests::print_capability_table;
 
-const HOW: &str = "start one with `redis-server --port 6379` or set CHECKPOINT_REDIS_URL";
+/// Rows per page of a listing in these runs.
+const PAGE: usize = 7;
 
-fn url() -> String {
-    std::env::var("CHECKPOINT_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/".into())
-}
-
-/// A store for a probe app, or `None` (after reporting why) when no server can be reached.
-async fn probe() -> Option<RedisStore> {
-    match RedisStore::connect(&url(), random_app("caps")).await {
-        Ok(store) => Some(store),
-        Err(e) => {
-            backend_unavailable("redis", HOW, &e);
-            None
-        }
-    }
+fn config() -> RedisConfig {
+    let url =
+        std::env::var("CHECKPOINT_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/".into());
+    RedisConfig::from_url(&url)
+        .expect("CHECKPOINT_REDIS_URL is a valid redis:// URL")
+        .with_list_page_size(PAGE)
 }
 
 async fn factory(app: AppName) -> checkpoint_core::Result<Arc<dyn Store>> {
-    let store: Arc<dyn Store> = Arc::new(RedisStore::connect(&url(), app).await?);
+    let store: Arc<dyn Store> = Arc::new(RedisStore::open(config(), app).await?);
     Ok(store)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn redis_conforms() {
-    let Some(store) = probe().await else { return };
+    let store = RedisStore::open(config(), random_app("caps"))
+        .await
+        .expect("the server listens, so the store opens");
     print_capability_table(&[store.capabilities()]);
-    let report = conformance::run_all(&factory).await;
+    let report = conformance::run_all(&Configured::new(factory).with_list_page_size(PAGE)).await;
     println!("redis scenarios passed: {:?}", report.passed);
     report.assert_passed();
 }
 
-/// The proptest model test on its own (a second, independent seed besides the run inside
-/// `run_all`): random operation sequences must match the memory reference store exactly.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn redis_matches_the_reference_model() {
-    if probe().await.is_none() {
-        return;
-    }
-    if let Err(failure) = conformance::model_test(&factory).await {
-        panic!("redis differs from the reference model: {failure}");
-    }
-    println!("redis model test: passed");
+/// The whole suite again on handles that share one connection ([`RedisStore::for_app`]).
+async fn redis_conforms_on_a_shared_connection() {
+    let base = RedisStore::open(config(), random_app("shared"))
+        .await
+        .expect("the server listens, so the store opens");
+    let factory = Configured::new(move |app: AppName| {
+        let store: Arc<dyn Store> = Arc::new(base.for_app(app));
+        std::future::ready(Ok(store))
+    })
+    .with_list_page_size(PAGE);
+    conformance::run_all(&factory).await.assert_passed();
+}
+
+checkpoint_test_support::server_tests! {
+    backend: checkpoint_test_support::Backend::Redis,
+    tests: [redis_conforms, redis_conforms_on_a_shared_connection],
 }

@@ -1,13 +1,14 @@
-//! The conformance suite against SQLite: one temporary database file, a new store handle (with
-//! its own connections) for every factory call, so every scenario also exercises independent
-//! handles on one file.
+//! The conformance suite against SQLite: a temporary database file with a new store handle
+//! (its own connections) for every factory call, on the system clock and on a manual clock
+//! (expiry checked to the millisecond), and the in-memory mode with handles from
+//! [`SqliteStore::for_app`] (one private database, so every handle reaches the same data).
 #![cfg(feature = "sqlite")]
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use checkpoint_core::conformance::{self, random_app};
-use checkpoint_core::{AppName, LeaseManager, Store};
+use checkpoint_core::conformance::{self, Configured, random_app};
+use checkpoint_core::{AppName, LeaseManager, ManualClock, Store};
 use checkpoint_sqlite::{SqliteConfig, SqliteStore};
 use conformance_tests::print_capability_table;
 
@@ -48,5 +49,34 @@ async fn sqlite_conforms() {
         .await
         .expect("open an in-memory database");
     print_capability_table(&[file.capabilities(), memory.capabilities()]);
+    conformance::run_all(&factory).await.assert_passed();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_conforms_on_a_manual_clock() {
+    let db = TempDb::new();
+    let path = db.0.clone();
+    let clock = Arc::new(ManualClock::default());
+    let store_clock = clock.clone();
+    let factory = Configured::new(move |app: AppName| {
+        let config = SqliteConfig::file(path.clone()).with_clock(store_clock.clone());
+        async move {
+            let store: Arc<dyn Store> = Arc::new(SqliteStore::open(config, app).await?);
+            Ok(store)
+        }
+    })
+    .with_manual_clock(clock);
+    conformance::run_all(&factory).await.assert_passed();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_in_memory_conforms() {
+    let base = SqliteStore::open(SqliteConfig::memory(), random_app("base"))
+        .await
+        .expect("open an in-memory database");
+    let factory = move |app: AppName| {
+        let store: Arc<dyn Store> = Arc::new(base.for_app(app));
+        std::future::ready(Ok(store))
+    };
     conformance::run_all(&factory).await.assert_passed();
 }

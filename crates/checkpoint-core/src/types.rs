@@ -41,13 +41,45 @@ fn validate_id(field: &'static str, value: &str) -> Result<()> {
     Ok(())
 }
 
+/// Validates a worker id: opaque text of 1 to 256 bytes without control characters (the
+/// contract's decision on worker ids, so KCL ids such as `host:uuid` or `name@host` work).
+fn validate_worker_id(field: &'static str, value: &str) -> Result<()> {
+    if value.is_empty() {
+        return Err(Error::invalid(field, "must not be empty"));
+    }
+    if value.len() > MAX_ID_BYTES {
+        return Err(Error::invalid(
+            field,
+            format!(
+                "is {} bytes long; at most {MAX_ID_BYTES} are allowed",
+                value.len()
+            ),
+        ));
+    }
+    if let Some(bad) = value.chars().find(|c| c.is_control()) {
+        return Err(Error::invalid(
+            field,
+            format!("contains the control character {bad:?}"),
+        ));
+    }
+    Ok(())
+}
+
 macro_rules! identifier {
     ($(#[$doc:meta])* $name:ident, $field:literal) => {
+        identifier!(
+            $(#[$doc])* $name,
+            $field,
+            validate_id,
+            "1 to 256 bytes of ASCII letters, digits, `-`, `_` and `.`: the characters Kinesis \
+             and Kafka allow in stream names, and none that a SQL statement, a Redis key layout \
+             or a DynamoDB key could give a meaning to."
+        );
+    };
+    ($(#[$doc:meta])* $name:ident, $field:literal, $validate:ident, $rule:literal) => {
         $(#[$doc])*
         ///
-        /// 1 to 256 bytes of ASCII letters, digits, `-`, `_` and `.`: the characters Kinesis and
-        /// Kafka allow in stream names, and none that a SQL statement, a Redis key layout or a
-        /// DynamoDB key could give a meaning to.
+        #[doc = $rule]
         #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
         pub struct $name(String);
 
@@ -58,7 +90,7 @@ macro_rules! identifier {
             /// Validates and wraps `value`.
             pub fn new(value: impl Into<String>) -> Result<Self> {
                 let value = value.into();
-                validate_id($field, &value)?;
+                $validate($field, &value)?;
                 Ok(Self(value))
             }
 
@@ -116,18 +148,24 @@ identifier!(
     "shard_id"
 );
 identifier!(
-    /// A worker: a process or task that holds leases.
+    /// A worker: a process or task that holds leases. Ordered (and listed) by its bytes.
     ///
     /// ```
     /// use checkpoint_core::WorkerId;
     ///
-    /// let me = WorkerId::new("worker-1.eu-west-1")?;
-    /// assert_eq!(me.as_str(), "worker-1.eu-west-1");
+    /// let me = WorkerId::new("ip-10-0-0-1.ec2.internal:4f3c9a2e-6b1d-4c55-9d0e-1b2c3d4e5f60")?;
+    /// assert_eq!(me.as_str(), "ip-10-0-0-1.ec2.internal:4f3c9a2e-6b1d-4c55-9d0e-1b2c3d4e5f60");
     /// assert_eq!(WorkerId::new("").unwrap_err().field(), Some("worker_id"));
+    /// assert_eq!(WorkerId::new("a\nb").unwrap_err().field(), Some("worker_id"));
     /// # Ok::<(), checkpoint_core::Error>(())
     /// ```
     WorkerId,
-    "worker_id"
+    "worker_id",
+    validate_worker_id,
+    "Opaque text of 1 to 256 bytes without control characters (`char::is_control`): KCL ids \
+     such as `host:uuid` or `name@host` work unchanged. Stores bind it as a value (a SQL \
+     parameter, a Lua argument, a DynamoDB attribute value), never as part of a statement or of \
+     a key name that another id could collide with."
 );
 
 /// The key of a lease: one shard of one stream.

@@ -15,25 +15,20 @@ use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType,
     ScalarAttributeType,
 };
-use checkpoint_core::conformance::{backend_unavailable, random_app};
+use checkpoint_core::conformance::random_app;
 use checkpoint_core::{
     Checkpointer, Clock, Error, ErrorKind, FencingToken, HeartbeatTtl, LeaseDuration, LeaseKey,
     LeaseManager, ManualClock, Membership, Position, ShardId, StreamName, WorkerId,
 };
 use checkpoint_dynamo::{Billing, DynamoConfig, DynamoStore};
 
-const HOW: &str = "start a moto server (python tests/moto_serial.py 5000) and set \
-                   CHECKPOINT_DYNAMO_ENDPOINT=http://127.0.0.1:5000";
-
-/// The endpoint, or `None` (reported as unavailable) when unset.
+/// The endpoint. The harness runs the server tests only when it is set and listening (see
+/// `checkpoint_test_support`), so `None` is never returned to them.
 fn endpoint() -> Option<String> {
-    match std::env::var("CHECKPOINT_DYNAMO_ENDPOINT") {
-        Ok(e) => Some(e),
-        Err(_) => {
-            backend_unavailable("dynamodb", HOW, &"CHECKPOINT_DYNAMO_ENDPOINT is not set");
-            None
-        }
-    }
+    Some(
+        std::env::var("CHECKPOINT_DYNAMO_ENDPOINT")
+            .expect("the harness runs server tests only with CHECKPOINT_DYNAMO_ENDPOINT set"),
+    )
 }
 
 /// A config for a fresh table of this test.
@@ -43,14 +38,11 @@ fn config(endpoint: &str, prefix: &str) -> DynamoConfig {
         .with_endpoint(endpoint)
 }
 
-/// Opens a store, or reports the server unavailable.
+/// Opens a store. The harness found the server listening, so any error fails the test.
 async fn open(config: DynamoConfig, app: &str) -> Option<DynamoStore> {
     match DynamoStore::open(config, random_app(app)).await {
         Ok(store) => Some(store),
-        Err(e) => {
-            backend_unavailable("dynamodb", HOW, &e);
-            None
-        }
+        Err(e) => panic!("opening the store failed although the server listens: {e:?}"),
     }
 }
 
@@ -139,7 +131,6 @@ const SEQ_3: &str = "49590338271490256608559692538361571095921575989136500000";
 /// positions, parents, pending checkpoint and hand-off are read; free leases are taken at once,
 /// a KCL-held one after its `leaseCounter` stood still for the lease duration; checkpoints are
 /// written in the KCL's encoding, and the KCL's own attributes are left alone.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kcl_table_is_adopted() {
     let Some(endpoint) = endpoint() else { return };
     let clock = Arc::new(ManualClock::default());
@@ -393,7 +384,6 @@ async fn kcl_table_is_adopted() {
 /// Expiry with skewed clocks (ClockSource::Client): with a 5 s allowance, a worker whose clock
 /// runs 3 s ahead does not take a lease before it expired on the holder's clock, and a holder
 /// whose clock runs 3 s behind is not robbed before its own deadline.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn skewed_clocks_respect_the_allowance() {
     let Some(endpoint) = endpoint() else { return };
     let base = config(&endpoint, "skew").with_skew_allowance(Duration::from_secs(5));
@@ -463,7 +453,6 @@ async fn skewed_clocks_respect_the_allowance() {
 
 /// Counts the requests each operation sends (the client's interceptor counts every attempt)
 /// and prints the table; asserts the single-request paths.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_per_operation() {
     let Some(endpoint) = endpoint() else { return };
     let base = config(&endpoint, "count");
@@ -597,7 +586,6 @@ async fn requests_per_operation() {
 
 /// `init` refuses tables with another key schema; creates a provisioned table when asked, and
 /// many handles initialising one new table at once all succeed.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn init_checks_and_creates_tables() {
     let Some(endpoint) = endpoint() else { return };
     let Some(admin) = open(config(&endpoint, "admin"), "admin").await else {
@@ -639,7 +627,6 @@ async fn init_checks_and_creates_tables() {
 
 /// An item with an unreadable attribute is `Error::Corrupt` naming the attribute, on fetch and
 /// on list; the store never panics on it.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn corrupt_items_are_reported() {
     let Some(endpoint) = endpoint() else { return };
     let Some(store) = open(config(&endpoint, "corrupt"), "corrupt").await else {
@@ -649,7 +636,7 @@ async fn corrupt_items_are_reported() {
     for (shard, attr, value) in [
         ("bad-checkpoint", "checkpoint", s("12x")),
         ("bad-token", "fencingToken", s("seven")),
-        ("bad-owner", "leaseOwner", s("not a worker")),
+        ("bad-owner", "leaseOwner", s("not a\nworker")),
         (
             "bad-parents",
             "parentShardId",
@@ -688,7 +675,6 @@ async fn corrupt_items_are_reported() {
 
 /// Credentials given in the URL or the builder never show in `Debug`, and an unknown URL
 /// option is named without its value.
-#[test]
 fn credentials_are_redacted() {
     let config = DynamoConfig::from_url(
         "dynamodb://leases?region=eu-west-1&access_key_id=AKIAEXAMPLEKEYID&secret_access_key=wJalrXUtnFEMIbPxRfiCYEXAMPLEKEY&session_token=FwoGZXIvYXdzEXAMPLETOKEN",
@@ -771,7 +757,6 @@ impl LossyProxy {
 /// A conditional write whose reply was lost is retried and resolved from the record its failed
 /// condition returns: the operation reports the success that happened, never a second grant or
 /// a spurious failure.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lost_replies_are_resolved_by_rereading() {
     let Some(endpoint) = endpoint() else { return };
     let proxy = LossyProxy::start(&endpoint).await;
@@ -834,7 +819,6 @@ async fn lost_replies_are_resolved_by_rereading() {
 }
 
 /// An unreachable server is a retryable backend error after a bounded number of tries.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unreachable_server_gives_up_within_the_budget() {
     let started = std::time::Instant::now();
     let config = DynamoConfig::new("unreachable")
@@ -855,4 +839,13 @@ async fn unreachable_server_gives_up_within_the_budget() {
         "{:?}",
         started.elapsed()
     );
+}
+
+// The tests of this file, registered with the shared harness (`harness = false`): a
+// `#[test]` attribute would not run here. An unreachable server leaves them ignored.
+checkpoint_test_support::server_tests! {
+    backend: checkpoint_test_support::Backend::Dynamo,
+    tests: [kcl_table_is_adopted, skewed_clocks_respect_the_allowance, requests_per_operation, init_checks_and_creates_tables, corrupt_items_are_reported, lost_replies_are_resolved_by_rereading],
+    offline: [credentials_are_redacted],
+    offline_async: [unreachable_server_gives_up_within_the_budget],
 }

@@ -27,6 +27,9 @@ const OWN_PARAMS: &[&str] = &[
 /// The default of [`PostgresConfig::with_renew_chunk`].
 const DEFAULT_RENEW_CHUNK: usize = 2_500;
 
+/// The default of [`PostgresConfig::with_list_page_size`]: 500 rows.
+pub const DEFAULT_LIST_PAGE_SIZE: usize = 500;
+
 /// How to reach the server and where the tables live.
 ///
 /// ```
@@ -47,6 +50,7 @@ pub struct PostgresConfig {
     table_prefix: String,
     max_connections: u32,
     renew_chunk: usize,
+    list_page_size: usize,
     acquire_timeout: Duration,
     backoff: Backoff,
     application_name: Option<String>,
@@ -141,6 +145,7 @@ impl PostgresConfig {
             table_prefix: "checkpoint".to_owned(),
             max_connections: 10,
             renew_chunk: DEFAULT_RENEW_CHUNK,
+            list_page_size: DEFAULT_LIST_PAGE_SIZE,
             acquire_timeout: Duration::from_secs(5),
             backoff: Backoff::default(),
             application_name: None,
@@ -183,6 +188,15 @@ impl PostgresConfig {
     /// Default: 2,500. `usize::MAX` renews every batch in one statement.
     pub fn with_renew_chunk(mut self, leases: usize) -> Self {
         self.renew_chunk = leases.max(1);
+        self
+    }
+
+    /// Rows fetched per page by [`checkpoint_core::LeaseManager::list_leases`] (keyset
+    /// pagination over the primary key; each page is one statement). Default: 500
+    /// ([`DEFAULT_LIST_PAGE_SIZE`]); at least 1. The conformance suite sets it small so its
+    /// listing crosses page boundaries.
+    pub fn with_list_page_size(mut self, rows: usize) -> Self {
+        self.list_page_size = rows.max(1);
         self
     }
 
@@ -246,6 +260,11 @@ impl PostgresConfig {
         self.renew_chunk
     }
 
+    /// Rows per page of a listing.
+    pub fn list_page_size(&self) -> usize {
+        self.list_page_size
+    }
+
     /// How long an operation waits for a pooled connection.
     pub fn acquire_timeout(&self) -> Duration {
         self.acquire_timeout
@@ -302,6 +321,7 @@ impl fmt::Debug for PostgresConfig {
             .field("table_prefix", &self.table_prefix)
             .field("max_connections", &self.max_connections)
             .field("renew_chunk", &self.renew_chunk)
+            .field("list_page_size", &self.list_page_size)
             .field("acquire_timeout", &self.acquire_timeout)
             .field("backoff", &self.backoff)
             .field("application_name", &self.application_name())

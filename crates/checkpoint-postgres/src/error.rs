@@ -5,6 +5,9 @@ use checkpoint_core::Error;
 /// The backend name in errors and capabilities.
 pub(crate) const STORE: &str = "postgres";
 
+/// SQLSTATE numeric_value_out_of_range.
+const NUMERIC_VALUE_OUT_OF_RANGE: &str = "22003";
+
 /// Maps a sqlx error, deciding whether retrying can help.
 ///
 /// Retryable: I/O errors (a dropped or refused connection), pool acquire timeouts, a crashed
@@ -15,7 +18,20 @@ pub(crate) const STORE: &str = "postgres";
 /// violations, syntax or undefined-object errors, decoding errors, a closed pool, bad
 /// configuration. A failed lease condition never reaches this function: it is a statement that
 /// matched no row, classified by the store from a re-read.
+///
+/// `22003` numeric_value_out_of_range can only come from a counter passing `i64::MAX`, the
+/// largest a `bigint` column holds: in practice the fencing token of a record imported or
+/// edited with a token near it, which a grant or steal would bump. That is
+/// [`Error::InvalidInput`] naming `token` (nothing was written), never an overflow or a
+/// generic backend error.
 pub(crate) fn from_sqlx(err: sqlx::Error) -> Error {
+    if sqlstate(&err).as_deref() == Some(NUMERIC_VALUE_OUT_OF_RANGE) {
+        return Error::invalid(
+            "token",
+            "the fencing token would pass i64::MAX, the largest a PostgreSQL bigint holds; \
+             nothing was written",
+        );
+    }
     let retryable = is_retryable(&err);
     Error::backend(STORE, retryable, err)
 }

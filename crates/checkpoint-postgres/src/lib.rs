@@ -131,7 +131,7 @@ mod error;
 mod schema;
 mod store;
 
-pub use config::{DEFAULT_URL, PostgresConfig};
+pub use config::{DEFAULT_LIST_PAGE_SIZE, DEFAULT_URL, PostgresConfig};
 pub use store::PostgresStore;
 
 /// The DDL of the store's tables for `config`'s schema and table prefix, as one SQL script a

@@ -242,6 +242,7 @@ pub(crate) async fn migrate(conn: &mut PgConnection, tables: &Tables) -> Result<
         WORKER_KEY,
     )
     .await?;
+    check_definitions(&mut tx, tables).await?;
     tx.commit().await.map_err(from_sqlx)
 }
 
@@ -335,6 +336,108 @@ pub(crate) fn ddl(tables: &Tables) -> String {
     }
     out.push_str("COMMIT;\n");
     out
+}
+
+/// Checks what [`check_columns`] cannot see by name and type: each column's collation (ids
+/// compare byte-wise, `COLLATE "C"`), the expression of the generated `checkpoint_order`
+/// (progress order of positions), and the `CHECK` constraints. The reference is the migrations
+/// themselves, applied to temporary tables in this transaction (`pg_temp`, dropped before it
+/// ends), and compared through the catalog as PostgreSQL renders them, so the check follows the
+/// migrations and the server's own spelling. [`Error::SchemaMismatch`] naming the first
+/// difference.
+async fn check_definitions(conn: &mut PgConnection, tables: &Tables) -> Result<()> {
+    let reference = Tables::new("pg_temp", "checkpoint_reference")?;
+    for migration in MIGRATIONS {
+        sqlx::raw_sql(sql(reference.substitute(migration.sql)))
+            .execute(&mut *conn)
+            .await
+            .map_err(from_sqlx)?;
+    }
+    let pairs = [
+        (&reference.leases, &tables.leases),
+        (&reference.workers, &tables.workers),
+    ];
+    let mut result = Ok(());
+    for (expected, actual) in pairs {
+        let want = definitions(conn, expected).await?;
+        let got = definitions(conn, actual).await?;
+        if let Some(detail) = first_difference(&want, &got, actual) {
+            result = Err(Error::SchemaMismatch {
+                store: STORE,
+                detail,
+            });
+            break;
+        }
+    }
+    sqlx::raw_sql(sql(format!(
+        "DROP TABLE IF EXISTS {}, {}",
+        reference.leases, reference.workers
+    )))
+    .execute(&mut *conn)
+    .await
+    .map_err(from_sqlx)?;
+    result
+}
+
+/// A table's definitions as the catalog renders them: per column (name, collation, generation
+/// expression), and the sorted `CHECK` constraints.
+type Definitions = (Vec<(String, String, String)>, Vec<String>);
+
+async fn definitions(conn: &mut PgConnection, table: &str) -> Result<Definitions> {
+    let columns = sqlx::query(
+        "SELECT a.attname::text,
+                COALESCE((SELECT c.collname::text FROM pg_collation c WHERE c.oid = a.attcollation), ''),
+                COALESCE((SELECT pg_get_expr(d.adbin, d.adrelid) FROM pg_attrdef d
+                          WHERE d.adrelid = a.attrelid AND d.adnum = a.attnum
+                            AND a.attgenerated <> ''), '')
+         FROM pg_attribute a
+         WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped
+         ORDER BY a.attname",
+    )
+    .bind(table)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(from_sqlx)?
+    .iter()
+    .map(|row| Ok((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?)))
+    .collect::<std::result::Result<Vec<_>, sqlx::Error>>()
+    .map_err(from_sqlx)?;
+    let checks: Vec<String> = sqlx::query_scalar(
+        "SELECT pg_get_constraintdef(c.oid) FROM pg_constraint c
+         WHERE c.conrelid = to_regclass($1) AND c.contype = 'c' ORDER BY 1",
+    )
+    .bind(table)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(from_sqlx)?;
+    Ok((columns, checks))
+}
+
+/// The first way `got` differs from `want` for the expected columns, or `None`.
+fn first_difference(want: &Definitions, got: &Definitions, table: &str) -> Option<String> {
+    for (name, collation, generated) in &want.0 {
+        let Some((_, got_collation, got_generated)) = got.0.iter().find(|(n, _, _)| n == name)
+        else {
+            return Some(format!("table {table} has no column {name}"));
+        };
+        if got_collation != collation {
+            return Some(format!(
+                "column {name} of {table} has collation {got_collation:?}, expected {collation:?}"
+            ));
+        }
+        if got_generated != generated {
+            return Some(format!(
+                "column {name} of {table} is generated as {got_generated:?}, expected {generated:?}"
+            ));
+        }
+    }
+    if got.1 != want.1 {
+        return Some(format!(
+            "the CHECK constraints of {table} are {:?}, expected {:?}",
+            got.1, want.1
+        ));
+    }
+    None
 }
 
 fn migration_error(tables: &Tables, migration: &Migration, err: sqlx::Error) -> Error {

@@ -41,9 +41,6 @@ use crate::config::PostgresConfig;
 use crate::error::{STORE, from_sqlx};
 use crate::schema::{self, Statements, Tables};
 
-/// Rows fetched per page by [`LeaseManager::list_leases`].
-const LIST_PAGE: i64 = 500;
-
 /// How often one call runs its statement again after the re-read found that the record changed
 /// in between (another writer was faster every time) before giving up with a retryable error.
 const MAX_RACES: usize = 8;
@@ -258,6 +255,43 @@ impl PostgresStore {
         Fut: Future<Output = Result<T>> + Send,
     {
         self.inner.config.backoff().retry(|_| op()).await
+    }
+
+    /// Whether transaction `xid` committed, read with `txid_status` on a pooled connection
+    /// (polled, for at most 10 s, while the server still reports it in progress: a connection
+    /// that died mid-commit is cleaned up by the server shortly). Unknown (too old to tell)
+    /// or still in progress after that is a non-retryable error: retrying could turn
+    /// "created" into "existed".
+    async fn transaction_committed(&self, xid: i64) -> Result<bool> {
+        let started = std::time::Instant::now();
+        loop {
+            let status: Option<String> = self
+                .retry(|| async {
+                    sqlx::query_scalar("SELECT txid_status($1)")
+                        .bind(xid)
+                        .fetch_one(&self.inner.pool)
+                        .await
+                        .map_err(from_sqlx)
+                })
+                .await?;
+            match status.as_deref() {
+                Some("committed") => return Ok(true),
+                Some("aborted") => return Ok(false),
+                Some("in progress") if started.elapsed() < Duration::from_secs(10) => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                other => {
+                    return Err(Error::backend_message(
+                        STORE,
+                        false,
+                        format!(
+                            "a create-if-absent whose commit reply was lost: transaction {xid} \
+                             is {other:?}, so whether it created the record is unknown"
+                        ),
+                    ));
+                }
+            }
+        }
     }
 
     /// A conditional write: runs `statement` (which returns the written record, or `None` when
@@ -481,11 +515,16 @@ impl LeaseManager for PostgresStore {
         .await
     }
 
-    /// Operation 2: `INSERT … ON CONFLICT DO NOTHING`; created iff one row was inserted.
+    /// Operation 2: `INSERT … ON CONFLICT DO NOTHING` in a transaction of its own; created iff
+    /// one row was inserted.
     ///
-    /// If a first attempt's reply is lost and the retry finds the row, this reports `false`
-    /// although the lost attempt may have been the one that created it: the record exists
-    /// either way, which is what the caller needs.
+    /// The answer is exact even when a reply is lost (the contract's decision on
+    /// create-if-absent): the transaction first reads its id (`txid_current()`), and whether the
+    /// `INSERT` inserted is known before `COMMIT` is sent. If the `COMMIT`'s reply is lost,
+    /// the transaction's fate is read back on another connection with `txid_status`: committed,
+    /// the call answers what its `INSERT` did; aborted, the whole call is retried (and then
+    /// answers for the retry). Any earlier lost reply leaves the transaction uncommitted, so
+    /// the retry's answer is the answer. A retry never turns "created" into "existed".
     async fn create_lease_if_absent(
         &self,
         key: &LeaseKey,
@@ -494,15 +533,28 @@ impl LeaseManager for PostgresStore {
     ) -> Result<bool> {
         let parents: Vec<String> = parents.iter().map(|p| p.as_str().to_owned()).collect();
         self.retry(|| async {
+            let mut tx = self.inner.pool.begin().await.map_err(from_sqlx)?;
+            let xid: i64 = sqlx::query_scalar("SELECT txid_current()")
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(from_sqlx)?;
             let done = self
                 .keyed(&self.inner.sql.create_if_absent, key)
                 .bind(&parents)
                 .bind(initial.map(Position::encode))
                 .bind(initial.map_or(0, Position::sub_sequence).to_string())
-                .execute(&self.inner.pool)
+                .execute(&mut *tx)
                 .await
                 .map_err(from_sqlx)?;
-            Ok(done.rows_affected() == 1)
+            let created = done.rows_affected() == 1;
+            match tx.commit().await.map_err(from_sqlx) {
+                Ok(()) => Ok(created),
+                Err(e) if e.is_retryable() => match self.transaction_committed(xid).await? {
+                    true => Ok(created),
+                    false => Err(e),
+                },
+                Err(e) => Err(e),
+            }
         })
         .await
     }
@@ -650,9 +702,12 @@ impl LeaseManager for PostgresStore {
         .await
     }
 
-    /// Keyset pagination over the primary key, 500 rows a page; each page is a
-    /// consistent read, the whole list is not one snapshot.
+    /// Keyset pagination over the primary key,
+    /// [`PostgresConfig::with_list_page_size`](crate::PostgresConfig::with_list_page_size)
+    /// rows a page (default 500); each page is a consistent read, the whole list is not one
+    /// snapshot.
     async fn list_leases(&self, stream: Option<&StreamName>) -> Result<Vec<Lease>> {
+        let page = i64::try_from(self.inner.config.list_page_size()).unwrap_or(i64::MAX);
         let mut all = Vec::new();
         let (mut after_stream, mut after_shard) = (String::new(), String::new());
         loop {
@@ -663,13 +718,13 @@ impl LeaseManager for PostgresStore {
                         .bind(stream.map(StreamName::as_str))
                         .bind(after_stream.as_str())
                         .bind(after_shard.as_str())
-                        .bind(LIST_PAGE)
+                        .bind(page)
                         .fetch_all(&self.inner.pool)
                         .await
                         .map_err(from_sqlx)
                 })
                 .await?;
-            let full = rows.len() as i64 == LIST_PAGE;
+            let full = rows.len() as i64 == page;
             for row in &rows {
                 all.push(decode_lease(row)?);
             }

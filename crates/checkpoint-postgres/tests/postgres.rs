@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use checkpoint_core::conformance::{backend_unavailable, random_app};
+use checkpoint_core::conformance::random_app;
 use checkpoint_core::{
     Backoff, Checkpointer, Error, ErrorKind, FencingToken, LeaseDuration, LeaseKey, LeaseManager,
     Position, WorkerId,
@@ -18,8 +18,6 @@ use checkpoint_postgres::{DEFAULT_URL, PostgresConfig, PostgresStore};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-const HOW_TO_PROVIDE: &str = "start PostgreSQL on 127.0.0.1:5432 or set CHECKPOINT_POSTGRES_URL=postgres://user@host:port/db";
-
 fn url() -> String {
     std::env::var("CHECKPOINT_POSTGRES_URL").unwrap_or_else(|_| DEFAULT_URL.to_owned())
 }
@@ -28,16 +26,12 @@ fn config() -> PostgresConfig {
     PostgresConfig::from_url(&url()).expect("CHECKPOINT_POSTGRES_URL is a valid URL")
 }
 
-/// Opens a store, or reports the server unavailable (`None`). Only a retryable error (the
-/// server could not be reached) counts as unavailable; anything else fails the test.
+/// Opens a store. The harness (`checkpoint_test_support`) runs these tests only when the
+/// server listens, so any error fails the test; `None` is never returned.
 async fn open(config: PostgresConfig) -> Option<PostgresStore> {
     match PostgresStore::open(config, random_app("pg")).await {
         Ok(store) => Some(store),
-        Err(e) if e.is_retryable() => {
-            backend_unavailable("postgres", HOW_TO_PROVIDE, &e);
-            None
-        }
-        Err(e) => panic!("opening the store failed: {e}"),
+        Err(e) => panic!("opening the store failed although the server listens: {e}"),
     }
 }
 
@@ -72,7 +66,6 @@ fn seq(n: u64) -> Position {
     Position::sequence(&n.to_string()).expect("sequence")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rolled_back_transaction_leaves_the_old_checkpoint() {
     let Some(store) = open(config()).await else {
         return;
@@ -184,7 +177,6 @@ async fn a_rolled_back_transaction_leaves_the_old_checkpoint() {
 
 /// While a transaction holding a checkpoint is open, a steal waits for it; the steal then wins
 /// and the committed checkpoint (written under the old token, while it was still valid) stays.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_steal_waits_for_an_open_transactional_checkpoint() {
     let Some(store) = open(config()).await else {
         return;
@@ -238,7 +230,6 @@ async fn a_steal_waits_for_an_open_transactional_checkpoint() {
 /// flight. Without retries each operation either succeeds or fails with a retryable error; with
 /// the default backoff the next operation succeeds on a fresh connection. Every success is
 /// visible to a fresh reader: never a false success.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn terminated_backends_give_retryable_errors_never_false_success() {
     let Some(admin) = open(config()).await else {
         return;
@@ -375,8 +366,9 @@ async fn terminated_backends_give_retryable_errors_never_false_success() {
 }
 
 /// A TCP proxy in front of the server that, when armed, forwards the server's reply to the next
-/// `UPDATE`/`INSERT` up to its `CommandComplete` but drops the `ReadyForQuery` that follows (the
-/// statement has committed by then) and closes the connection: a write whose reply was lost.
+/// `UPDATE`/`INSERT` (or the `COMMIT` of a transaction) up to its `CommandComplete` but drops
+/// the idle `ReadyForQuery` that follows (the write has committed by then) and closes the
+/// connection: a write whose reply was lost.
 struct LossyProxy {
     port: u16,
     armed: Arc<AtomicBool>,
@@ -442,10 +434,18 @@ async fn forward_replies(
             return;
         }
         match header[0] {
-            b'C' if body.starts_with(b"UPDATE") || body.starts_with(b"INSERT") => {
+            b'C' if body.starts_with(b"UPDATE")
+                || body.starts_with(b"INSERT")
+                || body.starts_with(b"COMMIT") =>
+            {
                 write_completed = true;
             }
-            b'Z' if write_completed && armed.swap(false, Ordering::SeqCst) => {
+            // Only an idle ReadyForQuery follows a committed write; inside a transaction
+            // (status 'T') nothing has committed yet.
+            b'Z' if write_completed
+                && body.first() == Some(&b'I')
+                && armed.swap(false, Ordering::SeqCst) =>
+            {
                 dropped.fetch_add(1, Ordering::SeqCst);
                 let _ = client.shutdown().await;
                 return;
@@ -459,7 +459,6 @@ async fn forward_replies(
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_reply_is_resolved_by_rereading() {
     let Some(direct) = open(config()).await else {
         return;
@@ -567,7 +566,70 @@ async fn a_lost_reply_is_resolved_by_rereading() {
     assert!(outcome.lost.is_empty());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+/// Create-if-absent answers exactly whether it created the record even when the reply to its
+/// `COMMIT` is lost, with retries and without: never "existed" for a record this call created.
+async fn a_lost_create_reply_still_answers_created() {
+    let Some(direct) = open(config()).await else {
+        return;
+    };
+    let upstream = {
+        let u = url::Url::parse(&url()).expect("url");
+        format!(
+            "{}:{}",
+            u.host_str().unwrap_or("127.0.0.1"),
+            u.port().unwrap_or(5432)
+        )
+    };
+    let proxy = LossyProxy::start(upstream).await;
+    let mut proxied_url = url::Url::parse(&url()).expect("url");
+    proxied_url.set_host(Some("127.0.0.1")).expect("host");
+    proxied_url.set_port(Some(proxy.port)).expect("port");
+    proxied_url
+        .query_pairs_mut()
+        .append_pair("sslmode", "disable");
+    for (i, backoff) in [Backoff::default(), Backoff::none()]
+        .into_iter()
+        .enumerate()
+    {
+        let proxied = PostgresStore::open(
+            PostgresConfig::from_url(proxied_url.as_str())
+                .expect("proxied url")
+                .with_backoff(backoff),
+            direct.app().clone(),
+        )
+        .await
+        .expect("open through the proxy");
+        let k = LeaseKey::parse("created", &format!("shard-{i}")).expect("key");
+        proxy.arm();
+        let created = proxied
+            .create_lease_if_absent(&k, &[], Some(&seq(3)))
+            .await
+            .expect("create");
+        assert_eq!(
+            proxy.dropped.load(Ordering::SeqCst),
+            i + 1,
+            "no reply was dropped"
+        );
+        assert!(
+            created,
+            "a create whose commit reply was lost answered that it existed"
+        );
+        assert!(
+            !proxied
+                .create_lease_if_absent(&k, &[], None)
+                .await
+                .expect("create again"),
+            "a second create answered created"
+        );
+        let stored = direct
+            .fetch_checkpoint(&k)
+            .await
+            .expect("fetch")
+            .expect("record");
+        assert_eq!(stored.checkpoint, Some(seq(3)));
+    }
+}
+
 async fn an_incompatible_existing_table_is_a_schema_mismatch() {
     let Some(store) = open(config()).await else {
         return;
@@ -613,7 +675,89 @@ async fn an_incompatible_existing_table_is_a_schema_mismatch() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+/// Tables with the right column names, types and keys but a wrong collation, a wrong
+/// generated `checkpoint_order` or a missing `CHECK` are a schema mismatch naming what differs:
+/// byte-wise id order, progress order and the token's sign are part of the layout.
+async fn a_wrong_collation_expression_or_check_is_a_schema_mismatch() {
+    let Some(store) = open(config()).await else {
+        return;
+    };
+    let layout = include_str!("../migrations/0001_create_tables.sql");
+    let cases: [(&str, &str, &str, &str); 4] = [
+        (
+            "owner without COLLATE \"C\"",
+            "owner                  text COLLATE \"C\",",
+            "owner                  text,",
+            "collation",
+        ),
+        (
+            "checkpoint_order padded to 64 digits",
+            "lpad(checkpoint, 128, '0')",
+            "lpad(checkpoint, 64, '0')",
+            "generated",
+        ),
+        (
+            "token without its CHECK",
+            "token                  bigint NOT NULL DEFAULT 0 CHECK (token >= 0),",
+            "token                  bigint NOT NULL DEFAULT 0,",
+            "CHECK",
+        ),
+        (
+            "worker without COLLATE \"C\"",
+            "worker     text COLLATE \"C\" NOT NULL,",
+            "worker     text NOT NULL,",
+            "collation",
+        ),
+    ];
+    for (what, from, to, named) in cases {
+        assert!(
+            layout.contains(from),
+            "{what}: the migration no longer says {from}"
+        );
+        let schema = random_schema();
+        let quoted = format!("\"{schema}\"");
+        let ddl = layout
+            .replace(from, to)
+            .replace("{leases}", &format!("{quoted}.\"ck_leases\""))
+            .replace("{workers}", &format!("{quoted}.\"ck_workers\""));
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "CREATE SCHEMA {quoted}; {ddl}"
+        )))
+        .execute(store.pool())
+        .await
+        .expect("altered layout");
+        let err = PostgresStore::open(
+            config().with_schema(schema.clone()).with_table_prefix("ck"),
+            random_app("mismatch"),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::SchemaMismatch, "{what}: {err}");
+        assert!(err.to_string().contains(named), "{what}: {err}");
+        println!("{what}: {err}");
+        drop_schema(&store, &schema).await;
+    }
+    // The unaltered layout, created by hand, passes.
+    let schema = random_schema();
+    let quoted = format!("\"{schema}\"");
+    let ddl = layout
+        .replace("{leases}", &format!("{quoted}.\"ck_leases\""))
+        .replace("{workers}", &format!("{quoted}.\"ck_workers\""));
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "CREATE SCHEMA {quoted}; {ddl}"
+    )))
+    .execute(store.pool())
+    .await
+    .expect("layout");
+    PostgresStore::open(
+        config().with_schema(schema.clone()).with_table_prefix("ck"),
+        random_app("matching"),
+    )
+    .await
+    .expect("the migrations' own layout is accepted");
+    drop_schema(&store, &schema).await;
+}
+
 async fn many_workers_initialise_a_new_schema_at_once() {
     let Some(store) = open(config()).await else {
         return;
@@ -664,7 +808,6 @@ where
     out
 }
 
-#[tokio::test]
 async fn identifiers_are_validated_before_any_sql() {
     let bad = [
         "",
@@ -698,7 +841,6 @@ async fn identifiers_are_validated_before_any_sql() {
     assert_eq!(e.field(), Some("url"));
 }
 
-#[tokio::test]
 async fn the_password_never_shows() {
     let secret = "hunter2-very-secret";
     let mut with_password = url::Url::parse(&url()).expect("url");
@@ -728,7 +870,6 @@ async fn the_password_never_shows() {
     assert!(!format!("{e} {e:?}").contains(secret), "{e:?}");
 }
 
-#[tokio::test]
 async fn url_parameters_reach_the_connection() {
     let mut u = url::Url::parse(&url()).expect("url");
     let name = format!("appname{}", random_schema());
@@ -748,7 +889,6 @@ async fn url_parameters_reach_the_connection() {
     conn.ping().await.expect("ping");
 }
 
-#[tokio::test]
 async fn a_corrupt_row_is_reported_naming_the_field() {
     let Some(store) = open(config()).await else {
         return;
@@ -776,10 +916,49 @@ async fn a_corrupt_row_is_reported_naming_the_field() {
     );
 }
 
+/// A record whose token is `i64::MAX` (the largest a `bigint` holds, reachable by an import or
+/// a hand edit) cannot be granted to another worker or stolen: both are `InvalidInput` naming
+/// `token`, and the record is unchanged. Its holder keeps working with it.
+async fn a_token_at_the_bigint_limit_is_a_typed_error() {
+    let Some(store) = open(config()).await else {
+        return;
+    };
+    let (k, me, thief) = (key(), worker("w"), worker("thief"));
+    store.get_lease(&k, &me, long()).await.expect("acquire");
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "UPDATE {} SET token = 9223372036854775807 WHERE app = $1",
+        store.lease_table()
+    )))
+    .bind(store.app().as_str())
+    .execute(store.pool())
+    .await
+    .expect("set the token to i64::MAX");
+    let max = FencingToken(i64::MAX as u64);
+    let before = store.fetch_checkpoint(&k).await.unwrap().expect("record");
+    assert_eq!(before.token, max);
+    let e = store
+        .steal(&k, &thief, &me, max, long())
+        .await
+        .expect_err("a steal would pass i64::MAX");
+    assert_eq!(e.field(), Some("token"), "{e:?}");
+    store.evict_lease(&k).await.expect("evict");
+    let e = store
+        .get_lease(&k, &thief, long())
+        .await
+        .expect_err("a grant would pass i64::MAX");
+    assert_eq!(e.field(), Some("token"), "{e:?}");
+    let after = store.fetch_checkpoint(&k).await.unwrap().expect("record");
+    assert_eq!((after.token, after.owner), (max, None));
+    let e = store
+        .checkpoint_sequence(&k, &me, FencingToken(u64::MAX), &seq(1))
+        .await
+        .expect_err("no record holds a token above i64::MAX");
+    assert_eq!(e.kind(), ErrorKind::LeaseLost, "{e:?}");
+}
+
 /// A batch larger than one chunk runs as several statements at once; each lease is still fenced
 /// on its own owner and token, so the leases taken over, released or renewed with a stale token
 /// in any chunk are exactly the ones reported lost, and nothing else changes.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_chunked_renew_many_reports_exactly_the_lost_leases() {
     let Some(store) = open(config().with_renew_chunk(500).with_max_connections(4)).await else {
         return;
@@ -878,7 +1057,6 @@ async fn a_chunked_renew_many_reports_exactly_the_lost_leases() {
 
 /// A database at schema version 1 (as the first release created it) is brought to the latest
 /// version by `init`, and its records survive.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn init_upgrades_a_version_1_database_and_keeps_its_data() {
     let Some(store) = open(config()).await else {
         return;
@@ -968,4 +1146,12 @@ async fn init_upgrades_a_version_1_database_and_keeps_its_data() {
         .expect("checkpoint");
     upgraded.init().await.expect("init again is a no-op");
     drop_schema(&store, &schema).await;
+}
+
+// The tests of this file, registered with the shared harness (`harness = false`): a
+// `#[test]` attribute would not run here. An unreachable server leaves them ignored.
+checkpoint_test_support::server_tests! {
+    backend: checkpoint_test_support::Backend::Postgres,
+    tests: [a_rolled_back_transaction_leaves_the_old_checkpoint, a_steal_waits_for_an_open_transactional_checkpoint, terminated_backends_give_retryable_errors_never_false_success, a_lost_reply_is_resolved_by_rereading, a_lost_create_reply_still_answers_created, an_incompatible_existing_table_is_a_schema_mismatch, a_wrong_collation_expression_or_check_is_a_schema_mismatch, many_workers_initialise_a_new_schema_at_once, the_password_never_shows, url_parameters_reach_the_connection, a_corrupt_row_is_reported_naming_the_field, a_token_at_the_bigint_limit_is_a_typed_error, a_chunked_renew_many_reports_exactly_the_lost_leases, init_upgrades_a_version_1_database_and_keeps_its_data],
+    offline_async: [identifiers_are_validated_before_any_sql],
 }

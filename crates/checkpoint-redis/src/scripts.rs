@@ -212,6 +212,12 @@ local function is_id(s)
   return #s >= 1 and #s <= 256 and find(s, '^[%w_%.%-]+$') ~= nil
 end
 
+-- A worker id (owner, claim): 1 to 256 bytes without control characters (C0 and DEL, or C1
+-- encoded as UTF-8 \194\128 to \194\159), as WorkerId::new accepts.
+local function is_worker(s)
+  return #s >= 1 and #s <= 256 and find(s, '%c') == nil and find(s, '\194[\128-\159]') == nil
+end
+
 -- What Position::decode accepts, with the sub-sequence already known to be a u64.
 local function is_position(p, sub)
   if p == 'TRIM_HORIZON' or p == 'LATEST' or p == 'SHARD_END' then return sub == '0' end
@@ -225,7 +231,7 @@ end
 
 -- The first field of record v that the client could not decode, or nil.
 local function invalid(v)
-  if v[1] and not is_id(v[1]) then return 'owner' end
+  if v[1] and not is_worker(v[1]) then return 'owner' end
   if not is_u64(v[2]) then return 'token' end
   if v[3] and not is_u64(v[3]) then return 'deadline' end
   if v[4] then
@@ -241,7 +247,7 @@ local function invalid(v)
       if not is_id(piece) then return 'parents' end
     end
   end
-  if v[9] and not is_id(v[9]) then return 'claim' end
+  if v[9] and not is_worker(v[9]) then return 'claim' end
   if not is_u64(v[10]) then return 'owner_switches' end
   return nil
 end
@@ -1106,7 +1112,7 @@ mod tests {
             ("token", "abc", "token"),
             ("token", "01", "token"),
             ("token", "18446744073709551616", "token"),
-            ("owner", "a b", "owner"),
+            ("owner", "a\tb", "owner"),
             ("deadline", "-5", "deadline"),
             ("checkpoint", "NOPE", "checkpoint"),
             ("checkpoint_sub", "x", "checkpoint_sub"),

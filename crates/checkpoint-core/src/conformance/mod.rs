@@ -24,23 +24,45 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
+use crate::clock::ManualClock;
 use crate::error::Result;
 use crate::store::Store;
 use crate::types::AppName;
 
+mod expiry;
+mod input;
 mod model;
 mod scenarios;
 
+pub use expiry::*;
+pub use input::*;
 pub use model::model_test;
 pub use scenarios::*;
 
 /// Opens store handles for the suite. Each call with the same app must reach the same data (a
 /// new connection to the same database), so durability and isolation can be tested; the returned
 /// store must already be initialised ([`crate::LeaseManager::init`]).
+///
+/// Any `Fn(AppName) -> impl Future<Output = Result<Arc<dyn Store>>>` is a factory; wrap it in
+/// [`Configured`] to tell the suite about a manual clock or the backend's list page size.
 #[async_trait]
 pub trait StoreFactory: Send + Sync {
     /// A new handle for `app`.
     async fn open(&self, app: &AppName) -> Result<Arc<dyn Store>>;
+
+    /// The manual clock that judges expiry in every store this factory opens, when the
+    /// backend accepts one (memory, SQLite). With it, expiry scenarios move time exactly
+    /// instead of waiting, and check deadlines to the millisecond. Default: none, the store's
+    /// own clock, checked with a stated tolerance.
+    fn manual_clock(&self) -> Option<Arc<ManualClock>> {
+        None
+    }
+
+    /// Rows per page the stores list with, when known, so the listing scenario creates more
+    /// than two pages of rows and checks both boundaries. Default: unknown, 125 rows.
+    fn list_page_size(&self) -> Option<usize> {
+        None
+    }
 }
 
 #[async_trait]
@@ -54,32 +76,172 @@ where
     }
 }
 
-/// Why a scenario failed: which invariant, and what was observed.
+/// A factory with what the suite should know about the stores it opens: the manual clock they
+/// share and the page size they list with ([`StoreFactory::manual_clock`],
+/// [`StoreFactory::list_page_size`]).
+pub struct Configured<F> {
+    factory: F,
+    clock: Option<Arc<ManualClock>>,
+    list_page_size: Option<usize>,
+}
+
+impl<F: StoreFactory> Configured<F> {
+    /// `factory`, with nothing declared yet.
+    pub fn new(factory: F) -> Self {
+        Self {
+            factory,
+            clock: None,
+            list_page_size: None,
+        }
+    }
+
+    /// Declares the manual clock every store of `factory` judges expiry by. The factory must
+    /// really give its stores this clock: the suite moves it and expects expiry to follow.
+    pub fn with_manual_clock(mut self, clock: Arc<ManualClock>) -> Self {
+        self.clock = Some(clock);
+        self
+    }
+
+    /// Declares the rows per page of `list_leases` (at least 1).
+    pub fn with_list_page_size(mut self, rows: usize) -> Self {
+        self.list_page_size = Some(rows.max(1));
+        self
+    }
+}
+
+#[async_trait]
+impl<F: StoreFactory> StoreFactory for Configured<F> {
+    async fn open(&self, app: &AppName) -> Result<Arc<dyn Store>> {
+        self.factory.open(app).await
+    }
+
+    fn manual_clock(&self) -> Option<Arc<ManualClock>> {
+        self.clock.clone()
+    }
+
+    fn list_page_size(&self) -> Option<usize> {
+        self.list_page_size
+    }
+}
+
+/// The clause of the contract a scenario check upholds: what a [`Failure`] says was broken.
+///
+/// Every check in the suite names one, so a test of the suite itself (the hand mutants of
+/// `conformance-tests`) can assert that a broken store was rejected for the reason it is
+/// broken, not merely that something went wrong.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Clause {
+    /// A store operation returned an error where the contract requires success.
+    UnexpectedError,
+    /// Operation 1: `init` is idempotent and keeps records.
+    Init,
+    /// Operation 2: create-if-absent creates once, answers exactly, never overwrites.
+    Create,
+    /// Operation 3: a grant names the owner; a refusal names the holder.
+    Grant,
+    /// The token strictly increases on every grant to a different worker, and only then.
+    TokenBump,
+    /// Expiry by the store's clock: a lease lasts exactly its duration, `LeaseHeld.remaining`
+    /// is the time left.
+    Expiry,
+    /// Mutual exclusion: at most one live owner; exactly one racer wins.
+    MutualExclusion,
+    /// Operation 4: renew by the holder (even late), refused otherwise.
+    Renew,
+    /// Operation 4, batched: renew-many moves every held deadline and reports the rest lost.
+    RenewMany,
+    /// Fencing: a write with an older token fails and changes nothing.
+    Fencing,
+    /// Operation 5: a checkpoint that returned Ok is stored as returned.
+    Checkpoint,
+    /// Monotonic positions: a regression is refused and changes nothing.
+    Monotonic,
+    /// `SHARD_END` is terminal.
+    ShardEnd,
+    /// Operation 14: prepared (pending) positions.
+    Prepare,
+    /// Operation 7: release and the admin eviction.
+    Release,
+    /// Operation 8: delete.
+    Delete,
+    /// Operation 9: listing, sorted, every row once, across pages.
+    List,
+    /// Operation 10: steal only against the exact owner and token seen.
+    Steal,
+    /// Operation 11: claims and graceful hand-off.
+    Claim,
+    /// Operation 12: membership, heartbeat TTLs.
+    Membership,
+    /// The admin reset of a checkpoint.
+    Reset,
+    /// Durability across handles and processes.
+    Durability,
+    /// Isolation between apps and between streams.
+    Isolation,
+    /// Bad input: a typed error naming the field, nothing written.
+    BadInput,
+    /// Identifiers at their limits round-trip exactly and are not injectable.
+    EdgeIds,
+    /// A stored record that cannot be decoded is reported `Corrupt`, never mis-parsed.
+    Corrupt,
+    /// An incompatible existing layout is `SchemaMismatch`.
+    Schema,
+    /// Transactional checkpoints commit and roll back with the caller's transaction.
+    Transaction,
+    /// Backend faults: a lost reply is retried or a retryable error, never a false answer.
+    Faults,
+    /// The model test: the store differs from the reference store.
+    Model,
+}
+
+/// Why a scenario failed: which clause of the contract, and what was observed.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Failure(pub String);
+pub struct Failure {
+    /// The clause the failed check upholds.
+    pub clause: Clause,
+    /// What was observed.
+    pub message: String,
+}
+
+impl Failure {
+    /// A failure of `clause` with `message`.
+    pub fn new(clause: Clause, message: impl Into<String>) -> Self {
+        Self {
+            clause,
+            message: message.into(),
+        }
+    }
+}
 
 impl fmt::Display for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        write!(f, "[{:?}] {}", self.clause, self.message)
     }
 }
 
 impl From<crate::Error> for Failure {
     fn from(e: crate::Error) -> Self {
-        Failure(format!("unexpected error: {e} ({:?})", e.kind()))
+        Failure::new(
+            Clause::UnexpectedError,
+            format!("unexpected error: {e} ({:?})", e.kind()),
+        )
     }
 }
 
 /// The result of one scenario.
 pub type Outcome = std::result::Result<(), Failure>;
 
-/// Fails the scenario with a message unless `cond` holds.
+/// Fails the scenario with a failure of `clause` (a [`Clause`] variant) unless `cond` holds.
 #[macro_export]
 #[doc(hidden)]
 macro_rules! ensure {
-    ($cond:expr, $($msg:tt)+) => {
+    ($cond:expr, $clause:ident, $($msg:tt)+) => {
         if !$cond {
-            return Err($crate::conformance::Failure(format!($($msg)+)));
+            return Err($crate::conformance::Failure::new(
+                $crate::conformance::Clause::$clause,
+                format!($($msg)+),
+            ));
         }
     };
 }
@@ -176,7 +338,10 @@ pub async fn run_selected(
                 passed: Vec::new(),
                 failed: vec![(
                     "open",
-                    Failure(format!("the factory could not open a store: {e}")),
+                    Failure::new(
+                        Clause::UnexpectedError,
+                        format!("the factory could not open a store: {e}"),
+                    ),
                 )],
             };
         }

@@ -1,0 +1,235 @@
+//! Scenarios about time: how long a lease, a renewal and a heartbeat last by the store's clock.
+//!
+//! On a store with a [manual clock](super::StoreFactory::manual_clock) the checks are exact to
+//! the millisecond (a lease granted for `d` is held at `d - 1 ms` and free at `d`). On a
+//! store's own clock they allow [`ROUND_TRIP_TOLERANCE`] for the round trips between the
+//! operations, and use durations long against it.
+
+use std::time::{Duration, Instant};
+
+use super::scenarios::{
+    acquire_when_expired, expect_err, fetch, key, let_ttl_pass, long, open, short, worker,
+};
+use super::{Clause, Outcome, StoreFactory};
+use crate::clock::Clock;
+use crate::ensure;
+use crate::error::{Error, ErrorKind};
+use crate::store::ClockSource;
+use crate::types::{HeartbeatTtl, LeaseDuration};
+
+/// How far a time reported by a store on its own clock (`LeaseHeld.remaining`) may fall short
+/// of the duration just granted: the round trips between the grant and the report. Reported
+/// times must never exceed the duration.
+pub const ROUND_TRIP_TOLERANCE: Duration = Duration::from_secs(2);
+
+const MS: Duration = Duration::from_millis(1);
+
+/// Expiry by the store's clock: a lease granted or renewed for `d` is held until exactly `d`
+/// has passed and free from then on, and `LeaseHeld.remaining` is the time left. With a manual
+/// clock: held at `d - 1 ms` with 1 ms left, free at `d`, the record's deadline is exactly
+/// now + `d`, and a renewal for a shorter duration moves the deadline to now + that duration.
+/// Without one: the time left reported right after a grant or renewal is at most its duration
+/// (plus the skew allowance of a client clock) and at least the duration less the time the
+/// calls took and [`ROUND_TRIP_TOLERANCE`].
+pub async fn expiry_is_exact(factory: &dyn StoreFactory) -> Outcome {
+    let (_, store) = open(factory, "exact").await?;
+    let k = key("s", "exact");
+    let (a, b) = (worker("a"), worker("b"));
+    let skew = match store.capabilities().clock {
+        ClockSource::Client { skew_allowance } => skew_allowance,
+        ClockSource::Server | ClockSource::Host => Duration::ZERO,
+    };
+    let Some(clock) = factory.manual_clock() else {
+        for (i, d) in [long(), LeaseDuration::new(Duration::from_secs(30))?]
+            .into_iter()
+            .enumerate()
+        {
+            let started = Instant::now();
+            if i == 0 {
+                store.get_lease(&k, &a, d).await?;
+            } else {
+                let t = fetch(&*store, &k).await?.token;
+                store.renew(&k, &a, t, d).await?;
+            }
+            let e = expect_err(
+                Clause::Expiry,
+                store.get_lease(&k, &b, long()).await,
+                ErrorKind::LeaseHeld,
+                "get_lease right after a grant",
+            )?;
+            let took = started.elapsed();
+            if let Error::LeaseHeld { remaining, .. } = e {
+                ensure!(
+                    remaining <= d.get() + skew
+                        && remaining + took + ROUND_TRIP_TOLERANCE >= d.get(),
+                    Expiry,
+                    "{:?} after a {} for {:?} (the calls took {took:?}), {remaining:?} is left",
+                    took,
+                    if i == 0 { "grant" } else { "renewal" },
+                    d.get()
+                );
+            }
+        }
+        return Ok(());
+    };
+    let d = LeaseDuration::new(Duration::from_secs(10))?;
+    let granted = store.get_lease(&k, &a, d).await?;
+    ensure!(
+        granted.deadline == Some(clock.now() + d.get()),
+        Expiry,
+        "a grant for {:?} at {:?} has deadline {:?}",
+        d.get(),
+        clock.now(),
+        granted.deadline
+    );
+    clock.advance(d.get() - MS);
+    let e = expect_err(
+        Clause::Expiry,
+        store.get_lease(&k, &b, d).await,
+        ErrorKind::LeaseHeld,
+        "get_lease 1 ms before the deadline",
+    )?;
+    if let Error::LeaseHeld { remaining, .. } = e {
+        ensure!(
+            remaining == MS,
+            Expiry,
+            "1 ms before the deadline LeaseHeld reports {remaining:?} left"
+        );
+    }
+    let shorter = LeaseDuration::new(Duration::from_secs(5))?;
+    let renewed = store.renew(&k, &a, granted.token, shorter).await?;
+    ensure!(
+        renewed.deadline == Some(clock.now() + shorter.get())
+            && fetch(&*store, &k).await?.deadline == renewed.deadline,
+        Expiry,
+        "a renewal for {:?} gave deadline {:?}, expected now + the duration",
+        shorter.get(),
+        renewed.deadline
+    );
+    clock.advance(shorter.get() - MS);
+    expect_err(
+        Clause::Expiry,
+        store.get_lease(&k, &b, d).await,
+        ErrorKind::LeaseHeld,
+        "get_lease 1 ms before the renewed deadline",
+    )?;
+    clock.advance(MS);
+    let taken = store.get_lease(&k, &b, d).await;
+    ensure!(
+        taken.is_ok(),
+        Expiry,
+        "the lease is still held at its deadline: {taken:?}"
+    );
+    Ok(())
+}
+
+/// Operation 4, batched: renew-many moves the stored deadline of every lease it reports
+/// renewed, so those leases outlive a lease granted with their old duration after it.
+pub async fn renew_many_moves_deadlines(factory: &dyn StoreFactory) -> Outcome {
+    let (_, store) = open(factory, "many-moves").await?;
+    let (a, b) = (worker("a"), worker("b"));
+    let mut batch = Vec::new();
+    let mut granted = Vec::new();
+    for i in 0..3 {
+        let k = key("s", &format!("moved-{i}"));
+        let l = store.get_lease(&k, &a, short()).await?;
+        batch.push((k, l.token));
+        granted.push(l);
+    }
+    let outcome = store.renew_many(&a, &batch, long()).await?;
+    ensure!(
+        outcome.renewed.len() == 3 && outcome.lost.is_empty(),
+        RenewMany,
+        "renew_many of three held leases: {outcome:?}"
+    );
+    for (k, before) in batch.iter().map(|(k, _)| k).zip(&granted) {
+        let stored = fetch(&*store, k).await?;
+        ensure!(
+            stored.deadline > before.deadline,
+            RenewMany,
+            "renew_many reported {k} renewed, but its stored deadline stayed {:?}",
+            stored.deadline
+        );
+    }
+    let probe = key("s", "probe");
+    store.get_lease(&probe, &a, short()).await?;
+    acquire_when_expired(factory, &*store, &probe, &b, long()).await?;
+    for (k, _) in &batch {
+        expect_err(
+            Clause::RenewMany,
+            store.get_lease(k, &b, long()).await,
+            ErrorKind::LeaseHeld,
+            "a lease renewed by renew_many, once its old duration passed",
+        )?;
+    }
+    Ok(())
+}
+
+/// Operation 12: a heartbeat extends a worker's life to its new TTL, and registration and
+/// heartbeat TTLs end exactly on a manual clock.
+pub async fn heartbeat_extends_ttl(factory: &dyn StoreFactory) -> Outcome {
+    let (_, store) = open(factory, "beat").await?;
+    let brief = HeartbeatTtl::new(Duration::from_millis(50))?;
+    let (a, probe) = (worker("beating"), worker("probe"));
+    store.register_worker(&a, brief).await?;
+    store
+        .heartbeat(&a, HeartbeatTtl::new(Duration::from_secs(120))?)
+        .await?;
+    store.register_worker(&probe, brief).await?;
+    let_ttl_pass(factory, &*store, &probe, brief).await?;
+    let live = store.live_workers().await?;
+    ensure!(
+        live == vec![a.clone()],
+        Membership,
+        "after a heartbeat for 120 s, once 50 ms passed the live workers are {live:?}"
+    );
+    if let Some(clock) = factory.manual_clock() {
+        let c = worker("exact");
+        let ttl = HeartbeatTtl::new(Duration::from_secs(10))?;
+        store.register_worker(&c, ttl).await?;
+        clock.advance(Duration::from_secs(5));
+        store.heartbeat(&c, ttl).await?;
+        clock.advance(ttl.get() - MS);
+        ensure!(
+            store.live_workers().await?.contains(&c),
+            Membership,
+            "a worker is dead 1 ms before its heartbeat TTL ends"
+        );
+        clock.advance(MS);
+        ensure!(
+            !store.live_workers().await?.contains(&c),
+            Membership,
+            "a worker is live when its heartbeat TTL ended"
+        );
+    }
+    Ok(())
+}
+
+/// A worker re-taking its own lease after it expired (nobody took it meanwhile) keeps the
+/// token, from any handle: only a grant to a different worker bumps it.
+pub async fn retake_own_expired_keeps_token(factory: &dyn StoreFactory) -> Outcome {
+    let (app, store) = open(factory, "retake").await?;
+    let (a, b) = (worker("a"), worker("b"));
+    let (k, probe) = (key("s", "retaken"), key("s", "probe"));
+    let first = store.get_lease(&k, &a, short()).await?;
+    store.get_lease(&probe, &a, short()).await?;
+    acquire_when_expired(factory, &*store, &probe, &b, long()).await?;
+    let other = factory.open(&app).await?;
+    let again = other.get_lease(&k, &a, long()).await?;
+    ensure!(
+        again.token == first.token && again.owner.as_ref() == Some(&a),
+        TokenBump,
+        "re-taking its own expired lease changed token {} -> {} (owner {:?})",
+        first.token,
+        again.token,
+        again.owner
+    );
+    ensure!(
+        again.owner_switches_since_checkpoint == first.owner_switches_since_checkpoint,
+        TokenBump,
+        "re-taking its own lease counted an owner switch: {} -> {}",
+        first.owner_switches_since_checkpoint,
+        again.owner_switches_since_checkpoint
+    );
+    Ok(())
+}
