@@ -36,11 +36,14 @@ pub enum Mutation {
     TruncatedList,
     /// A steal or grant to a new owner does not bump the token.
     NoTokenBump,
+    /// Admin import overwrites an existing record (an upsert where an insert-if-absent was
+    /// meant), so a migration can roll a live table back.
+    ImportOverwrites,
 }
 
 impl Mutation {
     /// Every mutation.
-    pub const ALL: [Mutation; 10] = [
+    pub const ALL: [Mutation; 11] = [
         Self::NoFencingOnCheckpoint,
         Self::TwoWinners,
         Self::AcceptsRegressions,
@@ -51,6 +54,7 @@ impl Mutation {
         Self::SharedAcrossApps,
         Self::TruncatedList,
         Self::NoTokenBump,
+        Self::ImportOverwrites,
     ];
 
     /// Scenarios that must catch this mutation (at least one of them must fail).
@@ -84,6 +88,7 @@ impl Mutation {
                 "fencing_after_steal",
                 "mutual_exclusion_exact_count",
             ],
+            Self::ImportOverwrites => &["import_whole_records"],
         }
     }
 }
@@ -289,6 +294,14 @@ impl LeaseManager for Mutant {
 
     async fn claim(&self, key: &LeaseKey, claimant: &WorkerId) -> Result<Lease> {
         self.inner.claim(key, claimant).await
+    }
+
+    async fn import_lease(&self, record: &Lease) -> Result<bool> {
+        if self.is(Mutation::ImportOverwrites) {
+            checkpoint_core::rules::check_import(record)?;
+            self.inner.remove_lease_info(&record.key).await?;
+        }
+        self.inner.import_lease(record).await
     }
 }
 

@@ -28,9 +28,11 @@ use crate::error::Result;
 use crate::store::Store;
 use crate::types::AppName;
 
+mod import;
 mod model;
 mod scenarios;
 
+pub use import::import_whole_records;
 pub use model::model_test;
 pub use scenarios::*;
 

@@ -78,6 +78,9 @@ pub fn all() -> Vec<Scenario> {
         }),
         ("bad_input_rejected", |f| Box::pin(bad_input_rejected(f))),
         ("edge_ids_round_trip", |f| Box::pin(edge_ids_round_trip(f))),
+        ("import_whole_records", |f| {
+            Box::pin(super::import_whole_records(f))
+        }),
         ("model_matches_reference", |f| {
             Box::pin(super::model_test(f))
         }),
