@@ -70,7 +70,12 @@ pub(crate) async fn release(store: &dyn Store, target: Release, args: &ConfirmAr
 }
 
 /// `leases delete`: removes one record (`remove_lease_info`).
-pub(crate) async fn delete(store: &dyn Store, stream: &str, shard: &str, args: &ConfirmArgs) -> Outcome {
+pub(crate) async fn delete(
+    store: &dyn Store,
+    stream: &str,
+    shard: &str,
+    args: &ConfirmArgs,
+) -> Outcome {
     let key = LeaseKey::parse(stream, shard)?;
     let lease = store
         .fetch_checkpoint(&key)
@@ -79,7 +84,10 @@ pub(crate) async fn delete(store: &dyn Store, stream: &str, shard: &str, args: &
     let plan = vec![format!(
         "delete {} (owner {}, token {}, checkpoint {}): the whole record is removed",
         lease.key,
-        lease.owner.as_ref().map_or("-".to_owned(), ToString::to_string),
+        lease
+            .owner
+            .as_ref()
+            .map_or("-".to_owned(), ToString::to_string),
         lease.token,
         lease
             .checkpoint
@@ -145,7 +153,10 @@ mod tests {
 
     #[test]
     fn positions_parse_as_displayed() {
-        assert_eq!(parse_position("42").unwrap(), Position::sequence("42").unwrap());
+        assert_eq!(
+            parse_position("42").unwrap(),
+            Position::sequence("42").unwrap()
+        );
         assert_eq!(
             parse_position("42.7").unwrap(),
             Position::sequence_with_sub("42", 7).unwrap()

@@ -62,12 +62,8 @@ impl Record {
             owner: lease.owner.as_ref().map(ToString::to_string),
             token: lease.token.0,
             deadline_unix_us: lease.deadline.map(|d| {
-                u64::try_from(
-                    d.duration_since(UNIX_EPOCH)
-                        .unwrap_or_default()
-                        .as_micros(),
-                )
-                .unwrap_or(u64::MAX)
+                u64::try_from(d.duration_since(UNIX_EPOCH).unwrap_or_default().as_micros())
+                    .unwrap_or(u64::MAX)
             }),
             checkpoint,
             checkpoint_sub,
@@ -159,7 +155,9 @@ mod tests {
             owner: Some(WorkerId::new("w1").unwrap()),
             token: FencingToken(u64::MAX),
             deadline: Some(UNIX_EPOCH + Duration::from_micros(1_764_440_000_123_456)),
-            checkpoint: Some(Position::sequence_with_sub("123456789012345678901234567890", 3).unwrap()),
+            checkpoint: Some(
+                Position::sequence_with_sub("123456789012345678901234567890", 3).unwrap(),
+            ),
             pending_checkpoint: Some(Position::ShardEnd),
             parents: vec![ShardId::new("shard-0").unwrap()],
             claim: Some(WorkerId::new("w2").unwrap()),

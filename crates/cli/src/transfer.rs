@@ -127,7 +127,11 @@ pub(crate) async fn migrate(from: &str, to: &str, app: AppName, skip_existing: b
                 "{} held by {}{}",
                 l.key,
                 l.owner.as_ref().map_or("?", |o| o.as_str()),
-                if clock.live(l).is_some() { " (live)" } else { "" }
+                if clock.live(l).is_some() {
+                    " (live)"
+                } else {
+                    ""
+                }
             )
         })
         .collect();

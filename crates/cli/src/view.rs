@@ -9,9 +9,7 @@
 use std::collections::BTreeMap;
 use std::time::SystemTime;
 
-use checkpoint_core::{
-    ClockSource, Lease, LeaseKey, Position, Store, StreamName, WorkerId, rules,
-};
+use checkpoint_core::{ClockSource, Lease, LeaseKey, Position, Store, StreamName, WorkerId, rules};
 use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
 
 use crate::Outcome;
@@ -205,7 +203,10 @@ pub(crate) async fn show(store: &dyn Store, stream: &str, shard: &str) -> Outcom
         println!("time left    {}", clock.cell(&lease));
     }
     println!("checkpoint   {}", position(lease.checkpoint.as_ref()));
-    println!("pending      {}", position(lease.pending_checkpoint.as_ref()));
+    println!(
+        "pending      {}",
+        position(lease.pending_checkpoint.as_ref())
+    );
     println!(
         "parents      {}",
         if lease.parents.is_empty() {
