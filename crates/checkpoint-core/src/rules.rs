@@ -315,7 +315,10 @@ pub fn check_import(record: &Lease) -> Result<()> {
         ));
     }
     if record.claim.is_some() && record.claim == record.owner {
-        return Err(Error::invalid("claim", "the holder cannot claim its own lease"));
+        return Err(Error::invalid(
+            "claim",
+            "the holder cannot claim its own lease",
+        ));
     }
     if let Some(pending) = &record.pending_checkpoint {
         check_progress(&record.key, record.checkpoint.as_ref(), pending).map_err(|_| {
@@ -331,7 +334,10 @@ pub fn check_import(record: &Lease) -> Result<()> {
         return Err(Error::invalid("parents", "a parent appears more than once"));
     }
     if parents.contains(&&record.key.shard) {
-        return Err(Error::invalid("parents", "a shard cannot be its own parent"));
+        return Err(Error::invalid(
+            "parents",
+            "a shard cannot be its own parent",
+        ));
     }
     Ok(())
 }

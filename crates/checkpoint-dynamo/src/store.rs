@@ -1219,7 +1219,10 @@ impl LeaseManager for DynamoStore {
     /// never overwritten and the carried token keeps fencing monotonic.
     async fn import_lease(&self, record: &Lease) -> Result<bool> {
         rules::check_import(record)?;
-        Ok(matches!(self.write(&record.key, None, record, None).await?, Written::Done(_)))
+        Ok(matches!(
+            self.write(&record.key, None, record, None).await?,
+            Written::Done(_)
+        ))
     }
 }
 

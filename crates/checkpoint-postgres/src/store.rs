@@ -724,8 +724,10 @@ impl LeaseManager for PostgresStore {
                 p.as_ref().map_or(0, Position::sub_sequence).to_string(),
             )
         };
-        let ((checkpoint, checkpoint_sub), (pending, pending_sub)) =
-            (position(&record.checkpoint), position(&record.pending_checkpoint));
+        let ((checkpoint, checkpoint_sub), (pending, pending_sub)) = (
+            position(&record.checkpoint),
+            position(&record.pending_checkpoint),
+        );
         let statement = format!(
             "INSERT INTO {} (app, stream, shard, owner, token, deadline, checkpoint, checkpoint_sub,
                  pending_checkpoint, pending_checkpoint_sub, parents, claim, owner_switches)

@@ -5,9 +5,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use super::{Failure, Outcome, StoreFactory, random_app};
 use crate::ensure;
 use crate::error::{Error, ErrorKind};
-use crate::types::{
-    FencingToken, Lease, LeaseDuration, LeaseKey, Position, ShardId, WorkerId,
-};
+use crate::types::{FencingToken, Lease, LeaseDuration, LeaseKey, Position, ShardId, WorkerId};
 
 fn key(stream: &str, shard: &str) -> LeaseKey {
     LeaseKey::parse(stream, shard).expect("valid key")
@@ -90,7 +88,11 @@ pub async fn import_whole_records(factory: &dyn StoreFactory) -> Outcome {
     }
     match store.get_lease(&held.key, &worker("third"), d).await {
         Err(e) if e.kind() == ErrorKind::LeaseHeld => {}
-        other => return Err(Failure(format!("get of an imported live lease gave {other:?}"))),
+        other => {
+            return Err(Failure(format!(
+                "get of an imported live lease gave {other:?}"
+            )));
+        }
     }
     let taken = store.get_lease(&free.key, &worker("third"), d).await?;
     ensure!(
