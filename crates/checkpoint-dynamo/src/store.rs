@@ -1214,7 +1214,7 @@ impl LeaseManager for DynamoStore {
     }
 
     /// Admin import (`rules::import_lease`): the one conditional write of every operation
-    /// ([`Self::write`] with no record seen), an `UpdateItem` conditioned on
+    /// (`write` with no record seen), an `UpdateItem` conditioned on
     /// `attribute_not_exists(leaseKey)`, so an existing record (a KCL-written one included) is
     /// never overwritten and the carried token keeps fencing monotonic.
     async fn import_lease(&self, record: &Lease) -> Result<bool> {

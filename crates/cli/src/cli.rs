@@ -180,7 +180,7 @@ pub(crate) enum CheckpointCommand {
         stream: String,
         /// The shard.
         shard: String,
-        /// TRIM_HORIZON, LATEST, SHARD_END, AT_TIMESTAMP:<ms>, a sequence number, or
+        /// TRIM_HORIZON, LATEST, SHARD_END, AT_TIMESTAMP:MS (milliseconds), a sequence number, or
         /// SEQUENCE.SUB for a sub-sequence.
         #[arg(required_unless_present = "clear")]
         position: Option<String>,
