@@ -91,11 +91,14 @@ pub enum Mutation {
     /// Membership files a worker under its id up to the first `:` (a key layout that embeds
     /// the id and splits on the separator), so `host:a` and `host:b` collide.
     WorkerIdsCollide,
+    /// Admin import overwrites an existing record (an upsert where an insert-if-absent was
+    /// meant), so a migration can roll a live table back.
+    ImportOverwrites,
 }
 
 impl Mutation {
     /// Every mutation.
-    pub const ALL: [Mutation; 33] = [
+    pub const ALL: [Mutation; 34] = [
         Self::NoFencingOnCheckpoint,
         Self::TwoWinners,
         Self::AcceptsRegressions,
@@ -129,6 +132,7 @@ impl Mutation {
         Self::WritesDespiteLost,
         Self::WritesDespiteRegression,
         Self::WorkerIdsCollide,
+        Self::ImportOverwrites,
     ];
 
     /// The scenarios that must reject this mutation, each with the clause its failure must
@@ -207,6 +211,7 @@ impl Mutation {
                 ("fencing_after_expiry_takeover", Fencing),
             ],
             Self::WorkerIdsCollide => &[("edge_ids_round_trip", EdgeIds)],
+            Self::ImportOverwrites => &[("import_whole_records", Import)],
             Self::WritesDespiteRegression => &[
                 ("monotonic_positions", Monotonic),
                 ("shard_end_is_terminal", ShardEnd),

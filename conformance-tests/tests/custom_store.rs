@@ -227,6 +227,14 @@ impl LeaseManager for KvStore {
     async fn claim(&self, key: &LeaseKey, claimant: &WorkerId) -> Result<Lease> {
         self.apply(key, |cur, _| rules::claim(cur, key, claimant))
     }
+    async fn import_lease(&self, record: &Lease) -> Result<bool> {
+        let kv_key = self.key(&record.key);
+        let (version, current) = self.db.get(&kv_key);
+        match rules::import_lease(current.as_ref(), record)? {
+            Some(lease) => Ok(self.db.compare_and_set(&kv_key, version, lease)),
+            None => Ok(false),
+        }
+    }
 }
 
 #[async_trait]

@@ -365,6 +365,14 @@ impl LeaseManager for Mutant {
         }
         self.inner.claim(key, claimant).await
     }
+
+    async fn import_lease(&self, record: &Lease) -> Result<bool> {
+        if self.is(Mutation::ImportOverwrites) {
+            checkpoint_core::rules::check_import(record)?;
+            self.inner.remove_lease_info(&record.key).await?;
+        }
+        self.inner.import_lease(record).await
+    }
 }
 
 #[async_trait]

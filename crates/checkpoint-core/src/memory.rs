@@ -283,6 +283,20 @@ impl LeaseManager for MemoryStore {
     async fn claim(&self, key: &LeaseKey, claimant: &WorkerId) -> Result<Lease> {
         self.apply_outcome(key, |cur, _| rules::claim(cur, key, claimant))
     }
+
+    /// Admin import: [`rules::import_lease`] under the database mutex, so "absent" is still true
+    /// when the record is inserted.
+    async fn import_lease(&self, record: &Lease) -> Result<bool> {
+        self.with_app(
+            |data, _| match rules::import_lease(data.leases.get(&record.key), record)? {
+                Some(lease) => {
+                    data.leases.insert(lease.key.clone(), lease);
+                    Ok(true)
+                }
+                None => Ok(false),
+            },
+        )
+    }
 }
 
 #[async_trait]

@@ -297,3 +297,57 @@ pub fn check_renew_batch(leases: &[(LeaseKey, FencingToken)]) -> Result<()> {
     }
     Ok(())
 }
+
+/// The admin import's check of a whole record: it must be one the contract's operations could
+/// have produced. A free record has no deadline (release and evict clear it); a held record
+/// has a token of at least 1 (every grant bumps it from 0); a claim never names the holder
+/// ([`claim`] writes nothing then); the pending checkpoint is not behind the checkpoint (it is
+/// checked like one, [`check_progress`]); the parents neither repeat nor name the shard
+/// itself. Anything else is [`Error::InvalidInput`] naming the field.
+pub fn check_import(record: &Lease) -> Result<()> {
+    if record.owner.is_none() && record.deadline.is_some() {
+        return Err(Error::invalid("deadline", "a free record has no deadline"));
+    }
+    if record.owner.is_some() && record.token == FencingToken(0) {
+        return Err(Error::invalid(
+            "token",
+            "a held record has token 1 or more: every grant bumps it",
+        ));
+    }
+    if record.claim.is_some() && record.claim == record.owner {
+        return Err(Error::invalid(
+            "claim",
+            "the holder cannot claim its own lease",
+        ));
+    }
+    if let Some(pending) = &record.pending_checkpoint {
+        check_progress(&record.key, record.checkpoint.as_ref(), pending).map_err(|_| {
+            Error::invalid(
+                "pending_checkpoint",
+                "the pending checkpoint is behind the checkpoint",
+            )
+        })?;
+    }
+    let mut parents: Vec<&ShardId> = record.parents.iter().collect();
+    parents.sort();
+    if parents.windows(2).any(|w| w[0] == w[1]) {
+        return Err(Error::invalid("parents", "a parent appears more than once"));
+    }
+    if parents.contains(&&record.key.shard) {
+        return Err(Error::invalid(
+            "parents",
+            "a shard cannot be its own parent",
+        ));
+    }
+    Ok(())
+}
+
+/// Admin import: `Some(record)` to insert when none exists, `None` when one does (nothing is
+/// written then); an invalid record is rejected first ([`check_import`]).
+pub fn import_lease(current: Option<&Lease>, record: &Lease) -> Result<Option<Lease>> {
+    check_import(record)?;
+    Ok(match current {
+        Some(_) => None,
+        None => Some(record.clone()),
+    })
+}

@@ -446,6 +446,15 @@ pub trait LeaseManager: Send + Sync + fmt::Debug {
     /// # Ok::<(), Error>(()) }).unwrap();
     /// ```
     async fn claim(&self, key: &LeaseKey, claimant: &WorkerId) -> Result<Lease>;
+
+    /// Admin import (the contract's "Import a whole record"): write `record` exactly as given
+    /// (owner, token, deadline, checkpoint, pending checkpoint, parents, claim, owner-switch
+    /// count) only when no record with its key exists; an existing record is left untouched.
+    /// Returns whether this call wrote it. For moving a lease table between stores with its
+    /// tokens, so fencing stays monotonic across the move. A record no operation could have
+    /// produced is [`crate::Error::InvalidInput`] naming the field, checked by
+    /// [`crate::rules::check_import`] before anything is sent.
+    async fn import_lease(&self, record: &Lease) -> Result<bool>;
 }
 
 /// The positions of one app's shards, fenced by the lease: what a record processor

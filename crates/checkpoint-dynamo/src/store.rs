@@ -1212,6 +1212,18 @@ impl LeaseManager for DynamoStore {
         })
         .await
     }
+
+    /// Admin import (`rules::import_lease`): the one conditional write of every operation
+    /// (`write` with no record seen), an `UpdateItem` conditioned on
+    /// `attribute_not_exists(leaseKey)`, so an existing record (a KCL-written one included) is
+    /// never overwritten and the carried token keeps fencing monotonic.
+    async fn import_lease(&self, record: &Lease) -> Result<bool> {
+        rules::check_import(record)?;
+        Ok(matches!(
+            self.write(&record.key, None, record, None).await?,
+            Written::Done(_)
+        ))
+    }
 }
 
 #[async_trait]

@@ -796,6 +796,70 @@ impl LeaseManager for PostgresStore {
         )
         .await
     }
+
+    /// Admin import: one `INSERT … ON CONFLICT (app, stream, shard) DO NOTHING` of the whole
+    /// record, so an existing record is never overwritten (the primary key decides, under its
+    /// lock, between racing importers) and the carried token keeps fencing monotonic. The
+    /// deadline is written in microseconds since the epoch. A token or owner-switch count beyond
+    /// `i64::MAX` (the `bigint` columns) is [`Error::InvalidInput`].
+    async fn import_lease(&self, record: &Lease) -> Result<bool> {
+        rules::check_import(record)?;
+        let token = i64::try_from(record.token.0)
+            .map_err(|_| Error::invalid("token", "PostgreSQL stores tokens up to i64::MAX"))?;
+        let switches = i64::try_from(record.owner_switches_since_checkpoint).map_err(|_| {
+            Error::invalid("owner_switches", "PostgreSQL stores counts up to i64::MAX")
+        })?;
+        let deadline_us = record
+            .deadline
+            .map(|d| {
+                d.duration_since(UNIX_EPOCH)
+                    .ok()
+                    .and_then(|d| i64::try_from(d.as_micros()).ok())
+                    .ok_or_else(|| Error::invalid("deadline", "out of PostgreSQL's range"))
+            })
+            .transpose()?;
+        let parents: Vec<&str> = record.parents.iter().map(ShardId::as_str).collect();
+        let position = |p: &Option<Position>| {
+            (
+                p.as_ref().map(Position::encode),
+                p.as_ref().map_or(0, Position::sub_sequence).to_string(),
+            )
+        };
+        let ((checkpoint, checkpoint_sub), (pending, pending_sub)) = (
+            position(&record.checkpoint),
+            position(&record.pending_checkpoint),
+        );
+        let statement = format!(
+            "INSERT INTO {} (app, stream, shard, owner, token, deadline, checkpoint, checkpoint_sub,
+                 pending_checkpoint, pending_checkpoint_sub, parents, claim, owner_switches)
+             VALUES ($1, $2, $3, $4::text, $5::bigint,
+                 'epoch'::timestamptz + $6::bigint * interval '1 microsecond', $7::text,
+                 $8::numeric, $9::text, $10::numeric, $11::text[], $12::text, $13::bigint)
+             ON CONFLICT (app, stream, shard) DO NOTHING",
+            self.inner.tables.leases
+        );
+        self.retry(|| async {
+            let done = sqlx::query(sqlx::AssertSqlSafe(statement.clone()))
+                .bind(self.app.as_str())
+                .bind(record.key.stream.as_str())
+                .bind(record.key.shard.as_str())
+                .bind(record.owner.as_ref().map(WorkerId::as_str))
+                .bind(token)
+                .bind(deadline_us)
+                .bind(checkpoint.as_deref())
+                .bind(&checkpoint_sub)
+                .bind(pending.as_deref())
+                .bind(&pending_sub)
+                .bind(&parents)
+                .bind(record.claim.as_ref().map(WorkerId::as_str))
+                .bind(switches)
+                .execute(&self.inner.pool)
+                .await
+                .map_err(from_sqlx)?;
+            Ok(done.rows_affected() == 1)
+        })
+        .await
+    }
 }
 
 #[async_trait]

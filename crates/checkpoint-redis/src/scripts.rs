@@ -1046,6 +1046,60 @@ pub(crate) fn position_args(position: &Position) -> [String; 4] {
     ]
 }
 
+/// Admin import, `rules::import_lease`: writes a whole record only where no key exists.
+/// KEYS: lease, index. ARGV: member, nonce, then the ten values of [`FIELDS`] in order (`''`
+/// for an absent field; `parents` is written even when empty, as `CREATE` writes it). Replies 1
+/// when it wrote, 0 when a record existed. Like [`CREATE`], the record keeps the call's nonce
+/// (`created_by`), so a retry of a call whose reply was lost still reports 1.
+pub(crate) static IMPORT: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        &[Record],
+        r#"
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  if redis.call('HGET', KEYS[1], 'created_by') == ARGV[2] then return 1 end
+  return 0
+end
+for i = 1, 10 do
+  local value = ARGV[i + 2]
+  if value ~= '' or i == 8 then redis.call('HSET', KEYS[1], FIELDS[i], value) end
+end
+redis.call('HSET', KEYS[1], 'created_by', ARGV[2])
+redis.call('ZADD', KEYS[2], 0, ARGV[1])
+return 1
+"#,
+    )
+});
+
+/// The [`IMPORT`] values of `lease`, in [`FIELDS`] order (`''` for an absent field).
+pub(crate) fn import_values(lease: &Lease) -> [String; 10] {
+    let id = |w: &Option<WorkerId>| w.as_ref().map_or(String::new(), |w| w.to_string());
+    let position = |p: &Option<Position>| match p {
+        Some(p) => (p.encode(), p.sub_sequence().to_string()),
+        None => (String::new(), String::new()),
+    };
+    let (checkpoint, checkpoint_sub) = position(&lease.checkpoint);
+    let (pending, pending_sub) = position(&lease.pending_checkpoint);
+    let deadline = lease.deadline.map_or(String::new(), |d| {
+        d.duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis()
+            .to_string()
+    });
+    let parents: Vec<&str> = lease.parents.iter().map(ShardId::as_str).collect();
+    [
+        id(&lease.owner),
+        lease.token.0.to_string(),
+        deadline,
+        checkpoint,
+        checkpoint_sub,
+        pending,
+        pending_sub,
+        parents.join(","),
+        id(&lease.claim),
+        lease.owner_switches_since_checkpoint.to_string(),
+    ]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

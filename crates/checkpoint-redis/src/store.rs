@@ -670,6 +670,29 @@ impl LeaseManager for RedisStore {
             _ => Err(unexpected(key, &reply)),
         }
     }
+
+    /// Admin import, one script (`scripts::IMPORT`, `rules::import_lease`): writes the whole
+    /// record only when its key does not exist, so an existing record is never overwritten and
+    /// the carried token keeps fencing monotonic; the call's nonce lets a retried call whose
+    /// reply was lost still answer that it wrote. A deadline before the epoch is
+    /// [`Error::InvalidInput`].
+    async fn import_lease(&self, record: &Lease) -> Result<bool> {
+        checkpoint_core::rules::check_import(record)?;
+        if record
+            .deadline
+            .is_some_and(|d| d < std::time::SystemTime::UNIX_EPOCH)
+        {
+            return Err(Error::invalid("deadline", "before 1970"));
+        }
+        let keys = [self.keys.lease(&record.key), self.keys.index()];
+        let mut args = vec![KeyLayout::member(&record.key), nonce()];
+        args.extend(scripts::import_values(record));
+        match self.eval(&scripts::IMPORT, &keys, &args).await? {
+            Value::Int(1) => Ok(true),
+            Value::Int(0) => Ok(false),
+            other => Err(scripts::protocol_error(format!("import replied {other:?}"))),
+        }
+    }
 }
 
 #[async_trait]

@@ -823,6 +823,25 @@ impl LeaseManager for SqliteStore {
         self.apply_outcome(key, move |cur, _| rules::claim(cur, &k, &claimant))
             .await
     }
+
+    /// Admin import. One write transaction: read, [`rules::import_lease`], insert. The write
+    /// lock held from read to commit makes "absent" still true when the row is inserted, so an
+    /// existing record is never overwritten and the carried token keeps fencing monotonic.
+    async fn import_lease(&self, record: &Lease) -> Result<bool> {
+        rules::check_import(record)?;
+        let record = record.clone();
+        self.write(move |conn, sql, app, _, _| {
+            let current = read_lease(conn, sql, app, &record.key)?;
+            match rules::import_lease(current.as_ref(), &record)? {
+                Some(lease) => {
+                    write_lease(conn, sql, app, &lease)?;
+                    Ok(true)
+                }
+                None => Ok(false),
+            }
+        })
+        .await
+    }
 }
 
 #[async_trait]

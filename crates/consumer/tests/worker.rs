@@ -486,6 +486,9 @@ impl LeaseManager for FlakyStore {
     async fn claim(&self, k: &LeaseKey, claimant: &WorkerId) -> Result<Lease> {
         self.inner.claim(k, claimant).await
     }
+    async fn import_lease(&self, record: &Lease) -> Result<bool> {
+        self.inner.import_lease(record).await
+    }
 }
 
 #[async_trait]

@@ -30,12 +30,15 @@ use crate::store::Store;
 use crate::types::AppName;
 
 mod expiry;
+mod import;
 mod input;
 mod model;
 mod scenarios;
 
 pub use expiry::*;
 pub use input::*;
+
+pub use import::import_whole_records;
 pub use model::model_test;
 pub use scenarios::*;
 
@@ -175,6 +178,8 @@ pub enum Clause {
     Membership,
     /// The admin reset of a checkpoint.
     Reset,
+    /// The admin import of a whole record: only where none exists, every field exact.
+    Import,
     /// Durability across handles and processes.
     Durability,
     /// Isolation between apps and between streams.

@@ -92,6 +92,9 @@ pub fn all() -> Vec<Scenario> {
         ("edge_ids_round_trip", |f| {
             Box::pin(super::edge_ids_round_trip(f))
         }),
+        ("import_whole_records", |f| {
+            Box::pin(super::import_whole_records(f))
+        }),
         ("model_matches_reference", |f| {
             Box::pin(super::model_test(f))
         }),
