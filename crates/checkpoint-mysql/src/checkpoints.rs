@@ -4,8 +4,8 @@
 use async_trait::async_trait;
 use checkpoint_core::rules::{self, Outcome};
 use checkpoint_core::{
-    Checkpointer, Error, FencingToken, HeartbeatTtl, Lease, LeaseKey, Membership, Position,
-    Result, WorkerId,
+    Checkpointer, Error, FencingToken, HeartbeatTtl, Lease, LeaseKey, Membership, Position, Result,
+    WorkerId,
 };
 use sqlx::{Connection, MySqlConnection};
 

@@ -72,10 +72,7 @@ impl MySqlConfig {
         if !matches!(parsed.scheme(), "mysql" | "mariadb") {
             return Err(Error::invalid(
                 "url",
-                format!(
-                    "scheme {:?} is not mysql:// or mariadb://",
-                    parsed.scheme()
-                ),
+                format!("scheme {:?} is not mysql:// or mariadb://", parsed.scheme()),
             ));
         }
         if parsed.scheme() == "mariadb" {
@@ -315,8 +312,8 @@ mod tests {
             assert_eq!(err.field(), Some("table_prefix"), "{bad:?}: {err}");
             assert!(!err.to_string().contains("hunter2"));
         }
-        let err = MySqlConfig::from_url(&format!("mysql://h/db?table={}", "p".repeat(49)))
-            .unwrap_err();
+        let err =
+            MySqlConfig::from_url(&format!("mysql://h/db?table={}", "p".repeat(49))).unwrap_err();
         assert_eq!(err.field(), Some("table_prefix"));
         let err = MySqlConfig::from_url("mysql://h/db?max_connections=many").unwrap_err();
         assert_eq!(err.field(), Some("max_connections"));

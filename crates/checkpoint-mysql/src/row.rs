@@ -123,8 +123,8 @@ pub(crate) fn decode_lease(row: &MySqlRow) -> Result<Lease> {
         let bytes: Option<Vec<u8>> = row.try_get(field).map_err(from_sqlx)?;
         bytes
             .map(|b| {
-                let name = String::from_utf8(b)
-                    .map_err(|_| Error::corrupt(&id, field, "is not UTF-8"))?;
+                let name =
+                    String::from_utf8(b).map_err(|_| Error::corrupt(&id, field, "is not UTF-8"))?;
                 WorkerId::new(name).map_err(|e| corrupt(field, e))
             })
             .transpose()
@@ -201,7 +201,10 @@ mod tests {
         let k = LeaseKey::parse("orders", "shard-1").unwrap();
         assert_eq!(
             batch_json(&[(k.clone(), FencingToken(u64::MAX)), (k, FencingToken(0))]),
-            format!("[[\"orders\",\"shard-1\",{}],[\"orders\",\"shard-1\",0]]", u64::MAX)
+            format!(
+                "[[\"orders\",\"shard-1\",{}],[\"orders\",\"shard-1\",0]]",
+                u64::MAX
+            )
         );
         assert_eq!(batch_json(&[]), "[]");
         let mut escaped = String::new();

@@ -110,8 +110,7 @@ async fn forward_commands(
             let mode = armed.load(Ordering::SeqCst);
             let matches = match payload.first() {
                 Some(&COM_QUERY) => {
-                    mode == Drop::Commit as u8
-                        && payload[1..].eq_ignore_ascii_case(b"COMMIT")
+                    mode == Drop::Commit as u8 && payload[1..].eq_ignore_ascii_case(b"COMMIT")
                 }
                 Some(&COM_STMT_EXECUTE) => mode == Drop::Execute as u8,
                 _ => false,
@@ -267,7 +266,10 @@ async fn a_lost_reply_is_resolved_by_rereading() {
         .await
         .expect("create");
     assert_eq!(proxy.dropped(), 7);
-    assert!(created, "the retry of a lost create answered that it did not create");
+    assert!(
+        created,
+        "the retry of a lost create answered that it did not create"
+    );
     assert!(
         !proxied
             .create_lease_if_absent(&fresh, &[], None)

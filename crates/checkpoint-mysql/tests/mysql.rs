@@ -392,7 +392,8 @@ async fn racing_first_grants_on_a_repeatable_read_pool_have_one_winner() {
         let mut tasks = tokio::task::JoinSet::new();
         for i in 0..8 {
             let (store, k) = (store.clone(), k.clone());
-            tasks.spawn(async move { store.get_lease(&k, &worker(&format!("w{i}")), long()).await });
+            tasks
+                .spawn(async move { store.get_lease(&k, &worker(&format!("w{i}")), long()).await });
         }
         let (mut won, mut held) = (0, 0);
         while let Some(result) = tasks.join_next().await {

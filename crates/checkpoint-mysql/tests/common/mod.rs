@@ -71,4 +71,3 @@ pub(crate) async fn stored_checkpoint(store: &MySqlStore, k: &LeaseKey) -> Optio
         .expect("record")
         .checkpoint
 }
-
