@@ -85,7 +85,7 @@
 //!
 //! The tables are created by embedded, versioned migrations (`migrations/*.sql`, recorded in
 //! `<prefix>_migrations`) run by [`checkpoint_core::LeaseManager::init`] (and so by
-//! [`MySqlStore::open`]) under the server-wide named lock `GET_LOCK('checkpoint-mysql:<prefix>')`
+//! [`MySqlStore::open`]) under the server-wide named lock `GET_LOCK('ckpt-mysql:<prefix>')`
 //! (MySQL commits each DDL statement on its own, so the lock, not a transaction, serialises
 //! them), so any number of workers may call it at once. An existing table with other columns,
 //! types, collations or primary key, or a schema version newer than this crate knows, is

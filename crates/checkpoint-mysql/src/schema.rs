@@ -142,7 +142,7 @@ impl Tables {
     /// The `GET_LOCK` name of this table set (at most 64 characters: the prefix is at most
     /// 48 bytes): `init` of one table set runs one at a time, server-wide.
     fn lock_name(&self) -> String {
-        format!("checkpoint-mysql:{}", self.prefix)
+        format!("ckpt-mysql:{}", self.prefix)
     }
 }
 
@@ -174,7 +174,7 @@ fn statements(migration: &str) -> Vec<String> {
 }
 
 /// Operation 1: applies the missing migrations and checks the layout under the server-wide
-/// named lock `GET_LOCK('checkpoint-mysql:<prefix>')`, so any number of workers may call it at
+/// named lock `GET_LOCK('ckpt-mysql:<prefix>')`, so any number of workers may call it at
 /// once. MySQL commits every DDL statement on its own (there are no transactional migrations),
 /// so the lock, not a transaction, keeps two workers from applying one migration twice; it is
 /// released at the end, and by the server if the connection dies.
