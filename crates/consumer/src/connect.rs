@@ -170,6 +170,24 @@ mod tests {
         assert!(store.list_leases(None).await.unwrap().is_empty());
     }
 
+    /// `mariadb://` selects the MySQL store (the same driver).
+    #[cfg(feature = "mysql")]
+    #[tokio::test]
+    async fn a_mariadb_url_opens_the_mysql_store() {
+        let url = std::env::var("CHECKPOINT_MYSQL_URL")
+            .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/test".to_owned())
+            .replacen("mysql://", "mariadb://", 1);
+        match connect(&url, app()).await {
+            Ok(store) => assert_eq!(store.capabilities().backend, "mysql"),
+            Err(e) if e.is_retryable() => checkpoint_core::conformance::backend_unavailable(
+                "mysql",
+                "set CHECKPOINT_MYSQL_URL to a reachable MySQL or MariaDB server",
+                &e,
+            ),
+            Err(e) => panic!("connect {url}: {e}"),
+        }
+    }
+
     #[cfg(not(feature = "mysql"))]
     #[tokio::test]
     async fn a_mariadb_url_without_the_feature_names_the_mysql_feature() {
