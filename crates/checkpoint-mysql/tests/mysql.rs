@@ -381,7 +381,7 @@ async fn racing_first_grants_on_a_repeatable_read_pool_have_one_winner() {
     let isolation: String = sqlx::query_scalar("SELECT CAST(@@tx_isolation AS CHAR)")
         .fetch_one(&pool)
         .await
-        .or_else(|_| futures_fallback_isolation())
+        .or_else(|_| isolation_unknown())
         .expect("isolation");
     println!("pool isolation: {isolation}");
     let store = MySqlStore::from_pool(pool, config(), probe.app().clone())
@@ -412,6 +412,6 @@ async fn racing_first_grants_on_a_repeatable_read_pool_have_one_winner() {
 
 /// `@@tx_isolation` is MariaDB's (and MySQL 5.7's) name; MySQL 8 calls it
 /// `@@transaction_isolation`. The isolation is printed only, so an unknown name is not fatal.
-fn futures_fallback_isolation() -> Result<String, sqlx::Error> {
+fn isolation_unknown() -> Result<String, sqlx::Error> {
     Ok("unknown (MySQL 8 names it @@transaction_isolation)".to_owned())
 }
