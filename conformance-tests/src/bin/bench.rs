@@ -2,7 +2,7 @@
 //! renewal saves over one request per lease.
 //!
 //! ```text
-//! cargo run --release -p conformance-tests --bin bench -- [--backend sqlite|postgres|redis|dynamo|memory|all] [--quick] [--seconds S]
+//! cargo run --release -p conformance-tests --bin bench -- [--backend sqlite|postgres|mysql|redis|dynamo|memory|all] [--quick] [--seconds S]
 //! ```
 //!
 //! For every reachable backend, in one run:
@@ -19,7 +19,7 @@
 //!   (the KCL's default renewal thread pool).
 //!
 //! Library and raw rounds alternate, so a change of load on the machine hits both. Server URLs
-//! come from `CHECKPOINT_POSTGRES_URL`, `CHECKPOINT_REDIS_URL` and `CHECKPOINT_DYNAMO_ENDPOINT`
+//! come from `CHECKPOINT_POSTGRES_URL`, `CHECKPOINT_MYSQL_URL`, `CHECKPOINT_REDIS_URL` and `CHECKPOINT_DYNAMO_ENDPOINT`
 //! (as for the tests); an unreachable backend is reported in one line and skipped. An error
 //! from a reachable backend fails the run (exit status 1). `--quick` runs a few iterations of
 //! everything, with small batches: a smoke test, not a measurement.
@@ -42,6 +42,9 @@ mod dynamo;
 mod measure;
 #[path = "../bench/memory.rs"]
 mod memory;
+#[cfg(feature = "mysql")]
+#[path = "../bench/mysql.rs"]
+mod mysql;
 #[cfg(feature = "postgres")]
 #[path = "../bench/postgres.rs"]
 mod postgres;
@@ -241,7 +244,7 @@ impl Settings {
                 }
                 "-h" | "--help" => {
                     return Err(
-                        "usage: bench [--backend sqlite|postgres|redis|dynamo|memory|all] \
+                        "usage: bench [--backend sqlite|postgres|mysql|redis|dynamo|memory|all] \
                                 [--quick] [--seconds S]"
                             .to_owned(),
                     );
@@ -249,7 +252,7 @@ impl Settings {
                 other => return Err(format!("unknown argument {other:?} (try --help)")),
             }
         }
-        let known = ["memory", "sqlite", "postgres", "redis", "dynamo"];
+        let known = ["memory", "sqlite", "postgres", "mysql", "redis", "dynamo"];
         let backends = match backend.as_str() {
             "all" => known.iter().map(|s| (*s).to_owned()).collect(),
             one if known.contains(&one) => vec![one.to_owned()],
@@ -605,6 +608,8 @@ async fn open_backends(name: &str, settings: &Settings) -> Result<Vec<Backend>, 
         "sqlite" => sqlite::open(settings).await,
         #[cfg(feature = "postgres")]
         "postgres" => postgres::open(settings).await,
+        #[cfg(feature = "mysql")]
+        "mysql" => mysql::open(settings).await,
         #[cfg(feature = "redis")]
         "redis" => redis::open(settings).await,
         #[cfg(feature = "dynamo")]

@@ -10,6 +10,8 @@ const SCHEMES: &[(&str, &str)] = &[
     ("sqlite", "sqlite"),
     ("postgres", "postgres"),
     ("postgresql", "postgres"),
+    ("mysql", "mysql"),
+    ("mariadb", "mysql"),
     ("redis", "redis"),
     ("rediss", "redis"),
     ("dynamodb", "dynamodb"),
@@ -23,6 +25,7 @@ const SCHEMES: &[(&str, &str)] = &[
 /// | `memory://` | [`MemoryStore`], this process only | always |
 /// | `sqlite://path/to/file.db` | SQLite file | `sqlite` (default) |
 /// | `postgres://user:pass@host/db` | PostgreSQL | `postgres` |
+/// | `mysql://user:pass@host/db`, `mariadb://…` | MySQL 8 or MariaDB | `mysql` |
 /// | `redis://host:6379/0` | Redis | `redis` |
 /// | `dynamodb://table?region=…` | DynamoDB | `dynamodb` |
 ///
@@ -47,6 +50,7 @@ pub async fn connect(url: &str, app: AppName) -> Result<Arc<dyn Store>> {
         "memory" => Arc::new(MemoryStore::new(app)),
         "sqlite" => sqlite(url, app).await?,
         "postgres" | "postgresql" => postgres(url, app).await?,
+        "mysql" | "mariadb" => mysql(url, app).await?,
         "redis" | "rediss" => redis(url, app).await?,
         "dynamodb" => dynamodb(url, app).await?,
         other => {
@@ -66,6 +70,7 @@ pub async fn connect(url: &str, app: AppName) -> Result<Arc<dyn Store>> {
 #[cfg(not(all(
     feature = "sqlite",
     feature = "postgres",
+    feature = "mysql",
     feature = "redis",
     feature = "dynamodb"
 )))]
@@ -102,6 +107,18 @@ async fn postgres(_url: &str, _app: AppName) -> Result<Arc<dyn Store>> {
     Err(not_compiled("postgres", "postgres"))
 }
 
+#[cfg(feature = "mysql")]
+async fn mysql(url: &str, app: AppName) -> Result<Arc<dyn Store>> {
+    Ok(Arc::new(
+        checkpoint_mysql::MySqlStore::connect(url, app).await?,
+    ))
+}
+
+#[cfg(not(feature = "mysql"))]
+async fn mysql(_url: &str, _app: AppName) -> Result<Arc<dyn Store>> {
+    Err(not_compiled("mysql", "mysql"))
+}
+
 #[cfg(feature = "redis")]
 async fn redis(url: &str, app: AppName) -> Result<Arc<dyn Store>> {
     Ok(Arc::new(
@@ -136,7 +153,7 @@ mod tests {
 
     #[tokio::test]
     async fn unknown_scheme_names_the_known_ones() {
-        let err = connect("mysql://localhost/db", app()).await.unwrap_err();
+        let err = connect("ftp://localhost/db", app()).await.unwrap_err();
         assert_eq!(err.field(), Some("url"));
         assert!(err.to_string().contains("sqlite://"), "{err}");
     }
@@ -162,6 +179,32 @@ mod tests {
         let store = connect(&url, app()).await.unwrap();
         assert_eq!(store.capabilities().backend, "sqlite");
         assert!(store.list_leases(None).await.unwrap().is_empty());
+    }
+
+    /// `mariadb://` selects the MySQL store (the same driver).
+    #[cfg(feature = "mysql")]
+    #[tokio::test]
+    async fn a_mariadb_url_opens_the_mysql_store() {
+        let url = std::env::var("CHECKPOINT_MYSQL_URL")
+            .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/test".to_owned())
+            .replacen("mysql://", "mariadb://", 1);
+        match connect(&url, app()).await {
+            Ok(store) => assert_eq!(store.capabilities().backend, "mysql"),
+            Err(e) if e.is_retryable() => checkpoint_core::conformance::backend_unavailable(
+                "mysql",
+                "set CHECKPOINT_MYSQL_URL to a reachable MySQL or MariaDB server",
+                &e,
+            ),
+            Err(e) => panic!("connect {url}: {e}"),
+        }
+    }
+
+    #[cfg(not(feature = "mysql"))]
+    #[tokio::test]
+    async fn a_mariadb_url_without_the_feature_names_the_mysql_feature() {
+        let err = connect("mariadb://localhost/db", app()).await.unwrap_err();
+        assert_eq!(err.field(), Some("url"));
+        assert!(err.to_string().contains("`mysql` cargo feature"), "{err}");
     }
 
     #[cfg(not(feature = "postgres"))]

@@ -10,7 +10,8 @@
 //! `CHECKPOINT_DYNAMO_ENDPOINT` at `crates/checkpoint-dynamo/tests/moto_serial.py PORT`.
 //!
 //! The server backends are enabled with the crate's features and reached through
-//! `CHECKPOINT_POSTGRES_URL`, `CHECKPOINT_REDIS_URL` and `CHECKPOINT_DYNAMO_ENDPOINT`; an
+//! `CHECKPOINT_POSTGRES_URL`, `CHECKPOINT_MYSQL_URL`, `CHECKPOINT_REDIS_URL` and
+//! `CHECKPOINT_DYNAMO_ENDPOINT`; an
 //! unreachable server is reported with `backend_unavailable` (a failure when
 //! `CHECKPOINT_REQUIRE_ALL=1`).
 
@@ -32,6 +33,7 @@ static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
     not(any(
         feature = "sqlite",
         feature = "postgres",
+        feature = "mysql",
         feature = "redis",
         feature = "dynamodb"
     )),
@@ -138,6 +140,24 @@ async fn failover_on_postgres() {
             "set CHECKPOINT_POSTGRES_URL to a reachable server",
             &e,
         ),
+    }
+}
+
+#[cfg(feature = "mysql")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn failover_on_mysql() {
+    let url = std::env::var("CHECKPOINT_MYSQL_URL")
+        .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/test".to_owned());
+    let app = random_app("failover");
+    match open_four(&url, &app).await {
+        Ok(stores) => check(stores).await,
+        // Only an unreachable server (a retryable error) is a skip; anything else fails.
+        Err(e) if e.is_retryable() => checkpoint_core::conformance::backend_unavailable(
+            "mysql",
+            "set CHECKPOINT_MYSQL_URL to a reachable MySQL or MariaDB server",
+            &e,
+        ),
+        Err(e) => panic!("opening the MySQL store failed: {e}"),
     }
 }
 
