@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
+use checkpoint_core::Listing;
 use checkpoint_core::{
     AppName, Capabilities, Checkpointer, Error, FencingToken, HeartbeatTtl, Lease, LeaseDuration,
     LeaseKey, LeaseManager, Membership, MemoryDatabase, MemoryStore, Position, RenewOutcome,
@@ -264,6 +265,14 @@ impl LeaseManager for Mutant {
             all.truncate(100);
         }
         Ok(all)
+    }
+
+    async fn list_leases_timed(&self, stream: Option<&StreamName>) -> Result<Listing> {
+        let mut listing = self.inner.list_leases_timed(stream).await?;
+        if self.is(Mutation::TruncatedList) {
+            listing.leases.truncate(100);
+        }
+        Ok(listing)
     }
 
     async fn steal(
