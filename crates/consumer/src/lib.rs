@@ -75,12 +75,15 @@
 //! # }
 //! ```
 
+mod balance;
 mod config;
 mod connect;
 #[cfg(feature = "kinesis")]
 mod kinesis;
 mod memory_stream;
+mod metrics;
 mod processor;
+mod shard;
 mod source;
 mod worker;
 

@@ -5,7 +5,7 @@ use std::fmt;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use checkpoint_core::{Backoff, Error, FencingToken, LeaseKey, Position, Result, Store, WorkerId};
+use checkpoint_core::{Error, FencingToken, LeaseKey, Position, Result, Store, WorkerId};
 use tokio::sync::watch;
 
 use crate::source::Record;
@@ -164,7 +164,6 @@ pub struct ShardCheckpointer {
     worker: WorkerId,
     token: FencingToken,
     signal: LeaseSignal,
-    backoff: Backoff,
     last: Mutex<Option<Position>>,
 }
 
@@ -186,7 +185,6 @@ impl ShardCheckpointer {
         worker: WorkerId,
         token: FencingToken,
         signal: LeaseSignal,
-        backoff: Backoff,
         stored: Option<Position>,
     ) -> Self {
         Self {
@@ -195,7 +193,6 @@ impl ShardCheckpointer {
             worker,
             token,
             signal,
-            backoff,
             last: Mutex::new(stored),
         }
     }
@@ -233,10 +230,10 @@ impl ShardCheckpointer {
         }
     }
 
-    /// Stores `position` as the shard's checkpoint, fenced by the lease token. Transient store
-    /// faults are retried with the worker's [`Backoff`]; repeating a checkpoint whose reply was
-    /// lost re-evaluates it against the stored record (an equal position is accepted), so a
-    /// retry never guesses.
+    /// Stores `position` as the shard's checkpoint, fenced by the lease token: one store call.
+    /// Transient faults are retried inside the store, with its own backoff (the one retry
+    /// layer); repeating a checkpoint whose reply was lost re-evaluates it against the stored
+    /// record (an equal position is accepted), so a retry never guesses.
     ///
     /// Fails with [`Error::LeaseLost`] when the lease is gone (and marks it lost, stopping the
     /// processor), [`Error::CheckpointRegression`] when `position` is behind the stored one.
@@ -244,17 +241,22 @@ impl ShardCheckpointer {
         if self.is_lost() {
             return Err(self.lost_error());
         }
+        let started = std::time::Instant::now();
         let result = self
-            .backoff
-            .retry(|_| {
-                self.store
-                    .checkpoint_sequence(&self.key, &self.worker, self.token, position)
-            })
+            .store
+            .checkpoint_sequence(&self.key, &self.worker, self.token, position)
             .await;
+        crate::metrics::store_call(self.store.app(), "checkpoint_sequence", started, &result);
         match result {
             Ok(_) => {
                 *self.last.lock().unwrap_or_else(|e| e.into_inner()) = Some(position.clone());
-                metrics::counter!("consumer_checkpoints_total").increment(1);
+                metrics::counter!(
+                    crate::metrics::CHECKPOINTS,
+                    "app" => self.store.app().to_string(),
+                    "stream" => self.key.stream.to_string(),
+                    "worker" => self.worker.to_string()
+                )
+                .increment(1);
                 tracing::debug!(key = %self.key, worker = %self.worker, token = %self.token, %position, "checkpoint written");
                 Ok(())
             }
@@ -283,13 +285,12 @@ impl ShardCheckpointer {
         if self.is_lost() {
             return Err(self.lost_error());
         }
+        let started = std::time::Instant::now();
         let result = self
-            .backoff
-            .retry(|_| {
-                self.store
-                    .prepare_checkpoint(&self.key, &self.worker, self.token, position)
-            })
+            .store
+            .prepare_checkpoint(&self.key, &self.worker, self.token, position)
             .await;
+        crate::metrics::store_call(self.store.app(), "prepare_checkpoint", started, &result);
         if let Err(Error::LeaseLost { .. }) = &result {
             self.signal.mark_lost();
         }
