@@ -155,6 +155,8 @@ struct Probe {
     /// `create_lease_if_absent` of this shard fails while set.
     fail_create: Mutex<Option<ShardId>>,
     failed_creates: AtomicU64,
+    /// Calls of either listing.
+    list_calls: AtomicU64,
 }
 
 impl Probe {
@@ -165,6 +167,7 @@ impl Probe {
             fail_register: AtomicBool::new(false),
             fail_create: Mutex::new(None),
             failed_creates: AtomicU64::new(0),
+            list_calls: AtomicU64::new(0),
         }
     }
 }
@@ -236,9 +239,11 @@ impl LeaseManager for Probe {
         self.inner.remove_lease_info(k).await
     }
     async fn list_leases(&self, s: Option<&StreamName>) -> Result<Vec<Lease>> {
+        self.list_calls.fetch_add(1, Ordering::SeqCst);
         self.inner.list_leases(s).await
     }
     async fn list_leases_timed(&self, s: Option<&StreamName>) -> Result<Listing> {
+        self.list_calls.fetch_add(1, Ordering::SeqCst);
         self.inner.list_leases_timed(s).await
     }
     async fn steal(
@@ -489,8 +494,17 @@ async fn a_finished_parent_whose_lease_was_deleted_is_not_replayed() {
     let second_log = Arc::new(Log::default());
     let second = spawn("second", store.clone(), &s, &second_log, cfg);
     put(&s, 40..60);
+    let new_records = || {
+        second_log
+            .entries()
+            .iter()
+            .filter_map(|(_, id)| *id)
+            .filter(|id| (40..60).contains(id))
+            .collect::<HashSet<_>>()
+            .len()
+    };
     wait_until(Duration::from_secs(10), "the new records are read", async || {
-        second_log.distinct() == 20
+        new_records() == 20
     })
     .await;
     // Two more shard syncs, so a re-created parent lease would have been taken and read.
@@ -532,8 +546,11 @@ async fn children_wait_for_a_parent_whose_lease_is_missing() {
     *probe.fail_create.lock().unwrap() = Some(parent.clone());
     let log = Arc::new(Log::default());
     let worker = spawn("w", probe.clone(), &s, &log, config().build().unwrap());
-    wait_until(Duration::from_secs(5), "three failed syncs", async || {
+    // Each tick lists once to sync and once to take: after six listings and three failed
+    // creations the worker has looked at the children's leases several times.
+    wait_until(Duration::from_secs(10), "three failed syncs and takes", async || {
         probe.failed_creates.load(Ordering::SeqCst) >= 3
+            && probe.list_calls.load(Ordering::SeqCst) >= 6
     })
     .await;
     assert!(
