@@ -10,7 +10,10 @@
 //!   a [`ShardCheckpointer`] fenced by the lease's token, so a processor whose lease was lost can
 //!   never write.
 //! - [`Worker`] registers in membership, discovers shards, takes and balances leases, renews
-//!   them, and runs the processors ([`WorkerConfig`] sets its pace).
+//!   them, and runs the processors ([`WorkerConfig`] sets its pace). One worker consumes one
+//!   stream ([`Worker::new`]) or several ([`Worker::with_sources`]), with a fair share per
+//!   stream among the workers consuming it; liveness is judged on the store's clock;
+//!   [`WorkerHandle::shutdown_with_timeout`] bounds shutdown, cancelling stuck processors.
 //!
 //! Delivery is at least once: after a lease moves (expiry after a crash, or a steal), the new
 //! owner starts from the last checkpoint, so records processed after it are delivered again.
@@ -25,10 +28,17 @@
 //! Observability: `tracing` events for lease taken / renewed (trace) / lost / stolen / claimed
 //! / released (info) and checkpoint written (debug), each inside a `worker{worker}` span and,
 //! where a processor is involved, a `shard{key, token}` span, so a subscriber sees the
-//! lease's whole life under one span; and counters through the `metrics` facade: `consumer_leases_taken_total`,
+//! lease's whole life under one span; store retries are `WARN` events of
+//! `checkpoint_core::Backoff` (operation, attempt, delay, error kind). Metrics go through the
+//! `metrics` facade, described once with their units, labelled `app`, `stream` and `worker`:
+//! gauges `consumer_leases_held` and `consumer_shard_lag_milliseconds` (also labelled `shard`),
+//! the histogram `consumer_store_call_seconds` and counter `consumer_store_errors_total` (by
+//! `operation`, and `kind` for errors), and counters `consumer_leases_taken_total`,
 //! `consumer_leases_renewed_total`, `consumer_leases_lost_total`, `consumer_leases_stolen_total`,
-//! `consumer_leases_claimed_total`, `consumer_leases_released_total`, `consumer_checkpoints_total`,
-//! `consumer_records_processed_total`.
+//! `consumer_leases_claimed_total`, `consumer_leases_released_total`,
+//! `consumer_processors_cancelled_total`, `consumer_checkpoints_total`,
+//! `consumer_records_processed_total`, `consumer_workers_pruned_total`,
+//! `consumer_worker_id_conflicts_total`.
 //!
 //! ```no_run
 //! use std::sync::Arc;

@@ -269,6 +269,39 @@ impl ShardCheckpointer {
         }
     }
 
+    /// Tells this handle the outcome of a checkpoint written outside it, inside the
+    /// application's own database transaction (exactly-once: for example
+    /// `SqliteStore::checkpoint_in_transaction` or the PostgreSQL equivalent, called with this
+    /// handle's [`key`](Self::key), [`worker`](Self::worker) and [`token`](Self::token), so the
+    /// write is fenced exactly like [`checkpoint`](Self::checkpoint)). Call it once the
+    /// transaction committed with the record the store returned, or with the error the write
+    /// failed with: a committed position becomes [`last_checkpoint`](Self::last_checkpoint)
+    /// (what the worker checks at shard end), and [`Error::LeaseLost`] marks the lease lost so
+    /// the worker stops the processor.
+    pub fn record_transactional(&self, outcome: &Result<checkpoint_core::Lease>) {
+        match outcome {
+            Ok(lease) if lease.key == self.key && lease.token == self.token => {
+                *self.last.lock().unwrap_or_else(|e| e.into_inner()) = lease.checkpoint.clone();
+                metrics::counter!(
+                    crate::metrics::CHECKPOINTS,
+                    "app" => self.store.app().to_string(),
+                    "stream" => self.key.stream.to_string(),
+                    "worker" => self.worker.to_string()
+                )
+                .increment(1);
+            }
+            Ok(other) => {
+                tracing::warn!(key = %self.key, other = %other.key, "a transactional checkpoint of another lease was recorded here; ignored");
+            }
+            Err(Error::LeaseLost { .. }) => {
+                if self.signal.mark_lost() {
+                    tracing::info!(key = %self.key, worker = %self.worker, token = %self.token, "lease lost: transactional checkpoint fenced");
+                }
+            }
+            Err(_) => {}
+        }
+    }
+
     /// Checkpoints "after this record".
     pub async fn checkpoint_record(&self, record: &Record) -> Result<()> {
         self.checkpoint(&record.position()).await
