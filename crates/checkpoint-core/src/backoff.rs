@@ -84,7 +84,11 @@ impl Backoff {
 
     /// [`Backoff::retry`] with the operation's name in each retry event (for example
     /// `"renew_many"` or `"read"`).
-    pub async fn retry_named<T, F, Fut>(&self, operation: &'static str, mut op: F) -> crate::Result<T>
+    pub async fn retry_named<T, F, Fut>(
+        &self,
+        operation: &'static str,
+        mut op: F,
+    ) -> crate::Result<T>
     where
         F: FnMut(u32) -> Fut + Send,
         Fut: std::future::Future<Output = crate::Result<T>> + Send,

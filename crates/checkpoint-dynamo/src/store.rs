@@ -67,8 +67,8 @@ use aws_sdk_dynamodb::types::{
     ProvisionedThroughput, ReturnValue, ReturnValuesOnConditionCheckFailure, ScalarAttributeType,
     TableStatus,
 };
-use checkpoint_core::rules::{self, Outcome};
 use checkpoint_core::Listing;
+use checkpoint_core::rules::{self, Outcome};
 use checkpoint_core::{
     AppName, Backoff, BatchMode, Capabilities, Checkpointer, Clock, ClockSource, Durability, Error,
     ErrorKind, FencingToken, HeartbeatTtl, Lease, LeaseDuration, LeaseKey, LeaseManager,

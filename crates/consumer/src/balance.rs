@@ -88,7 +88,10 @@ async fn sync_stream(shared: &Shared, stream: &StreamName, source: &dyn ShardSou
     for lease in &leases {
         if !listed.contains(&lease.key.shard) && lease.checkpoint == Some(Position::ShardEnd) {
             shared
-                .call("remove_lease_info", shared.store.remove_lease_info(&lease.key))
+                .call(
+                    "remove_lease_info",
+                    shared.store.remove_lease_info(&lease.key),
+                )
                 .await?;
             tracing::info!(key = %lease.key, "lease deleted: shard ended and left the stream");
         }
@@ -327,7 +330,13 @@ async fn take_stream(
 
 /// Steals (or claims) from the most loaded worker of the stream when it holds at least 2 more
 /// than this one.
-async fn steal(shared: &Arc<Shared>, listing: &Listing, eligible: &[&Lease], mine: usize, target: usize) {
+async fn steal(
+    shared: &Arc<Shared>,
+    listing: &Listing,
+    eligible: &[&Lease],
+    mine: usize,
+    target: usize,
+) {
     let mut loads: BTreeMap<&WorkerId, Vec<&Lease>> = BTreeMap::new();
     for lease in eligible {
         if let Some(owner) = &lease.owner

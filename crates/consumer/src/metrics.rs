@@ -48,9 +48,21 @@ pub(crate) fn describe() {
         use metrics::{describe_counter, describe_gauge, describe_histogram};
         describe_counter!(LEASES_TAKEN, Unit::Count, "Leases taken free or expired");
         describe_counter!(LEASES_RENEWED, Unit::Count, "Lease renewals that succeeded");
-        describe_counter!(LEASES_LOST, Unit::Count, "Leases lost: not renewed in time, or fenced");
-        describe_counter!(LEASES_STOLEN, Unit::Count, "Leases stolen from a more loaded worker");
-        describe_counter!(LEASES_CLAIMED, Unit::Count, "Hand-offs asked for with claim");
+        describe_counter!(
+            LEASES_LOST,
+            Unit::Count,
+            "Leases lost: not renewed in time, or fenced"
+        );
+        describe_counter!(
+            LEASES_STOLEN,
+            Unit::Count,
+            "Leases stolen from a more loaded worker"
+        );
+        describe_counter!(
+            LEASES_CLAIMED,
+            Unit::Count,
+            "Hand-offs asked for with claim"
+        );
         describe_counter!(LEASES_RELEASED, Unit::Count, "Leases released");
         describe_counter!(
             PROCESSORS_CANCELLED,
@@ -59,20 +71,36 @@ pub(crate) fn describe() {
         );
         describe_counter!(CHECKPOINTS, Unit::Count, "Checkpoints written");
         describe_counter!(RECORDS, Unit::Count, "Records handed to processors");
-        describe_counter!(WORKERS_PRUNED, Unit::Count, "Dead workers pruned from membership");
+        describe_counter!(
+            WORKERS_PRUNED,
+            Unit::Count,
+            "Dead workers pruned from membership"
+        );
         describe_counter!(
             WORKER_ID_CONFLICTS,
             Unit::Count,
             "Signs that another process runs with this worker's id"
         );
-        describe_gauge!(LEASES_HELD, Unit::Count, "Leases this worker holds, per stream");
+        describe_gauge!(
+            LEASES_HELD,
+            Unit::Count,
+            "Leases this worker holds, per stream"
+        );
         describe_gauge!(
             SHARD_LAG,
             Unit::Milliseconds,
             "Time between the newest processed record's arrival and its processing, per shard"
         );
-        describe_histogram!(STORE_CALL, Unit::Seconds, "Store call latency, per operation");
-        describe_counter!(STORE_ERRORS, Unit::Count, "Store calls that failed, per operation and kind");
+        describe_histogram!(
+            STORE_CALL,
+            Unit::Seconds,
+            "Store call latency, per operation"
+        );
+        describe_counter!(
+            STORE_ERRORS,
+            Unit::Count,
+            "Store calls that failed, per operation and kind"
+        );
     });
 }
 

@@ -47,9 +47,8 @@ pub(crate) async fn start_shard(shared: &Arc<Shared>, lease: Lease, granted_at: 
     let signal = LeaseSignal::new();
     let span = tracing::info_span!("shard", key = %key, token = %token);
     let mut held = shared.held();
-    let task = tokio::spawn(
-        run_shard(Arc::clone(shared), source, lease, signal.clone()).instrument(span),
-    );
+    let task =
+        tokio::spawn(run_shard(Arc::clone(shared), source, lease, signal.clone()).instrument(span));
     held.insert(
         key,
         Held {

@@ -6,7 +6,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use checkpoint_core::{Error, FencingToken, LeaseKey, Result, ShardId, Store, StreamName, WorkerId};
+use checkpoint_core::{
+    Error, FencingToken, LeaseKey, Result, ShardId, Store, StreamName, WorkerId,
+};
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 use tracing::Instrument;
@@ -359,7 +361,10 @@ async fn register(shared: &Shared) -> Result<()> {
         tokio::time::sleep(shared.config.renew_interval.min(Duration::from_millis(100))).await;
     }
     shared
-        .call("register_worker", shared.store.register_worker(&shared.id, ttl))
+        .call(
+            "register_worker",
+            shared.store.register_worker(&shared.id, ttl),
+        )
         .await
 }
 
@@ -413,7 +418,10 @@ async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<Option<Duration>>) -
     graceful_stop(&shared, grace).await;
     shared.report_held();
     shared
-        .call("deregister_worker", shared.store.deregister_worker(&shared.id))
+        .call(
+            "deregister_worker",
+            shared.store.deregister_worker(&shared.id),
+        )
         .await?;
     tracing::info!("worker stopped");
     Ok(())
@@ -480,7 +488,10 @@ async fn heartbeat(shared: &Shared) {
         Err(Error::NotFound { .. }) => {
             tracing::info!("membership expired: registering again");
             shared
-                .call("register_worker", shared.store.register_worker(&shared.id, ttl))
+                .call(
+                    "register_worker",
+                    shared.store.register_worker(&shared.id, ttl),
+                )
                 .await
         }
         other => other,

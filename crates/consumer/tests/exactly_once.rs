@@ -101,7 +101,9 @@ async fn a_crash_between_the_write_and_the_checkpoint_leaves_neither() {
     let conn = Arc::new(Mutex::new(conn));
     let stream = MemoryStream::new(StreamName::new("s").unwrap(), 1).unwrap();
     for i in 0..50i64 {
-        stream.put(&format!("pk-{i}"), i.to_le_bytes().to_vec()).unwrap();
+        stream
+            .put(&format!("pk-{i}"), i.to_le_bytes().to_vec())
+            .unwrap();
     }
     let crash = Arc::new(AtomicBool::new(true));
     let factory = {

@@ -16,8 +16,8 @@ use checkpoint_consumer::{
 use checkpoint_core::conformance::random_app;
 use checkpoint_core::{
     AppName, Capabilities, Checkpointer, Clock, Error, ErrorKind, FencingToken, HeartbeatTtl,
-    Lease, LeaseDuration, LeaseKey, LeaseManager, Listing, Membership, MemoryDatabase,
-    MemoryStore, Position, RenewOutcome, Result, ShardId, Store, StreamName, WorkerId,
+    Lease, LeaseDuration, LeaseKey, LeaseManager, Listing, Membership, MemoryDatabase, MemoryStore,
+    Position, RenewOutcome, Result, ShardId, Store, StreamName, WorkerId,
 };
 
 /// What processors saw, in order: `(shard, record id)` per record, and each shard end.
@@ -70,8 +70,10 @@ impl RecordProcessor for Recorder {
             std::future::pending::<()>().await;
         }
         for r in records {
-            self.log
-                .push(&self.shard, Some(u64::from_le_bytes(r.data.as_slice().try_into()?)));
+            self.log.push(
+                &self.shard,
+                Some(u64::from_le_bytes(r.data.as_slice().try_into()?)),
+            );
         }
         if let Some(last) = records.last() {
             cp.checkpoint_record(last).await?;
@@ -334,14 +336,18 @@ async fn a_lone_worker_on_one_stream_takes_all_its_shards_while_others_consume_a
         .map(|i| spawn(&format!("a{i}"), store.clone(), &a, &log, cfg.clone()))
         .collect();
     let on_b = spawn("b0", store.clone(), &b, &log, cfg);
-    wait_until(Duration::from_secs(10), "b0 holds all 8 shards of b", async || {
-        on_b.held_leases().len() == 8
-    })
+    wait_until(
+        Duration::from_secs(10),
+        "b0 holds all 8 shards of b",
+        async || on_b.held_leases().len() == 8,
+    )
     .await;
     put(&b, 0..80);
-    wait_until(Duration::from_secs(10), "every record of b is read", async || {
-        log.distinct() == 80
-    })
+    wait_until(
+        Duration::from_secs(10),
+        "every record of b is read",
+        async || log.distinct() == 80,
+    )
     .await;
     on_b.shutdown().await.unwrap();
     for w in on_a {
@@ -400,9 +406,11 @@ async fn shutdown_with_timeout_cancels_a_stuck_processor_and_releases_its_lease(
         config().build().unwrap(),
     )
     .spawn();
-    wait_until(Duration::from_secs(5), "the processor is stuck", async || {
-        entered.load(Ordering::SeqCst)
-    })
+    wait_until(
+        Duration::from_secs(5),
+        "the processor is stuck",
+        async || entered.load(Ordering::SeqCst),
+    )
     .await;
     let started = Instant::now();
     let stopped = tokio::time::timeout(
@@ -420,7 +428,10 @@ async fn shutdown_with_timeout_cancels_a_stuck_processor_and_releases_its_lease(
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(lease.owner, None, "the stuck processor's lease was not released");
+    assert_eq!(
+        lease.owner, None,
+        "the stuck processor's lease was not released"
+    );
     assert_eq!(lease.checkpoint, None, "a cancelled processor checkpointed");
     assert!(store.live_workers().await.unwrap().is_empty());
 }
@@ -436,12 +447,16 @@ async fn dead_workers_are_pruned_from_membership() {
     let log = Arc::new(Log::default());
     let worker = spawn("w", store.clone(), &s, &log, config().build().unwrap());
     // A heartbeat only fails once the record is gone (an expired one is extended by 1 ms).
-    wait_until(Duration::from_secs(5), "the dead worker is pruned", async || {
-        matches!(
-            store.heartbeat(&ghost, instant).await,
-            Err(Error::NotFound { .. })
-        )
-    })
+    wait_until(
+        Duration::from_secs(5),
+        "the dead worker is pruned",
+        async || {
+            matches!(
+                store.heartbeat(&ghost, instant).await,
+                Err(Error::NotFound { .. })
+            )
+        },
+    )
     .await;
     worker.shutdown().await.unwrap();
 }
@@ -487,8 +502,15 @@ async fn a_finished_parent_whose_lease_was_deleted_is_not_replayed() {
     first.shutdown().await.unwrap();
     // Both children progressed past TRIM_HORIZON (the records after the split reached both).
     for child in &children {
-        let c = store.fetch_checkpoint(&key(&s, child)).await.unwrap().unwrap();
-        assert!(matches!(c.checkpoint, Some(Position::Sequence { .. })), "{c:?}");
+        let c = store
+            .fetch_checkpoint(&key(&s, child))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            matches!(c.checkpoint, Some(Position::Sequence { .. })),
+            "{c:?}"
+        );
     }
     store.remove_lease_info(&key(&s, &parent)).await.unwrap();
     let second_log = Arc::new(Log::default());
@@ -503,9 +525,11 @@ async fn a_finished_parent_whose_lease_was_deleted_is_not_replayed() {
             .collect::<HashSet<_>>()
             .len()
     };
-    wait_until(Duration::from_secs(10), "the new records are read", async || {
-        new_records() == 20
-    })
+    wait_until(
+        Duration::from_secs(10),
+        "the new records are read",
+        async || new_records() == 20,
+    )
     .await;
     // Two more shard syncs, so a re-created parent lease would have been taken and read.
     let syncs = Instant::now();
@@ -514,9 +538,17 @@ async fn a_finished_parent_whose_lease_was_deleted_is_not_replayed() {
     })
     .await;
     second.shutdown().await.unwrap();
-    assert_eq!(second_log.records_of(&parent), 0, "the finished parent was read again");
+    assert_eq!(
+        second_log.records_of(&parent),
+        0,
+        "the finished parent was read again"
+    );
     assert!(
-        store.fetch_checkpoint(&key(&s, &parent)).await.unwrap().is_none(),
+        store
+            .fetch_checkpoint(&key(&s, &parent))
+            .await
+            .unwrap()
+            .is_none(),
         "the finished parent's lease was created again"
     );
 }
@@ -548,10 +580,14 @@ async fn children_wait_for_a_parent_whose_lease_is_missing() {
     let worker = spawn("w", probe.clone(), &s, &log, config().build().unwrap());
     // Each tick lists once to sync and once to take: after six listings and three failed
     // creations the worker has looked at the children's leases several times.
-    wait_until(Duration::from_secs(10), "three failed syncs and takes", async || {
-        probe.failed_creates.load(Ordering::SeqCst) >= 3
-            && probe.list_calls.load(Ordering::SeqCst) >= 6
-    })
+    wait_until(
+        Duration::from_secs(10),
+        "three failed syncs and takes",
+        async || {
+            probe.failed_creates.load(Ordering::SeqCst) >= 3
+                && probe.list_calls.load(Ordering::SeqCst) >= 6
+        },
+    )
     .await;
     assert!(
         log.entries().is_empty(),
@@ -573,7 +609,10 @@ async fn children_wait_for_a_parent_whose_lease_is_missing() {
         .iter()
         .position(|(sh, _)| children.contains(sh))
         .expect("a child was read");
-    assert!(first_child > parent_end, "a child was read before its parent ended");
+    assert!(
+        first_child > parent_end,
+        "a child was read before its parent ended"
+    );
 }
 
 /// Item 7: a second process started with a worker id that a live process holds fails at start
@@ -602,6 +641,10 @@ async fn a_second_process_with_a_live_worker_id_is_refused() {
         "second start: {refused:?}"
     );
     assert_eq!(first.held_leases().len(), 2);
-    assert_eq!(tokens(store.list_leases(None).await.unwrap()), before, "ownership moved");
+    assert_eq!(
+        tokens(store.list_leases(None).await.unwrap()),
+        before,
+        "ownership moved"
+    );
     first.shutdown().await.unwrap();
 }

@@ -152,7 +152,9 @@ async fn metrics_carry_labels_units_and_values() {
     let store = Arc::new(MemoryStore::new(app.clone()));
     let stream = MemoryStream::new(StreamName::new("orders").unwrap(), 3).unwrap();
     for i in 0..30u64 {
-        stream.put(&format!("pk-{i}"), i.to_le_bytes().to_vec()).unwrap();
+        stream
+            .put(&format!("pk-{i}"), i.to_le_bytes().to_vec())
+            .unwrap();
     }
     let config = WorkerConfig::builder()
         .with_lease_duration(Duration::from_millis(800))
@@ -186,9 +188,20 @@ async fn metrics_carry_labels_units_and_values() {
             .first()
             .map(|v| f64::from_bits(v.gauge.load(Ordering::SeqCst)))
     };
+    let renewals = || {
+        recorder.find(
+            "consumer_store_call_seconds",
+            &[("app", app.as_str()), ("operation", "renew_many")],
+        )
+    };
     let deadline = Instant::now() + Duration::from_secs(10);
-    while records() < 30 || held() != Some(3.0) {
-        assert!(Instant::now() < deadline, "records {} held {:?}", records(), held());
+    while records() < 30 || held() != Some(3.0) || renewals().is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "records {} held {:?}",
+            records(),
+            held()
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert_eq!(records(), 30);
@@ -206,10 +219,7 @@ async fn metrics_carry_labels_units_and_values() {
     assert!(checkpoints >= 3, "{checkpoints} checkpoints for 3 shards");
     let lags = recorder.find("consumer_shard_lag_milliseconds", &labels);
     assert_eq!(lags.len(), 3, "one lag gauge per shard");
-    let calls = recorder.find(
-        "consumer_store_call_seconds",
-        &[("app", app.as_str()), ("operation", "renew_many")],
-    );
+    let calls = renewals();
     assert_eq!(calls.len(), 1);
     assert!(!calls[0].samples.lock().unwrap().is_empty());
     worker.shutdown().await.unwrap();
@@ -221,7 +231,10 @@ async fn metrics_carry_labels_units_and_values() {
         .sum();
     assert_eq!(released, 3);
     let units = recorder.units.lock().unwrap();
-    assert_eq!(units.get("consumer_store_call_seconds"), Some(&Some(Unit::Seconds)));
+    assert_eq!(
+        units.get("consumer_store_call_seconds"),
+        Some(&Some(Unit::Seconds))
+    );
     assert_eq!(
         units.get("consumer_shard_lag_milliseconds"),
         Some(&Some(Unit::Milliseconds))

@@ -13,8 +13,8 @@ use checkpoint_consumer::{
 use checkpoint_core::conformance::random_app;
 use checkpoint_core::{
     AppName, Capabilities, Checkpointer, Error, FencingToken, HeartbeatTtl, Lease, LeaseDuration,
-    LeaseKey, LeaseManager, Listing, Membership, MemoryStore, Position, RenewOutcome, Result, ShardId,
-    Store, StreamName, WorkerId,
+    LeaseKey, LeaseManager, Listing, Membership, MemoryStore, Position, RenewOutcome, Result,
+    ShardId, Store, StreamName, WorkerId,
 };
 
 #[derive(Clone, Debug, PartialEq, Eq)]
