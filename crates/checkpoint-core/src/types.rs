@@ -483,7 +483,7 @@ impl Lease {
     /// The claimant a free lease is reserved for at `now`: the lease was released while it
     /// carried a claim, and the released holder's deadline is after `now` (contract, "Claims").
     pub fn reserved_for(&self, now: SystemTime) -> Option<&WorkerId> {
-        if self.owner.is_some() || !self.deadline.is_some_and(|d| d > now) {
+        if self.owner.is_some() || self.deadline.is_none_or(|d| d <= now) {
             return None;
         }
         self.claim.as_ref()
