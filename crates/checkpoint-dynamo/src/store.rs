@@ -1142,7 +1142,7 @@ impl LeaseManager for DynamoStore {
 
     /// Operation 9 judged as `get_lease` judges: the handle's clock minus the skew allowance.
     async fn list_leases_timed(&self, stream: Option<&StreamName>) -> Result<Listing> {
-        let now = SystemTime::now();
+        let now = self.now();
         let store_now = now.checked_sub(self.shared.skew).unwrap_or(now);
         let leases = self.list_leases(stream).await?;
         Ok(Listing { leases, store_now })

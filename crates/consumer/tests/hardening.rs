@@ -648,3 +648,59 @@ async fn a_second_process_with_a_live_worker_id_is_refused() {
     );
     first.shutdown().await.unwrap();
 }
+
+/// One worker consumes several streams; two such workers split each stream evenly (a fair
+/// share per stream), and every record of both streams is read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_with_several_sources_share_each_stream_evenly() {
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new(random_app("sources")));
+    let (a, b) = (stream("a", 4), stream("b", 2));
+    put(&a, 0..40);
+    put(&b, 40..60);
+    let log = Arc::new(Log::default());
+    let start = |name: &str| {
+        let log = Arc::clone(&log);
+        let factory = move |key: &LeaseKey| Recorder {
+            log: Arc::clone(&log),
+            shard: key.shard.clone(),
+            stuck: None,
+        };
+        let sources: Vec<Arc<dyn ShardSource>> = vec![Arc::new(a.clone()), Arc::new(b.clone())];
+        Worker::with_sources(id(name), store.clone(), sources, factory, config().build().unwrap())
+            .unwrap()
+            .spawn()
+    };
+    let (one, two) = (start("one"), start("two"));
+    let split = |w: &WorkerHandle| {
+        let held = w.held_leases();
+        let on = |s: &MemoryStream| held.iter().filter(|k| &k.stream == s.stream()).count();
+        (on(&a), on(&b))
+    };
+    wait_until(Duration::from_secs(10), "2 of a and 1 of b each", async || {
+        split(&one) == (2, 1) && split(&two) == (2, 1)
+    })
+    .await;
+    wait_until(Duration::from_secs(10), "all 60 are read", async || {
+        log.distinct() == 60
+    })
+    .await;
+    one.shutdown().await.unwrap();
+    two.shutdown().await.unwrap();
+}
+
+/// A list of sources must name at least one stream, each once.
+#[test]
+fn a_bad_list_of_sources_is_refused_naming_the_field() {
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new(random_app("bad")));
+    let factory = |key: &LeaseKey| Recorder {
+        log: Arc::default(),
+        shard: key.shard.clone(),
+        stuck: None,
+    };
+    let none = Worker::with_sources(id("w"), store.clone(), Vec::new(), factory, WorkerConfig::default());
+    assert_eq!(none.err().and_then(|e| e.field()), Some("sources"));
+    let a = stream("a", 1);
+    let twice: Vec<Arc<dyn ShardSource>> = vec![Arc::new(a.clone()), Arc::new(a)];
+    let dup = Worker::with_sources(id("w"), store, twice, factory, WorkerConfig::default());
+    assert_eq!(dup.err().and_then(|e| e.field()), Some("sources"));
+}
