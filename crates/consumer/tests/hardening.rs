@@ -666,9 +666,15 @@ async fn workers_with_several_sources_share_each_stream_evenly() {
             stuck: None,
         };
         let sources: Vec<Arc<dyn ShardSource>> = vec![Arc::new(a.clone()), Arc::new(b.clone())];
-        Worker::with_sources(id(name), store.clone(), sources, factory, config().build().unwrap())
-            .unwrap()
-            .spawn()
+        Worker::with_sources(
+            id(name),
+            store.clone(),
+            sources,
+            factory,
+            config().build().unwrap(),
+        )
+        .unwrap()
+        .spawn()
     };
     let (one, two) = (start("one"), start("two"));
     let split = |w: &WorkerHandle| {
@@ -676,9 +682,11 @@ async fn workers_with_several_sources_share_each_stream_evenly() {
         let on = |s: &MemoryStream| held.iter().filter(|k| &k.stream == s.stream()).count();
         (on(&a), on(&b))
     };
-    wait_until(Duration::from_secs(10), "2 of a and 1 of b each", async || {
-        split(&one) == (2, 1) && split(&two) == (2, 1)
-    })
+    wait_until(
+        Duration::from_secs(10),
+        "2 of a and 1 of b each",
+        async || split(&one) == (2, 1) && split(&two) == (2, 1),
+    )
     .await;
     wait_until(Duration::from_secs(10), "all 60 are read", async || {
         log.distinct() == 60
@@ -697,7 +705,13 @@ fn a_bad_list_of_sources_is_refused_naming_the_field() {
         shard: key.shard.clone(),
         stuck: None,
     };
-    let none = Worker::with_sources(id("w"), store.clone(), Vec::new(), factory, WorkerConfig::default());
+    let none = Worker::with_sources(
+        id("w"),
+        store.clone(),
+        Vec::new(),
+        factory,
+        WorkerConfig::default(),
+    );
     assert_eq!(none.err().and_then(|e| e.field()), Some("sources"));
     let a = stream("a", 1);
     let twice: Vec<Arc<dyn ShardSource>> = vec![Arc::new(a.clone()), Arc::new(a)];
