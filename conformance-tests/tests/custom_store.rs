@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use async_trait::async_trait;
+use checkpoint_core::Listing;
 use checkpoint_core::rules::{self, Outcome};
 use checkpoint_core::{
     AppName, BatchMode, Capabilities, Checkpointer, ClockSource, Durability, Error, FencingToken,
@@ -201,6 +202,12 @@ impl LeaseManager for KvStore {
             .collect();
         leases.sort_by(|a, b| a.key.cmp(&b.key));
         Ok(leases)
+    }
+
+    async fn list_leases_timed(&self, stream: Option<&StreamName>) -> Result<Listing> {
+        let store_now = SystemTime::now();
+        let leases = self.list_leases(stream).await?;
+        Ok(Listing { leases, store_now })
     }
 
     async fn steal(

@@ -320,6 +320,15 @@ impl LeaseManager for Mutant {
         Ok(all)
     }
 
+    async fn list_leases_timed(&self, stream: Option<&StreamName>) -> Result<Listing> {
+        let mut listing = self.inner.list_leases_timed(stream).await?;
+        listing.leases = self.paginate(listing.leases);
+        if self.is(Mutation::TruncatedList) {
+            listing.leases.truncate(100);
+        }
+        Ok(listing)
+    }
+
     async fn steal(
         &self,
         key: &LeaseKey,

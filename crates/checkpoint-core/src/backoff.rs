@@ -70,7 +70,25 @@ impl Backoff {
     /// contract is written so that repeating one whose reply was lost re-evaluates its
     /// condition against the stored record and returns the same success (the grant, renewal,
     /// equal checkpoint, release or steal is already there), never a blind guess.
-    pub async fn retry<T, F, Fut>(&self, mut op: F) -> crate::Result<T>
+    ///
+    /// Each retry emits one `tracing` event at `WARN` (target `checkpoint_core::backoff`) with
+    /// the fields `operation` (`"store"` here; see [`Backoff::retry_named`]), `attempt` (1-based
+    /// number of the try that failed), `delay_ms` and `error_kind`, and the error itself.
+    pub async fn retry<T, F, Fut>(&self, op: F) -> crate::Result<T>
+    where
+        F: FnMut(u32) -> Fut + Send,
+        Fut: std::future::Future<Output = crate::Result<T>> + Send,
+    {
+        self.retry_named("store", op).await
+    }
+
+    /// [`Backoff::retry`] with the operation's name in each retry event (for example
+    /// `"renew_many"` or `"read"`).
+    pub async fn retry_named<T, F, Fut>(
+        &self,
+        operation: &'static str,
+        mut op: F,
+    ) -> crate::Result<T>
     where
         F: FnMut(u32) -> Fut + Send,
         Fut: std::future::Future<Output = crate::Result<T>> + Send,
@@ -85,6 +103,14 @@ impl Backoff {
                     if !self.allows(attempt + 1, started, delay) {
                         return Err(e);
                     }
+                    tracing::warn!(
+                        operation,
+                        attempt = attempt + 1,
+                        delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+                        error_kind = ?e.kind(),
+                        error = %e,
+                        "retrying after a transient fault"
+                    );
                     tokio::time::sleep(delay).await;
                     attempt += 1;
                 }

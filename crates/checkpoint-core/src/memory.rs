@@ -15,8 +15,8 @@ use crate::store::{
     BatchMode, Capabilities, Checkpointer, ClockSource, Durability, LeaseManager, Membership,
 };
 use crate::types::{
-    AppName, FencingToken, HeartbeatTtl, Lease, LeaseDuration, LeaseKey, Position, RenewOutcome,
-    ShardId, StreamName, WorkerId,
+    AppName, FencingToken, HeartbeatTtl, Lease, LeaseDuration, LeaseKey, Listing, Position,
+    RenewOutcome, ShardId, StreamName, WorkerId,
 };
 
 #[derive(Debug, Default)]
@@ -256,6 +256,20 @@ impl LeaseManager for MemoryStore {
                 .filter(|l| stream.is_none_or(|s| &l.key.stream == s))
                 .cloned()
                 .collect())
+        })
+    }
+
+    async fn list_leases_timed(&self, stream: Option<&StreamName>) -> Result<Listing> {
+        self.with_app(|data, now| {
+            Ok(Listing {
+                leases: data
+                    .leases
+                    .values()
+                    .filter(|l| stream.is_none_or(|s| &l.key.stream == s))
+                    .cloned()
+                    .collect(),
+                store_now: now,
+            })
         })
     }
 

@@ -76,6 +76,11 @@ pub fn create_if_absent(
 
 /// Operation 3, get_lease: grant when free, expired, or already held by `worker` (then only the
 /// deadline moves). A grant to a new owner bumps the token. An absent record is created.
+///
+/// A claim is honoured (contract, "Claims"): a free lease that its last holder released while
+/// it carried a claim stays reserved for the claimant until the deadline the holder last
+/// renewed to (at most one lease duration after that renewal); anyone else gets
+/// [`Error::LeaseHeld`] naming the claimant as holder. After that instant anyone may take it.
 pub fn get_lease(
     current: Option<Lease>,
     key: &LeaseKey,
@@ -95,6 +100,14 @@ pub fn get_lease(
             holder: owner.clone(),
             remaining: remaining(lease.deadline, now),
         }),
+        None => match lease.reserved_for(now) {
+            Some(claimant) if claimant != worker => Err(Error::LeaseHeld {
+                key: key.clone(),
+                holder: claimant.clone(),
+                remaining: remaining(lease.deadline, now),
+            }),
+            _ => Ok(grant(lease, worker, until)),
+        },
         _ => Ok(grant(lease, worker, until)),
     }
 }
@@ -190,6 +203,8 @@ pub fn prepare_checkpoint(
 
 /// Operation 7, release: clears owner and deadline, keeps token and checkpoint. Repeating a
 /// release that already happened (free, same token) is not an error and writes nothing.
+/// Releasing a lease that carries a claim keeps the deadline: until then the lease is reserved
+/// for the claimant ([`get_lease`]).
 pub fn remove_lease_owner(
     current: Option<Lease>,
     key: &LeaseKey,
@@ -199,7 +214,8 @@ pub fn remove_lease_owner(
     match current {
         Some(lease) if lease.is_held_by(worker, token) => Ok(Outcome::Write(Lease {
             owner: None,
-            deadline: None,
+            // A claimed lease keeps its deadline: the claimant's reservation (see `get_lease`).
+            deadline: lease.claim.as_ref().and(lease.deadline),
             ..lease
         })),
         Some(lease) if lease.owner.is_none() && lease.token == token => {

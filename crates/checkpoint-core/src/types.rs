@@ -569,6 +569,15 @@ impl Lease {
         self.owner.is_some() && self.deadline.is_some_and(|d| d > now)
     }
 
+    /// The claimant a free lease is reserved for at `now`: the lease was released while it
+    /// carried a claim, and the released holder's deadline is after `now` (contract, "Claims").
+    pub fn reserved_for(&self, now: SystemTime) -> Option<&WorkerId> {
+        if self.owner.is_some() || self.deadline.is_none_or(|d| d <= now) {
+            return None;
+        }
+        self.claim.as_ref()
+    }
+
     /// Whether `worker` holds this lease with `token` (live or not).
     pub fn is_held_by(&self, worker: &WorkerId, token: FencingToken) -> bool {
         self.owner.as_ref() == Some(worker) && self.token == token
@@ -582,4 +591,54 @@ pub struct RenewOutcome {
     pub renewed: Vec<Lease>,
     /// Keys that were no longer held with the given token (or no longer exist), sorted.
     pub lost: Vec<LeaseKey>,
+}
+
+/// Every record of a listing and the instant, on the store's clock, at which the store judged
+/// them: what a runtime needs to decide liveness without comparing a stored deadline with its
+/// own wall clock (contract, "Store clock").
+///
+/// `store_now` is the server's clock for PostgreSQL (`clock_timestamp()`) and Redis (`TIME`),
+/// the host clock for memory and SQLite, and for DynamoDB the handle's clock minus its skew
+/// allowance (the instant its own `get_lease` judges expiry at). It is read before the records,
+/// so a lease is never judged to have less time left than the store gives it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Listing {
+    /// The records, sorted by key, as [`crate::LeaseManager::list_leases`] returns them.
+    pub leases: Vec<Lease>,
+    /// The store-clock instant the records were judged at.
+    pub store_now: SystemTime,
+}
+
+impl Listing {
+    /// Time left before `lease` expires, as the store judges it: zero when free or expired.
+    pub fn remaining(&self, lease: &Lease) -> Duration {
+        if lease.owner.is_none() {
+            return Duration::ZERO;
+        }
+        lease
+            .deadline
+            .and_then(|d| d.duration_since(self.store_now).ok())
+            .unwrap_or_default()
+    }
+
+    /// Whether some worker holds `lease` and the store would refuse it to another worker.
+    pub fn is_live(&self, lease: &Lease) -> bool {
+        lease.is_live_at(self.store_now)
+    }
+
+    /// The claimant `lease` is reserved for, as the store judges it (see [`Lease::reserved_for`]).
+    pub fn reserved_for<'a>(&self, lease: &'a Lease) -> Option<&'a WorkerId> {
+        lease.reserved_for(self.store_now)
+    }
+
+    /// Time left of the claimant's reservation of `lease`: zero when not reserved.
+    pub fn reservation_remaining(&self, lease: &Lease) -> Duration {
+        if self.reserved_for(lease).is_none() {
+            return Duration::ZERO;
+        }
+        lease
+            .deadline
+            .and_then(|d| d.duration_since(self.store_now).ok())
+            .unwrap_or_default()
+    }
 }

@@ -579,7 +579,8 @@ impl Statements {
                  VALUES ($1, $2, $3, $4::text[], $5::text, $6::numeric)
                  ON CONFLICT (app, stream, shard) DO NOTHING"
             )),
-            // $4 worker, $5 duration in ms.
+            // $4 worker, $5 duration in ms. A free lease released while claimed stays reserved for
+            // the claimant until its deadline (rules::get_lease).
             get_lease: sql(format!(
                 "WITH now AS (SELECT clock_timestamp() AS t)
                  INSERT INTO {leases} AS l (app, stream, shard, owner, token, deadline, owner_switches)
@@ -591,8 +592,9 @@ impl Statements {
                      claim = CASE WHEN l.owner = $4::text THEN l.claim ELSE NULL END,
                      owner = $4::text,
                      deadline = EXCLUDED.deadline
-                 WHERE l.owner IS NULL OR l.owner = $4::text OR l.deadline IS NULL
+                 WHERE l.owner = $4::text OR l.deadline IS NULL
                        OR l.deadline <= (SELECT t FROM now)
+                       OR (l.owner IS NULL AND (l.claim IS NULL OR l.claim = $4::text))
                  RETURNING {cols}"
             )),
             // $4 worker, $5 token, $6 duration in ms.
@@ -632,9 +634,10 @@ impl Statements {
                  FROM (SELECT clock_timestamp() AS t) AS n
                  LEFT JOIN {leases} AS l ON {KEY}"
             )),
-            // $4 worker, $5 token.
+            // $4 worker, $5 token. A claimed lease keeps its deadline: the claimant's reservation.
             release: sql(format!(
-                "UPDATE {leases} AS l SET owner = NULL, deadline = NULL
+                "UPDATE {leases} AS l SET owner = NULL,
+                     deadline = CASE WHEN l.claim IS NULL THEN NULL ELSE l.deadline END
                  WHERE {KEY} AND l.owner = $4::text AND l.token = $5::bigint
                  RETURNING {cols}"
             )),

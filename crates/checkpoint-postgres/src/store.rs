@@ -28,6 +28,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
+use checkpoint_core::Listing;
 use checkpoint_core::rules::{self, Outcome};
 use checkpoint_core::{
     AppName, BatchMode, Capabilities, Checkpointer, ClockSource, Durability, Error, FencingToken,
@@ -563,7 +564,8 @@ impl LeaseManager for PostgresStore {
     /// condition (free, expired by `clock_timestamp()`, or already ours) is evaluated under the
     /// row lock against the newest committed version. Of any number of racing workers exactly
     /// one passes it; the others match no row and get [`Error::LeaseHeld`] from the re-read.
-    /// The token is bumped unless the lease was already ours.
+    /// The token is bumped unless the lease was already ours. A free lease released while
+    /// claimed is refused to all but the claimant until its deadline (a claim is honoured).
     async fn get_lease(
         &self,
         key: &LeaseKey,
@@ -660,7 +662,7 @@ impl LeaseManager for PostgresStore {
     }
 
     /// Operation 7 (fencing): `UPDATE … SET owner = NULL, deadline = NULL WHERE owner = $worker
-    /// AND token = $token`. No row: a repeat of a completed release (free, same token) returns
+    /// AND token = $token` (a claimed lease keeps its deadline as the claimant's reservation). No row: a repeat of a completed release (free, same token) returns
     /// the record; anything else is [`Error::LeaseLost`].
     async fn remove_lease_owner(
         &self,
@@ -736,6 +738,24 @@ impl LeaseManager for PostgresStore {
                 _ => return Ok(all),
             }
         }
+    }
+
+    /// Operation 9 with the server's clock: `clock_timestamp()` read before the first page.
+    async fn list_leases_timed(&self, stream: Option<&StreamName>) -> Result<Listing> {
+        let us: i64 = self
+            .retry(|| async {
+                sqlx::query_scalar(
+                    "SELECT (extract(epoch FROM clock_timestamp()) * 1000000)::bigint",
+                )
+                .fetch_one(&self.inner.pool)
+                .await
+                .map_err(from_sqlx)
+            })
+            .await?;
+        let store_now = from_micros(us)
+            .ok_or_else(|| Error::backend_message("postgres", false, "server clock before 1970"))?;
+        let leases = self.list_leases(stream).await?;
+        Ok(Listing { leases, store_now })
     }
 
     /// Operation 10 (fencing): `UPDATE … SET owner = $thief, token = token + 1 WHERE owner =

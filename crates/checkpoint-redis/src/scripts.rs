@@ -414,7 +414,8 @@ return 1
     )
 });
 
-/// Operation 3, `rules::get_lease`. KEYS: lease, index. ARGV: worker, duration_ms, member.
+/// Operation 3, `rules::get_lease`, claim reservation included. KEYS: lease, index. ARGV:
+/// worker, duration_ms, member.
 pub(crate) static GET_LEASE: LazyLock<Script> = LazyLock::new(|| {
     script(
         &[Clock, Record, Grant],
@@ -432,6 +433,11 @@ if v[1] == ARGV[1] then
   return reply('OK', fmt(now), '', v)
 end
 if v[1] and v[3] and tonumber(v[3]) > now then return reply('HELD', fmt(now), '', v) end
+-- A claim is honoured: a lease released while claimed is reserved for the claimant until the
+-- deadline it was released with.
+if not v[1] and v[9] and v[9] ~= ARGV[1] and v[3] and tonumber(v[3]) > now then
+  return reply('HELD', fmt(now), '', v)
+end
 if created then
   redis.call('HSET', KEYS[1], 'parents', v[8])
   redis.call('ZADD', KEYS[2], 0, ARGV[3])
@@ -534,7 +540,8 @@ return reply('OK', '', '', v)
     )
 });
 
-/// Operation 7, `rules::release`. KEYS: lease. ARGV: worker, token.
+/// Operation 7, `rules::remove_lease_owner`: a claimed lease keeps its deadline (the claimant's
+/// reservation). KEYS: lease. ARGV: worker, token.
 pub(crate) static RELEASE: LazyLock<Script> = LazyLock::new(|| {
     script(
         &[Record],
@@ -545,8 +552,13 @@ local bad = invalid(v)
 if bad then return reply('CORRUPT', '', bad, nil) end
 if held_by(v, ARGV[1], ARGV[2]) then
   v[1] = false
-  v[3] = false
-  redis.call('HDEL', KEYS[1], 'owner', 'deadline')
+  if v[9] then
+    -- Claimed: the deadline stays as the claimant's reservation (rules::get_lease).
+    redis.call('HDEL', KEYS[1], 'owner')
+  else
+    v[3] = false
+    redis.call('HDEL', KEYS[1], 'owner', 'deadline')
+  end
   return reply('OK', '', '', v)
 end
 if not v[1] and v[2] == ARGV[2] then return reply('OK', '', '', v) end

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use checkpoint_core::Listing;
 use checkpoint_core::{
     AppName, BatchMode, Capabilities, Checkpointer, ClockSource, Durability, Error, FencingToken,
     HeartbeatTtl, Lease, LeaseDuration, LeaseKey, LeaseManager, Membership, Position, RenewOutcome,
@@ -440,9 +441,11 @@ impl LeaseManager for RedisStore {
                     .now
                     .ok_or_else(|| scripts::protocol_error("HELD without the server time"))?;
                 let lease = record(reply)?;
+                // A free lease reserved for its claimant is held for everyone else.
                 let holder = lease
                     .owner
                     .clone()
+                    .or_else(|| lease.claim.clone())
                     .ok_or_else(|| scripts::protocol_error("HELD without an owner"))?;
                 Err(Error::LeaseHeld {
                     key: key.clone(),
@@ -563,6 +566,16 @@ impl LeaseManager for RedisStore {
     /// Operation 9: pages of the app's lease index (`ZRANGEBYLEX` over `<stream>:<shard>`
     /// members, a stream being one lexical range), each page's records read with one pipeline of
     /// `HMGET`s. Never `KEYS` or `SCAN`. A record deleted between the two reads is skipped.
+    /// Operation 9 with the server's clock: `TIME` read before the first page.
+    async fn list_leases_timed(&self, stream: Option<&StreamName>) -> Result<Listing> {
+        let (secs, micros): (u64, u64) = self.command(|| redis::cmd("TIME")).await?;
+        let store_now = std::time::UNIX_EPOCH
+            + std::time::Duration::from_secs(secs)
+            + std::time::Duration::from_micros(micros);
+        let leases = self.list_leases(stream).await?;
+        Ok(Listing { leases, store_now })
+    }
+
     async fn list_leases(&self, stream: Option<&StreamName>) -> Result<Vec<Lease>> {
         let (mut min, max) = KeyLayout::member_range(stream);
         let page = self.inner.config.list_page_size();

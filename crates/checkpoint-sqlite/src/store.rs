@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
+use checkpoint_core::Listing;
 use checkpoint_core::rules::{self, Outcome};
 use checkpoint_core::{
     AppName, BatchMode, Capabilities, Checkpointer, ClockSource, Durability, Error, FencingToken,
@@ -790,6 +791,14 @@ impl LeaseManager for SqliteStore {
             }
         })
         .await
+    }
+
+    /// Operation 9 with the host clock (the clock this store judges expiry on), read before the
+    /// `SELECT`.
+    async fn list_leases_timed(&self, stream: Option<&StreamName>) -> Result<Listing> {
+        let (store_now, _) = self.inner.now()?;
+        let leases = self.list_leases(stream).await?;
+        Ok(Listing { leases, store_now })
     }
 
     /// Operation 10. Fencing: [`rules::steal`] grants (and bumps the token) only when the row read

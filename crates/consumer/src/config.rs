@@ -23,7 +23,8 @@ use checkpoint_core::{
 /// | poll interval (after an empty read) | 1 s | non-zero, at most 1 h |
 /// | shard sync interval | 10 s | non-zero, at most 24 h |
 /// | initial position | the source's ([`ShardSource::initial_position`](crate::ShardSource::initial_position)) | `TRIM_HORIZON`, `LATEST`, `AT_TIMESTAMP` |
-/// | backoff for transient store faults | [`Backoff::default`] | at least 1 attempt |
+/// | backoff for transient source faults | [`Backoff::default`] | at least 1 attempt |
+/// | shutdown grace period | 30 s | at most 24 h |
 ///
 /// With the defaults a crashed worker's shards are processed again within
 /// [`WorkerConfig::failover_bound`] = 13 s.
@@ -61,6 +62,7 @@ pub struct WorkerConfig {
     pub(crate) initial_position: Option<Position>,
     pub(crate) backoff: Backoff,
     pub(crate) balance: Balance,
+    pub(crate) shutdown_grace: Duration,
 }
 
 /// How a worker below its fair share moves a lease away from the most loaded worker.
@@ -97,6 +99,7 @@ impl Default for WorkerConfig {
             initial_position: None,
             backoff: Backoff::default(),
             balance: Balance::Steal,
+            shutdown_grace: Duration::from_secs(30),
         }
     }
 }
@@ -213,7 +216,10 @@ impl WorkerConfigBuilder {
         self
     }
 
-    /// The retry policy for transient store faults. Default [`Backoff::default`].
+    /// The retry policy for transient faults of the [`ShardSource`](crate::ShardSource)
+    /// (listing, opening and reading shards). Store calls are not retried by the worker: every
+    /// store retries transient faults inside with its own backoff, the one retry layer, and a
+    /// call that still fails is tried again at the next tick. Default [`Backoff::default`].
     pub fn with_backoff(mut self, backoff: Backoff) -> Self {
         self.config.backoff = backoff;
         self
@@ -223,6 +229,14 @@ impl WorkerConfigBuilder {
     /// or [`Balance::Claim`]. Default [`Balance::Steal`].
     pub fn with_balance(mut self, balance: Balance) -> Self {
         self.config.balance = balance;
+        self
+    }
+
+    /// How long [`WorkerHandle::shutdown`](crate::WorkerHandle::shutdown) (and dropping the
+    /// handle) waits for processors to shut down before cancelling them and releasing their
+    /// leases without a checkpoint. Default 30 s.
+    pub fn with_shutdown_grace(mut self, grace: Duration) -> Self {
+        self.config.shutdown_grace = grace;
         self
     }
 
@@ -278,6 +292,9 @@ impl WorkerConfigBuilder {
                 "initial_position",
                 format!("{position} is not TRIM_HORIZON, LATEST or AT_TIMESTAMP"),
             ));
+        }
+        if c.shutdown_grace > Duration::from_secs(24 * 3600) {
+            return Err(Error::invalid("shutdown_grace", "must be at most 24 h"));
         }
         if c.backoff.max_attempts == 0 {
             return Err(Error::invalid("backoff", "max_attempts must be at least 1"));

@@ -12,7 +12,10 @@
 //!   a [`ShardCheckpointer`] fenced by the lease's token, so a processor whose lease was lost can
 //!   never write.
 //! - [`Worker`] registers in membership, discovers shards, takes and balances leases, renews
-//!   them, and runs the processors ([`WorkerConfig`] sets its pace).
+//!   them, and runs the processors ([`WorkerConfig`] sets its pace). One worker consumes one
+//!   stream ([`Worker::new`]) or several ([`Worker::with_sources`]), with a fair share per
+//!   stream among the workers consuming it; liveness is judged on the store's clock;
+//!   [`WorkerHandle::shutdown_with_timeout`] bounds shutdown, cancelling stuck processors.
 //!
 //! Delivery is at least once: after a lease moves (expiry after a crash, or a steal), the new
 //! owner starts from the last checkpoint, so records processed after it are delivered again.
@@ -21,7 +24,7 @@
 //! `SHARD_END`. Each processor runs under its own fencing token, so every write of a stale
 //! processor is refused by the store.
 //!
-//! Cargo features: `sqlite` (default), `postgres`, `redis`, `dynamodb` compile in the backends
+//! Cargo features: `sqlite` (default), `postgres`, `mysql`, `redis`, `dynamodb` compile in the backends
 //! [`connect`] can open; `tls` turns on TLS (rustls) in the PostgreSQL and Redis backends that
 //! are compiled in (`sslmode=require` or stricter, `rediss://`); `kinesis` adds
 //! `KinesisSource`.
@@ -29,10 +32,17 @@
 //! Observability: `tracing` events for lease taken / renewed (trace) / lost / stolen / claimed
 //! / released (info) and checkpoint written (debug), each inside a `worker{worker}` span and,
 //! where a processor is involved, a `shard{key, token}` span, so a subscriber sees the
-//! lease's whole life under one span; and counters through the `metrics` facade: `consumer_leases_taken_total`,
+//! lease's whole life under one span; store retries are `WARN` events of
+//! `checkpoint_core::Backoff` (operation, attempt, delay, error kind). Metrics go through the
+//! `metrics` facade, described once with their units, labelled `app`, `stream` and `worker`:
+//! gauges `consumer_leases_held` and `consumer_shard_lag_milliseconds` (also labelled `shard`),
+//! the histogram `consumer_store_call_seconds` and counter `consumer_store_errors_total` (by
+//! `operation`, and `kind` for errors), and counters `consumer_leases_taken_total`,
 //! `consumer_leases_renewed_total`, `consumer_leases_lost_total`, `consumer_leases_stolen_total`,
-//! `consumer_leases_claimed_total`, `consumer_leases_released_total`, `consumer_checkpoints_total`,
-//! `consumer_records_processed_total`; with `KinesisSource`, also the gauge
+//! `consumer_leases_claimed_total`, `consumer_leases_released_total`,
+//! `consumer_processors_cancelled_total`, `consumer_checkpoints_total`,
+//! `consumer_records_processed_total`, `consumer_workers_pruned_total`,
+//! `consumer_worker_id_conflicts_total`; with `KinesisSource`, also the gauge
 //! `consumer_millis_behind_latest{stream, shard}` (ms) and the counters
 //! `consumer_read_retries_total{stream, shard, reason}` and
 //! `consumer_iterators_expired_total{stream, shard}`.
@@ -82,12 +92,15 @@
 //! # }
 //! ```
 
+mod balance;
 mod config;
 mod connect;
 #[cfg(feature = "kinesis")]
 mod kinesis;
 mod memory_stream;
+mod metrics;
 mod processor;
+mod shard;
 mod source;
 mod worker;
 

@@ -5,7 +5,7 @@ use std::fmt;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use checkpoint_core::{Backoff, Error, FencingToken, LeaseKey, Position, Result, Store, WorkerId};
+use checkpoint_core::{Error, FencingToken, LeaseKey, Position, Result, Store, WorkerId};
 use tokio::sync::watch;
 
 use crate::source::{ReadBatch, Record};
@@ -177,7 +177,6 @@ pub struct ShardCheckpointer {
     worker: WorkerId,
     token: FencingToken,
     signal: LeaseSignal,
-    backoff: Backoff,
     last: Mutex<Option<Position>>,
 }
 
@@ -199,7 +198,6 @@ impl ShardCheckpointer {
         worker: WorkerId,
         token: FencingToken,
         signal: LeaseSignal,
-        backoff: Backoff,
         stored: Option<Position>,
     ) -> Self {
         Self {
@@ -208,7 +206,6 @@ impl ShardCheckpointer {
             worker,
             token,
             signal,
-            backoff,
             last: Mutex::new(stored),
         }
     }
@@ -246,10 +243,10 @@ impl ShardCheckpointer {
         }
     }
 
-    /// Stores `position` as the shard's checkpoint, fenced by the lease token. Transient store
-    /// faults are retried with the worker's [`Backoff`]; repeating a checkpoint whose reply was
-    /// lost re-evaluates it against the stored record (an equal position is accepted), so a
-    /// retry never guesses.
+    /// Stores `position` as the shard's checkpoint, fenced by the lease token: one store call.
+    /// Transient faults are retried inside the store, with its own backoff (the one retry
+    /// layer); repeating a checkpoint whose reply was lost re-evaluates it against the stored
+    /// record (an equal position is accepted), so a retry never guesses.
     ///
     /// Fails with [`Error::LeaseLost`] when the lease is gone (and marks it lost, stopping the
     /// processor), [`Error::CheckpointRegression`] when `position` is behind the stored one.
@@ -257,17 +254,22 @@ impl ShardCheckpointer {
         if self.is_lost() {
             return Err(self.lost_error());
         }
+        let started = std::time::Instant::now();
         let result = self
-            .backoff
-            .retry(|_| {
-                self.store
-                    .checkpoint_sequence(&self.key, &self.worker, self.token, position)
-            })
+            .store
+            .checkpoint_sequence(&self.key, &self.worker, self.token, position)
             .await;
+        crate::metrics::store_call(self.store.app(), "checkpoint_sequence", started, &result);
         match result {
             Ok(_) => {
                 *self.last.lock().unwrap_or_else(|e| e.into_inner()) = Some(position.clone());
-                metrics::counter!("consumer_checkpoints_total").increment(1);
+                metrics::counter!(
+                    crate::metrics::CHECKPOINTS,
+                    "app" => self.store.app().to_string(),
+                    "stream" => self.key.stream.to_string(),
+                    "worker" => self.worker.to_string()
+                )
+                .increment(1);
                 tracing::debug!(key = %self.key, worker = %self.worker, token = %self.token, %position, "checkpoint written");
                 Ok(())
             }
@@ -277,6 +279,39 @@ impl ShardCheckpointer {
                 }
                 Err(e)
             }
+        }
+    }
+
+    /// Tells this handle the outcome of a checkpoint written outside it, inside the
+    /// application's own database transaction (exactly-once: for example
+    /// `SqliteStore::checkpoint_in_transaction` or the PostgreSQL equivalent, called with this
+    /// handle's [`key`](Self::key), [`worker`](Self::worker) and [`token`](Self::token), so the
+    /// write is fenced exactly like [`checkpoint`](Self::checkpoint)). Call it once the
+    /// transaction committed with the record the store returned, or with the error the write
+    /// failed with: a committed position becomes [`last_checkpoint`](Self::last_checkpoint)
+    /// (what the worker checks at shard end), and [`Error::LeaseLost`] marks the lease lost so
+    /// the worker stops the processor.
+    pub fn record_transactional(&self, outcome: &Result<checkpoint_core::Lease>) {
+        match outcome {
+            Ok(lease) if lease.key == self.key && lease.token == self.token => {
+                *self.last.lock().unwrap_or_else(|e| e.into_inner()) = lease.checkpoint.clone();
+                metrics::counter!(
+                    crate::metrics::CHECKPOINTS,
+                    "app" => self.store.app().to_string(),
+                    "stream" => self.key.stream.to_string(),
+                    "worker" => self.worker.to_string()
+                )
+                .increment(1);
+            }
+            Ok(other) => {
+                tracing::warn!(key = %self.key, other = %other.key, "a transactional checkpoint of another lease was recorded here; ignored");
+            }
+            Err(Error::LeaseLost { .. }) => {
+                if self.signal.mark_lost() {
+                    tracing::info!(key = %self.key, worker = %self.worker, token = %self.token, "lease lost: transactional checkpoint fenced");
+                }
+            }
+            Err(_) => {}
         }
     }
 
@@ -296,13 +331,12 @@ impl ShardCheckpointer {
         if self.is_lost() {
             return Err(self.lost_error());
         }
+        let started = std::time::Instant::now();
         let result = self
-            .backoff
-            .retry(|_| {
-                self.store
-                    .prepare_checkpoint(&self.key, &self.worker, self.token, position)
-            })
+            .store
+            .prepare_checkpoint(&self.key, &self.worker, self.token, position)
             .await;
+        crate::metrics::store_call(self.store.app(), "prepare_checkpoint", started, &result);
         if let Err(Error::LeaseLost { .. }) = &result {
             self.signal.mark_lost();
         }

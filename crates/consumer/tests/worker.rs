@@ -13,8 +13,8 @@ use checkpoint_consumer::{
 use checkpoint_core::conformance::random_app;
 use checkpoint_core::{
     AppName, Capabilities, Checkpointer, Error, FencingToken, HeartbeatTtl, Lease, LeaseDuration,
-    LeaseKey, LeaseManager, Membership, MemoryStore, Position, RenewOutcome, Result, ShardId,
-    Store, StreamName, WorkerId,
+    LeaseKey, LeaseManager, Listing, Membership, MemoryStore, Position, RenewOutcome, Result,
+    ShardId, Store, StreamName, WorkerId,
 };
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -472,6 +472,9 @@ impl LeaseManager for FlakyStore {
     }
     async fn list_leases(&self, s: Option<&StreamName>) -> Result<Vec<Lease>> {
         self.inner.list_leases(s).await
+    }
+    async fn list_leases_timed(&self, s: Option<&StreamName>) -> Result<Listing> {
+        self.inner.list_leases_timed(s).await
     }
     async fn steal(
         &self,

@@ -62,6 +62,10 @@ pub fn all() -> Vec<Scenario> {
             Box::pin(list_leases_paginated(f))
         }),
         ("claim_hand_off", |f| Box::pin(claim_hand_off(f))),
+        ("claim_is_honoured", |f| Box::pin(claim_is_honoured(f))),
+        ("listing_carries_store_clock", |f| {
+            Box::pin(listing_carries_store_clock(f))
+        }),
         ("renew_many_reports_lost", |f| {
             Box::pin(renew_many_reports_lost(f))
         }),
@@ -1417,6 +1421,98 @@ pub async fn claim_hand_off(factory: &dyn StoreFactory) -> Outcome {
         ErrorKind::NotFound,
         "claim of an absent lease",
     )?;
+    Ok(())
+}
+
+/// A claim is honoured (contract, "Claims"): after the holder releases a claimed lease, only the
+/// claimant may take it until the deadline it was released with; then anyone may.
+pub async fn claim_is_honoured(factory: &dyn StoreFactory) -> Outcome {
+    let (_, store) = open(factory, "honour").await?;
+    let (a, b, c) = (worker("a"), worker("b"), worker("c"));
+    let k = key("s", "shard-h");
+    let t = store.get_lease(&k, &a, long()).await?.token;
+    store.claim(&k, &b).await?;
+    let released = store.remove_lease_owner(&k, &a, t).await?;
+    ensure!(
+        released.owner.is_none() && released.claim.as_ref() == Some(&b),
+        "release of a claimed lease: {released:?}"
+    );
+    let refused = expect_err(
+        store.get_lease(&k, &c, long()).await,
+        ErrorKind::LeaseHeld,
+        "a third worker taking a lease reserved for its claimant",
+    )?;
+    ensure!(
+        matches!(&refused, Error::LeaseHeld { holder, .. } if holder == &b),
+        "the refusal names {refused:?}, not the claimant"
+    );
+    let again = store.remove_lease_owner(&k, &a, t).await?;
+    ensure!(
+        again.owner.is_none(),
+        "repeating the release changed the record: {again:?}"
+    );
+    let taken = store.get_lease(&k, &b, long()).await?;
+    ensure!(
+        taken.owner.as_ref() == Some(&b) && taken.token == t.next() && taken.claim.is_none(),
+        "claimant's grant: {taken:?}"
+    );
+
+    // The reservation lasts only until the released deadline: then anyone may take the lease.
+    let k2 = key("s", "shard-h2");
+    let t2 = store.get_lease(&k2, &a, short()).await?.token;
+    store.claim(&k2, &b).await?;
+    store.remove_lease_owner(&k2, &a, t2).await?;
+    let late = acquire_when_expired(&*store, &k2, &c, long()).await?;
+    ensure!(
+        late.owner.as_ref() == Some(&c) && late.token == t2.next() && late.claim.is_none(),
+        "grant after the reservation lapsed: {late:?}"
+    );
+
+    // An unclaimed release reserves nothing.
+    let k3 = key("s", "shard-h3");
+    let t3 = store.get_lease(&k3, &a, long()).await?.token;
+    store.remove_lease_owner(&k3, &a, t3).await?;
+    let free = store.get_lease(&k3, &c, long()).await?;
+    ensure!(
+        free.owner.as_ref() == Some(&c),
+        "unclaimed release: {free:?}"
+    );
+    Ok(())
+}
+
+/// Operation 9 with the store's clock: a lease granted for a long duration has about that much
+/// time left by the listing's `store_now`, whatever the caller's clock says; a released lease
+/// has none.
+pub async fn listing_carries_store_clock(factory: &dyn StoreFactory) -> Outcome {
+    let (_, store) = open(factory, "timed").await?;
+    let a = worker("a");
+    let (held, free) = (key("s", "shard-l1"), key("s", "shard-l2"));
+    store.get_lease(&held, &a, long()).await?;
+    let t = store.get_lease(&free, &a, long()).await?.token;
+    store.remove_lease_owner(&free, &a, t).await?;
+    let listing = store.list_leases_timed(Some(&held.stream)).await?;
+    let plain = store.list_leases(Some(&held.stream)).await?;
+    ensure!(
+        listing.leases.len() == 2 && plain.len() == 2,
+        "listing {listing:?} vs {plain:?}"
+    );
+    let by_key = |k: &LeaseKey| listing.leases.iter().find(|l| &l.key == k);
+    let h = by_key(&held).ok_or_else(|| Failure("held lease missing".into()))?;
+    let left = listing.remaining(h);
+    ensure!(
+        listing.is_live(h) && left > long().get() - Duration::from_secs(60) && left <= long().get(),
+        "time left {left:?} of a {:?} lease",
+        long().get()
+    );
+    let f = by_key(&free).ok_or_else(|| Failure("free lease missing".into()))?;
+    ensure!(
+        !listing.is_live(f) && listing.remaining(f) == Duration::ZERO,
+        "released lease judged live: {f:?}"
+    );
+    let none = store
+        .list_leases_timed(Some(&StreamName::new("other").expect("valid")))
+        .await?;
+    ensure!(none.leases.is_empty(), "other stream listed {none:?}");
     Ok(())
 }
 
