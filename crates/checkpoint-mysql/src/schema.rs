@@ -405,6 +405,8 @@ pub(crate) struct Statements {
     pub(crate) reread: SqlStr,
     pub(crate) reread_for_update: SqlStr,
     pub(crate) release: SqlStr,
+    pub(crate) import: SqlStr,
+    pub(crate) now: SqlStr,
     pub(crate) force_release: SqlStr,
     pub(crate) delete: SqlStr,
     pub(crate) list_page: SqlStr,
@@ -492,9 +494,22 @@ impl Statements {
                  FOR UPDATE"
             )),
             // key, worker, token.
+            // A release keeps the deadline of a claimed lease: the claimant's reservation
+            // (contract, "Claim honoured"; `rules::remove_lease_owner`).
             release: sql(format!(
-                "UPDATE {leases} AS l SET l.owner = NULL, l.deadline = NULL WHERE {held}"
+                "UPDATE {leases} AS l SET l.owner = NULL,
+                     l.deadline = CASE WHEN l.claim IS NULL THEN NULL ELSE l.deadline END
+                 WHERE {held}"
             )),
+            // app, stream, shard, owner, token, deadline (us or NULL), checkpoint, its sub,
+            // pending, its sub, parents, claim, owner switches.
+            import: sql(format!(
+                "INSERT INTO {leases} (app, stream, shard, owner, token, deadline, checkpoint,
+                     checkpoint_sub, pending_checkpoint, pending_checkpoint_sub, parents, claim,
+                     owner_switches)
+                 VALUES (?, ?, ?, ?, ?, {FROM_US}, ?, ?, ?, ?, ?, ?, ?)"
+            )),
+            now: sql(format!("SELECT {NOW_US} AS now_us")),
             // key.
             force_release: sql(format!(
                 "UPDATE {leases} AS l SET l.owner = NULL, l.deadline = NULL WHERE {KEY}"

@@ -41,8 +41,8 @@ use async_trait::async_trait;
 use checkpoint_core::rules::{self, Outcome};
 use checkpoint_core::{
     AppName, BatchMode, Capabilities, ClockSource, Durability, Error, FencingToken, Lease,
-    LeaseDuration, LeaseKey, LeaseManager, Position, RenewOutcome, Result, ShardId, StreamName,
-    WorkerId,
+    LeaseDuration, LeaseKey, LeaseManager, Listing, Position, RenewOutcome, Result, ShardId,
+    StreamName, WorkerId,
 };
 use sqlx::mysql::{MySql, MySqlArguments, MySqlPool, MySqlPoolOptions};
 use sqlx::{MySqlConnection, Row};
@@ -721,6 +721,58 @@ impl LeaseManager for MySqlStore {
             },
             |current, _| rules::claim(current, key, claimant),
         )
+        .await
+    }
+
+    /// Operation 9, timed: `UTC_TIMESTAMP(6)` read first, then the pages of
+    /// [`LeaseManager::list_leases`]; every record was judged at or after `store_now`.
+    async fn list_leases_timed(&self, stream: Option<&StreamName>) -> Result<Listing> {
+        let now_us: i64 = self
+            .retry(|| async {
+                sqlx::query_scalar(self.inner.sql.now.clone())
+                    .fetch_one(&self.inner.pool)
+                    .await
+                    .map_err(from_sqlx)
+            })
+            .await?;
+        let store_now = row::from_micros(now_us).ok_or_else(|| {
+            Error::backend_message(STORE, false, "the server clock is before 1970")
+        })?;
+        let leases = self.list_leases(stream).await?;
+        Ok(Listing { leases, store_now })
+    }
+
+    /// Operation 15 (admin import): [`rules::check_import`] first, then one `INSERT` of the
+    /// whole record; an existing record meets the primary key (duplicate key 1062) and is left
+    /// untouched, answering `false`. As on PostgreSQL, a call whose reply was lost and that
+    /// was retried answers `false` for its own write.
+    async fn import_lease(&self, record: &Lease) -> Result<bool> {
+        rules::check_import(record)?;
+        let deadline = record.deadline.map(to_micros);
+        let parents = row::encode_parents(&record.parents);
+        let checkpoint = record.checkpoint.as_ref();
+        let pending = record.pending_checkpoint.as_ref();
+        self.retry(|| async {
+            let inserted = self
+                .keyed(sqlx::query(self.inner.sql.import.clone()), &record.key)
+                .bind(record.owner.as_ref().map(WorkerId::as_str))
+                .bind(record.token.0)
+                .bind(deadline)
+                .bind(checkpoint.map(Position::encode))
+                .bind(checkpoint.map_or(0, Position::sub_sequence))
+                .bind(pending.map(Position::encode))
+                .bind(pending.map_or(0, Position::sub_sequence))
+                .bind(parents.as_str())
+                .bind(record.claim.as_ref().map(WorkerId::as_str))
+                .bind(record.owner_switches_since_checkpoint)
+                .execute(&self.inner.pool)
+                .await;
+            match inserted {
+                Ok(_) => Ok(true),
+                Err(e) if error_number(&e) == Some(ER_DUP_ENTRY) => Ok(false),
+                Err(e) => Err(from_sqlx(e)),
+            }
+        })
         .await
     }
 }

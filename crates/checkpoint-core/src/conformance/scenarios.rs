@@ -1435,25 +1435,30 @@ pub async fn claim_is_honoured(factory: &dyn StoreFactory) -> Outcome {
     let released = store.remove_lease_owner(&k, &a, t).await?;
     ensure!(
         released.owner.is_none() && released.claim.as_ref() == Some(&b),
+        Claim,
         "release of a claimed lease: {released:?}"
     );
     let refused = expect_err(
+        Clause::Claim,
         store.get_lease(&k, &c, long()).await,
         ErrorKind::LeaseHeld,
         "a third worker taking a lease reserved for its claimant",
     )?;
     ensure!(
         matches!(&refused, Error::LeaseHeld { holder, .. } if holder == &b),
+        Claim,
         "the refusal names {refused:?}, not the claimant"
     );
     let again = store.remove_lease_owner(&k, &a, t).await?;
     ensure!(
         again.owner.is_none(),
+        Claim,
         "repeating the release changed the record: {again:?}"
     );
     let taken = store.get_lease(&k, &b, long()).await?;
     ensure!(
         taken.owner.as_ref() == Some(&b) && taken.token == t.next() && taken.claim.is_none(),
+        Claim,
         "claimant's grant: {taken:?}"
     );
 
@@ -1462,9 +1467,10 @@ pub async fn claim_is_honoured(factory: &dyn StoreFactory) -> Outcome {
     let t2 = store.get_lease(&k2, &a, short()).await?.token;
     store.claim(&k2, &b).await?;
     store.remove_lease_owner(&k2, &a, t2).await?;
-    let late = acquire_when_expired(&*store, &k2, &c, long()).await?;
+    let late = acquire_when_expired(factory, &*store, &k2, &c, long()).await?;
     ensure!(
         late.owner.as_ref() == Some(&c) && late.token == t2.next() && late.claim.is_none(),
+        Claim,
         "grant after the reservation lapsed: {late:?}"
     );
 
@@ -1475,6 +1481,7 @@ pub async fn claim_is_honoured(factory: &dyn StoreFactory) -> Outcome {
     let free = store.get_lease(&k3, &c, long()).await?;
     ensure!(
         free.owner.as_ref() == Some(&c),
+        Claim,
         "unclaimed release: {free:?}"
     );
     Ok(())
@@ -1494,25 +1501,28 @@ pub async fn listing_carries_store_clock(factory: &dyn StoreFactory) -> Outcome 
     let plain = store.list_leases(Some(&held.stream)).await?;
     ensure!(
         listing.leases.len() == 2 && plain.len() == 2,
+        List,
         "listing {listing:?} vs {plain:?}"
     );
     let by_key = |k: &LeaseKey| listing.leases.iter().find(|l| &l.key == k);
-    let h = by_key(&held).ok_or_else(|| Failure("held lease missing".into()))?;
+    let h = by_key(&held).ok_or_else(|| Failure::new(Clause::List, "held lease missing"))?;
     let left = listing.remaining(h);
     ensure!(
         listing.is_live(h) && left > long().get() - Duration::from_secs(60) && left <= long().get(),
+        List,
         "time left {left:?} of a {:?} lease",
         long().get()
     );
-    let f = by_key(&free).ok_or_else(|| Failure("free lease missing".into()))?;
+    let f = by_key(&free).ok_or_else(|| Failure::new(Clause::List, "free lease missing"))?;
     ensure!(
         !listing.is_live(f) && listing.remaining(f) == Duration::ZERO,
+        List,
         "released lease judged live: {f:?}"
     );
     let none = store
         .list_leases_timed(Some(&StreamName::new("other").expect("valid")))
         .await?;
-    ensure!(none.leases.is_empty(), "other stream listed {none:?}");
+    ensure!(none.leases.is_empty(), List, "other stream listed {none:?}");
     Ok(())
 }
 
