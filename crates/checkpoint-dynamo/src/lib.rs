@@ -158,14 +158,25 @@
 //! | --- | --- | --- | --- | --- | --- |
 //! | dynamodb | client + 1s skew | no | 16 concurrent | Replicated | yes |
 
+mod client;
 mod config;
 mod error;
+mod membership;
+mod observe;
+mod protocol;
 pub mod schema;
 mod store;
 
-pub use config::{Billing, DEFAULT_SKEW_ALLOWANCE, DynamoConfig, StaticCredentials};
+pub use config::{Billing, DynamoConfig, StaticCredentials};
 pub use schema::KeyLayout;
 pub use store::DynamoStore;
 
+/// How long a lease or membership record without a stated duration (as the KCL writes them)
+/// must be seen unchanged before it counts as expired when no duration is asked for (listing);
+/// the KCL's default failover time. `get_lease` uses the duration it is given instead.
+pub const KCL_DEFAULT_FAILOVER: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The AWS config loader this crate is built on, for [`DynamoStore::from_sdk_config`].
+pub use aws_config;
 /// The AWS SDK version this crate is built on, for [`DynamoStore::client`].
 pub use aws_sdk_dynamodb;

@@ -104,8 +104,28 @@ pub const STREAM_NAME: &str = "streamName";
 pub const SHARD_ID: &str = "shardId";
 /// A membership record's worker.
 pub const WORKER_ID: &str = "workerId";
-/// A membership record's expiry, ms since the Unix epoch.
+/// A membership record's expiry on the writer's wall clock, ms since the Unix epoch
+/// (information only: expiry is judged by observation, see `observe.rs`).
 pub const WORKER_EXPIRY_MILLIS: &str = "workerExpiryMillis";
+/// A membership record's version, bumped by every registration and heartbeat.
+pub const HEARTBEAT_COUNTER: &str = "heartbeatCounter";
+/// A membership record's heartbeat TTL in ms: how long an observer waits for the counter to
+/// move before it counts the worker dead.
+pub const HEARTBEAT_TTL_MILLIS: &str = "heartbeatTtlMillis";
+/// The lease duration the holder asked for, in ms: how long an observer waits for
+/// `leaseCounter` to move before it counts the lease expired (ours).
+pub const LEASE_DURATION_MILLIS: &str = "leaseDurationMillis";
+/// A random value written by the `create_lease_if_absent` call that created the record, so a
+/// call whose reply was lost can tell that it created it (ours).
+pub const CREATE_NONCE: &str = "createNonce";
+/// The application state of the KCL's pending checkpoint (binary, KCL 2+); removed with the
+/// pending checkpoint it belongs to, never written otherwise.
+pub const PENDING_CHECKPOINT_STATE: &str = "pendingCheckpointState";
+
+/// The `leaseKey` of the item that records which app adopted a KCL single-stream table
+/// (attribute `appName`). `~` is no identifier character, so no lease key collides with it,
+/// and listing skips it.
+pub const APP_MARKER: &str = "~app";
 
 /// How leases of apps and streams map to `leaseKey` values.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -118,9 +138,71 @@ pub enum KeyLayout {
         /// The stream every lease of the table belongs to.
         stream: StreamName,
     },
+    /// `<account>:<stream>:<epoch>:<shardId>`: one stream's leases in a KCL 2.x/3.x
+    /// multi-stream table (one app's, many streams); this handle reads and writes the leases
+    /// whose key carries its stream identifier and leaves every other item alone.
+    KclMultiStream {
+        /// The stream of the leases, the second part of the identifier.
+        stream: StreamName,
+        /// The KCL stream identifier, `account:stream:epoch`.
+        identifier: String,
+    },
 }
 
 impl KeyLayout {
+    /// The layout of one stream of a KCL multi-stream table, from its KCL stream identifier
+    /// `<account id>:<stream name>:<creation epoch seconds>` (as the KCL's
+    /// `StreamIdentifier.multiStreamInstance` parses it). Fails naming `kcl_multi_stream` when
+    /// the identifier has another shape.
+    pub fn kcl_multi_stream(identifier: &str) -> Result<Self> {
+        let bad = |reason: &str| Error::invalid("kcl_multi_stream", reason.to_owned());
+        let parts: Vec<&str> = identifier.split(':').collect();
+        let [account, stream, epoch] = parts[..] else {
+            return Err(bad("expected <account id>:<stream name>:<creation epoch>"));
+        };
+        if account.is_empty() || !account.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(bad("the account id must be digits"));
+        }
+        if epoch.is_empty() || epoch.len() > 20 || !epoch.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(bad("the creation epoch must be digits"));
+        }
+        let stream = StreamName::new(stream).map_err(|e| bad(&e.to_string()))?;
+        Ok(Self::KclMultiStream {
+            stream,
+            identifier: identifier.to_owned(),
+        })
+    }
+
+    /// The stream a KCL layout is bound to (`None` for the shared layout).
+    pub(crate) fn bound_stream(&self) -> Option<&StreamName> {
+        match self {
+            Self::Shared => None,
+            Self::KclSingleStream { stream } | Self::KclMultiStream { stream, .. } => Some(stream),
+        }
+    }
+
+    /// The informational attributes written with a lease: the key's parts in the shared
+    /// layout; `streamName` (the stream identifier) and `shardId` as a KCL multi-stream lease
+    /// carries them; none in the single-stream layout.
+    pub(crate) fn key_attributes(
+        &self,
+        app: &AppName,
+        key: &LeaseKey,
+    ) -> Vec<(&'static str, AttributeValue)> {
+        match self {
+            Self::Shared => vec![
+                (APP_NAME, s(app.as_str())),
+                (STREAM_NAME, s(key.stream.as_str())),
+                (SHARD_ID, s(key.shard.as_str())),
+            ],
+            Self::KclSingleStream { .. } => Vec::new(),
+            Self::KclMultiStream { identifier, .. } => vec![
+                (STREAM_NAME, s(identifier.as_str())),
+                (SHARD_ID, s(key.shard.as_str())),
+            ],
+        }
+    }
+
     /// The `leaseKey` of `key` for `app`. Fails when a KCL single-stream table is asked for
     /// another stream.
     pub(crate) fn key(&self, app: &AppName, key: &LeaseKey) -> Result<String> {
@@ -135,6 +217,15 @@ impl KeyLayout {
                 }
                 Ok(key.shard.as_str().to_owned())
             }
+            Self::KclMultiStream { stream, identifier } => {
+                if &key.stream != stream {
+                    return Err(Error::invalid(
+                        "stream",
+                        format!("this handle reads only stream {identifier:?} of the KCL table"),
+                    ));
+                }
+                Ok(format!("{identifier}:{}", key.shard))
+            }
         }
     }
 
@@ -145,6 +236,7 @@ impl KeyLayout {
             (Self::Shared, None) => Some(format!("{app}:")),
             (Self::Shared, Some(s)) => Some(format!("{app}:{s}:")),
             (Self::KclSingleStream { .. }, _) => None,
+            (Self::KclMultiStream { identifier, .. }, _) => Some(format!("{identifier}:")),
         }
     }
 
@@ -174,6 +266,19 @@ impl KeyLayout {
                 let shard = ShardId::new(stored).map_err(|e| corrupt(e.to_string()))?;
                 Ok(Some(LeaseKey::new(stream.clone(), shard)))
             }
+            Self::KclMultiStream { stream, identifier } => {
+                let Some(shard) = stored
+                    .strip_prefix(identifier.as_str())
+                    .and_then(|rest| rest.strip_prefix(':'))
+                else {
+                    return Ok(None);
+                };
+                if shard.contains(':') {
+                    return Ok(None);
+                }
+                let shard = ShardId::new(shard).map_err(|e| corrupt(e.to_string()))?;
+                Ok(Some(LeaseKey::new(stream.clone(), shard)))
+            }
         }
     }
 }
@@ -195,6 +300,11 @@ pub(crate) fn to_millis(t: SystemTime) -> u64 {
         .unwrap_or(0)
 }
 
+/// A duration in whole milliseconds (at least 1).
+pub(crate) fn duration_millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
+}
+
 /// The instant `ms` milliseconds after the Unix epoch.
 pub(crate) fn from_millis(ms: u64) -> SystemTime {
     UNIX_EPOCH + Duration::from_millis(ms)
@@ -202,10 +312,21 @@ pub(crate) fn from_millis(ms: u64) -> SystemTime {
 
 /// A stored record: the lease and its version (`leaseCounter`; `None` when the attribute is
 /// absent, as on a hand-made item).
+///
+/// `lease.deadline` is *this handle's* judgement (see `observe.rs`): for a held lease,
+/// `since + held_for` on the handle's clock; the stored `leaseDeadlineMillis` is information
+/// only and never read back as a deadline.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Stored {
     pub(crate) lease: Lease,
     pub(crate) version: Option<u64>,
+    /// Since when this handle has seen `version` (set by the store when it observes the
+    /// record; the Unix epoch straight out of [`decode`]).
+    pub(crate) since: SystemTime,
+    /// The holder's lease duration (`leaseDurationMillis`), absent on a KCL-written item.
+    pub(crate) held_for: Option<Duration>,
+    /// The nonce of the call that created the record (`createNonce`).
+    pub(crate) nonce: Option<String>,
 }
 
 impl Stored {
@@ -337,6 +458,11 @@ pub(crate) fn decode(key: &LeaseKey, item: &Item) -> Result<Stored> {
     Ok(Stored {
         lease,
         version: number(item, id, LEASE_COUNTER)?,
+        since: UNIX_EPOCH,
+        held_for: number(item, id, LEASE_DURATION_MILLIS)?
+            .filter(|ms| *ms > 0)
+            .map(Duration::from_millis),
+        nonce: string(item, id, CREATE_NONCE)?.map(str::to_owned),
     })
 }
 
@@ -470,6 +596,10 @@ pub(crate) fn encode_update(
             .as_ref()
             .map(|p| n(p.sub_sequence())),
     );
+    if lease.pending_checkpoint.is_none() {
+        // The KCL's state of a pending checkpoint goes with it.
+        expr.set_or_remove(PENDING_CHECKPOINT_STATE, None);
+    }
     expr.set(OWNER_SWITCHES, n(lease.owner_switches_since_checkpoint));
     if lease.parents.is_empty() {
         expr.set_or_remove(PARENT_SHARD_ID, None);
@@ -488,10 +618,8 @@ pub(crate) fn encode_update(
             AttributeValue::L(lease.parents.iter().map(|p| s(p.as_str())).collect()),
         );
     }
-    if *layout == KeyLayout::Shared {
-        expr.set(APP_NAME, s(app.as_str()));
-        expr.set(STREAM_NAME, s(lease.key.stream.as_str()));
-        expr.set(SHARD_ID, s(lease.key.shard.as_str()));
+    for (attr, value) in layout.key_attributes(app, &lease.key) {
+        expr.set(attr, value);
     }
 }
 

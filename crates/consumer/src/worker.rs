@@ -94,9 +94,16 @@ impl std::fmt::Debug for Shared {
 /// down with [`ShutdownReason::Requested`], releases every lease and leaves the membership, so
 /// other workers take the shards at their next tick instead of after expiry.
 ///
-/// Expiry is judged on the local clock against the stored deadline; a lease that only looks
-/// expired is refused by the store (`LeaseHeld`) and skipped, so clock skew delays failover
-/// but never breaks mutual exclusion, which the store alone guarantees.
+/// The worker only decides *when to try*: it compares the deadlines the store reports with the
+/// local clock, and a lease that only looks expired is refused by the store (`LeaseHeld`) and
+/// skipped. Whether a take succeeds is the store's decision alone, so mutual exclusion is as
+/// strong as the store's expiry clock ([`checkpoint_core::ClockSource`]): on PostgreSQL and
+/// Redis the server's clock, so worker clock skew cannot break it; on SQLite and the memory
+/// store the one host's clock; on DynamoDB no clock is trusted across hosts (a handle takes
+/// another worker's lease only after observing it unchanged for the lease duration on its own
+/// monotonic clock, and reports deadlines in its own clock), so skew cannot break it either,
+/// while a store on client clocks with a skew allowance ([`checkpoint_core::ClockSource::Client`])
+/// is safe only while the workers' clocks differ by less than that allowance.
 pub struct Worker {
     shared: Arc<Shared>,
 }
@@ -508,7 +515,7 @@ async fn take_leases(shared: &Arc<Shared>) -> Result<Option<Instant>> {
     // deadline: try to take it only then.
     let skew = match shared.store.capabilities().clock {
         ClockSource::Client { skew_allowance } => skew_allowance,
-        ClockSource::Server | ClockSource::Host => Duration::ZERO,
+        ClockSource::Server | ClockSource::Host | ClockSource::Observed => Duration::ZERO,
     };
     let next_takeover = if shared.held().len() < shared.config.max_leases {
         eligible
