@@ -50,6 +50,8 @@ pub(crate) struct Shared {
     pub(crate) client: Client,
     pub(crate) table: String,
     pub(crate) layout: KeyLayout,
+    /// The instant (ms) the KCL's plain `AT_TIMESTAMP` checkpoint stands for.
+    pub(crate) kcl_at_timestamp: Option<u64>,
     pub(crate) billing: Billing,
     pub(crate) backoff: Backoff,
     pub(crate) renew_concurrency: usize,
@@ -150,6 +152,7 @@ pub(crate) fn shared(builder: aws_sdk_dynamodb::config::Builder, config: &Dynamo
         client: Client::from_conf(builder.build()),
         table: config.table.clone(),
         layout: config.layout.clone(),
+        kcl_at_timestamp: config.kcl_at_timestamp,
         billing: config.billing,
         backoff: config.backoff,
         renew_concurrency: config.renew_concurrency,

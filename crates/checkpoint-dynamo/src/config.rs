@@ -60,6 +60,7 @@ pub struct DynamoConfig {
     pub(crate) credentials: Option<StaticCredentials>,
     pub(crate) billing: Billing,
     pub(crate) layout: KeyLayout,
+    pub(crate) kcl_at_timestamp: Option<u64>,
     pub(crate) backoff: Backoff,
     pub(crate) renew_concurrency: usize,
     pub(crate) request_timeout: Duration,
@@ -79,6 +80,7 @@ impl fmt::Debug for DynamoConfig {
             )
             .field("billing", &self.billing)
             .field("layout", &self.layout)
+            .field("kcl_at_timestamp", &self.kcl_at_timestamp)
             .field("backoff", &self.backoff)
             .field("renew_concurrency", &self.renew_concurrency)
             .field("request_timeout", &self.request_timeout)
@@ -120,6 +122,7 @@ impl DynamoConfig {
             credentials: None,
             billing: Billing::OnDemand,
             layout: KeyLayout::Shared,
+            kcl_at_timestamp: None,
             backoff: Backoff::default(),
             renew_concurrency: 16,
             request_timeout: Duration::from_secs(5),
@@ -135,7 +138,8 @@ impl DynamoConfig {
     /// `billing=on-demand` or `billing=provisioned` with `read_capacity` / `write_capacity`,
     /// `request_timeout_ms`, `renew_concurrency`, `kcl_stream=<stream>` for the KCL
     /// single-stream layout, `kcl_multi_stream=<account>:<stream>:<epoch>` for one stream of a
-    /// KCL multi-stream table. An unknown option is an error (naming the option, never
+    /// KCL multi-stream table, `kcl_at_timestamp_ms` (see
+    /// [`DynamoConfig::with_kcl_at_timestamp`]). An unknown option is an error (naming the option, never
     /// its value, which may be a secret).
     pub fn from_url(url: &str) -> Result<Self> {
         let parsed = url::Url::parse(url).map_err(|e| Error::invalid("url", e.to_string()))?;
@@ -173,6 +177,11 @@ impl DynamoConfig {
                         return Err(Error::invalid("url", "renew_concurrency must be 1 to 1024"));
                     }
                     config.renew_concurrency = usize::try_from(n).unwrap_or(1);
+                }
+                "kcl_at_timestamp_ms" => {
+                    let ms = u64::try_from(parse_number("kcl_at_timestamp_ms", &value)?)
+                        .map_err(|_| Error::invalid("url", "kcl_at_timestamp_ms must not be negative"))?;
+                    config.kcl_at_timestamp = Some(ms);
                 }
                 "kcl_multi_stream" => config.layout = KeyLayout::kcl_multi_stream(&value)?,
                 "kcl_stream" => {
@@ -276,6 +285,17 @@ impl DynamoConfig {
     pub fn with_kcl_multi_stream(mut self, identifier: &str) -> Result<Self> {
         self.layout = KeyLayout::kcl_multi_stream(identifier)?;
         Ok(self)
+    }
+
+    /// The instant, in ms since the Unix epoch, that the KCL's plain `AT_TIMESTAMP` checkpoint
+    /// sentinel stands for in an adopted table: the KCL app's configured initial timestamp,
+    /// which the KCL keeps in its configuration, not in the lease. Items carrying the sentinel
+    /// read as `Position::AtTimestamp(ms)`, and that position is written back as the plain
+    /// sentinel. Default: none; such an item is then [`checkpoint_core::Error::Corrupt`] naming
+    /// `checkpoint` (and left out of listings with a warning).
+    pub fn with_kcl_at_timestamp(mut self, ms: u64) -> Self {
+        self.kcl_at_timestamp = Some(ms);
+        self
     }
 
     /// Retry policy for throttling and transient faults. Default: [`Backoff::default`]

@@ -240,7 +240,7 @@ impl DynamoStore {
 
     /// Decodes an item read for `key`, observes it and caches it.
     pub(crate) fn learn(&self, key: &LeaseKey, pk: &str, item: &Item) -> Result<Stored> {
-        let stored = self.observed(pk, decode(key, item)?);
+        let stored = self.observed(pk, decode(key, item, self.shared.kcl_at_timestamp)?);
         self.remember(key, Some(&stored));
         Ok(stored)
     }
@@ -288,7 +288,14 @@ impl DynamoStore {
         let pk = self.pk(key)?;
         let version = Stored::next_version(current);
         let mut expr = Expr::default();
-        encode_update(&mut expr, &self.shared.layout, &self.app, new, version);
+        encode_update(
+            &mut expr,
+            &self.shared.layout,
+            &self.app,
+            new,
+            version,
+            self.shared.kcl_at_timestamp,
+        );
         if let Some(d) = duration {
             expr.set(LEASE_DURATION_MILLIS, n(schema::duration_millis(d.get())));
         }

@@ -20,6 +20,8 @@
 //! - [`KeyLayout::KclSingleStream`]: the table belongs to one app and one stream, as a KCL
 //!   single-stream table does; lease key = shard id. Items whose key contains `:` (membership
 //!   records, KCL multi-stream leases) are not leases of this layout and are skipped by listing.
+//! - [`KeyLayout::KclMultiStream`]: one stream of a KCL 2.x/3.x multi-stream table; lease key
+//!   `<account>:<stream>:<epoch>:<shardId>`, the stream identifier being the handle's.
 //!
 //! Membership records live in the same table under `~worker:<app>:<workerId>` (`~` is not an
 //! identifier character, so no lease key of either layout can collide with one).
@@ -52,13 +54,19 @@
 //! | attribute | type | meaning |
 //! | --- | --- | --- |
 //! | `fencingToken` | N | the fencing token. Bumped only when ownership is granted, never on renewal, so it cannot be `leaseCounter`. Absent (a KCL-written item) reads as 0; the first grant makes it 1 |
-//! | `leaseDeadlineMillis` | N | the client wall-clock deadline, ms since the Unix epoch, written by the worker that was granted or renewed the lease. Absent on a free lease; absent on a KCL-held lease, which then expires by the KCL's own rule (see the crate docs) |
+//! | `leaseDeadlineMillis` | N | the writer's deadline on its own clock, ms since the Unix epoch, written by the worker that was granted or renewed the lease. Information only: no handle reads it as a deadline (expiry is by observation, see the crate docs) |
+//! | `leaseDurationMillis` | N | the holder's lease duration, written with every grant and renewal: how long an observer must see `leaseCounter` unchanged before the lease counts as expired. Absent on a KCL-written item (the observer's requested duration is used) |
+//! | `createNonce` | S | a random value of the `create_lease_if_absent` call that created the record, so a call whose reply was lost answers exactly |
 //! | `parentShardList` | L of S | the parents in the order given (the set above loses order and duplicates) |
 //! | `leaseClaimant` | S | a claim on a lease nobody holds (the KCL cannot express it: a `leaseOwner` without `checkpointOwner` means held) |
 //! | `appName`, `streamName`, `shardId` | S | the key's parts, shared layout only |
 //!
-//! Membership records: `leaseKey` = `~worker:<app>:<workerId>`, `appName`, `workerId` (S), and
-//! `workerExpiryMillis` (N, client clock).
+//! Membership records: `leaseKey` = `~worker:<app>:<workerId>`, `appName`, `workerId` (S),
+//! `heartbeatCounter` (N, bumped by every heartbeat), `heartbeatTtlMillis` (N) and, as
+//! information only, `workerExpiryMillis` (N, the writer's clock).
+//!
+//! The KCL single-stream layout adds one item, [`APP_MARKER`], naming the app that adopted
+//! the table.
 
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -363,16 +371,37 @@ pub(crate) fn number(item: &Item, id: &str, field: &'static str) -> Result<Optio
     }
 }
 
+/// The KCL's checkpoint sentinel for "the app's initial timestamp": the KCL keeps the instant
+/// in its configuration, not in the lease.
+pub const KCL_AT_TIMESTAMP: &str = "AT_TIMESTAMP";
+
 fn position(
     item: &Item,
     id: &str,
     field: &'static str,
     sub_field: &'static str,
+    at_timestamp: Option<u64>,
 ) -> Result<Option<Position>> {
     let Some(text) = string(item, id, field)? else {
         return Ok(None);
     };
     let sub = number(item, id, sub_field)?.unwrap_or(0);
+    if text == KCL_AT_TIMESTAMP {
+        return match at_timestamp {
+            Some(ms) if sub == 0 => Ok(Some(Position::AtTimestamp(ms))),
+            Some(_) => Err(Error::corrupt(
+                id,
+                sub_field,
+                "a sub-sequence is only allowed on a sequence number",
+            )),
+            None => Err(Error::corrupt(
+                id,
+                field,
+                "the KCL's AT_TIMESTAMP sentinel; the instant is the KCL app's configuration: \
+                 set it with DynamoConfig::with_kcl_at_timestamp (URL option kcl_at_timestamp_ms)",
+            )),
+        };
+    }
     Position::decode(field, text, sub).map(Some).map_err(|e| {
         let reason = match e {
             Error::InvalidInput { reason, .. } => reason,
@@ -431,8 +460,10 @@ fn worker(item: &Item, id: &str, field: &'static str) -> Result<Option<WorkerId>
         .transpose()
 }
 
-/// Reads a lease item. `key` is the lease the item was read for (or parsed from its key).
-pub(crate) fn decode(key: &LeaseKey, item: &Item) -> Result<Stored> {
+/// Reads a lease item. `key` is the lease the item was read for (or parsed from its key);
+/// `at_timestamp` is the instant (ms since the Unix epoch) the KCL's plain `AT_TIMESTAMP`
+/// sentinel stands for, when configured.
+pub(crate) fn decode(key: &LeaseKey, item: &Item, at_timestamp: Option<u64>) -> Result<Stored> {
     let id = key.to_string();
     let id = id.as_str();
     let lease_owner = worker(item, id, LEASE_OWNER)?;
@@ -449,8 +480,14 @@ pub(crate) fn decode(key: &LeaseKey, item: &Item) -> Result<Stored> {
         owner,
         token: FencingToken(number(item, id, FENCING_TOKEN)?.unwrap_or(0)),
         deadline: number(item, id, LEASE_DEADLINE_MILLIS)?.map(from_millis),
-        checkpoint: position(item, id, CHECKPOINT, CHECKPOINT_SUB)?,
-        pending_checkpoint: position(item, id, PENDING_CHECKPOINT, PENDING_CHECKPOINT_SUB)?,
+        checkpoint: position(item, id, CHECKPOINT, CHECKPOINT_SUB, at_timestamp)?,
+        pending_checkpoint: position(
+            item,
+            id,
+            PENDING_CHECKPOINT,
+            PENDING_CHECKPOINT_SUB,
+            at_timestamp,
+        )?,
         parents: parents(item, id)?,
         claim,
         owner_switches_since_checkpoint: number(item, id, OWNER_SWITCHES)?.unwrap_or(0),
@@ -559,12 +596,23 @@ pub(crate) fn s(value: impl Into<String>) -> AttributeValue {
 /// Adds to `expr` every attribute of `lease` (with `version` as `leaseCounter`): SET what is
 /// present, REMOVE what is absent. Attributes this crate does not know (a KCL item's
 /// `childShardIds`, hash key range, ...) are left as they are.
+/// The stored text of `p`: the KCL's plain `AT_TIMESTAMP` sentinel for the configured
+/// instant `at_timestamp`, so a KCL reading the item back understands it; [`Position::encode`]
+/// otherwise.
+fn encode_position(p: &Position, at_timestamp: Option<u64>) -> String {
+    match p {
+        Position::AtTimestamp(ms) if Some(*ms) == at_timestamp => KCL_AT_TIMESTAMP.to_owned(),
+        other => other.encode(),
+    }
+}
+
 pub(crate) fn encode_update(
     expr: &mut Expr,
     layout: &KeyLayout,
     app: &AppName,
     lease: &Lease,
     version: u64,
+    at_timestamp: Option<u64>,
 ) {
     expr.set(LEASE_COUNTER, n(version));
     expr.set(FENCING_TOKEN, n(lease.token.0));
@@ -580,14 +628,23 @@ pub(crate) fn encode_update(
         LEASE_DEADLINE_MILLIS,
         lease.deadline.map(|d| n(to_millis(d))),
     );
-    expr.set_or_remove(CHECKPOINT, lease.checkpoint.as_ref().map(|p| s(p.encode())));
+    expr.set_or_remove(
+        CHECKPOINT,
+        lease
+            .checkpoint
+            .as_ref()
+            .map(|p| s(encode_position(p, at_timestamp))),
+    );
     expr.set_or_remove(
         CHECKPOINT_SUB,
         lease.checkpoint.as_ref().map(|p| n(p.sub_sequence())),
     );
     expr.set_or_remove(
         PENDING_CHECKPOINT,
-        lease.pending_checkpoint.as_ref().map(|p| s(p.encode())),
+        lease
+            .pending_checkpoint
+            .as_ref()
+            .map(|p| s(encode_position(p, at_timestamp))),
     );
     expr.set_or_remove(
         PENDING_CHECKPOINT_SUB,
@@ -668,9 +725,32 @@ mod tests {
         ] {
             let mut item = Item::new();
             item.insert(attr.to_owned(), value);
-            let err = decode(&key, &item).unwrap_err();
+            let err = decode(&key, &item, None).unwrap_err();
             assert_eq!(err.field(), Some(attr), "{err}");
         }
+    }
+
+    #[test]
+    fn the_kcl_at_timestamp_sentinel_is_the_configured_instant() {
+        let key = LeaseKey::parse("orders", "s1").unwrap();
+        let mut item = Item::new();
+        item.insert(CHECKPOINT.to_owned(), s(KCL_AT_TIMESTAMP));
+        item.insert(CHECKPOINT_SUB.to_owned(), n(0));
+        let err = decode(&key, &item, None).unwrap_err();
+        assert_eq!(err.field(), Some(CHECKPOINT), "{err}");
+        let stored = decode(&key, &item, Some(1_700_000_000_000)).unwrap();
+        assert_eq!(
+            stored.lease.checkpoint,
+            Some(Position::AtTimestamp(1_700_000_000_000))
+        );
+        assert_eq!(
+            encode_position(&Position::AtTimestamp(1_700_000_000_000), Some(1_700_000_000_000)),
+            KCL_AT_TIMESTAMP
+        );
+        assert_eq!(
+            encode_position(&Position::AtTimestamp(5), Some(1_700_000_000_000)),
+            "AT_TIMESTAMP:5"
+        );
     }
 
     fn n_text(t: &str) -> AttributeValue {
@@ -683,7 +763,7 @@ mod tests {
         let mut lease = Lease::new(LeaseKey::parse("s", "x").unwrap(), vec![], None);
         lease.owner = Some(WorkerId::new("w").unwrap());
         let mut expr = Expr::default();
-        encode_update(&mut expr, &KeyLayout::Shared, &app, &lease, 3);
+        encode_update(&mut expr, &KeyLayout::Shared, &app, &lease, 3, None);
         let text = expr.update_expression();
         assert!(
             !text.contains("w\"") && !text.contains(LEASE_OWNER),

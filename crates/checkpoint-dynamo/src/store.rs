@@ -452,7 +452,8 @@ impl LeaseManager for DynamoStore {
             }
             let stored = match self.shared.layout.parse(&self.app, pk) {
                 Ok(None) => continue,
-                Ok(Some(key)) => decode(&key, item).map(|stored| (key, stored)),
+                Ok(Some(key)) => decode(&key, item, self.shared.kcl_at_timestamp)
+                    .map(|stored| (key, stored)),
                 Err(e) => Err(e),
             };
             match stored {
