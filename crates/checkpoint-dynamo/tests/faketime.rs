@@ -62,7 +62,7 @@ async fn faketime_child() {
         .get_lease(&key, &me, duration())
         .await
         .expect("child takes a free lease");
-    println!("TAKEN {} {:?}", lease.token, SystemTime::now());
+    println!("CHILD-TAKEN {} {:?}", lease.token, SystemTime::now());
     let started = Instant::now();
     while started.elapsed() < HOLD {
         tokio::time::sleep(RENEW).await;
@@ -70,9 +70,9 @@ async fn faketime_child() {
             .renew(&key, &me, lease.token, duration())
             .await
             .expect("child renews");
-        println!("RENEWED");
+        println!("CHILD-RENEWED");
     }
-    println!("STOPPED");
+    println!("CHILD-STOPPED");
 }
 
 /// What the parent saw of the child.
@@ -113,11 +113,15 @@ async fn contest(endpoint: &str, faketime: &str, offset: &str, table: &str) {
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines() {
             let Ok(line) = line else { break };
-            let seen = match line.split(' ').next() {
-                Some("TAKEN") => Line::Taken,
-                Some("RENEWED") => Line::Renewed(Instant::now()),
-                Some("STOPPED") => Line::Stopped(Instant::now()),
-                _ => continue,
+            // The test harness may print its own words before the child's on a line.
+            let seen = if line.contains("CHILD-TAKEN") {
+                Line::Taken
+            } else if line.contains("CHILD-RENEWED") {
+                Line::Renewed(Instant::now())
+            } else if line.contains("CHILD-STOPPED") {
+                Line::Stopped(Instant::now())
+            } else {
+                continue;
             };
             if send.send(seen).is_err() {
                 break;
