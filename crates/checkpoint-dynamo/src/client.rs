@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
 use aws_sdk_dynamodb::Client;
@@ -58,13 +58,60 @@ pub(crate) struct Shared {
     pub(crate) table_active_timeout: Duration,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) requests: Arc<AtomicU64>,
-    /// The `get_lease` gates (see `protocol::Probe`), per `leaseKey`. They belong to this
-    /// client, never to the process: two clients may name one table name in two accounts,
-    /// regions or endpoints, which are different tables.
+    /// The `get_lease` gates and the observations, shared by every handle on the same table
+    /// (see [`Tracking`]).
+    pub(crate) tracking: Arc<Tracking>,
+}
+
+/// What handles on one table share in a process: the `get_lease` gates (see
+/// `protocol::Probe`) and the observations (`observe.rs`), both per `leaseKey`.
+///
+/// Handles share them only when they provably name the same table on the same clock: the same
+/// endpoint, region, static or emulator credentials (so the same account) and table name, and
+/// the process's default clock. Anything else (the default credentials chain, a client or SDK
+/// configuration brought by the caller, an injected clock) gets its own, because one table
+/// name in two accounts, regions or endpoints is two tables, and observations timed on two
+/// clocks cannot be compared.
+#[derive(Default)]
+pub(crate) struct Tracking {
     pub(crate) gates: Mutex<HashMap<String, Gate>>,
-    /// What this client's handles have observed of each item (expiry, `observe.rs`); the
-    /// client's own, for the same reason as the gates.
     pub(crate) observations: Observations,
+}
+
+/// The tracking of `scope` (shared in the process), or a private one.
+fn tracking(scope: Option<String>) -> Arc<Tracking> {
+    static SCOPES: LazyLock<Mutex<HashMap<String, Arc<Tracking>>>> = LazyLock::new(Mutex::default);
+    match scope {
+        Some(scope) => SCOPES
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(scope)
+            .or_default()
+            .clone(),
+        None => Arc::default(),
+    }
+}
+
+/// The identity of the table `config` names through `sdk`, when it is certain (see
+/// [`Tracking`]): endpoint, region, the access key (static or emulator credentials) and
+/// table; `None` otherwise.
+pub(crate) fn scope(config: &DynamoConfig, sdk: &aws_config::SdkConfig) -> Option<String> {
+    if !config.default_clock {
+        return None;
+    }
+    let key = match &config.credentials {
+        Some(c) => c.access_key_id.clone(),
+        None if config.endpoint.is_some() && !environment_has_credentials() => {
+            "emulator".to_owned()
+        }
+        None => return None,
+    };
+    Some(format!(
+        "{}\n{}\n{key}\n{}",
+        config.endpoint.as_deref().unwrap_or("aws"),
+        sdk.region().map(|r| r.as_ref()).unwrap_or_default(),
+        config.table
+    ))
 }
 
 /// Whether the environment names credentials of its own (so a custom endpoint should use the
@@ -99,7 +146,8 @@ fn https() -> aws_sdk_dynamodb::config::SharedHttpClient {
 /// The SDK configuration `config` describes: region and credentials from it, else the AWS
 /// default chains; with a custom endpoint and nothing found, `us-east-1` and dummy credentials.
 pub(crate) async fn sdk_config(config: &DynamoConfig) -> aws_config::SdkConfig {
-    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest()).http_client(https());
+    let mut loader =
+        aws_config::defaults(aws_config::BehaviorVersion::latest()).http_client(https());
     let emulator = config.endpoint.is_some();
     match &config.region {
         Some(region) => loader = loader.region(Region::new(region.clone())),
@@ -134,7 +182,11 @@ pub(crate) async fn sdk_config(config: &DynamoConfig) -> aws_config::SdkConfig {
 /// The handle state from an SDK client configuration: this crate's retry policy replaces the
 /// SDK's (turned off), the per-attempt timeout and the endpoint come from `config`, and a
 /// request counter is added.
-pub(crate) fn shared(builder: aws_sdk_dynamodb::config::Builder, config: &DynamoConfig) -> Shared {
+pub(crate) fn shared(
+    builder: aws_sdk_dynamodb::config::Builder,
+    config: &DynamoConfig,
+    scope: Option<String>,
+) -> Shared {
     let requests = Arc::new(AtomicU64::new(0));
     let mut builder = builder
         .retry_config(RetryConfig::disabled())
@@ -159,8 +211,7 @@ pub(crate) fn shared(builder: aws_sdk_dynamodb::config::Builder, config: &Dynamo
         table_active_timeout: config.table_active_timeout,
         clock: config.clock.clone(),
         requests,
-        gates: Mutex::default(),
-        observations: Observations::default(),
+        tracking: tracking(scope),
     }
 }
 

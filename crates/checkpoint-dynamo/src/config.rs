@@ -66,6 +66,8 @@ pub struct DynamoConfig {
     pub(crate) request_timeout: Duration,
     pub(crate) table_active_timeout: Duration,
     pub(crate) clock: Arc<dyn Clock>,
+    /// Whether `clock` is the process's default clock (observations may then be shared).
+    pub(crate) default_clock: bool,
 }
 
 impl fmt::Debug for DynamoConfig {
@@ -127,7 +129,8 @@ impl DynamoConfig {
             renew_concurrency: 16,
             request_timeout: Duration::from_secs(5),
             table_active_timeout: Duration::from_secs(60),
-            clock: Arc::new(MonotonicClock::new()),
+            clock: MonotonicClock::process(),
+            default_clock: true,
         })
     }
 
@@ -179,8 +182,9 @@ impl DynamoConfig {
                     config.renew_concurrency = usize::try_from(n).unwrap_or(1);
                 }
                 "kcl_at_timestamp_ms" => {
-                    let ms = u64::try_from(parse_number("kcl_at_timestamp_ms", &value)?)
-                        .map_err(|_| Error::invalid("url", "kcl_at_timestamp_ms must not be negative"))?;
+                    let ms = u64::try_from(parse_number("kcl_at_timestamp_ms", &value)?).map_err(
+                        |_| Error::invalid("url", "kcl_at_timestamp_ms must not be negative"),
+                    )?;
                     config.kcl_at_timestamp = Some(ms);
                 }
                 "kcl_multi_stream" => config.layout = KeyLayout::kcl_multi_stream(&value)?,
@@ -326,10 +330,12 @@ impl DynamoConfig {
     /// The clock this handle times its observations by (expiry: a lease or membership record
     /// unchanged for its duration on this clock) and reports deadlines in; the deadline it
     /// writes into `leaseDeadlineMillis` is information only. No other handle ever reads it.
-    /// Default: a monotonic clock ([`std::time::Instant`]) expressed from the wall-clock
-    /// instant the config was made. Tests inject a [`checkpoint_core::ManualClock`].
+    /// Default: the process's monotonic clock ([`std::time::Instant`]) expressed from the
+    /// wall-clock instant it was first used; handles on the same table (same endpoint, region,
+    /// static or emulator credentials) then share their observations in the process. Tests inject a [`checkpoint_core::ManualClock`].
     pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = clock;
+        self.default_clock = false;
         self
     }
 }
@@ -357,9 +363,10 @@ mod tests {
         assert!(matches!(c.layout, KeyLayout::KclSingleStream { .. }));
         assert_eq!(c.request_timeout, Duration::from_millis(1500));
         assert_eq!(c.renew_concurrency, 4);
-        let multi =
-            DynamoConfig::from_url("dynamodb://leases?kcl_multi_stream=123456789012:orders:1700000000")
-                .unwrap();
+        let multi = DynamoConfig::from_url(
+            "dynamodb://leases?kcl_multi_stream=123456789012:orders:1700000000",
+        )
+        .unwrap();
         assert_eq!(
             multi.layout,
             KeyLayout::KclMultiStream {

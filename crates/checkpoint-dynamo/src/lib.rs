@@ -125,9 +125,11 @@
 //! is dead once this handle has seen its `heartbeatCounter` unchanged for its TTL.
 //!
 //! Consequences, stated as the KCL states them: a worker whose clock is 30 s or an hour off
-//! takes no live lease early, since only clock *rates* matter; but a fresh handle (a
+//! takes no live lease early, since only clock *rates* matter; but a fresh process (a
 //! restarted worker) must watch a lease for one full duration before taking it, even if its
-//! holder died long ago, and the takeover of a dead worker's lease comes up to one observation
+//! holder died long ago (handles of one process on the same table, with the same static or
+//! emulator credentials and the default clock, share what they observed; a handle built from
+//! a client or SDK configuration of the caller's, or with its own clock, observes alone), and the takeover of a dead worker's lease comes up to one observation
 //! interval (the time between two listings) after the lease duration, so a consumer's failover
 //! is at most lease duration + one renew interval + one observation interval.
 //! `leaseDeadlineMillis` is still written, as information for people reading the table. Tests

@@ -5,7 +5,7 @@
 //! `heartbeatCounter` (bumped by every registration and heartbeat), `heartbeatTtlMillis` and,
 //! as information only, `workerExpiryMillis` (the writer's wall clock). A worker is dead when
 //! this handle has seen its `heartbeatCounter` unchanged for its TTL on its own clock (the
-//! rule of `observe.rs`), so a fresh handle counts every registered worker live for one TTL.
+//! rule of `observe.rs`), so a fresh process counts every registered worker live for one TTL.
 
 use std::time::Duration;
 
@@ -16,8 +16,8 @@ use checkpoint_core::{Error, HeartbeatTtl, Membership, Result, WorkerId};
 use crate::observe::left;
 use crate::protocol::Reply;
 use crate::schema::{
-    self, APP_NAME, HEARTBEAT_COUNTER, HEARTBEAT_TTL_MILLIS, Item, LEASE_KEY,
-    WORKER_EXPIRY_MILLIS, WORKER_ID, n, s, worker_key, worker_prefix,
+    self, APP_NAME, HEARTBEAT_COUNTER, HEARTBEAT_TTL_MILLIS, Item, LEASE_KEY, WORKER_EXPIRY_MILLIS,
+    WORKER_ID, n, s, worker_key, worker_prefix,
 };
 use crate::store::DynamoStore;
 
@@ -64,7 +64,7 @@ impl DynamoStore {
         let ttl = schema::number(item, pk, HEARTBEAT_TTL_MILLIS)?
             .map(Duration::from_millis)
             .unwrap_or(crate::KCL_DEFAULT_FAILOVER);
-        let since = self.shared.observations.since(pk, counter, now);
+        let since = self.shared.tracking.observations.since(pk, counter, now);
         Ok(Member {
             pk: pk.to_owned(),
             id,
@@ -179,7 +179,7 @@ impl Membership for DynamoStore {
             .await?
         {
             Reply::Done(_) => {
-                self.shared.observations.forget(&pk);
+                self.shared.tracking.observations.forget(&pk);
                 Ok(())
             }
             Reply::Failed(_) => Err(Error::corrupt(
@@ -218,7 +218,7 @@ impl Membership for DynamoStore {
                 .send_conditional("DeleteItem", || req.clone().send())
                 .await?
             {
-                self.shared.observations.forget(&member.pk);
+                self.shared.tracking.observations.forget(&member.pk);
                 pruned += 1;
             }
         }

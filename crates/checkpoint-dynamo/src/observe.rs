@@ -14,8 +14,10 @@
 //! does, whatever the two wall clocks say. Only clock *rates* matter, and monotonic clocks
 //! agree on rates within parts per million.
 //!
-//! The consequence, as with the KCL: a fresh handle (a restarted worker) must watch a lease
-//! for one duration before it may take it, even if the holder died long ago.
+//! The consequence, as with the KCL: a fresh process (a restarted worker) must watch a lease
+//! for one duration before it may take it, even if the holder died long ago. Handles of one
+//! process on one table share their observations when that is provably sound (see
+//! `client::Tracking`).
 
 use std::collections::HashMap;
 use std::fmt;
@@ -34,6 +36,13 @@ pub(crate) struct MonotonicClock {
 }
 
 impl MonotonicClock {
+    /// The process's one default clock, so observations of handles sharing it compare.
+    pub(crate) fn process() -> std::sync::Arc<dyn Clock> {
+        static CLOCK: std::sync::LazyLock<std::sync::Arc<MonotonicClock>> =
+            std::sync::LazyLock::new(|| std::sync::Arc::new(MonotonicClock::new()));
+        CLOCK.clone()
+    }
+
     pub(crate) fn new() -> Self {
         Self {
             wall: SystemTime::now(),
@@ -54,9 +63,9 @@ impl fmt::Display for MonotonicClock {
     }
 }
 
-/// When this handle first saw each record at its current version. Keyed by the stored
-/// `leaseKey`; one per handle, so stores on different tables (or accounts, regions,
-/// endpoints) never share an observation.
+/// When each record was first seen at its current version. Keyed by the stored `leaseKey`;
+/// shared only by handles on the same table and clock (`client::Tracking`), so stores on
+/// different tables (or accounts, regions, endpoints) never share an observation.
 #[derive(Debug, Default)]
 pub(crate) struct Observations {
     seen: Mutex<HashMap<String, (Option<u64>, SystemTime)>>,
@@ -88,7 +97,10 @@ impl Observations {
 /// Whether a record seen unchanged since `since` has lapsed at `now` after `period`, and the
 /// time left when it has not.
 pub(crate) fn left(since: SystemTime, period: Duration, now: SystemTime) -> Option<Duration> {
-    (since + period).duration_since(now).ok().filter(|d| !d.is_zero())
+    (since + period)
+        .duration_since(now)
+        .ok()
+        .filter(|d| !d.is_zero())
 }
 
 #[cfg(test)]
@@ -102,7 +114,11 @@ mod tests {
         assert_eq!(obs.since("k", Some(1), t0), t0);
         let later = t0 + Duration::from_secs(5);
         assert_eq!(obs.since("k", Some(1), later), t0, "same version");
-        assert_eq!(obs.since("k", Some(2), later), later, "a new version restarts");
+        assert_eq!(
+            obs.since("k", Some(2), later),
+            later,
+            "a new version restarts"
+        );
         assert_eq!(obs.since("other", Some(2), later), later, "keys apart");
         obs.forget("k");
         let last = later + Duration::from_secs(1);
@@ -113,7 +129,10 @@ mod tests {
     fn time_left_is_zero_once_lapsed() {
         let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000);
         let d = Duration::from_secs(10);
-        assert_eq!(left(t0, d, t0 + Duration::from_secs(4)), Some(Duration::from_secs(6)));
+        assert_eq!(
+            left(t0, d, t0 + Duration::from_secs(4)),
+            Some(Duration::from_secs(6))
+        );
         assert_eq!(left(t0, d, t0 + d), None);
         assert_eq!(left(t0, d, t0 + Duration::from_secs(11)), None);
     }

@@ -73,9 +73,9 @@ use checkpoint_core::{Error, FencingToken, Lease, LeaseDuration, LeaseKey, Resul
 use crate::error::{STORE, map_error};
 use crate::observe::left;
 use crate::schema::{
-    self, CHECKPOINT_OWNER, CREATE_NONCE, Expr, FENCING_TOKEN, Item, LEASE_CLAIMANT,
-    LEASE_COUNTER, LEASE_DEADLINE_MILLIS, LEASE_DURATION_MILLIS, LEASE_KEY, LEASE_OWNER,
-    OWNER_SWITCHES, Stored, decode, encode_update, n, s,
+    self, CHECKPOINT_OWNER, CREATE_NONCE, Expr, FENCING_TOKEN, Item, LEASE_CLAIMANT, LEASE_COUNTER,
+    LEASE_DEADLINE_MILLIS, LEASE_DURATION_MILLIS, LEASE_KEY, LEASE_OWNER, OWNER_SWITCHES, Stored,
+    decode, encode_update, n, s,
 };
 use crate::store::DynamoStore;
 
@@ -109,7 +109,9 @@ pub(crate) enum Reply<T> {
 }
 
 /// An operation error that can be a failed condition.
-pub(crate) trait Conditional: ProvideErrorMetadata + StdError + Send + Sync + 'static {
+pub(crate) trait Conditional:
+    ProvideErrorMetadata + StdError + Send + Sync + 'static
+{
     /// Whether this is `ConditionalCheckFailedException`.
     fn is_condition_failed(&self) -> bool;
     /// The item a failed condition returned.
@@ -228,6 +230,7 @@ impl DynamoStore {
     pub(crate) fn observed(&self, pk: &str, mut stored: Stored) -> Stored {
         stored.since = self
             .shared
+            .tracking
             .observations
             .since(pk, stored.version, self.now());
         stored.lease.deadline = stored
@@ -259,7 +262,7 @@ impl DynamoStore {
         match out.item() {
             Some(item) => Ok(Some(self.learn(key, &pk, item)?)),
             None => {
-                self.shared.observations.forget(&pk);
+                self.shared.tracking.observations.forget(&pk);
                 self.remember(key, None);
                 Ok(None)
             }
@@ -342,14 +345,21 @@ impl DynamoStore {
 
     /// Sends a conditional `UpdateItem` that returns `ALL_NEW` on success and `ALL_OLD` on a
     /// failed condition, and observes and caches what it learns.
-    async fn updated(&self, key: &LeaseKey, pk: &str, req: UpdateItemFluentBuilder) -> Result<Written> {
+    async fn updated(
+        &self,
+        key: &LeaseKey,
+        pk: &str,
+        req: UpdateItemFluentBuilder,
+    ) -> Result<Written> {
         match self
             .send_conditional("UpdateItem", || req.clone().send())
             .await?
         {
-            Reply::Done(out) => Ok(Written::Done(
-                self.learn(key, pk, &out.attributes.unwrap_or_default())?,
-            )),
+            Reply::Done(out) => Ok(Written::Done(self.learn(
+                key,
+                pk,
+                &out.attributes.unwrap_or_default(),
+            )?)),
             Reply::Failed(Some(item)) => Ok(Written::Conflict(Some(self.learn(key, pk, &item)?))),
             // The failure did not carry the item (absent, or an emulator without
             // ReturnValuesOnConditionCheckFailure): read it.
@@ -385,8 +395,14 @@ impl DynamoStore {
         });
         let mut expr = Expr::default();
         expr.set(LEASE_OWNER, s(worker.as_str()));
-        expr.set(LEASE_DEADLINE_MILLIS, n(schema::to_millis(now + duration.get())));
-        expr.set(LEASE_DURATION_MILLIS, n(schema::duration_millis(duration.get())));
+        expr.set(
+            LEASE_DEADLINE_MILLIS,
+            n(schema::to_millis(now + duration.get())),
+        );
+        expr.set(
+            LEASE_DURATION_MILLIS,
+            n(schema::duration_millis(duration.get())),
+        );
         expr.set_or_remove(CHECKPOINT_OWNER, None);
         expr.set_or_remove(LEASE_CLAIMANT, None);
         for (attr, value) in self.shared.layout.key_attributes(&self.app, key) {
@@ -538,7 +554,12 @@ impl DynamoStore {
     /// item of this client's table.
     pub(crate) fn gate(&self, key: &LeaseKey) -> Result<Gate> {
         let pk = self.pk(key)?;
-        let mut gates = self.shared.gates.lock().unwrap_or_else(|e| e.into_inner());
+        let mut gates = self
+            .shared
+            .tracking
+            .gates
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         Ok(gates.entry(pk).or_default().clone())
     }
 

@@ -744,7 +744,10 @@ mod tests {
             Some(Position::AtTimestamp(1_700_000_000_000))
         );
         assert_eq!(
-            encode_position(&Position::AtTimestamp(1_700_000_000_000), Some(1_700_000_000_000)),
+            encode_position(
+                &Position::AtTimestamp(1_700_000_000_000),
+                Some(1_700_000_000_000)
+            ),
             KCL_AT_TIMESTAMP
         );
         assert_eq!(

@@ -24,8 +24,8 @@ use crate::config::DynamoConfig;
 use crate::error::STORE;
 use crate::protocol::{Probe, Reply, Start, Written, lease_of, nonce};
 use crate::schema::{
-    self, Expr, KeyLayout, LEASE_COUNTER, LEASE_DEADLINE_MILLIS, LEASE_DURATION_MILLIS,
-    LEASE_KEY, decode, n, s,
+    self, Expr, KeyLayout, LEASE_COUNTER, LEASE_DEADLINE_MILLIS, LEASE_DURATION_MILLIS, LEASE_KEY,
+    decode, n, s,
 };
 
 /// A lease and checkpoint store for one app on one DynamoDB table.
@@ -65,7 +65,16 @@ impl DynamoStore {
     /// emulators accept any.
     pub async fn open(config: DynamoConfig, app: AppName) -> Result<Self> {
         let sdk = client::sdk_config(&config).await;
-        Self::from_sdk_config(&sdk, config, app).await
+        let scope = client::scope(&config, &sdk);
+        Self::from_shared(
+            client::shared(
+                aws_sdk_dynamodb::config::Builder::from(&sdk),
+                &config,
+                scope,
+            ),
+            app,
+        )
+        .await
     }
 
     /// Builds the client from an AWS SDK configuration (so profiles, assumed roles, SSO and
@@ -95,7 +104,7 @@ impl DynamoStore {
         app: AppName,
     ) -> Result<Self> {
         Self::from_shared(
-            client::shared(aws_sdk_dynamodb::config::Builder::from(sdk), &config),
+            client::shared(aws_sdk_dynamodb::config::Builder::from(sdk), &config, None),
             app,
         )
         .await
@@ -120,7 +129,11 @@ impl DynamoStore {
     /// # }
     /// ```
     pub async fn from_client(client: &Client, config: DynamoConfig, app: AppName) -> Result<Self> {
-        Self::from_shared(client::shared(client.config().to_builder(), &config), app).await
+        Self::from_shared(
+            client::shared(client.config().to_builder(), &config, None),
+            app,
+        )
+        .await
     }
 
     async fn from_shared(shared: Shared, app: AppName) -> Result<Self> {
@@ -213,7 +226,10 @@ impl LeaseManager for DynamoStore {
             let Some(new) = rules::create_if_absent(None, key, parents, initial) else {
                 break;
             };
-            match self.write(key, None, &new, None, None, Some(&nonce)).await? {
+            match self
+                .write(key, None, &new, None, None, Some(&nonce))
+                .await?
+            {
                 Written::Done(_) => return Ok(true),
                 Written::Conflict(Some(current)) => {
                     return Ok(current.nonce.as_deref() == Some(nonce.as_str()));
@@ -237,7 +253,7 @@ impl LeaseManager for DynamoStore {
     /// Expiry trusts no wall clock: another worker's lease is expired once this handle has
     /// seen its `leaseCounter` unchanged for the holder's lease duration (the requested one on
     /// a KCL-written item) on its own clock, so `LeaseHeld::remaining` is the time left by
-    /// that rule, and a fresh handle waits one full duration before taking a lease whose
+    /// that rule, and a fresh process waits one full duration before taking a lease whose
     /// holder died. The caller's own lease, live or expired, from any handle, is re-granted
     /// with its token (only a grant to a different worker bumps it).
     async fn get_lease(
@@ -392,9 +408,13 @@ impl LeaseManager for DynamoStore {
         token: FencingToken,
     ) -> Result<Lease> {
         self.pk(key)?;
-        self.apply(key, Start::Read, Some((worker, token)), None, |current, _| {
-            rules::remove_lease_owner(lease_of(current), key, worker, token)
-        })
+        self.apply(
+            key,
+            Start::Read,
+            Some((worker, token)),
+            None,
+            |current, _| rules::remove_lease_owner(lease_of(current), key, worker, token),
+        )
         .await
     }
 
@@ -424,7 +444,7 @@ impl LeaseManager for DynamoStore {
             .expression_attribute_names("#k", LEASE_KEY);
         self.send_conditional("DeleteItem", || req.clone().send())
             .await?;
-        self.shared.observations.forget(&pk);
+        self.shared.tracking.observations.forget(&pk);
         self.remember(key, None);
         Ok(())
     }
@@ -452,8 +472,9 @@ impl LeaseManager for DynamoStore {
             }
             let stored = match self.shared.layout.parse(&self.app, pk) {
                 Ok(None) => continue,
-                Ok(Some(key)) => decode(&key, item, self.shared.kcl_at_timestamp)
-                    .map(|stored| (key, stored)),
+                Ok(Some(key)) => {
+                    decode(&key, item, self.shared.kcl_at_timestamp).map(|stored| (key, stored))
+                }
                 Err(e) => Err(e),
             };
             match stored {
@@ -538,9 +559,16 @@ impl Checkpointer for DynamoStore {
         position: &Position,
     ) -> Result<Lease> {
         self.pk(key)?;
-        self.apply(key, Start::Read, Some((worker, token)), None, |current, _| {
-            rules::checkpoint(lease_of(current), key, worker, token, position).map(Outcome::Write)
-        })
+        self.apply(
+            key,
+            Start::Read,
+            Some((worker, token)),
+            None,
+            |current, _| {
+                rules::checkpoint(lease_of(current), key, worker, token, position)
+                    .map(Outcome::Write)
+            },
+        )
         .await
     }
 
@@ -553,10 +581,16 @@ impl Checkpointer for DynamoStore {
         position: &Position,
     ) -> Result<Lease> {
         self.pk(key)?;
-        self.apply(key, Start::Read, Some((worker, token)), None, |current, _| {
-            rules::prepare_checkpoint(lease_of(current), key, worker, token, position)
-                .map(Outcome::Write)
-        })
+        self.apply(
+            key,
+            Start::Read,
+            Some((worker, token)),
+            None,
+            |current, _| {
+                rules::prepare_checkpoint(lease_of(current), key, worker, token, position)
+                    .map(Outcome::Write)
+            },
+        )
         .await
     }
 

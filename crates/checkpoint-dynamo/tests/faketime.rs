@@ -99,7 +99,12 @@ async fn contest(endpoint: &str, faketime: &str, offset: &str, table: &str) {
         .arg("-f")
         .arg(offset)
         .arg(exe)
-        .args(["--exact", "faketime_child", "--nocapture", "--test-threads=1"])
+        .args([
+            "--exact",
+            "faketime_child",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env(ORDERS, format!("{table} {app} {shard}"))
         .env("CHECKPOINT_DYNAMO_ENDPOINT", endpoint)
         // Only the wall clock is off, as on a host whose NTP failed; the monotonic clock runs.
@@ -131,7 +136,10 @@ async fn contest(endpoint: &str, faketime: &str, offset: &str, table: &str) {
     let first = lines
         .recv_timeout(Duration::from_secs(60))
         .expect("the child reports");
-    assert!(matches!(first, Line::Taken), "the child took the lease first");
+    assert!(
+        matches!(first, Line::Taken),
+        "the child took the lease first"
+    );
 
     // The child's clock really is off: the deadline it wrote is an hour from ours.
     let item = parent
@@ -198,7 +206,10 @@ async fn contest(endpoint: &str, faketime: &str, offset: &str, table: &str) {
         "child clock {offset}: {attempts} attempts refused while it renewed; taken {failover:?} \
          after it stopped (bound {bound:?})"
     );
-    assert!(failover <= bound, "{offset}: failover {failover:?} > {bound:?}");
+    assert!(
+        failover <= bound,
+        "{offset}: failover {failover:?} > {bound:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

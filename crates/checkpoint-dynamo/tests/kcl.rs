@@ -19,8 +19,8 @@ use aws_sdk_dynamodb::types::{
 };
 use checkpoint_core::conformance::{backend_unavailable, random_app};
 use checkpoint_core::{
-    Checkpointer, Clock, Error, ErrorKind, LeaseDuration, LeaseKey, LeaseManager, ManualClock, Position,
-    StreamName, WorkerId,
+    Checkpointer, Clock, Error, ErrorKind, LeaseDuration, LeaseKey, LeaseManager, ManualClock,
+    Position, StreamName, WorkerId,
 };
 use checkpoint_dynamo::{DynamoConfig, DynamoStore, KeyLayout};
 
@@ -167,7 +167,10 @@ async fn raw(store: &DynamoStore, lease_key: &str) -> Item {
 }
 
 /// Writes the fixture items into a new KCL-made table and opens it with `layout`.
-async fn adopt(layout: KeyLayout, groups: &[&str]) -> Option<(DynamoStore, Arc<ManualClock>, Vec<Fixture>)> {
+async fn adopt(
+    layout: KeyLayout,
+    groups: &[&str],
+) -> Option<(DynamoStore, Arc<ManualClock>, Vec<Fixture>)> {
     let how = "start a moto server (tests/moto_serial.py PORT) and set CHECKPOINT_DYNAMO_ENDPOINT";
     let Ok(endpoint) = std::env::var("CHECKPOINT_DYNAMO_ENDPOINT") else {
         backend_unavailable("dynamodb", how, &"CHECKPOINT_DYNAMO_ENDPOINT is not set");
@@ -208,9 +211,9 @@ async fn adopt(layout: KeyLayout, groups: &[&str]) -> Option<(DynamoStore, Arc<M
         .with_clock(clock.clone());
     config = match layout {
         KeyLayout::KclSingleStream { stream } => config.with_kcl_single_stream(stream),
-        KeyLayout::KclMultiStream { identifier, .. } => {
-            config.with_kcl_multi_stream(&identifier).expect("valid identifier")
-        }
+        KeyLayout::KclMultiStream { identifier, .. } => config
+            .with_kcl_multi_stream(&identifier)
+            .expect("valid identifier"),
         other => panic!("not a KCL layout: {other:?}"),
     };
     let store = DynamoStore::open(config, random_app("kcl"))
@@ -241,7 +244,10 @@ async fn take_checkpoint_release(
         {
             // A KCL owner the core's WorkerId rule still rejects: listed as unreadable (a
             // warning), and a fetch names the attribute.
-            let err = store.lease_item(&key).await.expect_err("owner rejected by core");
+            let err = store
+                .lease_item(&key)
+                .await
+                .expect_err("owner rejected by core");
             assert_eq!(err.kind(), ErrorKind::Corrupt, "{err}");
             println!("{pk}: KCL owner {owner:?} is rejected by WorkerId: {err}");
             assert!(!listed.iter().any(|l| l.key == key), "{pk} left out");
@@ -253,7 +259,10 @@ async fn take_checkpoint_release(
             .await
             .expect("fetch")
             .expect("exists");
-        assert!(listed.contains(&lease) || listed.iter().any(|l| l.key == key), "{pk} listed");
+        assert!(
+            listed.contains(&lease) || listed.iter().any(|l| l.key == key),
+            "{pk} listed"
+        );
         assert_eq!(
             lease.checkpoint,
             kcl_position(&f.item, "checkpoint", "checkpointSubSequenceNumber"),
@@ -261,7 +270,11 @@ async fn take_checkpoint_release(
         );
         assert_eq!(
             lease.pending_checkpoint,
-            kcl_position(&f.item, "pendingCheckpoint", "pendingCheckpointSubSequenceNumber"),
+            kcl_position(
+                &f.item,
+                "pendingCheckpoint",
+                "pendingCheckpointSubSequenceNumber"
+            ),
             "{pk}"
         );
         assert_eq!(lease.owner.as_ref().map(|o| o.as_str()), owner, "{pk}");
@@ -275,22 +288,33 @@ async fn take_checkpoint_release(
                 );
                 taken
             }
-            Err(Error::LeaseHeld { holder, remaining, .. }) => {
+            Err(Error::LeaseHeld {
+                holder, remaining, ..
+            }) => {
                 assert_eq!(Some(holder.as_str()), owner, "{pk}");
                 assert_eq!(remaining, Duration::from_secs(10), "{pk}");
                 clock.advance(Duration::from_secs(10));
-                store.get_lease(&key, &me, d).await.expect("taken after the duration")
+                store
+                    .get_lease(&key, &me, d)
+                    .await
+                    .expect("taken after the duration")
             }
             Err(e) => panic!("{pk}: {e}"),
         };
-        assert_eq!(taken.checkpoint, lease.checkpoint, "{pk}: the KCL position is kept");
+        assert_eq!(
+            taken.checkpoint, lease.checkpoint,
+            "{pk}: the KCL position is kept"
+        );
         // A sub-sequence checkpoint resumes exactly there: one sub-record back is a
         // regression, the next one is progress.
-        if let Some(Position::Sequence { sequence, sub_sequence }) = &lease.checkpoint
+        if let Some(Position::Sequence {
+            sequence,
+            sub_sequence,
+        }) = &lease.checkpoint
             && *sub_sequence > 0
         {
-            let back = Position::sequence_with_sub(sequence.as_str(), sub_sequence - 1)
-                .expect("valid");
+            let back =
+                Position::sequence_with_sub(sequence.as_str(), sub_sequence - 1).expect("valid");
             assert_eq!(
                 store
                     .checkpoint_sequence(&key, &me, taken.token, &back)
@@ -320,27 +344,57 @@ async fn take_checkpoint_release(
         assert_eq!(after.get("leaseOwner"), None, "{pk}: released");
         assert_eq!(after.get("checkpointOwner"), None, "{pk}");
         for kept in KCL_KEPT {
-            assert_eq!(after.get(kept), f.item.get(kept), "{pk}: {kept} kept as the KCL wrote it");
+            assert_eq!(
+                after.get(kept),
+                f.item.get(kept),
+                "{pk}: {kept} kept as the KCL wrote it"
+            );
         }
         let counter = |i: &Item| text(i, "leaseCounter").and_then(|c| c.parse::<u64>().ok());
-        assert!(counter(&after) > counter(&f.item), "{pk}: leaseCounter moved on");
-        assert!(matches!(after.get("ownerSwitchesSinceCheckpoint"), Some(AttributeValue::N(_))));
+        assert!(
+            counter(&after) > counter(&f.item),
+            "{pk}: leaseCounter moved on"
+        );
+        assert!(matches!(
+            after.get("ownerSwitchesSinceCheckpoint"),
+            Some(AttributeValue::N(_))
+        ));
         if at_timestamp {
-            assert_eq!(text(&after, "checkpoint"), Some("AT_TIMESTAMP"), "{pk}: the sentinel");
+            assert_eq!(
+                text(&after, "checkpoint"),
+                Some("AT_TIMESTAMP"),
+                "{pk}: the sentinel"
+            );
         } else {
             assert_eq!(
                 text(&after, "checkpoint"),
-                Some(if lease.checkpoint == Some(Position::ShardEnd) { "SHARD_END" } else { AHEAD }),
+                Some(if lease.checkpoint == Some(Position::ShardEnd) {
+                    "SHARD_END"
+                } else {
+                    AHEAD
+                }),
                 "{pk}"
             );
-            let sub = if lease.checkpoint == Some(Position::ShardEnd) { "0" } else { "1" };
-            assert_eq!(text(&after, "checkpointSubSequenceNumber"), Some(sub), "{pk}");
+            let sub = if lease.checkpoint == Some(Position::ShardEnd) {
+                "0"
+            } else {
+                "1"
+            };
+            assert_eq!(
+                text(&after, "checkpointSubSequenceNumber"),
+                Some(sub),
+                "{pk}"
+            );
             for pending in [
                 "pendingCheckpoint",
                 "pendingCheckpointSubSequenceNumber",
                 "pendingCheckpointState",
             ] {
-                assert_eq!(after.get(pending), None, "{pk}: {pending} cleared with the checkpoint");
+                assert_eq!(
+                    after.get(pending),
+                    None,
+                    "{pk}: {pending} cleared with the checkpoint"
+                );
             }
         }
     }
@@ -350,7 +404,9 @@ async fn take_checkpoint_release(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kcl_single_stream_items_are_adopted() {
     let stream = StreamName::new("orders").expect("valid");
-    let layout = KeyLayout::KclSingleStream { stream: stream.clone() };
+    let layout = KeyLayout::KclSingleStream {
+        stream: stream.clone(),
+    };
     let Some((store, clock, fixtures)) =
         adopt(layout, &["kcl1_single_stream", "kcl2_single_stream"]).await
     else {
@@ -398,7 +454,12 @@ async fn kcl_multi_stream_items_are_adopted() {
     assert_eq!(raw(&store, pk).await, other.item);
     // A lease this handle creates carries the KCL's multi-stream attributes.
     let key = LeaseKey::parse("orders", "shardId-000000000010").expect("valid");
-    assert!(store.create_lease_if_absent(&key, &[], None).await.expect("create"));
+    assert!(
+        store
+            .create_lease_if_absent(&key, &[], None)
+            .await
+            .expect("create")
+    );
     let made = raw(&store, &format!("{identifier}:shardId-000000000010")).await;
     assert_eq!(text(&made, "streamName"), Some(identifier));
     assert_eq!(text(&made, "shardId"), Some("shardId-000000000010"));

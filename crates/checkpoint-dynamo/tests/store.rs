@@ -498,17 +498,27 @@ async fn a_fresh_handle_watches_for_one_duration() {
         return;
     };
     let (k, d) = (key("s", "k"), secs(10));
-    holder.get_lease(&k, &worker("dead"), d).await.expect("take");
+    holder
+        .get_lease(&k, &worker("dead"), d)
+        .await
+        .expect("take");
     clock.advance(Duration::from_secs(3600));
     let fresh = peer(&base, &holder, clock.clone()).await;
     let me = worker("fresh");
     assert_eq!(
-        fresh.get_lease(&k, &me, d).await.map_err(|e| e.kind()).err(),
+        fresh
+            .get_lease(&k, &me, d)
+            .await
+            .map_err(|e| e.kind())
+            .err(),
         Some(ErrorKind::LeaseHeld),
         "an hour after the holder's deadline, but first seen now"
     );
     clock.advance(Duration::from_secs(10));
-    fresh.get_lease(&k, &me, d).await.expect("taken one duration later");
+    fresh
+        .get_lease(&k, &me, d)
+        .await
+        .expect("taken one duration later");
 }
 
 /// A worker re-taking its own lease keeps its token (the reference rule), live or expired,
@@ -524,17 +534,29 @@ async fn own_lease_is_retaken_with_its_token() {
     let (k, d, me) = (key("s", "k"), secs(10), worker("me"));
     let lease = first.get_lease(&k, &me, d).await.expect("take");
     clock.advance(Duration::from_secs(3));
-    let again = first.get_lease(&k, &me, d).await.expect("live, same handle");
+    let again = first
+        .get_lease(&k, &me, d)
+        .await
+        .expect("live, same handle");
     assert_eq!(again.token, lease.token);
     let restarted = peer(&base, &first, clock.clone()).await;
-    let again = restarted.get_lease(&k, &me, d).await.expect("live, fresh handle");
+    let again = restarted
+        .get_lease(&k, &me, d)
+        .await
+        .expect("live, fresh handle");
     assert_eq!(again.token, lease.token);
     clock.advance(Duration::from_secs(60));
-    let again = first.get_lease(&k, &me, d).await.expect("expired, same handle");
+    let again = first
+        .get_lease(&k, &me, d)
+        .await
+        .expect("expired, same handle");
     assert_eq!(again.token, lease.token);
     clock.advance(Duration::from_secs(60));
     let another = peer(&base, &first, clock.clone()).await;
-    let again = another.get_lease(&k, &me, d).await.expect("expired, fresh handle");
+    let again = another
+        .get_lease(&k, &me, d)
+        .await
+        .expect("expired, fresh handle");
     assert_eq!(again.token, lease.token);
     clock.advance(Duration::from_secs(60));
     let other = peer(&base, &first, clock.clone()).await;
@@ -567,19 +589,34 @@ async fn membership_is_judged_by_observation() {
         behind.advance(by);
         ahead.advance(by);
     };
-    let (w, ttl) = (worker("w"), HeartbeatTtl::new(Duration::from_secs(10)).expect("valid"));
+    let (w, ttl) = (
+        worker("w"),
+        HeartbeatTtl::new(Duration::from_secs(10)).expect("valid"),
+    );
     member.register_worker(&w, ttl).await.expect("register");
-    assert_eq!(observer.live_workers().await.expect("live"), vec![w.clone()]);
+    assert_eq!(
+        observer.live_workers().await.expect("live"),
+        vec![w.clone()]
+    );
     for _ in 0..5 {
         advance(Duration::from_secs(8));
         member.heartbeat(&w, ttl).await.expect("heartbeat");
-        assert_eq!(observer.live_workers().await.expect("live"), vec![w.clone()]);
+        assert_eq!(
+            observer.live_workers().await.expect("live"),
+            vec![w.clone()]
+        );
     }
     assert_eq!(observer.prune_dead_workers().await.expect("prune"), 0);
     advance(Duration::from_secs(9));
-    assert_eq!(observer.live_workers().await.expect("live"), vec![w.clone()]);
+    assert_eq!(
+        observer.live_workers().await.expect("live"),
+        vec![w.clone()]
+    );
     advance(Duration::from_secs(1));
-    assert_eq!(observer.live_workers().await.expect("live"), Vec::<WorkerId>::new());
+    assert_eq!(
+        observer.live_workers().await.expect("live"),
+        Vec::<WorkerId>::new()
+    );
     assert_eq!(observer.prune_dead_workers().await.expect("prune"), 1);
     assert_eq!(
         member.heartbeat(&w, ttl).await.map_err(|e| e.kind()).err(),
@@ -603,7 +640,10 @@ async fn same_table_name_elsewhere_shares_nothing() {
     };
     let app = holder.app().clone();
     let (k, d) = (key("s", "k"), secs(60));
-    holder.get_lease(&k, &worker("east"), d).await.expect("east takes");
+    holder
+        .get_lease(&k, &worker("east"), d)
+        .await
+        .expect("east takes");
     for round in 0..5 {
         let mut pollers = Vec::new();
         for i in 0..4 {
@@ -612,7 +652,9 @@ async fn same_table_name_elsewhere_shares_nothing() {
                 .expect("open east");
             let k = k.clone();
             pollers.push(tokio::spawn(async move {
-                store.get_lease(&k, &worker(&format!("poller-{i}")), d).await
+                store
+                    .get_lease(&k, &worker(&format!("poller-{i}")), d)
+                    .await
             }));
         }
         let other = DynamoStore::open(west.clone(), app.clone())
@@ -861,7 +903,10 @@ async fn corrupt_items_are_reported() {
         .create_lease_if_absent(&good, &[], None)
         .await
         .expect("create");
-    let listed = store.list_leases(None).await.expect("list skips, never fails");
+    let listed = store
+        .list_leases(None)
+        .await
+        .expect("list skips, never fails");
     assert_eq!(
         listed.iter().map(|l| l.key.clone()).collect::<Vec<_>>(),
         vec![good]
@@ -977,7 +1022,10 @@ async fn lost_replies_are_resolved_by_rereading() {
         .create_lease_if_absent(&k, &[], None)
         .await
         .expect("create with a lost reply");
-    assert!(created, "the retried create knows by its nonce that it created the record");
+    assert!(
+        created,
+        "the retried create knows by its nonce that it created the record"
+    );
     assert!(
         !store
             .create_lease_if_absent(&k, &[], None)
