@@ -99,7 +99,7 @@ async fn check_with(stores: [Arc<dyn Store>; 4], plan: scenario::Plan, slack: Du
         .expect("every orphaned lease was taken over");
     assert!(
         failover <= bound,
-        "failover took {failover:?} on {backend}, more than lease duration + renew interval (+ skew allowance) {bound:?}"
+        "failover took {failover:?} on {backend}, more than lease duration + renew interval (+ skew allowance, or observation interval) {bound:?}"
     );
     assert!(
         report.lease_moves >= report.killed_leases as u64,
