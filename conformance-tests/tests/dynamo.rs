@@ -25,13 +25,12 @@ use checkpoint_core::{AppName, Backoff, LeaseManager, Store};
 use checkpoint_dynamo::{DynamoConfig, DynamoStore};
 use conformance_tests::print_capability_table;
 
-/// The suite's config: its own table, a short skew allowance (the suite waits for 40 ms leases
-/// to expire), and a patient retry policy: moto on a busy two-core machine can take seconds to
+/// The suite's config: its own table and a patient retry policy: moto on a busy two-core
+/// machine can take seconds to
 /// answer, which is a timeout to retry, not a failure.
 fn config(endpoint: &str, table: &str) -> checkpoint_core::Result<DynamoConfig> {
     Ok(DynamoConfig::new(table)?
         .with_endpoint(endpoint)
-        .with_skew_allowance(Duration::from_millis(50))
         .with_request_timeout(Duration::from_secs(10))
         .with_backoff(Backoff {
             max_attempts: 10,

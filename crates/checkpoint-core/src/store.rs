@@ -29,6 +29,12 @@ pub enum ClockSource {
         /// take it.
         skew_allowance: Duration,
     },
+    /// No host's clock is trusted by another: a handle treats another worker's lease (or
+    /// membership) as expired only after it has itself observed the record's version counter
+    /// unchanged for the lease duration (or heartbeat TTL) on its own monotonic clock, as the
+    /// KCL does. A fresh handle therefore watches a lease for one duration before taking it.
+    /// DynamoDB, which has no server clock.
+    Observed,
 }
 
 /// How a checkpoint survives failures.
@@ -123,6 +129,7 @@ impl Capabilities {
             ClockSource::Server => "server".to_owned(),
             ClockSource::Host => "host".to_owned(),
             ClockSource::Client { skew_allowance } => format!("client + {skew_allowance:?} skew"),
+            ClockSource::Observed => "observed version, own monotonic clock".to_owned(),
         };
         let batch = match self.renew_many {
             BatchMode::OneRoundTrip => "1 round trip".to_owned(),

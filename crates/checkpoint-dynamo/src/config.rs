@@ -4,8 +4,9 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use checkpoint_core::{Backoff, Clock, Error, Result, StreamName, SystemClock};
+use checkpoint_core::{Backoff, Clock, Error, Result, StreamName};
 
+use crate::observe::MonotonicClock;
 use crate::schema::KeyLayout;
 
 /// How a table created by [`checkpoint_core::LeaseManager::init`] is billed.
@@ -59,12 +60,14 @@ pub struct DynamoConfig {
     pub(crate) credentials: Option<StaticCredentials>,
     pub(crate) billing: Billing,
     pub(crate) layout: KeyLayout,
-    pub(crate) skew_allowance: Duration,
+    pub(crate) kcl_at_timestamp: Option<u64>,
     pub(crate) backoff: Backoff,
     pub(crate) renew_concurrency: usize,
     pub(crate) request_timeout: Duration,
     pub(crate) table_active_timeout: Duration,
     pub(crate) clock: Arc<dyn Clock>,
+    /// Whether `clock` is the process's default clock (observations may then be shared).
+    pub(crate) default_clock: bool,
 }
 
 impl fmt::Debug for DynamoConfig {
@@ -79,7 +82,7 @@ impl fmt::Debug for DynamoConfig {
             )
             .field("billing", &self.billing)
             .field("layout", &self.layout)
-            .field("skew_allowance", &self.skew_allowance)
+            .field("kcl_at_timestamp", &self.kcl_at_timestamp)
             .field("backoff", &self.backoff)
             .field("renew_concurrency", &self.renew_concurrency)
             .field("request_timeout", &self.request_timeout)
@@ -88,9 +91,6 @@ impl fmt::Debug for DynamoConfig {
             .finish()
     }
 }
-
-/// The default skew allowance: a lease past its deadline by less than this is still held.
-pub const DEFAULT_SKEW_ALLOWANCE: Duration = Duration::from_secs(1);
 
 fn validate_table(table: &str) -> Result<()> {
     if !(3..=255).contains(&table.len()) {
@@ -124,12 +124,13 @@ impl DynamoConfig {
             credentials: None,
             billing: Billing::OnDemand,
             layout: KeyLayout::Shared,
-            skew_allowance: DEFAULT_SKEW_ALLOWANCE,
+            kcl_at_timestamp: None,
             backoff: Backoff::default(),
             renew_concurrency: 16,
             request_timeout: Duration::from_secs(5),
             table_active_timeout: Duration::from_secs(60),
-            clock: Arc::new(SystemClock),
+            clock: MonotonicClock::process(),
+            default_clock: true,
         })
     }
 
@@ -138,8 +139,10 @@ impl DynamoConfig {
     /// `secret_access_key` (+ `session_token`) for static credentials (otherwise the AWS default
     /// chain: environment, profile, web identity, container, instance metadata),
     /// `billing=on-demand` or `billing=provisioned` with `read_capacity` / `write_capacity`,
-    /// `skew_allowance_ms`, `request_timeout_ms`, `renew_concurrency`, `kcl_stream=<stream>` for
-    /// the KCL single-stream layout. An unknown option is an error (naming the option, never
+    /// `request_timeout_ms`, `renew_concurrency`, `kcl_stream=<stream>` for the KCL
+    /// single-stream layout, `kcl_multi_stream=<account>:<stream>:<epoch>` for one stream of a
+    /// KCL multi-stream table, `kcl_at_timestamp_ms` (see
+    /// [`DynamoConfig::with_kcl_at_timestamp`]). An unknown option is an error (naming the option, never
     /// its value, which may be a secret).
     pub fn from_url(url: &str) -> Result<Self> {
         let parsed = url::Url::parse(url).map_err(|e| Error::invalid("url", e.to_string()))?;
@@ -161,12 +164,6 @@ impl DynamoConfig {
                 "billing" => billing = Some(value),
                 "read_capacity" => read = Some(parse_number("read_capacity", &value)?),
                 "write_capacity" => write = Some(parse_number("write_capacity", &value)?),
-                "skew_allowance_ms" => {
-                    let ms = u64::try_from(parse_number("skew_allowance_ms", &value)?).map_err(
-                        |_| Error::invalid("url", "skew_allowance_ms must not be negative"),
-                    )?;
-                    config.skew_allowance = Duration::from_millis(ms);
-                }
                 "request_timeout_ms" => {
                     let ms = parse_number("request_timeout_ms", &value)?;
                     if ms < 1 {
@@ -184,6 +181,13 @@ impl DynamoConfig {
                     }
                     config.renew_concurrency = usize::try_from(n).unwrap_or(1);
                 }
+                "kcl_at_timestamp_ms" => {
+                    let ms = u64::try_from(parse_number("kcl_at_timestamp_ms", &value)?).map_err(
+                        |_| Error::invalid("url", "kcl_at_timestamp_ms must not be negative"),
+                    )?;
+                    config.kcl_at_timestamp = Some(ms);
+                }
+                "kcl_multi_stream" => config.layout = KeyLayout::kcl_multi_stream(&value)?,
                 "kcl_stream" => {
                     config.layout = KeyLayout::KclSingleStream {
                         stream: StreamName::new(value)?,
@@ -278,10 +282,23 @@ impl DynamoConfig {
         self
     }
 
-    /// How long past its deadline another worker's lease is still treated as held, to absorb
-    /// clock skew between workers. Default: [`DEFAULT_SKEW_ALLOWANCE`] (1 s).
-    pub fn with_skew_allowance(mut self, skew: Duration) -> Self {
-        self.skew_allowance = skew;
+    /// One stream of a KCL 2.x/3.x multi-stream table: the leases whose key is
+    /// `<identifier>:<shardId>`, where `identifier` is the KCL stream identifier
+    /// `<account id>:<stream name>:<creation epoch>`. Fails naming `kcl_multi_stream` when
+    /// the identifier has another shape. Default: [`KeyLayout::Shared`].
+    pub fn with_kcl_multi_stream(mut self, identifier: &str) -> Result<Self> {
+        self.layout = KeyLayout::kcl_multi_stream(identifier)?;
+        Ok(self)
+    }
+
+    /// The instant, in ms since the Unix epoch, that the KCL's plain `AT_TIMESTAMP` checkpoint
+    /// sentinel stands for in an adopted table: the KCL app's configured initial timestamp,
+    /// which the KCL keeps in its configuration, not in the lease. Items carrying the sentinel
+    /// read as `Position::AtTimestamp(ms)`, and that position is written back as the plain
+    /// sentinel. Default: none; such an item is then [`checkpoint_core::Error::Corrupt`] naming
+    /// `checkpoint` (and left out of listings with a warning).
+    pub fn with_kcl_at_timestamp(mut self, ms: u64) -> Self {
+        self.kcl_at_timestamp = Some(ms);
         self
     }
 
@@ -310,9 +327,15 @@ impl DynamoConfig {
         self
     }
 
-    /// The clock deadlines are written and judged by. Default: [`SystemClock`].
+    /// The clock this handle times its observations by (expiry: a lease or membership record
+    /// unchanged for its duration on this clock) and reports deadlines in; the deadline it
+    /// writes into `leaseDeadlineMillis` is information only. No other handle ever reads it.
+    /// Default: the process's monotonic clock ([`std::time::Instant`]) expressed from the
+    /// wall-clock instant it was first used; handles on the same table (same endpoint, region,
+    /// static or emulator credentials) then share their observations in the process. Tests inject a [`checkpoint_core::ManualClock`].
     pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = clock;
+        self.default_clock = false;
         self
     }
 }
@@ -330,17 +353,27 @@ mod tests {
     #[test]
     fn url_options_parse() {
         let c = DynamoConfig::from_url(
-            "dynamodb://leases?region=us-east-1&endpoint=http%3A%2F%2F127.0.0.1%3A5055&billing=provisioned&read_capacity=3&write_capacity=4&skew_allowance_ms=250&kcl_stream=orders&request_timeout_ms=1500&renew_concurrency=4",
+            "dynamodb://leases?region=us-east-1&endpoint=http%3A%2F%2F127.0.0.1%3A5055&billing=provisioned&read_capacity=3&write_capacity=4&kcl_stream=orders&request_timeout_ms=1500&renew_concurrency=4",
         )
         .unwrap();
         assert_eq!(c.table, "leases");
         assert_eq!(c.region.as_deref(), Some("us-east-1"));
         assert_eq!(c.endpoint.as_deref(), Some("http://127.0.0.1:5055"));
         assert_eq!(c.billing, Billing::Provisioned { read: 3, write: 4 });
-        assert_eq!(c.skew_allowance, Duration::from_millis(250));
         assert!(matches!(c.layout, KeyLayout::KclSingleStream { .. }));
         assert_eq!(c.request_timeout, Duration::from_millis(1500));
         assert_eq!(c.renew_concurrency, 4);
+        let multi = DynamoConfig::from_url(
+            "dynamodb://leases?kcl_multi_stream=123456789012:orders:1700000000",
+        )
+        .unwrap();
+        assert_eq!(
+            multi.layout,
+            KeyLayout::KclMultiStream {
+                stream: StreamName::new("orders").unwrap(),
+                identifier: "123456789012:orders:1700000000".to_owned()
+            }
+        );
         let plain =
             DynamoConfig::from_url("dynamodb://leases?endpoint=http://127.0.0.1:5000").unwrap();
         assert_eq!(plain.endpoint.as_deref(), Some("http://127.0.0.1:5000"));
@@ -356,7 +389,9 @@ mod tests {
             "dynamodb://leases?billing=free",
             "dynamodb://leases?read_capacity=3",
             "dynamodb://leases?kcl_stream=a:b",
-            "dynamodb://leases?skew_allowance_ms=-5",
+            "dynamodb://leases?skew_allowance_ms=250",
+            "dynamodb://leases?kcl_multi_stream=orders",
+            "dynamodb://leases?kcl_multi_stream=12x:orders:1",
             "dynamodb://leases?request_timeout_ms=0",
             "dynamodb://leases?renew_concurrency=0",
         ] {

@@ -4,9 +4,19 @@
 //! One table holds the leases, checkpoints and live workers of any number of apps and streams
 //! (or, in the KCL single-stream layout, of one app's one stream, so an existing KCL table can
 //! be adopted). Open it with [`DynamoStore::connect`] from a URL such as
-//! `dynamodb://leases?region=eu-west-1`, or with [`DynamoStore::open`] from a [`DynamoConfig`]
-//! built with `with_*` setters; both create the table if it is absent. Then use it as any
-//! [`checkpoint_core::Store`].
+//! `dynamodb://leases?region=eu-west-1`, with [`DynamoStore::open`] from a [`DynamoConfig`]
+//! built with `with_*` setters, or with your own AWS configuration
+//! ([`DynamoStore::from_sdk_config`], [`DynamoStore::from_client`]: profiles, assumed roles,
+//! SSO); all create the table if it is absent. Then use it as any [`checkpoint_core::Store`].
+//!
+//! # Files
+//!
+//! As every backend crate: `config.rs` (URL and builder), `error.rs` (SDK errors mapped in one
+//! place), `schema.rs` (table layout, attributes, item conversion), `store.rs` (the handle and
+//! the lease and checkpoint traits). DynamoDB needs a few more, one job each: `client.rs`
+//! (building the SDK client, creating and checking the table), `protocol.rs` (the conditional
+//! write protocol and the one send helper), `observe.rs` (expiry by observation) and
+//! `membership.rs` (the membership trait).
 //!
 //! ```no_run
 //! use std::time::Duration;
@@ -42,15 +52,19 @@
 //! | `pendingCheckpointSubSequenceNumber` | N | yes | its sub-sequence |
 //! | `checkpointOwner` | S | yes | during a hand-off, the holder that must still checkpoint (KCL 3's meaning) |
 //! | `fencingToken` | N | no | the fencing token: bumped on every grant of ownership, never on renewal (absent = 0) |
-//! | `leaseDeadlineMillis` | N | no | the holder's client-clock deadline, ms since the Unix epoch |
+//! | `leaseDurationMillis` | N | no | the holder's lease duration: how long an observer waits for `leaseCounter` to move |
+//! | `leaseDeadlineMillis` | N | no | the writer's deadline on its own clock, ms since the Unix epoch; information only, never read as a deadline |
+//! | `createNonce` | S | no | written by the `create_lease_if_absent` call that created the record |
 //! | `parentShardList` | L | no | the parents in the order given (a set has none) |
 //! | `leaseClaimant` | S | no | a hand-off claim on a lease nobody holds (the KCL cannot express it) |
-//! | `appName`, `streamName`, `shardId` | S | no | the key's parts, shared layout only, for people reading the table |
+//! | `appName`, `streamName`, `shardId` | S | no | the key's parts, shared layout only, for people reading the table (KCL multi-stream layout: `streamName` and `shardId` as the KCL writes them) |
+//! | `heartbeatCounter`, `heartbeatTtlMillis` | N | no | membership records: bumped by every heartbeat; the TTL an observer waits for it to move |
 //!
 //! A claim on a held lease (`owner = A, claim = B`) is stored exactly as KCL 3 stores a graceful
 //! hand-off from A to B: `checkpointOwner = A, leaseOwner = B`. Attributes of the KCL this crate
-//! does not use (`childShardIds`, `startingHashKey`, `endingHashKey`, `throughputKBps`,
-//! `pendingCheckpointState`) are never touched. Details and the conversion: [`schema`].
+//! does not use (`childShardIds`, `startingHashKey`, `endingHashKey`, `throughputKBps`) are
+//! never touched; `pendingCheckpointState` is removed together with the pending
+//! checkpoint it belongs to (a checkpoint clears both). Details and the conversion: [`schema`].
 //!
 //! ## Apps and streams
 //!
@@ -62,8 +76,17 @@
 //! - **KCL single-stream layout** ([`DynamoConfig::with_kcl_single_stream`], URL option
 //!   `kcl_stream=<stream>`): the table belongs to one app and one stream, the lease key is the
 //!   shard id, exactly as a KCL single-stream application's table. Use it to adopt a KCL table.
-//!   KCL multi-stream tables (`account:stream:epoch:shardId` keys) are not read; their items
-//!   are skipped by listing.
+//!   The table is claimed for the first app that opens it so (the item `~app`, see
+//!   [`schema::APP_MARKER`]); another app opening it gets [`checkpoint_core::Error::SchemaMismatch`]
+//!   naming both apps.
+//! - **KCL multi-stream layout** ([`DynamoConfig::with_kcl_multi_stream`], URL option
+//!   `kcl_multi_stream=<account>:<stream>:<epoch>`): one stream of a KCL 2.x/3.x multi-stream
+//!   table, whose lease keys are `<account>:<stream>:<epoch>:<shardId>`; the handle lists,
+//!   reads and writes only the items whose key carries its stream identifier, and writes
+//!   `streamName` (the identifier) and `shardId` as the KCL's multi-stream serializer does.
+//! - Listing never fails as a whole because of one unusable item (an attribute another writer
+//!   encoded otherwise, a key that is no identifier): the item is left out and reported with a
+//!   `tracing` warning naming its key; [`DynamoStore::lease_item`] gives its typed error.
 //! - Membership records (live workers) live in the same table under
 //!   `~worker:<app>:<workerId>` (`~` is no identifier character, so they cannot collide with a
 //!   lease); a KCL worker sharing the table would see them as odd leases, so do not run KCL
@@ -74,9 +97,9 @@
 //! Stop the KCL application (or let it release its leases), then open the table in the KCL
 //! single-stream layout: every lease's position, sub-sequence, parents and pending checkpoint
 //! are read as the KCL wrote them, and checkpoints are written back in the KCL's encoding. A
-//! lease a KCL worker still holds has no `leaseDeadlineMillis`; it expires by the KCL's own
-//! rule, once this handle has seen its `leaseCounter` unchanged for the requested lease
-//! duration. Fencing tokens start at 1 with the first grant.
+//! lease a KCL worker still holds expires by the KCL's own rule, once this handle has seen its `leaseCounter` unchanged for the requested lease
+//! duration (the same rule as every lease, see Clock). Fencing tokens start at 1 with the
+//! first grant.
 //!
 //! # Atomicity
 //!
@@ -90,16 +113,27 @@
 //!
 //! # Clock
 //!
-//! DynamoDB has no server clock, so expiry is judged by the worker's wall clock with a skew
-//! allowance ([`checkpoint_core::ClockSource::Client`]): a worker granted or renewing a lease
-//! writes `leaseDeadlineMillis = its now + duration`; another worker treats the lease as live
-//! until its own clock passes `deadline + skew_allowance` (default 1 s,
-//! [`DynamoConfig::with_skew_allowance`]), and [`checkpoint_core::Error::LeaseHeld`] reports the
-//! time left including the allowance. Mutual exclusion therefore holds as long as no two
-//! workers' clocks differ by more than the allowance; keep hosts on NTP (or Amazon Time Sync)
-//! and choose the allowance above the worst offset you expect. Renewal never depends on the
-//! clock (owner and token only). Membership TTLs use the same client clock. Tests inject a
-//! [`checkpoint_core::ManualClock`] with [`DynamoConfig::with_clock`].
+//! DynamoDB has no server clock, and no worker trusts another's wall clock
+//! ([`checkpoint_core::ClockSource::Observed`]). As the KCL does: a handle treats a lease held
+//! by another worker as expired only after it has itself seen the lease's `leaseCounter`
+//! unchanged for the lease duration (`leaseDurationMillis` as the holder wrote it; the
+//! requested duration for a KCL-written item) on its own monotonic clock. Every read, listing,
+//! write and failed condition is an observation; every write of the holder (a renewal above
+//! all) bumps the counter and restarts it. `LeaseHeld::remaining` is the time left by this
+//! rule, and the deadlines this handle reports are its own judgement on its own clock, so a
+//! caller may compare them with its local clock. Membership is judged the same way: a worker
+//! is dead once this handle has seen its `heartbeatCounter` unchanged for its TTL.
+//!
+//! Consequences, stated as the KCL states them: a worker whose clock is 30 s or an hour off
+//! takes no live lease early, since only clock *rates* matter; but a fresh process (a
+//! restarted worker) must watch a lease for one full duration before taking it, even if its
+//! holder died long ago (handles of one process on the same table, with the same static or
+//! emulator credentials and the default clock, share what they observed; a handle built from
+//! a client or SDK configuration of the caller's, or with its own clock, observes alone), and the takeover of a dead worker's lease comes up to one observation
+//! interval (the time between two listings) after the lease duration, so a consumer's failover
+//! is at most lease duration + one renew interval + one observation interval.
+//! `leaseDeadlineMillis` is still written, as information for people reading the table. Tests
+//! inject a [`checkpoint_core::ManualClock`] with [`DynamoConfig::with_clock`].
 //!
 //! # Durability
 //!
@@ -126,7 +160,7 @@
 //! | --- | --- |
 //! | `open` / `connect` (table exists and is ACTIVE) | 1 (`DescribeTable`) |
 //! | `create_lease_if_absent` | 1 |
-//! | `get_lease` of a free, expired or absent lease | 1 |
+//! | `get_lease` of a free or absent lease, or one this handle saw expire | 1 |
 //! | `get_lease` of a lease another worker holds | 1 (the holder comes back with the failed condition) |
 //! | `get_lease` of one's own lease | 1 |
 //! | `renew` | 1; `renew_many` of n leases: n, at most 16 in flight (configurable) |
@@ -138,6 +172,7 @@
 //! | `list_leases`, `live_workers` | 1 per 1 MB page of the `Scan` |
 //! | `register_worker`, `heartbeat`, `deregister_worker` | 1 |
 //! | `prune_dead_workers` | 1 per page + 1 per dead worker |
+//! | `open` of a KCL single-stream table | 2 (`DescribeTable`, the app marker's `PutItem`) |
 //!
 //! # Credentials and endpoints
 //!
@@ -156,16 +191,27 @@
 //!
 //! | backend | expiry clock | transactional checkpoint | renew many | durability | multi-process |
 //! | --- | --- | --- | --- | --- | --- |
-//! | dynamodb | client + 1s skew | no | 16 concurrent | Replicated | yes |
+//! | dynamodb | observed version, own monotonic clock | no | 16 concurrent | Replicated | yes |
 
+mod client;
 mod config;
 mod error;
+mod membership;
+mod observe;
+mod protocol;
 pub mod schema;
 mod store;
 
-pub use config::{Billing, DEFAULT_SKEW_ALLOWANCE, DynamoConfig, StaticCredentials};
+pub use config::{Billing, DynamoConfig, StaticCredentials};
 pub use schema::KeyLayout;
 pub use store::DynamoStore;
 
+/// How long a lease or membership record without a stated duration (as the KCL writes them)
+/// must be seen unchanged before it counts as expired when no duration is asked for (listing);
+/// the KCL's default failover time. `get_lease` uses the duration it is given instead.
+pub const KCL_DEFAULT_FAILOVER: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The AWS config loader this crate is built on, for [`DynamoStore::from_sdk_config`].
+pub use aws_config;
 /// The AWS SDK version this crate is built on, for [`DynamoStore::client`].
 pub use aws_sdk_dynamodb;

@@ -20,6 +20,8 @@
 //! - [`KeyLayout::KclSingleStream`]: the table belongs to one app and one stream, as a KCL
 //!   single-stream table does; lease key = shard id. Items whose key contains `:` (membership
 //!   records, KCL multi-stream leases) are not leases of this layout and are skipped by listing.
+//! - [`KeyLayout::KclMultiStream`]: one stream of a KCL 2.x/3.x multi-stream table; lease key
+//!   `<account>:<stream>:<epoch>:<shardId>`, the stream identifier being the handle's.
 //!
 //! Membership records live in the same table under `~worker:<app>:<workerId>` (`~` is not an
 //! identifier character, so no lease key of either layout can collide with one).
@@ -52,13 +54,19 @@
 //! | attribute | type | meaning |
 //! | --- | --- | --- |
 //! | `fencingToken` | N | the fencing token. Bumped only when ownership is granted, never on renewal, so it cannot be `leaseCounter`. Absent (a KCL-written item) reads as 0; the first grant makes it 1 |
-//! | `leaseDeadlineMillis` | N | the client wall-clock deadline, ms since the Unix epoch, written by the worker that was granted or renewed the lease. Absent on a free lease; absent on a KCL-held lease, which then expires by the KCL's own rule (see the crate docs) |
+//! | `leaseDeadlineMillis` | N | the writer's deadline on its own clock, ms since the Unix epoch, written by the worker that was granted or renewed the lease. Information only: no handle reads it as a deadline (expiry is by observation, see the crate docs) |
+//! | `leaseDurationMillis` | N | the holder's lease duration, written with every grant and renewal: how long an observer must see `leaseCounter` unchanged before the lease counts as expired. Absent on a KCL-written item (the observer's requested duration is used) |
+//! | `createNonce` | S | a random value of the `create_lease_if_absent` call that created the record, so a call whose reply was lost answers exactly |
 //! | `parentShardList` | L of S | the parents in the order given (the set above loses order and duplicates) |
 //! | `leaseClaimant` | S | a claim on a lease nobody holds (the KCL cannot express it: a `leaseOwner` without `checkpointOwner` means held) |
 //! | `appName`, `streamName`, `shardId` | S | the key's parts, shared layout only |
 //!
-//! Membership records: `leaseKey` = `~worker:<app>:<workerId>`, `appName`, `workerId` (S), and
-//! `workerExpiryMillis` (N, client clock).
+//! Membership records: `leaseKey` = `~worker:<app>:<workerId>`, `appName`, `workerId` (S),
+//! `heartbeatCounter` (N, bumped by every heartbeat), `heartbeatTtlMillis` (N) and, as
+//! information only, `workerExpiryMillis` (N, the writer's clock).
+//!
+//! The KCL single-stream layout adds one item, [`APP_MARKER`], naming the app that adopted
+//! the table.
 
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -104,8 +112,28 @@ pub const STREAM_NAME: &str = "streamName";
 pub const SHARD_ID: &str = "shardId";
 /// A membership record's worker.
 pub const WORKER_ID: &str = "workerId";
-/// A membership record's expiry, ms since the Unix epoch.
+/// A membership record's expiry on the writer's wall clock, ms since the Unix epoch
+/// (information only: expiry is judged by observation, see `observe.rs`).
 pub const WORKER_EXPIRY_MILLIS: &str = "workerExpiryMillis";
+/// A membership record's version, bumped by every registration and heartbeat.
+pub const HEARTBEAT_COUNTER: &str = "heartbeatCounter";
+/// A membership record's heartbeat TTL in ms: how long an observer waits for the counter to
+/// move before it counts the worker dead.
+pub const HEARTBEAT_TTL_MILLIS: &str = "heartbeatTtlMillis";
+/// The lease duration the holder asked for, in ms: how long an observer waits for
+/// `leaseCounter` to move before it counts the lease expired (ours).
+pub const LEASE_DURATION_MILLIS: &str = "leaseDurationMillis";
+/// A random value written by the `create_lease_if_absent` call that created the record, so a
+/// call whose reply was lost can tell that it created it (ours).
+pub const CREATE_NONCE: &str = "createNonce";
+/// The application state of the KCL's pending checkpoint (binary, KCL 2+); removed with the
+/// pending checkpoint it belongs to, never written otherwise.
+pub const PENDING_CHECKPOINT_STATE: &str = "pendingCheckpointState";
+
+/// The `leaseKey` of the item that records which app adopted a KCL single-stream table
+/// (attribute `appName`). `~` is no identifier character, so no lease key collides with it,
+/// and listing skips it.
+pub const APP_MARKER: &str = "~app";
 
 /// How leases of apps and streams map to `leaseKey` values.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -118,9 +146,71 @@ pub enum KeyLayout {
         /// The stream every lease of the table belongs to.
         stream: StreamName,
     },
+    /// `<account>:<stream>:<epoch>:<shardId>`: one stream's leases in a KCL 2.x/3.x
+    /// multi-stream table (one app's, many streams); this handle reads and writes the leases
+    /// whose key carries its stream identifier and leaves every other item alone.
+    KclMultiStream {
+        /// The stream of the leases, the second part of the identifier.
+        stream: StreamName,
+        /// The KCL stream identifier, `account:stream:epoch`.
+        identifier: String,
+    },
 }
 
 impl KeyLayout {
+    /// The layout of one stream of a KCL multi-stream table, from its KCL stream identifier
+    /// `<account id>:<stream name>:<creation epoch seconds>` (as the KCL's
+    /// `StreamIdentifier.multiStreamInstance` parses it). Fails naming `kcl_multi_stream` when
+    /// the identifier has another shape.
+    pub fn kcl_multi_stream(identifier: &str) -> Result<Self> {
+        let bad = |reason: &str| Error::invalid("kcl_multi_stream", reason.to_owned());
+        let parts: Vec<&str> = identifier.split(':').collect();
+        let [account, stream, epoch] = parts[..] else {
+            return Err(bad("expected <account id>:<stream name>:<creation epoch>"));
+        };
+        if account.is_empty() || !account.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(bad("the account id must be digits"));
+        }
+        if epoch.is_empty() || epoch.len() > 20 || !epoch.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(bad("the creation epoch must be digits"));
+        }
+        let stream = StreamName::new(stream).map_err(|e| bad(&e.to_string()))?;
+        Ok(Self::KclMultiStream {
+            stream,
+            identifier: identifier.to_owned(),
+        })
+    }
+
+    /// The stream a KCL layout is bound to (`None` for the shared layout).
+    pub(crate) fn bound_stream(&self) -> Option<&StreamName> {
+        match self {
+            Self::Shared => None,
+            Self::KclSingleStream { stream } | Self::KclMultiStream { stream, .. } => Some(stream),
+        }
+    }
+
+    /// The informational attributes written with a lease: the key's parts in the shared
+    /// layout; `streamName` (the stream identifier) and `shardId` as a KCL multi-stream lease
+    /// carries them; none in the single-stream layout.
+    pub(crate) fn key_attributes(
+        &self,
+        app: &AppName,
+        key: &LeaseKey,
+    ) -> Vec<(&'static str, AttributeValue)> {
+        match self {
+            Self::Shared => vec![
+                (APP_NAME, s(app.as_str())),
+                (STREAM_NAME, s(key.stream.as_str())),
+                (SHARD_ID, s(key.shard.as_str())),
+            ],
+            Self::KclSingleStream { .. } => Vec::new(),
+            Self::KclMultiStream { identifier, .. } => vec![
+                (STREAM_NAME, s(identifier.as_str())),
+                (SHARD_ID, s(key.shard.as_str())),
+            ],
+        }
+    }
+
     /// The `leaseKey` of `key` for `app`. Fails when a KCL single-stream table is asked for
     /// another stream.
     pub(crate) fn key(&self, app: &AppName, key: &LeaseKey) -> Result<String> {
@@ -135,6 +225,15 @@ impl KeyLayout {
                 }
                 Ok(key.shard.as_str().to_owned())
             }
+            Self::KclMultiStream { stream, identifier } => {
+                if &key.stream != stream {
+                    return Err(Error::invalid(
+                        "stream",
+                        format!("this handle reads only stream {identifier:?} of the KCL table"),
+                    ));
+                }
+                Ok(format!("{identifier}:{}", key.shard))
+            }
         }
     }
 
@@ -145,6 +244,7 @@ impl KeyLayout {
             (Self::Shared, None) => Some(format!("{app}:")),
             (Self::Shared, Some(s)) => Some(format!("{app}:{s}:")),
             (Self::KclSingleStream { .. }, _) => None,
+            (Self::KclMultiStream { identifier, .. }, _) => Some(format!("{identifier}:")),
         }
     }
 
@@ -174,6 +274,19 @@ impl KeyLayout {
                 let shard = ShardId::new(stored).map_err(|e| corrupt(e.to_string()))?;
                 Ok(Some(LeaseKey::new(stream.clone(), shard)))
             }
+            Self::KclMultiStream { stream, identifier } => {
+                let Some(shard) = stored
+                    .strip_prefix(identifier.as_str())
+                    .and_then(|rest| rest.strip_prefix(':'))
+                else {
+                    return Ok(None);
+                };
+                if shard.contains(':') {
+                    return Ok(None);
+                }
+                let shard = ShardId::new(shard).map_err(|e| corrupt(e.to_string()))?;
+                Ok(Some(LeaseKey::new(stream.clone(), shard)))
+            }
         }
     }
 }
@@ -195,6 +308,11 @@ pub(crate) fn to_millis(t: SystemTime) -> u64 {
         .unwrap_or(0)
 }
 
+/// A duration in whole milliseconds (at least 1).
+pub(crate) fn duration_millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
+}
+
 /// The instant `ms` milliseconds after the Unix epoch.
 pub(crate) fn from_millis(ms: u64) -> SystemTime {
     UNIX_EPOCH + Duration::from_millis(ms)
@@ -202,10 +320,21 @@ pub(crate) fn from_millis(ms: u64) -> SystemTime {
 
 /// A stored record: the lease and its version (`leaseCounter`; `None` when the attribute is
 /// absent, as on a hand-made item).
+///
+/// `lease.deadline` is *this handle's* judgement (see `observe.rs`): for a held lease,
+/// `since + held_for` on the handle's clock; the stored `leaseDeadlineMillis` is information
+/// only and never read back as a deadline.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Stored {
     pub(crate) lease: Lease,
     pub(crate) version: Option<u64>,
+    /// Since when this handle has seen `version` (set by the store when it observes the
+    /// record; the Unix epoch straight out of [`decode`]).
+    pub(crate) since: SystemTime,
+    /// The holder's lease duration (`leaseDurationMillis`), absent on a KCL-written item.
+    pub(crate) held_for: Option<Duration>,
+    /// The nonce of the call that created the record (`createNonce`).
+    pub(crate) nonce: Option<String>,
 }
 
 impl Stored {
@@ -242,16 +371,37 @@ pub(crate) fn number(item: &Item, id: &str, field: &'static str) -> Result<Optio
     }
 }
 
+/// The KCL's checkpoint sentinel for "the app's initial timestamp": the KCL keeps the instant
+/// in its configuration, not in the lease.
+pub const KCL_AT_TIMESTAMP: &str = "AT_TIMESTAMP";
+
 fn position(
     item: &Item,
     id: &str,
     field: &'static str,
     sub_field: &'static str,
+    at_timestamp: Option<u64>,
 ) -> Result<Option<Position>> {
     let Some(text) = string(item, id, field)? else {
         return Ok(None);
     };
     let sub = number(item, id, sub_field)?.unwrap_or(0);
+    if text == KCL_AT_TIMESTAMP {
+        return match at_timestamp {
+            Some(ms) if sub == 0 => Ok(Some(Position::AtTimestamp(ms))),
+            Some(_) => Err(Error::corrupt(
+                id,
+                sub_field,
+                "a sub-sequence is only allowed on a sequence number",
+            )),
+            None => Err(Error::corrupt(
+                id,
+                field,
+                "the KCL's AT_TIMESTAMP sentinel; the instant is the KCL app's configuration: \
+                 set it with DynamoConfig::with_kcl_at_timestamp (URL option kcl_at_timestamp_ms)",
+            )),
+        };
+    }
     Position::decode(field, text, sub).map(Some).map_err(|e| {
         let reason = match e {
             Error::InvalidInput { reason, .. } => reason,
@@ -310,8 +460,10 @@ fn worker(item: &Item, id: &str, field: &'static str) -> Result<Option<WorkerId>
         .transpose()
 }
 
-/// Reads a lease item. `key` is the lease the item was read for (or parsed from its key).
-pub(crate) fn decode(key: &LeaseKey, item: &Item) -> Result<Stored> {
+/// Reads a lease item. `key` is the lease the item was read for (or parsed from its key);
+/// `at_timestamp` is the instant (ms since the Unix epoch) the KCL's plain `AT_TIMESTAMP`
+/// sentinel stands for, when configured.
+pub(crate) fn decode(key: &LeaseKey, item: &Item, at_timestamp: Option<u64>) -> Result<Stored> {
     let id = key.to_string();
     let id = id.as_str();
     let lease_owner = worker(item, id, LEASE_OWNER)?;
@@ -328,8 +480,14 @@ pub(crate) fn decode(key: &LeaseKey, item: &Item) -> Result<Stored> {
         owner,
         token: FencingToken(number(item, id, FENCING_TOKEN)?.unwrap_or(0)),
         deadline: number(item, id, LEASE_DEADLINE_MILLIS)?.map(from_millis),
-        checkpoint: position(item, id, CHECKPOINT, CHECKPOINT_SUB)?,
-        pending_checkpoint: position(item, id, PENDING_CHECKPOINT, PENDING_CHECKPOINT_SUB)?,
+        checkpoint: position(item, id, CHECKPOINT, CHECKPOINT_SUB, at_timestamp)?,
+        pending_checkpoint: position(
+            item,
+            id,
+            PENDING_CHECKPOINT,
+            PENDING_CHECKPOINT_SUB,
+            at_timestamp,
+        )?,
         parents: parents(item, id)?,
         claim,
         owner_switches_since_checkpoint: number(item, id, OWNER_SWITCHES)?.unwrap_or(0),
@@ -337,6 +495,11 @@ pub(crate) fn decode(key: &LeaseKey, item: &Item) -> Result<Stored> {
     Ok(Stored {
         lease,
         version: number(item, id, LEASE_COUNTER)?,
+        since: UNIX_EPOCH,
+        held_for: number(item, id, LEASE_DURATION_MILLIS)?
+            .filter(|ms| *ms > 0)
+            .map(Duration::from_millis),
+        nonce: string(item, id, CREATE_NONCE)?.map(str::to_owned),
     })
 }
 
@@ -433,12 +596,23 @@ pub(crate) fn s(value: impl Into<String>) -> AttributeValue {
 /// Adds to `expr` every attribute of `lease` (with `version` as `leaseCounter`): SET what is
 /// present, REMOVE what is absent. Attributes this crate does not know (a KCL item's
 /// `childShardIds`, hash key range, ...) are left as they are.
+/// The stored text of `p`: the KCL's plain `AT_TIMESTAMP` sentinel for the configured
+/// instant `at_timestamp`, so a KCL reading the item back understands it; [`Position::encode`]
+/// otherwise.
+fn encode_position(p: &Position, at_timestamp: Option<u64>) -> String {
+    match p {
+        Position::AtTimestamp(ms) if Some(*ms) == at_timestamp => KCL_AT_TIMESTAMP.to_owned(),
+        other => other.encode(),
+    }
+}
+
 pub(crate) fn encode_update(
     expr: &mut Expr,
     layout: &KeyLayout,
     app: &AppName,
     lease: &Lease,
     version: u64,
+    at_timestamp: Option<u64>,
 ) {
     expr.set(LEASE_COUNTER, n(version));
     expr.set(FENCING_TOKEN, n(lease.token.0));
@@ -454,14 +628,23 @@ pub(crate) fn encode_update(
         LEASE_DEADLINE_MILLIS,
         lease.deadline.map(|d| n(to_millis(d))),
     );
-    expr.set_or_remove(CHECKPOINT, lease.checkpoint.as_ref().map(|p| s(p.encode())));
+    expr.set_or_remove(
+        CHECKPOINT,
+        lease
+            .checkpoint
+            .as_ref()
+            .map(|p| s(encode_position(p, at_timestamp))),
+    );
     expr.set_or_remove(
         CHECKPOINT_SUB,
         lease.checkpoint.as_ref().map(|p| n(p.sub_sequence())),
     );
     expr.set_or_remove(
         PENDING_CHECKPOINT,
-        lease.pending_checkpoint.as_ref().map(|p| s(p.encode())),
+        lease
+            .pending_checkpoint
+            .as_ref()
+            .map(|p| s(encode_position(p, at_timestamp))),
     );
     expr.set_or_remove(
         PENDING_CHECKPOINT_SUB,
@@ -470,6 +653,10 @@ pub(crate) fn encode_update(
             .as_ref()
             .map(|p| n(p.sub_sequence())),
     );
+    if lease.pending_checkpoint.is_none() {
+        // The KCL's state of a pending checkpoint goes with it.
+        expr.set_or_remove(PENDING_CHECKPOINT_STATE, None);
+    }
     expr.set(OWNER_SWITCHES, n(lease.owner_switches_since_checkpoint));
     if lease.parents.is_empty() {
         expr.set_or_remove(PARENT_SHARD_ID, None);
@@ -488,10 +675,8 @@ pub(crate) fn encode_update(
             AttributeValue::L(lease.parents.iter().map(|p| s(p.as_str())).collect()),
         );
     }
-    if *layout == KeyLayout::Shared {
-        expr.set(APP_NAME, s(app.as_str()));
-        expr.set(STREAM_NAME, s(lease.key.stream.as_str()));
-        expr.set(SHARD_ID, s(lease.key.shard.as_str()));
+    for (attr, value) in layout.key_attributes(app, &lease.key) {
+        expr.set(attr, value);
     }
 }
 
@@ -540,9 +725,35 @@ mod tests {
         ] {
             let mut item = Item::new();
             item.insert(attr.to_owned(), value);
-            let err = decode(&key, &item).unwrap_err();
+            let err = decode(&key, &item, None).unwrap_err();
             assert_eq!(err.field(), Some(attr), "{err}");
         }
+    }
+
+    #[test]
+    fn the_kcl_at_timestamp_sentinel_is_the_configured_instant() {
+        let key = LeaseKey::parse("orders", "s1").unwrap();
+        let mut item = Item::new();
+        item.insert(CHECKPOINT.to_owned(), s(KCL_AT_TIMESTAMP));
+        item.insert(CHECKPOINT_SUB.to_owned(), n(0));
+        let err = decode(&key, &item, None).unwrap_err();
+        assert_eq!(err.field(), Some(CHECKPOINT), "{err}");
+        let stored = decode(&key, &item, Some(1_700_000_000_000)).unwrap();
+        assert_eq!(
+            stored.lease.checkpoint,
+            Some(Position::AtTimestamp(1_700_000_000_000))
+        );
+        assert_eq!(
+            encode_position(
+                &Position::AtTimestamp(1_700_000_000_000),
+                Some(1_700_000_000_000)
+            ),
+            KCL_AT_TIMESTAMP
+        );
+        assert_eq!(
+            encode_position(&Position::AtTimestamp(5), Some(1_700_000_000_000)),
+            "AT_TIMESTAMP:5"
+        );
     }
 
     fn n_text(t: &str) -> AttributeValue {
@@ -555,7 +766,7 @@ mod tests {
         let mut lease = Lease::new(LeaseKey::parse("s", "x").unwrap(), vec![], None);
         lease.owner = Some(WorkerId::new("w").unwrap());
         let mut expr = Expr::default();
-        encode_update(&mut expr, &KeyLayout::Shared, &app, &lease, 3);
+        encode_update(&mut expr, &KeyLayout::Shared, &app, &lease, 3, None);
         let text = expr.update_expression();
         assert!(
             !text.contains("w\"") && !text.contains(LEASE_OWNER),

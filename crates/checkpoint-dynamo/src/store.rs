@@ -1,177 +1,43 @@
-//! [`DynamoStore`]: the [`Checkpointer`] and [`Membership`] implementations.
-//!
-//! # The write protocol
-//!
-//! Every lease operation is one conditional `UpdateItem` (or `DeleteItem`); nothing is ever
-//! written unconditionally. Three kinds:
-//!
-//! - **Take** (`get_lease` of a lease the caller does not hold): one `UpdateItem` that is the
-//!   rule's grant, conditioned on the lease being absent, free or expired. It costs one request
-//!   whether it wins or not: a failed condition carries the current record
-//!   (`ReturnValuesOnConditionCheckFailure = ALL_OLD`), from which [`Error::LeaseHeld`] names the
-//!   holder without a second read.
-//! - **Fenced renewal** (`renew`, `renew_many`): one `UpdateItem` conditioned on owner and
-//!   fencing token, the rule's only condition.
-//! - **Versioned rule** (everything else): the matching function of [`checkpoint_core::rules`]
-//!   applied to a record, then one `UpdateItem` conditioned on that record being the stored one:
-//!   `leaseCounter = :seen` (or `attribute_not_exists(leaseKey)`), plus owner and token for the
-//!   fenced writes (checkpoint, prepare, release, steal). Every write bumps `leaseCounter`, so
-//!   the condition holds iff nothing was written since the record the rule saw, and the rule's
-//!   result is exactly what the contract returns. When the condition fails, `ALL_OLD` returns
-//!   the current record: the rule is applied again to it, without a second read, and either
-//!   reports its typed error (held, lost, changed, regression) or writes again.
-//!
-//! Which record a versioned rule first sees: the last record this handle wrote or read for the
-//! key (a per-handle cache), otherwise a consistent `GetItem`. A cached record can be stale, so
-//! an error or a no-op decided on it is never reported: the store reads the record
-//! (consistently) and applies the rule again. Errors are only ever decided on a record that was
-//! current at an instant inside the call: a consistent read or a failed condition's `ALL_OLD`.
-//!
-//! Concurrent `get_lease` calls on one item from one process share their takes (see
-//! `Probe`): a call may answer "held" from a take that *began after the call did*, which saw a
-//! record current inside the call, so many workers polling one lease keep one request in
-//! flight instead of one each.
-//!
-//! If a failed condition came back without the item (an emulator that does not implement
-//! `ReturnValuesOnConditionCheckFailure`), the store falls back to a consistent `GetItem`.
-//!
-//! # Retries and lost replies
-//!
-//! Throttling and transient faults are retried with [`checkpoint_core::Backoff::retry`] (the
-//! SDK's own retries are off). A conditional write whose reply was lost is resolved by reading
-//! the record back: it is re-issued, and if the first one had been applied the re-issued
-//! condition fails and returns (`ALL_OLD`) the record it wrote; the rule, applied to that
-//! record, returns the same success (the contract's rules are idempotent: the same worker's
-//! grant, an equal checkpoint, a repeated release or steal). Success is never guessed, and a
-//! failure is never reported without the record that proves it. The one visible effect:
-//! `create_lease_if_absent` whose reply was lost reports `false` (the record exists, created by
-//! this call).
+//! [`DynamoStore`]: the handle, its constructors, and the [`LeaseManager`] and
+//! [`Checkpointer`] implementations (each a rule of [`checkpoint_core::rules`] sent through the
+//! conditional write protocol of `protocol.rs`).
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, LazyLock, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::config::http::HttpResponse;
-use aws_sdk_dynamodb::config::interceptors::BeforeTransmitInterceptorContextRef;
-use aws_sdk_dynamodb::config::retry::RetryConfig;
-use aws_sdk_dynamodb::config::timeout::TimeoutConfig;
-use aws_sdk_dynamodb::config::{ConfigBag, Credentials, Intercept, Region, RuntimeComponents};
-use aws_sdk_dynamodb::error::{BoxError, SdkError};
-use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
-use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType,
-    ProvisionedThroughput, ReturnValue, ReturnValuesOnConditionCheckFailure, ScalarAttributeType,
-    TableStatus,
-};
-use checkpoint_core::Listing;
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
 use checkpoint_core::rules::{self, Outcome};
 use checkpoint_core::{
-    AppName, Backoff, BatchMode, Capabilities, Checkpointer, Clock, ClockSource, Durability, Error,
-    ErrorKind, FencingToken, HeartbeatTtl, Lease, LeaseDuration, LeaseKey, LeaseManager,
-    Membership, Position, RenewOutcome, Result, ShardId, StreamName, WorkerId,
+    AppName, BatchMode, Capabilities, Checkpointer, ClockSource, Durability, Error, ErrorKind,
+    FencingToken, Lease, LeaseDuration, LeaseKey, LeaseManager, Listing, Position, RenewOutcome, Result,
+    ShardId, StreamName, WorkerId,
 };
 use futures::stream::{self, StreamExt};
 
-use crate::config::{Billing, DynamoConfig};
-use crate::error::{STORE, map_error};
+use crate::client::{self, Shared};
+use crate::config::DynamoConfig;
+use crate::error::STORE;
+use crate::protocol::{Probe, Reply, Start, Written, lease_of, nonce};
 use crate::schema::{
-    self, APP_NAME, CHECKPOINT_OWNER, Expr, FENCING_TOKEN, Item, KeyLayout, LEASE_CLAIMANT,
-    LEASE_COUNTER, LEASE_DEADLINE_MILLIS, LEASE_KEY, LEASE_OWNER, OWNER_SWITCHES, SHARD_ID,
-    STREAM_NAME, Stored, WORKER_EXPIRY_MILLIS, WORKER_ID, decode, encode_update, n, s, worker_key,
-    worker_prefix,
+    self, Expr, KeyLayout, LEASE_COUNTER, LEASE_DEADLINE_MILLIS, LEASE_DURATION_MILLIS, LEASE_KEY,
+    decode, n, s,
 };
-
-/// How many times one operation re-applies its rule after losing a race before giving up with
-/// a retryable error.
-const MAX_ROUNDS: usize = 32;
-
-/// Counts every request attempt the DynamoDB client sends.
-#[derive(Debug)]
-struct CountRequests(Arc<AtomicU64>);
-
-impl Intercept for CountRequests {
-    fn name(&self) -> &'static str {
-        "CountRequests"
-    }
-
-    fn read_before_transmit(
-        &self,
-        _context: &BeforeTransmitInterceptorContextRef<'_>,
-        _runtime_components: &RuntimeComponents,
-        _cfg: &mut ConfigBag,
-    ) -> std::result::Result<(), BoxError> {
-        self.0.fetch_add(1, Ordering::Relaxed);
-        Ok(())
-    }
-}
-
-/// Where a rule's first record comes from.
-#[derive(Debug)]
-enum Start {
-    /// The handle's cached record, else a consistent read.
-    Read,
-    /// A record known to be current (a failed condition's `ALL_OLD`).
-    Known(Box<Option<Stored>>),
-}
-
-/// The result of one conditional write.
-enum Written {
-    /// The write happened; this is the stored record now.
-    Done(Stored),
-    /// The condition failed; this is the current record (`None`: absent).
-    Conflict(Option<Stored>),
-}
 
 /// A lease and checkpoint store for one app on one DynamoDB table.
 ///
-/// Cloning is cheap; clones share the client, the request counter and the record cache.
-/// [`DynamoStore::for_app`] gives a handle for another app on the same client and table.
+/// Cloning is cheap; clones share the client, the request counter, the observations and the
+/// record cache. [`DynamoStore::for_app`] gives a handle for another app on the same client
+/// and table.
 #[derive(Clone)]
 pub struct DynamoStore {
-    shared: Arc<Shared>,
-    app: AppName,
-    cache: Arc<Mutex<HashMap<LeaseKey, Stored>>>,
-    /// KCL expiry rule: when this handle first saw each `(lease, leaseCounter)` of a lease
-    /// held by a KCL worker (no `leaseDeadlineMillis`).
-    observed: Arc<Mutex<Observed>>,
-}
-
-/// Per lease, the `leaseCounter` seen and since when (KCL expiry rule).
-type Observed = HashMap<LeaseKey, (Option<u64>, SystemTime)>;
-
-/// The last take `get_lease` sent for one item (see [`Probe`]).
-type Gate = Arc<tokio::sync::Mutex<Option<Probe>>>;
-
-/// A take sent by `get_lease`, and the record it saw. Concurrent `get_lease` calls of one
-/// process on one lease queue behind one gate; a call that finds a probe which *started after
-/// the call began* may decide "held" from that probe's record, since the record was current at
-/// an instant inside the call (linearizable), instead of sending a request of its own. Many
-/// workers of one process polling one lease so cost one request in flight, not one each.
-#[derive(Debug)]
-struct Probe {
-    started: Instant,
-    at: SystemTime,
-    observed: Option<Stored>,
-}
-
-/// What every app's handle on one client shares.
-struct Shared {
-    client: Client,
-    /// The endpoint (or region) and table, naming the table across handles.
-    scope: String,
-    table: String,
-    layout: KeyLayout,
-    billing: Billing,
-    skew: Duration,
-    backoff: Backoff,
-    renew_concurrency: usize,
-    table_active_timeout: Duration,
-    clock: Arc<dyn Clock>,
-    requests: Arc<AtomicU64>,
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) app: AppName,
+    pub(crate) cache: Arc<Mutex<HashMap<LeaseKey, schema::Stored>>>,
 }
 
 impl fmt::Debug for DynamoStore {
@@ -180,29 +46,8 @@ impl fmt::Debug for DynamoStore {
             .field("table", &self.shared.table)
             .field("app", &self.app)
             .field("layout", &self.shared.layout)
-            .field("skew_allowance", &self.shared.skew)
             .finish_non_exhaustive()
     }
-}
-
-/// Whether the environment names credentials of its own (so a custom endpoint should use the
-/// default chain rather than the dummy credentials).
-fn environment_has_credentials() -> bool {
-    const VARS: [&str; 5] = [
-        "AWS_ACCESS_KEY_ID",
-        "AWS_PROFILE",
-        "AWS_WEB_IDENTITY_TOKEN_FILE",
-        "AWS_CONTAINER_CREDENTIALS_FULL_URI",
-        "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
-    ];
-    VARS.iter()
-        .any(|v| std::env::var_os(v).is_some_and(|s| !s.is_empty()))
-}
-
-fn environment_has_region() -> bool {
-    ["AWS_REGION", "AWS_DEFAULT_REGION"]
-        .iter()
-        .any(|v| std::env::var_os(v).is_some_and(|s| !s.is_empty()))
 }
 
 impl DynamoStore {
@@ -219,88 +64,86 @@ impl DynamoStore {
     /// the region defaults to `us-east-1` and the credentials to a dummy static pair, since
     /// emulators accept any.
     pub async fn open(config: DynamoConfig, app: AppName) -> Result<Self> {
-        let store = Self::build(&config, app).await;
-        store.init().await?;
-        Ok(store)
+        let sdk = client::sdk_config(&config).await;
+        let scope = client::scope(&config, &sdk);
+        Self::from_shared(
+            client::shared(
+                aws_sdk_dynamodb::config::Builder::from(&sdk),
+                &config,
+                scope,
+            ),
+            app,
+        )
+        .await
     }
 
-    async fn build(config: &DynamoConfig, app: AppName) -> Self {
-        let http = aws_smithy_http_client::Builder::new()
-            .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
-                aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
-            ))
-            .build_https();
-        let mut loader =
-            aws_config::defaults(aws_config::BehaviorVersion::latest()).http_client(http.clone());
-        let emulator = config.endpoint.is_some();
-        match &config.region {
-            Some(region) => loader = loader.region(Region::new(region.clone())),
-            None if emulator && !environment_has_region() => {
-                loader = loader.region(Region::new("us-east-1"));
-            }
-            None => {}
-        }
-        let credentials = match &config.credentials {
-            Some(c) => Some(Credentials::new(
-                c.access_key_id.clone(),
-                c.secret_access_key.clone(),
-                c.session_token.clone(),
-                None,
-                "checkpoint-dynamo-static",
-            )),
-            None if emulator && !environment_has_credentials() => Some(Credentials::new(
-                "emulator",
-                "emulator",
-                None,
-                None,
-                "checkpoint-dynamo-emulator",
-            )),
-            None => None,
-        };
-        if let Some(credentials) = credentials {
-            loader = loader.credentials_provider(credentials);
-        }
-        let shared = loader.load().await;
-        let requests = Arc::new(AtomicU64::new(0));
-        let mut builder = aws_sdk_dynamodb::config::Builder::from(&shared)
-            .http_client(http)
-            .retry_config(RetryConfig::disabled())
-            .timeout_config(
-                TimeoutConfig::builder()
-                    .operation_attempt_timeout(config.request_timeout)
-                    .connect_timeout(config.request_timeout)
-                    .build(),
-            )
-            .interceptor(CountRequests(requests.clone()));
-        if let Some(endpoint) = &config.endpoint {
-            builder = builder.endpoint_url(endpoint.clone());
-        }
-        Self {
-            shared: Arc::new(Shared {
-                client: Client::from_conf(builder.build()),
-                scope: format!(
-                    "{} {}",
-                    config
-                        .endpoint
-                        .as_deref()
-                        .or(config.region.as_deref())
-                        .unwrap_or_default(),
-                    config.table
-                ),
-                table: config.table.clone(),
-                layout: config.layout.clone(),
-                billing: config.billing,
-                skew: config.skew_allowance,
-                backoff: config.backoff,
-                renew_concurrency: config.renew_concurrency,
-                table_active_timeout: config.table_active_timeout,
-                clock: config.clock.clone(),
-                requests,
-            }),
+    /// Builds the client from an AWS SDK configuration (so profiles, assumed roles, SSO and
+    /// any credentials provider work as everywhere else in the SDK) and runs
+    /// [`LeaseManager::init`]. From `config` come the table, layout, billing, timeouts, retry
+    /// policy, clock and, when set, the endpoint; its region and credentials are not used.
+    ///
+    /// ```no_run
+    /// use checkpoint_core::AppName;
+    /// use checkpoint_dynamo::{DynamoConfig, DynamoStore};
+    ///
+    /// # async fn run() -> checkpoint_core::Result<()> {
+    /// // The profile's role is assumed by the SDK's default chain.
+    /// let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
+    ///     .profile_name("billing-prod")
+    ///     .load()
+    ///     .await;
+    /// let store =
+    ///     DynamoStore::from_sdk_config(&sdk, DynamoConfig::new("leases")?, AppName::new("billing")?)
+    ///         .await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn from_sdk_config(
+        sdk: &aws_config::SdkConfig,
+        config: DynamoConfig,
+        app: AppName,
+    ) -> Result<Self> {
+        Self::from_shared(
+            client::shared(aws_sdk_dynamodb::config::Builder::from(sdk), &config, None),
+            app,
+        )
+        .await
+    }
+
+    /// Uses the configuration of an existing DynamoDB client (its credentials, region, HTTP
+    /// client and interceptors) and runs [`LeaseManager::init`]. The store sends through its
+    /// own copy of that configuration, with the SDK's retries turned off (the store's retry
+    /// policy replaces them), the request timeout of `config` and a request counter added;
+    /// table, layout and the other settings come from `config` as in
+    /// [`DynamoStore::from_sdk_config`].
+    ///
+    /// ```no_run
+    /// use checkpoint_core::AppName;
+    /// use checkpoint_dynamo::{DynamoConfig, DynamoStore, aws_sdk_dynamodb};
+    ///
+    /// # async fn run(client: aws_sdk_dynamodb::Client) -> checkpoint_core::Result<()> {
+    /// let store =
+    ///     DynamoStore::from_client(&client, DynamoConfig::new("leases")?, AppName::new("billing")?)
+    ///         .await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn from_client(client: &Client, config: DynamoConfig, app: AppName) -> Result<Self> {
+        Self::from_shared(
+            client::shared(client.config().to_builder(), &config, None),
+            app,
+        )
+        .await
+    }
+
+    async fn from_shared(shared: Shared, app: AppName) -> Result<Self> {
+        let store = Self {
+            shared: Arc::new(shared),
             app,
             cache: Arc::default(),
-            observed: Arc::default(),
-        }
+        };
+        store.init().await?;
+        Ok(store)
     }
 
     /// A handle for `app` on the same client, table and settings (no request is sent; the
@@ -310,7 +153,6 @@ impl DynamoStore {
             shared: self.shared.clone(),
             app,
             cache: Arc::default(),
-            observed: Arc::default(),
         }
     }
 
@@ -330,510 +172,13 @@ impl DynamoStore {
         &self.shared.table
     }
 
-    /// "Now" in whole milliseconds, the precision deadlines are stored with.
-    fn now(&self) -> SystemTime {
-        schema::from_millis(schema::to_millis(self.shared.clock.now()))
+    /// The lease stored under `key`, with the typed error of its item when the item cannot be
+    /// read as a lease ([`Error::Corrupt`] naming the key and the attribute), as
+    /// [`Checkpointer::fetch_checkpoint`] returns it. [`LeaseManager::list_leases`] skips such
+    /// items (with a warning naming them); this is how to ask about one.
+    pub async fn lease_item(&self, key: &LeaseKey) -> Result<Option<Lease>> {
+        Ok(self.read(key).await?.map(|s| s.lease))
     }
-
-    fn pk(&self, key: &LeaseKey) -> Result<String> {
-        self.shared.layout.key(&self.app, key)
-    }
-
-    fn cached(&self, key: &LeaseKey) -> Option<Stored> {
-        self.cache
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(key)
-            .cloned()
-    }
-
-    fn remember(&self, key: &LeaseKey, stored: Option<&Stored>) {
-        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-        match stored {
-            Some(s) => {
-                cache.insert(key.clone(), s.clone());
-            }
-            None => {
-                cache.remove(key);
-            }
-        }
-    }
-
-    /// Runs one request builder through the retry policy.
-    async fn send<T, E, Fut, F>(&self, op: &'static str, f: F) -> Result<T>
-    where
-        F: Fn() -> Fut + Send + Sync,
-        Fut: std::future::Future<Output = std::result::Result<T, SdkError<E, HttpResponse>>> + Send,
-        E: aws_sdk_dynamodb::error::ProvideErrorMetadata
-            + std::error::Error
-            + Send
-            + Sync
-            + 'static,
-    {
-        self.shared
-            .backoff
-            .retry(|_| async { f().await.map_err(|e| map_error(op, e)) })
-            .await
-    }
-
-    /// Operation 6's read: a strongly consistent `GetItem`.
-    async fn read(&self, key: &LeaseKey) -> Result<Option<Stored>> {
-        let pk = self.pk(key)?;
-        let req = self
-            .shared
-            .client
-            .get_item()
-            .table_name(&self.shared.table)
-            .key(LEASE_KEY, s(pk))
-            .consistent_read(true);
-        let out = self.send("GetItem", || req.clone().send()).await?;
-        let stored = out.item().map(|item| decode(key, item)).transpose()?;
-        self.remember(key, stored.as_ref());
-        Ok(stored)
-    }
-
-    /// The one conditional write every lease operation but `renew` ends in.
-    ///
-    /// Mutual exclusion and fencing: the condition `leaseCounter = :seen` (or
-    /// `attribute_not_exists(leaseKey)`) makes the write happen only if the stored record is the
-    /// one `new` was computed from by the rules, so a decision taken on a record another worker
-    /// has since changed is never written; the failure returns that worker's record instead.
-    /// A fenced write (`fence = Some((worker, token))`: checkpoint, prepare, release, steal)
-    /// also names owner and token in its condition, so the store itself rejects a holder whose
-    /// token was superseded even if the versions were to agree.
-    async fn write(
-        &self,
-        key: &LeaseKey,
-        current: Option<&Stored>,
-        new: &Lease,
-        fence: Option<(&WorkerId, FencingToken)>,
-    ) -> Result<Written> {
-        let pk = self.pk(key)?;
-        let version = Stored::next_version(current);
-        let mut expr = Expr::default();
-        encode_update(&mut expr, &self.shared.layout, &self.app, new, version);
-        let condition = match current {
-            None => format!("attribute_not_exists({})", expr.name(LEASE_KEY)),
-            Some(Stored {
-                version: Some(seen),
-                ..
-            }) => {
-                let counter = expr.name(LEASE_COUNTER);
-                let seen = expr.value(n(*seen));
-                format!("{counter} = {seen}")
-            }
-            Some(Stored { version: None, .. }) => {
-                let (key_name, counter) = (expr.name(LEASE_KEY), expr.name(LEASE_COUNTER));
-                format!("attribute_exists({key_name}) AND attribute_not_exists({counter})")
-            }
-        };
-        let condition = match fence {
-            Some((worker, token)) => format!(
-                "{condition} AND {} AND {}",
-                schema::owner_condition(&mut expr, worker),
-                schema::token_condition(&mut expr, token)
-            ),
-            None => condition,
-        };
-        let req = self
-            .shared
-            .client
-            .update_item()
-            .table_name(&self.shared.table)
-            .key(LEASE_KEY, s(pk))
-            .update_expression(expr.update_expression())
-            .condition_expression(condition)
-            .set_expression_attribute_names(Some(expr.names))
-            .set_expression_attribute_values(Some(expr.values))
-            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
-        let result = self
-            .shared
-            .backoff
-            .retry(|_| async {
-                match req.clone().send().await {
-                    Ok(_) => Ok(None),
-                    Err(SdkError::ServiceError(e)) if e.err().is_conditional_check_failed_exception() => {
-                        Ok(Some(match e.into_err() {
-                            aws_sdk_dynamodb::operation::update_item::UpdateItemError::ConditionalCheckFailedException(c) => c.item,
-                            _ => None,
-                        }))
-                    }
-                    Err(e) => Err(map_error("UpdateItem", e)),
-                }
-            })
-            .await?;
-        match result {
-            None => {
-                let stored = Stored {
-                    lease: new.clone(),
-                    version: Some(version),
-                };
-                self.remember(key, Some(&stored));
-                Ok(Written::Done(stored))
-            }
-            Some(Some(item)) => {
-                let stored = decode(key, &item)?;
-                self.remember(key, Some(&stored));
-                Ok(Written::Conflict(Some(stored)))
-            }
-            // The failure did not carry the item (absent, or an emulator without
-            // ReturnValuesOnConditionCheckFailure): read it.
-            Some(None) => Ok(Written::Conflict(self.read(key).await?)),
-        }
-    }
-
-    /// `get_lease`'s first request: the grant to a new owner as one `UpdateItem` conditioned
-    /// on the lease being absent, free (no `leaseOwner`, no `checkpointOwner`) or expired
-    /// (`leaseDeadlineMillis <= now - skew_allowance`). It sets owner and deadline, clears any
-    /// claim, and adds 1 to `fencingToken`, `ownerSwitchesSinceCheckpoint` and `leaseCounter`:
-    /// exactly the rule's grant. Mutual exclusion: DynamoDB evaluates the condition and applies
-    /// the update atomically, so of many workers taking one free lease exactly one succeeds; the
-    /// others' failures return the winner's record (`ALL_OLD`) for [`Error::LeaseHeld`],
-    /// without a second read. A lease the caller already holds, or one held by a KCL worker, fails
-    /// the condition too and goes through the rule.
-    async fn take(
-        &self,
-        key: &LeaseKey,
-        worker: &WorkerId,
-        duration: LeaseDuration,
-    ) -> Result<Written> {
-        let pk = self.pk(key)?;
-        let now = self.now();
-        let judged_at = now.checked_sub(self.shared.skew).unwrap_or(now);
-        let mut expr = Expr::default();
-        expr.set(LEASE_OWNER, s(worker.as_str()));
-        expr.set(
-            LEASE_DEADLINE_MILLIS,
-            n(schema::to_millis(now + duration.get())),
-        );
-        expr.set_or_remove(CHECKPOINT_OWNER, None);
-        expr.set_or_remove(LEASE_CLAIMANT, None);
-        if self.shared.layout == KeyLayout::Shared {
-            expr.set(APP_NAME, s(self.app.as_str()));
-            expr.set(STREAM_NAME, s(key.stream.as_str()));
-            expr.set(SHARD_ID, s(key.shard.as_str()));
-        }
-        let (token, switches, counter) = (
-            expr.name(FENCING_TOKEN),
-            expr.name(OWNER_SWITCHES),
-            expr.name(LEASE_COUNTER),
-        );
-        let one = expr.value(n(1));
-        let update = format!(
-            "{} ADD {token} {one}, {switches} {one}, {counter} {one}",
-            expr.update_expression()
-        );
-        let (owner, holder, deadline) = (
-            expr.name(LEASE_OWNER),
-            expr.name(CHECKPOINT_OWNER),
-            expr.name(LEASE_DEADLINE_MILLIS),
-        );
-        let judged = expr.value(n(schema::to_millis(judged_at)));
-        let condition = format!(
-            "(attribute_not_exists({owner}) AND attribute_not_exists({holder})) OR \
-             (attribute_exists({deadline}) AND {deadline} <= {judged})"
-        );
-        let req = self
-            .shared
-            .client
-            .update_item()
-            .table_name(&self.shared.table)
-            .key(LEASE_KEY, s(pk))
-            .update_expression(update)
-            .condition_expression(condition)
-            .set_expression_attribute_names(Some(expr.names))
-            .set_expression_attribute_values(Some(expr.values))
-            .return_values(ReturnValue::AllNew)
-            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
-        self.conditional_update(key, req).await
-    }
-
-    /// Sends a conditional `UpdateItem` that returns `ALL_NEW` on success and `ALL_OLD` on a
-    /// failed condition, through the retry policy, and caches what it learns.
-    async fn conditional_update(
-        &self,
-        key: &LeaseKey,
-        req: aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder,
-    ) -> Result<Written> {
-        let result = self
-            .shared
-            .backoff
-            .retry(|_| async {
-                match req.clone().send().await {
-                    Ok(out) => Ok(Ok(out.attributes.unwrap_or_default())),
-                    Err(SdkError::ServiceError(e))
-                        if e.err().is_conditional_check_failed_exception() =>
-                    {
-                        Ok(Err(match e.into_err() {
-                            UpdateItemError::ConditionalCheckFailedException(c) => c.item,
-                            _ => None,
-                        }))
-                    }
-                    Err(e) => Err(map_error("UpdateItem", e)),
-                }
-            })
-            .await?;
-        match result {
-            Ok(item) => {
-                let stored = decode(key, &item)?;
-                self.remember(key, Some(&stored));
-                Ok(Written::Done(stored))
-            }
-            Err(Some(item)) => {
-                let stored = decode(key, &item)?;
-                self.remember(key, Some(&stored));
-                Ok(Written::Conflict(Some(stored)))
-            }
-            Err(None) => Ok(Written::Conflict(self.read(key).await?)),
-        }
-    }
-
-    /// Applies `rule` atomically: see the module docs. `fence` is passed to
-    /// [`DynamoStore::write`].
-    async fn apply<F>(
-        &self,
-        key: &LeaseKey,
-        start: Start,
-        fence: Option<(&WorkerId, FencingToken)>,
-        rule: F,
-    ) -> Result<Lease>
-    where
-        F: Fn(Option<&Stored>, SystemTime) -> Result<Outcome> + Send + Sync,
-    {
-        let (mut state, mut fresh) = match start {
-            Start::Known(current) => (*current, true),
-            Start::Read => match self.cached(key) {
-                Some(stored) => (Some(stored), false),
-                None => (self.read(key).await?, true),
-            },
-        };
-        for _ in 0..MAX_ROUNDS {
-            let outcome = rule(state.as_ref(), self.now());
-            match outcome {
-                Ok(Outcome::Write(new)) => {
-                    match self.write(key, state.as_ref(), &new, fence).await? {
-                        Written::Done(stored) => return Ok(stored.lease),
-                        Written::Conflict(current) => {
-                            state = current;
-                            fresh = true;
-                        }
-                    }
-                }
-                // Only a record known to be current may decide an error or a no-op.
-                _ if !fresh => {
-                    state = self.read(key).await?;
-                    fresh = true;
-                }
-                Ok(Outcome::Unchanged(lease)) => return Ok(lease),
-                Err(e) => return Err(e),
-            }
-        }
-        Err(Error::backend_message(
-            STORE,
-            true,
-            format!("lease {key}: the record kept changing during {MAX_ROUNDS} attempts"),
-        ))
-    }
-
-    /// One scan of the table's items whose `leaseKey` begins with `prefix` (or, with `None`,
-    /// contains no `:`), every page, strongly consistent.
-    async fn scan(&self, prefix: Option<String>) -> Result<Vec<Item>> {
-        let mut names = HashMap::new();
-        names.insert("#k".to_owned(), LEASE_KEY.to_owned());
-        let mut values = HashMap::new();
-        let filter = match prefix {
-            Some(p) => {
-                values.insert(":p".to_owned(), s(p));
-                "begins_with(#k, :p)"
-            }
-            None => {
-                values.insert(":p".to_owned(), s(":"));
-                "NOT contains(#k, :p)"
-            }
-        };
-        let mut items = Vec::new();
-        let mut start: Option<Item> = None;
-        loop {
-            let req = self
-                .shared
-                .client
-                .scan()
-                .table_name(&self.shared.table)
-                .consistent_read(true)
-                .filter_expression(filter)
-                .set_expression_attribute_names(Some(names.clone()))
-                .set_expression_attribute_values(Some(values.clone()))
-                .set_exclusive_start_key(start.take());
-            let out = self.send("Scan", || req.clone().send()).await?;
-            items.extend(out.items().iter().cloned());
-            match out.last_evaluated_key() {
-                Some(k) if !k.is_empty() => start = Some(k.clone()),
-                _ => return Ok(items),
-            }
-        }
-    }
-
-    async fn describe(&self) -> Result<Option<aws_sdk_dynamodb::types::TableDescription>> {
-        let req = self
-            .shared
-            .client
-            .describe_table()
-            .table_name(&self.shared.table);
-        let out = self
-            .shared
-            .backoff
-            .retry(|_| async {
-                match req.clone().send().await {
-                    Ok(out) => Ok(out.table),
-                    Err(SdkError::ServiceError(e)) if e.err().is_resource_not_found_exception() => {
-                        Ok(None)
-                    }
-                    Err(e) => Err(map_error("DescribeTable", e)),
-                }
-            })
-            .await?;
-        Ok(out)
-    }
-
-    /// Creates the table; `Ok(())` also when someone else is creating it at the same moment.
-    async fn create_table(&self) -> Result<()> {
-        let build = |e: aws_sdk_dynamodb::error::BuildError| {
-            Error::backend_message(STORE, false, format!("CreateTable request: {e}"))
-        };
-        let mut req = self
-            .shared
-            .client
-            .create_table()
-            .table_name(&self.shared.table)
-            .attribute_definitions(
-                AttributeDefinition::builder()
-                    .attribute_name(LEASE_KEY)
-                    .attribute_type(ScalarAttributeType::S)
-                    .build()
-                    .map_err(build)?,
-            )
-            .key_schema(
-                KeySchemaElement::builder()
-                    .attribute_name(LEASE_KEY)
-                    .key_type(KeyType::Hash)
-                    .build()
-                    .map_err(build)?,
-            );
-        req = match self.shared.billing {
-            Billing::OnDemand => req.billing_mode(BillingMode::PayPerRequest),
-            Billing::Provisioned { read, write } => req
-                .billing_mode(BillingMode::Provisioned)
-                .provisioned_throughput(
-                    ProvisionedThroughput::builder()
-                        .read_capacity_units(read)
-                        .write_capacity_units(write)
-                        .build()
-                        .map_err(build)?,
-                ),
-        };
-        self.shared
-            .backoff
-            .retry(|_| async {
-                match req.clone().send().await {
-                    Ok(_) => Ok(()),
-                    Err(SdkError::ServiceError(e)) if e.err().is_resource_in_use_exception() => {
-                        Ok(())
-                    }
-                    Err(e) => Err(map_error("CreateTable", e)),
-                }
-            })
-            .await
-    }
-
-    /// The rule of `get_lease` on `current` at `now`: another worker's lease is live until
-    /// `deadline + skew_allowance`; a KCL-held lease (no deadline) until this handle has seen
-    /// its `leaseCounter` unchanged for `duration`. The granted deadline is `now + duration`.
-    fn grant_rule(
-        &self,
-        current: Option<&Stored>,
-        key: &LeaseKey,
-        worker: &WorkerId,
-        duration: LeaseDuration,
-        now: SystemTime,
-    ) -> Result<Outcome> {
-        let mut lease = current.map(|s| s.lease.clone());
-        if let (Some(l), Some(stored)) = (lease.as_mut(), current)
-            && l.deadline.is_none()
-            && l.owner.as_ref().is_some_and(|o| o != worker)
-        {
-            l.deadline = Some(self.kcl_seen_since(key, stored.version, now) + duration.get());
-        }
-        let judged_at = now.checked_sub(self.shared.skew).unwrap_or(now);
-        let mut lease = rules::get_lease(lease, key, worker, duration, judged_at)?;
-        lease.deadline = Some(now + duration.get());
-        Ok(Outcome::Write(lease))
-    }
-
-    /// The gate that lets concurrent `get_lease` calls on one item share one take: one per
-    /// item (endpoint or region, table, `leaseKey`) in the whole process, so that handles with
-    /// separate clients share it too.
-    fn gate(&self, key: &LeaseKey) -> Result<Arc<tokio::sync::Mutex<Option<Probe>>>> {
-        static GATES: LazyLock<Mutex<HashMap<(String, String), Gate>>> =
-            LazyLock::new(Mutex::default);
-        let item = (self.shared.scope.clone(), self.pk(key)?);
-        let mut gates = GATES.lock().unwrap_or_else(|e| e.into_inner());
-        Ok(gates.entry(item).or_default().clone())
-    }
-
-    /// When this handle first saw `key` at `version` (KCL expiry rule): `now` the first time,
-    /// the recorded instant while the version stays the same.
-    fn kcl_seen_since(&self, key: &LeaseKey, version: Option<u64>, now: SystemTime) -> SystemTime {
-        let mut observed = self.observed.lock().unwrap_or_else(|e| e.into_inner());
-        match observed.get(key) {
-            Some((seen, since)) if *seen == version => *since,
-            _ => {
-                observed.insert(key.clone(), (version, now));
-                now
-            }
-        }
-    }
-
-    fn lost(key: &LeaseKey, worker: &WorkerId, token: FencingToken) -> Error {
-        Error::LeaseLost {
-            key: key.clone(),
-            worker: worker.clone(),
-            token,
-        }
-    }
-}
-
-/// The lease of a stored record, for a rule.
-fn lease_of(current: Option<&Stored>) -> Option<Lease> {
-    current.map(|s| s.lease.clone())
-}
-
-/// Checks that an existing table has the key schema this crate writes.
-fn check_schema(table: &str, desc: &aws_sdk_dynamodb::types::TableDescription) -> Result<()> {
-    let mismatch = |detail: String| Error::SchemaMismatch {
-        store: STORE,
-        detail: format!("table {table}: {detail}"),
-    };
-    let keys: Vec<(&str, &KeyType)> = desc
-        .key_schema()
-        .iter()
-        .map(|k| (k.attribute_name(), k.key_type()))
-        .collect();
-    if keys != [(LEASE_KEY, &KeyType::Hash)] {
-        return Err(mismatch(format!(
-            "the key schema is {keys:?}; expected one hash key {LEASE_KEY:?} and no sort key"
-        )));
-    }
-    let key_type = desc
-        .attribute_definitions()
-        .iter()
-        .find(|a| a.attribute_name() == LEASE_KEY)
-        .map(|a| a.attribute_type());
-    if key_type != Some(&ScalarAttributeType::S) {
-        return Err(mismatch(format!(
-            "{LEASE_KEY} has type {key_type:?}; expected a string (S)"
-        )));
-    }
-    Ok(())
 }
 
 #[async_trait]
@@ -845,9 +190,7 @@ impl LeaseManager for DynamoStore {
     fn capabilities(&self) -> Capabilities {
         Capabilities {
             backend: STORE,
-            clock: ClockSource::Client {
-                skew_allowance: self.shared.skew,
-            },
+            clock: ClockSource::Observed,
             transactional_checkpoint: false,
             renew_many: BatchMode::Concurrent(self.shared.renew_concurrency),
             durability: Durability::Replicated,
@@ -858,59 +201,39 @@ impl LeaseManager for DynamoStore {
     /// Creates the table when absent (on-demand or provisioned, as configured) and waits, at
     /// most the configured time, until it is `ACTIVE`. Many callers at once are safe: a
     /// `ResourceInUseException` means another one is creating it, and this one waits too. An
-    /// existing table with another key schema is [`Error::SchemaMismatch`].
+    /// existing table with another key schema is [`Error::SchemaMismatch`]. In the KCL
+    /// single-stream layout, the table is then claimed for this app (see
+    /// [`crate::schema::APP_MARKER`]); a table another app adopted is
+    /// [`Error::SchemaMismatch`] naming both apps.
     async fn init(&self) -> Result<()> {
-        let started = Instant::now();
-        let mut pause = Duration::from_millis(20);
-        loop {
-            match self.describe().await? {
-                None => self.create_table().await?,
-                Some(desc) => {
-                    check_schema(&self.shared.table, &desc)?;
-                    match desc.table_status() {
-                        Some(TableStatus::Active) | Some(TableStatus::Updating) => return Ok(()),
-                        Some(TableStatus::Creating) | None => {}
-                        Some(other) => {
-                            return Err(Error::backend_message(
-                                STORE,
-                                false,
-                                format!("table {} is {other:?}", self.shared.table),
-                            ));
-                        }
-                    }
-                }
-            }
-            if started.elapsed() + pause > self.shared.table_active_timeout {
-                return Err(Error::backend_message(
-                    STORE,
-                    true,
-                    format!(
-                        "table {} did not become ACTIVE within {:?}",
-                        self.shared.table, self.shared.table_active_timeout
-                    ),
-                ));
-            }
-            tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(Duration::from_secs(1));
-        }
+        self.shared.init_table().await?;
+        self.claim_table().await
     }
 
     /// Operation 2: one `UpdateItem` conditioned on `attribute_not_exists(leaseKey)`, so of
-    /// racing creators exactly one creates (and returns `true`), and an existing record (a
-    /// KCL-written one included) is never overwritten.
+    /// racing creators exactly one creates, and an existing record (a KCL-written one
+    /// included) is never overwritten. The record carries a fresh `createNonce`; when the
+    /// condition fails, the record it returns tells whether this call created it (a first
+    /// attempt whose reply was lost), so the answer is exact even after a retry.
     async fn create_lease_if_absent(
         &self,
         key: &LeaseKey,
         parents: &[ShardId],
         initial: Option<&Position>,
     ) -> Result<bool> {
-        for _ in 0..MAX_ROUNDS {
+        let nonce = nonce();
+        for _ in 0..crate::protocol::MAX_ROUNDS {
             let Some(new) = rules::create_if_absent(None, key, parents, initial) else {
                 break;
             };
-            match self.write(key, None, &new, None).await? {
+            match self
+                .write(key, None, &new, None, None, Some(&nonce))
+                .await?
+            {
                 Written::Done(_) => return Ok(true),
-                Written::Conflict(Some(_)) => return Ok(false),
+                Written::Conflict(Some(current)) => {
+                    return Ok(current.nonce.as_deref() == Some(nonce.as_str()));
+                }
                 // Deleted between the failed condition and the read: try again.
                 Written::Conflict(None) => {}
             }
@@ -927,10 +250,12 @@ impl LeaseManager for DynamoStore {
     /// deciding on one record exactly one write lands; the others' failed conditions return the
     /// winner's record and they report [`Error::LeaseHeld`] from it without another read.
     ///
-    /// Expiry uses the client clock: another worker's lease counts as live until `deadline +
-    /// skew_allowance` (so `LeaseHeld::remaining` includes the allowance); the granted deadline
-    /// is `now + duration`. A lease held by a KCL worker (no `leaseDeadlineMillis`) expires by
-    /// the KCL's rule: once this handle has seen the same `leaseCounter` for `duration`.
+    /// Expiry trusts no wall clock: another worker's lease is expired once this handle has
+    /// seen its `leaseCounter` unchanged for the holder's lease duration (the requested one on
+    /// a KCL-written item) on its own clock, so `LeaseHeld::remaining` is the time left by
+    /// that rule, and a fresh process waits one full duration before taking a lease whose
+    /// holder died. The caller's own lease, live or expired, from any handle, is re-granted
+    /// with its token (only a grant to a different worker bumps it).
     async fn get_lease(
         &self,
         key: &LeaseKey,
@@ -983,7 +308,7 @@ impl LeaseManager for DynamoStore {
                 }
             }
         };
-        self.apply(key, start, None, |current, now| {
+        self.apply(key, start, None, Some(duration), |current, now| {
             self.grant_rule(current, key, worker, duration, now)
         })
         .await
@@ -991,8 +316,9 @@ impl LeaseManager for DynamoStore {
 
     /// Fencing: one `UpdateItem` conditioned on the worker holding the lease (`leaseOwner`, or
     /// `checkpointOwner` during a hand-off) and `fencingToken = :token` (a record without
-    /// `fencingToken` reads as token 0), setting the deadline and bumping `leaseCounter`;
-    /// anything else, an absent record included, fails the condition and is
+    /// `fencingToken` reads as token 0), storing the duration (and, as information, the
+    /// writer's deadline) and bumping `leaseCounter`, which is what every observer times
+    /// expiry by; anything else, an absent record included, fails the condition and is
     /// [`Error::LeaseLost`]. Valid past the deadline, as the rule says. No read is needed, and
     /// repeating it after a lost reply is harmless.
     async fn renew(
@@ -1006,6 +332,10 @@ impl LeaseManager for DynamoStore {
         let deadline = self.now() + duration.get();
         let mut expr = Expr::default();
         expr.set(LEASE_DEADLINE_MILLIS, n(schema::to_millis(deadline)));
+        expr.set(
+            LEASE_DURATION_MILLIS,
+            n(schema::duration_millis(duration.get())),
+        );
         let counter = expr.name(LEASE_COUNTER);
         let one = expr.value(n(1));
         let condition = format!(
@@ -1019,34 +349,20 @@ impl LeaseManager for DynamoStore {
             .client
             .update_item()
             .table_name(&self.shared.table)
-            .key(LEASE_KEY, s(pk))
+            .key(LEASE_KEY, s(pk.clone()))
             .update_expression(update)
             .condition_expression(condition)
             .set_expression_attribute_names(Some(expr.names))
             .set_expression_attribute_values(Some(expr.values))
             .return_values(ReturnValue::AllNew);
-        let result = self
-            .shared
-            .backoff
-            .retry(|_| async {
-                match req.clone().send().await {
-                    Ok(out) => Ok(Some(out.attributes.unwrap_or_default())),
-                    Err(SdkError::ServiceError(e))
-                        if e.err().is_conditional_check_failed_exception() =>
-                    {
-                        Ok(None)
-                    }
-                    Err(e) => Err(map_error("UpdateItem", e)),
-                }
-            })
-            .await?;
-        match result {
-            Some(item) => {
-                let stored = decode(key, &item)?;
-                self.remember(key, Some(&stored));
-                Ok(stored.lease)
-            }
-            None => Err(Self::lost(key, worker, token)),
+        match self
+            .send_conditional("UpdateItem", || req.clone().send())
+            .await?
+        {
+            Reply::Done(out) => Ok(self
+                .learn(key, &pk, &out.attributes.unwrap_or_default())?
+                .lease),
+            Reply::Failed(_) => Err(Self::lost(key, worker, token)),
         }
     }
 
@@ -1092,9 +408,13 @@ impl LeaseManager for DynamoStore {
         token: FencingToken,
     ) -> Result<Lease> {
         self.pk(key)?;
-        self.apply(key, Start::Read, Some((worker, token)), |current, _| {
-            rules::remove_lease_owner(lease_of(current), key, worker, token)
-        })
+        self.apply(
+            key,
+            Start::Read,
+            Some((worker, token)),
+            None,
+            |current, _| rules::remove_lease_owner(lease_of(current), key, worker, token),
+        )
         .await
     }
 
@@ -1103,7 +423,7 @@ impl LeaseManager for DynamoStore {
     /// kept (fencing: the released holder's token stays superseded by the next grant).
     async fn evict_lease(&self, key: &LeaseKey) -> Result<Lease> {
         self.pk(key)?;
-        self.apply(key, Start::Read, None, |current, _| {
+        self.apply(key, Start::Read, None, None, |current, _| {
             rules::evict_lease(lease_of(current), key).map(Outcome::Write)
         })
         .await
@@ -1119,38 +439,22 @@ impl LeaseManager for DynamoStore {
             .client
             .delete_item()
             .table_name(&self.shared.table)
-            .key(LEASE_KEY, s(pk))
+            .key(LEASE_KEY, s(pk.clone()))
             .condition_expression("attribute_exists(#k)")
             .expression_attribute_names("#k", LEASE_KEY);
-        self.shared
-            .backoff
-            .retry(|_| async {
-                match req.clone().send().await {
-                    Ok(_) => Ok(()),
-                    Err(SdkError::ServiceError(e))
-                        if e.err().is_conditional_check_failed_exception() =>
-                    {
-                        Ok(())
-                    }
-                    Err(e) => Err(map_error("DeleteItem", e)),
-                }
-            })
+        self.send_conditional("DeleteItem", || req.clone().send())
             .await?;
+        self.shared.tracking.observations.forget(&pk);
         self.remember(key, None);
         Ok(())
     }
 
-    /// Operation 9 judged as `get_lease` judges: the handle's clock minus the skew allowance.
-    async fn list_leases_timed(&self, stream: Option<&StreamName>) -> Result<Listing> {
-        let now = self.now();
-        let store_now = now.checked_sub(self.shared.skew).unwrap_or(now);
-        let leases = self.list_leases(stream).await?;
-        Ok(Listing { leases, store_now })
-    }
-
+    /// Every lease of the app (or of `stream`), from a consistent paginated `Scan`. An item
+    /// that cannot be read as a lease (a key or attribute another writer encoded otherwise)
+    /// never fails the listing: it is left out and reported with a `tracing` warning naming
+    /// its key and the reason; [`DynamoStore::lease_item`] returns its typed error.
     async fn list_leases(&self, stream: Option<&StreamName>) -> Result<Vec<Lease>> {
-        if let (KeyLayout::KclSingleStream { stream: own }, Some(asked)) =
-            (&self.shared.layout, stream)
+        if let (Some(own), Some(asked)) = (self.shared.layout.bound_stream(), stream)
             && own != asked
         {
             return Ok(Vec::new());
@@ -1163,12 +467,29 @@ impl LeaseManager for DynamoStore {
             let Some(AttributeValue::S(pk)) = item.get(LEASE_KEY) else {
                 continue;
             };
-            let Some(key) = self.shared.layout.parse(&self.app, pk)? else {
+            if pk.starts_with('~') {
                 continue;
+            }
+            let stored = match self.shared.layout.parse(&self.app, pk) {
+                Ok(None) => continue,
+                Ok(Some(key)) => {
+                    decode(&key, item, self.shared.kcl_at_timestamp).map(|stored| (key, stored))
+                }
+                Err(e) => Err(e),
             };
-            let stored = decode(&key, item)?;
-            self.remember(&key, Some(&stored));
-            leases.push(stored.lease);
+            match stored {
+                Ok((key, stored)) => {
+                    let stored = self.observed(pk, stored);
+                    self.remember(&key, Some(&stored));
+                    leases.push(stored.lease);
+                }
+                Err(e) => tracing::warn!(
+                    table = %self.shared.table,
+                    lease_key = %pk,
+                    error = %e,
+                    "skipping an item that is not a readable lease"
+                ),
+            }
         }
         leases.sort_by(|a, b| a.key.cmp(&b.key));
         Ok(leases)
@@ -1195,6 +516,7 @@ impl LeaseManager for DynamoStore {
             key,
             Start::Read,
             Some((expected_owner, expected_token)),
+            Some(duration),
             |current, now| {
                 rules::steal(
                     lease_of(current),
@@ -1216,20 +538,28 @@ impl LeaseManager for DynamoStore {
     /// ownership and token are untouched (mutual exclusion, fencing).
     async fn claim(&self, key: &LeaseKey, claimant: &WorkerId) -> Result<Lease> {
         self.pk(key)?;
-        self.apply(key, Start::Read, None, |current, _| {
+        self.apply(key, Start::Read, None, None, |current, _| {
             rules::claim(lease_of(current), key, claimant)
         })
         .await
     }
 
-    /// Admin import (`rules::import_lease`): the one conditional write of every operation
-    /// (`write` with no record seen), an `UpdateItem` conditioned on
-    /// `attribute_not_exists(leaseKey)`, so an existing record (a KCL-written one included) is
-    /// never overwritten and the carried token keeps fencing monotonic.
+    /// Operation 9 with the instant its records were judged at: deadlines in a listing are
+    /// this handle's judgement on its own clock (observed-unchanged expiry), so `store_now` is
+    /// this handle's clock, read before the records.
+    async fn list_leases_timed(&self, stream: Option<&StreamName>) -> Result<Listing> {
+        let store_now = self.now();
+        let leases = self.list_leases(stream).await?;
+        Ok(Listing { leases, store_now })
+    }
+
+    /// Operation 15 (admin import): [`rules::check_import`], then one write conditioned on
+    /// `attribute_not_exists(leaseKey)` (no record seen); an existing record fails the
+    /// condition and is left untouched, answering `false`.
     async fn import_lease(&self, record: &Lease) -> Result<bool> {
         rules::check_import(record)?;
         Ok(matches!(
-            self.write(&record.key, None, record, None).await?,
+            self.write(&record.key, None, record, None, None, None).await?,
             Written::Done(_)
         ))
     }
@@ -1240,6 +570,7 @@ impl Checkpointer for DynamoStore {
     /// Fencing and monotonic positions: the rule checks owner, token and progress on the
     /// record, and the write is conditioned on `leaseCounter` being that record's, so a stale
     /// holder (whose token was superseded by a grant, which bumps `leaseCounter`) never writes.
+    /// Clearing the pending checkpoint removes the KCL's `pendingCheckpointState` with it.
     async fn checkpoint_sequence(
         &self,
         key: &LeaseKey,
@@ -1248,9 +579,16 @@ impl Checkpointer for DynamoStore {
         position: &Position,
     ) -> Result<Lease> {
         self.pk(key)?;
-        self.apply(key, Start::Read, Some((worker, token)), |current, _| {
-            rules::checkpoint(lease_of(current), key, worker, token, position).map(Outcome::Write)
-        })
+        self.apply(
+            key,
+            Start::Read,
+            Some((worker, token)),
+            None,
+            |current, _| {
+                rules::checkpoint(lease_of(current), key, worker, token, position)
+                    .map(Outcome::Write)
+            },
+        )
         .await
     }
 
@@ -1263,10 +601,16 @@ impl Checkpointer for DynamoStore {
         position: &Position,
     ) -> Result<Lease> {
         self.pk(key)?;
-        self.apply(key, Start::Read, Some((worker, token)), |current, _| {
-            rules::prepare_checkpoint(lease_of(current), key, worker, token, position)
-                .map(Outcome::Write)
-        })
+        self.apply(
+            key,
+            Start::Read,
+            Some((worker, token)),
+            None,
+            |current, _| {
+                rules::prepare_checkpoint(lease_of(current), key, worker, token, position)
+                    .map(Outcome::Write)
+            },
+        )
         .await
     }
 
@@ -1278,7 +622,7 @@ impl Checkpointer for DynamoStore {
     /// `leaseCounter` of the record it saw, ownership and token untouched (fencing).
     async fn reset_checkpoint(&self, key: &LeaseKey, position: Option<&Position>) -> Result<Lease> {
         self.pk(key)?;
-        self.apply(key, Start::Read, None, |current, _| {
+        self.apply(key, Start::Read, None, None, |current, _| {
             rules::reset_checkpoint(lease_of(current), key, position).map(Outcome::Write)
         })
         .await
@@ -1286,203 +630,48 @@ impl Checkpointer for DynamoStore {
 }
 
 impl DynamoStore {
-    fn worker_expiry(item: &Item, id: &str) -> Result<Option<u64>> {
-        schema::number(item, id, WORKER_EXPIRY_MILLIS)
-    }
-}
-
-#[async_trait]
-impl Membership for DynamoStore {
-    /// A `PutItem` of the membership record (registering again just moves the expiry),
-    /// conditioned on the key being absent or this worker's membership record, so it can never
-    /// replace another kind of item (isolation).
-    async fn register_worker(&self, worker: &WorkerId, ttl: HeartbeatTtl) -> Result<()> {
-        let expiry = schema::to_millis(self.now() + ttl.get());
-        let pk = worker_key(&self.app, worker);
+    /// In the KCL single-stream layout, records in the table which app adopted it: a
+    /// `PutItem` of the marker item conditioned on its absence or on naming this app; a marker
+    /// naming another app is [`Error::SchemaMismatch`] naming both (two apps on one KCL
+    /// single-stream table would share every lease). Other layouts key leases by app or by
+    /// stream identifier and need no marker.
+    async fn claim_table(&self) -> Result<()> {
+        if !matches!(self.shared.layout, KeyLayout::KclSingleStream { .. }) {
+            return Ok(());
+        }
         let req = self
             .shared
             .client
             .put_item()
             .table_name(&self.shared.table)
-            .item(LEASE_KEY, s(pk.clone()))
-            .item(APP_NAME, s(self.app.as_str()))
-            .item(WORKER_ID, s(worker.as_str()))
-            .item(WORKER_EXPIRY_MILLIS, n(expiry))
-            .condition_expression("attribute_not_exists(#k) OR #w = :w")
+            .item(LEASE_KEY, s(schema::APP_MARKER))
+            .item(schema::APP_NAME, s(self.app.as_str()))
+            .condition_expression("attribute_not_exists(#k) OR #a = :a")
             .expression_attribute_names("#k", LEASE_KEY)
-            .expression_attribute_names("#w", WORKER_ID)
-            .expression_attribute_values(":w", s(worker.as_str()));
-        let written = self
-            .shared
-            .backoff
-            .retry(|_| async {
-                match req.clone().send().await {
-                    Ok(_) => Ok(true),
-                    Err(SdkError::ServiceError(e))
-                        if e.err().is_conditional_check_failed_exception() =>
-                    {
-                        Ok(false)
-                    }
-                    Err(e) => Err(map_error("PutItem", e)),
-                }
-            })
-            .await?;
-        if written {
-            Ok(())
-        } else {
-            Err(Error::corrupt(
-                pk,
-                WORKER_ID,
-                "the item is not this worker's membership record",
-            ))
-        }
-    }
-
-    /// `UpdateItem` conditioned on `attribute_exists(leaseKey)`: a deregistered or pruned worker
-    /// gets [`Error::NotFound`] and must register again.
-    async fn heartbeat(&self, worker: &WorkerId, ttl: HeartbeatTtl) -> Result<()> {
-        let expiry = schema::to_millis(self.now() + ttl.get());
-        let req = self
-            .shared
-            .client
-            .update_item()
-            .table_name(&self.shared.table)
-            .key(LEASE_KEY, s(worker_key(&self.app, worker)))
-            .update_expression("SET #e = :e")
-            .condition_expression("attribute_exists(#k)")
-            .expression_attribute_names("#e", WORKER_EXPIRY_MILLIS)
-            .expression_attribute_names("#k", LEASE_KEY)
-            .expression_attribute_values(":e", n(expiry));
-        let found = self
-            .shared
-            .backoff
-            .retry(|_| async {
-                match req.clone().send().await {
-                    Ok(_) => Ok(true),
-                    Err(SdkError::ServiceError(e))
-                        if e.err().is_conditional_check_failed_exception() =>
-                    {
-                        Ok(false)
-                    }
-                    Err(e) => Err(map_error("UpdateItem", e)),
-                }
-            })
-            .await?;
-        if found {
-            Ok(())
-        } else {
-            Err(Error::NotFound {
-                entity: "worker",
-                id: worker.to_string(),
-            })
-        }
-    }
-
-    async fn live_workers(&self) -> Result<Vec<WorkerId>> {
-        let now = schema::to_millis(self.now());
-        let mut live = Vec::new();
-        for item in self.scan(Some(worker_prefix(&self.app))).await? {
-            let Some(AttributeValue::S(pk)) = item.get(LEASE_KEY) else {
-                continue;
-            };
-            let id = match item.get(WORKER_ID) {
-                Some(AttributeValue::S(w)) => {
-                    WorkerId::new(w).map_err(|e| Error::corrupt(pk, WORKER_ID, e.to_string()))?
-                }
-                _ => return Err(Error::corrupt(pk, WORKER_ID, "missing or not a string")),
-            };
-            if Self::worker_expiry(&item, pk)?.is_some_and(|e| e > now) {
-                live.push(id);
-            }
-        }
-        live.sort();
-        Ok(live)
-    }
-
-    /// A `DeleteItem` conditioned on the key being absent (deregistering twice is not an
-    /// error) or this worker's membership record, so it never removes another kind of item.
-    async fn deregister_worker(&self, worker: &WorkerId) -> Result<()> {
-        let pk = worker_key(&self.app, worker);
-        let req = self
-            .shared
-            .client
-            .delete_item()
-            .table_name(&self.shared.table)
-            .key(LEASE_KEY, s(pk.clone()))
-            .condition_expression("attribute_not_exists(#k) OR #w = :w")
-            .expression_attribute_names("#k", LEASE_KEY)
-            .expression_attribute_names("#w", WORKER_ID)
-            .expression_attribute_values(":w", s(worker.as_str()));
-        let deleted = self
-            .shared
-            .backoff
-            .retry(|_| async {
-                match req.clone().send().await {
-                    Ok(_) => Ok(true),
-                    Err(SdkError::ServiceError(e))
-                        if e.err().is_conditional_check_failed_exception() =>
-                    {
-                        Ok(false)
-                    }
-                    Err(e) => Err(map_error("DeleteItem", e)),
-                }
-            })
-            .await?;
-        if deleted {
-            Ok(())
-        } else {
-            Err(Error::corrupt(
-                pk,
-                WORKER_ID,
-                "the item is not this worker's membership record",
-            ))
-        }
-    }
-
-    /// Scans the app's membership records and deletes each expired one with a `DeleteItem`
-    /// conditioned on `workerExpiryMillis` still being the expired value seen, so a worker that
-    /// heartbeats meanwhile is not removed.
-    async fn prune_dead_workers(&self) -> Result<usize> {
-        let now = schema::to_millis(self.now());
-        let mut pruned = 0;
-        for item in self.scan(Some(worker_prefix(&self.app))).await? {
-            let Some(AttributeValue::S(pk)) = item.get(LEASE_KEY) else {
-                continue;
-            };
-            let Some(expiry) = Self::worker_expiry(&item, pk)? else {
-                continue;
-            };
-            if expiry > now {
-                continue;
-            }
-            let req = self
-                .shared
-                .client
-                .delete_item()
-                .table_name(&self.shared.table)
-                .key(LEASE_KEY, s(pk.clone()))
-                .condition_expression("#e = :e")
-                .expression_attribute_names("#e", WORKER_EXPIRY_MILLIS)
-                .expression_attribute_values(":e", n(expiry));
-            let deleted = self
-                .shared
-                .backoff
-                .retry(|_| async {
-                    match req.clone().send().await {
-                        Ok(_) => Ok(true),
-                        Err(SdkError::ServiceError(e))
-                            if e.err().is_conditional_check_failed_exception() =>
-                        {
-                            Ok(false)
-                        }
-                        Err(e) => Err(map_error("DeleteItem", e)),
-                    }
+            .expression_attribute_names("#a", schema::APP_NAME)
+            .expression_attribute_values(":a", s(self.app.as_str()))
+            .return_values_on_condition_check_failure(
+                aws_sdk_dynamodb::types::ReturnValuesOnConditionCheckFailure::AllOld,
+            );
+        match self
+            .send_conditional("PutItem", || req.clone().send())
+            .await?
+        {
+            Reply::Done(_) => Ok(()),
+            Reply::Failed(item) => {
+                let other = item
+                    .as_ref()
+                    .and_then(|i| crate::protocol::string_of(i, schema::APP_NAME))
+                    .unwrap_or_else(|| "an unnamed app".to_owned());
+                Err(Error::SchemaMismatch {
+                    store: STORE,
+                    detail: format!(
+                        "table {} is the KCL single-stream lease table of app {other:?}; app {:?} \
+                         cannot share it (give it a table of its own)",
+                        self.shared.table, self.app
+                    ),
                 })
-                .await?;
-            if deleted {
-                pruned += 1;
             }
         }
-        Ok(pruned)
     }
 }

@@ -98,7 +98,7 @@ async fn run(url: &str) -> checkpoint_core::Result<ExitCode> {
             skew_allowance.as_millis(),
             (bound + skew_allowance).as_millis()
         ),
-        ClockSource::Server | ClockSource::Host => println!(
+        ClockSource::Server | ClockSource::Host | ClockSource::Observed => println!(
             "failover bound (lease duration + renew interval): {} ms",
             bound.as_millis()
         ),

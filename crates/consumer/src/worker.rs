@@ -108,6 +108,17 @@ impl std::fmt::Debug for Shared {
 /// heartbeat TTL (plus one renew interval) for that registration to lapse (a crashed
 /// predecessor's does) and fails with [`Error::InvalidInput`] naming `worker_id` if it does
 /// not.
+///
+/// The worker only decides *when to try* (on the store's clock, from
+/// [`LeaseManager::list_leases_timed`](checkpoint_core::LeaseManager::list_leases_timed));
+/// whether a take succeeds is the store's decision alone, so mutual exclusion is as strong as
+/// the store's expiry clock ([`checkpoint_core::ClockSource`]): on PostgreSQL, MySQL and Redis
+/// the server's clock, so worker clock skew cannot break it; on SQLite and the memory store the
+/// one host's clock; on DynamoDB no clock is trusted across hosts (a handle takes another
+/// worker's lease only after observing it unchanged for the lease duration on its own monotonic
+/// clock), so skew cannot break it either; a store on client clocks with a skew allowance
+/// ([`checkpoint_core::ClockSource::Client`]) is safe only while the workers' clocks differ by
+/// less than that allowance.
 pub struct Worker {
     shared: Arc<Shared>,
 }

@@ -2,8 +2,9 @@
 //! split midway, 3 workers, one killed abruptly and one shut down gracefully. Every record must
 //! be processed, every duplicate explained by a lease move, every child started only after its
 //! parents ended, and the killed worker's leases taken over within lease duration + one renew
-//! interval (plus the store's clock-skew allowance where it has one; on the DynamoDB emulator,
-//! which serves one request at a time, plus one more renew interval for its round trips).
+//! interval (plus the store's clock-skew allowance where it has one; on DynamoDB, where a
+//! worker takes a lease only after observing it unchanged for the lease duration, plus one
+//! observation interval: the workers list the leases once per renew interval).
 //!
 //! The DynamoDB test needs an emulator that applies conditional writes atomically: moto's own
 //! threaded server does not (two concurrent steals of one lease can both succeed), so point
@@ -63,7 +64,7 @@ async fn check_with(stores: [Arc<dyn Store>; 4], plan: scenario::Plan, slack: Du
     // A store on client clocks keeps an expired lease for its skew allowance more.
     let skew = match capabilities.clock {
         ClockSource::Client { skew_allowance } => skew_allowance,
-        ClockSource::Server | ClockSource::Host => Duration::ZERO,
+        ClockSource::Server | ClockSource::Host | ClockSource::Observed => Duration::ZERO,
     };
     let report = scenario::run(stores, &plan)
         .await
@@ -100,7 +101,7 @@ async fn check_with(stores: [Arc<dyn Store>; 4], plan: scenario::Plan, slack: Du
         .expect("every orphaned lease was taken over");
     assert!(
         failover <= bound,
-        "failover took {failover:?} on {backend}, more than lease duration + renew interval (+ skew allowance) {bound:?}"
+        "failover took {failover:?} on {backend}, more than lease duration + renew interval (+ skew allowance, or observation interval) {bound:?}"
     );
     assert!(
         report.lease_moves >= report.killed_leases as u64,
@@ -191,20 +192,20 @@ async fn failover_on_dynamodb() {
     };
     let app = random_app("failover");
     let endpoint: String = url::form_urlencoded::byte_serialize(endpoint.as_bytes()).collect();
-    let url = format!(
-        "dynamodb://consumer-failover?region=us-east-1&endpoint={endpoint}&skew_allowance_ms=100"
-    );
+    let url = format!("dynamodb://consumer-failover?region=us-east-1&endpoint={endpoint}");
     match open_four(&url, &app).await {
         // The emulator serves one request at a time, milliseconds each: the same scenario,
-        // three times slower, checkpointing twice a second rather than after every batch, and
-        // one more renew interval in the failover bound for the takeover's own round trips
-        // (a scan of the lease table and a conditional write, queued behind everything else).
+        // three times slower, checkpointing twice a second rather than after every batch.
+        // Expiry is by observation (the last renewal's `leaseCounter` seen unchanged for the
+        // lease duration), and a worker observes at each listing, once per renew interval:
+        // the bound is lease duration + renew interval + one observation interval.
         Ok(stores) => {
             let plan = scenario::Plan {
                 checkpoint_every: Duration::from_millis(500),
                 ..scenario::Plan::quick().slowed(3)
             };
-            let slack = plan.renew_interval;
+            let observation_interval = plan.renew_interval;
+            let slack = observation_interval;
             check_with(stores, plan, slack).await;
         }
         Err(e) => checkpoint_core::conformance::backend_unavailable("dynamodb", how, &e),
