@@ -8,7 +8,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use checkpoint_core::{
     AppName, Capabilities, Checkpointer, Clock, Error, FencingToken, HeartbeatTtl, Lease,
-    LeaseDuration, LeaseKey, LeaseManager, ManualClock, Membership, MemoryStore, Position,
+    LeaseDuration, LeaseKey, LeaseManager, Listing, ManualClock, Membership, MemoryStore, Position,
     RenewOutcome, Result, ShardId, StreamName, WorkerId,
 };
 

@@ -14,8 +14,8 @@ use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
 use checkpoint_core::rules::{self, Outcome};
 use checkpoint_core::{
     AppName, BatchMode, Capabilities, Checkpointer, ClockSource, Durability, Error, ErrorKind,
-    FencingToken, Lease, LeaseDuration, LeaseKey, LeaseManager, Listing, Position, RenewOutcome, Result,
-    ShardId, StreamName, WorkerId,
+    FencingToken, Lease, LeaseDuration, LeaseKey, LeaseManager, Listing, Position, RenewOutcome,
+    Result, ShardId, StreamName, WorkerId,
 };
 use futures::stream::{self, StreamExt};
 
@@ -559,7 +559,8 @@ impl LeaseManager for DynamoStore {
     async fn import_lease(&self, record: &Lease) -> Result<bool> {
         rules::check_import(record)?;
         Ok(matches!(
-            self.write(&record.key, None, record, None, None, None).await?,
+            self.write(&record.key, None, record, None, None, None)
+                .await?,
             Written::Done(_)
         ))
     }

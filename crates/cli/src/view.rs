@@ -27,7 +27,9 @@ impl Clock {
     pub(crate) fn of(store: &dyn Store) -> Self {
         match store.capabilities().clock {
             ClockSource::Host => Self::Host(SystemTime::now()),
-            ClockSource::Server | ClockSource::Client { .. } => Self::NotExposed,
+            ClockSource::Server | ClockSource::Client { .. } | ClockSource::Observed => {
+                Self::NotExposed
+            }
         }
     }
 

@@ -261,6 +261,10 @@ impl LeaseManager for Probe {
     async fn claim(&self, k: &LeaseKey, claimant: &WorkerId) -> Result<Lease> {
         self.inner.claim(k, claimant).await
     }
+
+    async fn import_lease(&self, record: &Lease) -> Result<bool> {
+        self.inner.import_lease(record).await
+    }
 }
 
 #[async_trait]

@@ -84,17 +84,27 @@ pub async fn import_whole_records(factory: &dyn StoreFactory) -> Outcome {
     // imported live lease is held against another worker.
     let d = LeaseDuration::new(Duration::from_secs(120))?;
     let renewed = store.renew(&held.key, &old, FencingToken(7), d).await?;
-    ensure!(renewed.token == FencingToken(7), Import, "renew gave {renewed:?}");
+    ensure!(
+        renewed.token == FencingToken(7),
+        Import,
+        "renew gave {renewed:?}"
+    );
     match store.renew(&held.key, &old, FencingToken(6), d).await {
         Err(e) if e.kind() == ErrorKind::LeaseLost => {}
-        other => return Err(Failure::new(Clause::Import, format!("renew with a stale token gave {other:?}"))),
+        other => {
+            return Err(Failure::new(
+                Clause::Import,
+                format!("renew with a stale token gave {other:?}"),
+            ));
+        }
     }
     match store.get_lease(&held.key, &worker("third"), d).await {
         Err(e) if e.kind() == ErrorKind::LeaseHeld => {}
         other => {
-            return Err(Failure::new(Clause::Import, format!(
-                "get of an imported live lease gave {other:?}"
-            )));
+            return Err(Failure::new(
+                Clause::Import,
+                format!("get of an imported live lease gave {other:?}"),
+            ));
         }
     }
     let taken = store.get_lease(&free.key, &worker("third"), d).await?;
@@ -181,9 +191,10 @@ pub async fn import_whole_records(factory: &dyn StoreFactory) -> Outcome {
         match store.import_lease(&record).await {
             Err(Error::InvalidInput { field: f, .. }) if f == field => {}
             other => {
-                return Err(Failure::new(Clause::Import, format!(
-                    "import of a record with a bad {field} gave {other:?}"
-                )));
+                return Err(Failure::new(
+                    Clause::Import,
+                    format!("import of a record with a bad {field} gave {other:?}"),
+                ));
             }
         }
         let stored = store.fetch_checkpoint(&base.key).await?;

@@ -501,7 +501,7 @@ async fn run_case(factory: &dyn StoreFactory, ops: &[Op]) -> Outcome {
         None => {
             let skew = match store.capabilities().clock {
                 ClockSource::Client { skew_allowance } => skew_allowance,
-                ClockSource::Server | ClockSource::Host => Duration::ZERO,
+                ClockSource::Server | ClockSource::Host | ClockSource::Observed => Duration::ZERO,
             };
             (
                 MemoryStore::new(app),
