@@ -529,8 +529,13 @@ impl DynamoStore {
             expr.name(LEASE_DEADLINE_MILLIS),
         );
         let judged = expr.value(n(schema::to_millis(judged_at)));
+        // A free lease released while claimed is reserved for the claimant until its deadline
+        // (a claim is honoured, `rules::get_lease`).
+        let (claimant, me) = (expr.name(LEASE_CLAIMANT), expr.value(s(worker.as_str())));
         let condition = format!(
-            "(attribute_not_exists({owner}) AND attribute_not_exists({holder})) OR \
+            "(attribute_not_exists({owner}) AND attribute_not_exists({holder}) AND \
+              (attribute_not_exists({claimant}) OR {claimant} = {me} OR \
+               attribute_not_exists({deadline}))) OR \
              (attribute_exists({deadline}) AND {deadline} <= {judged})"
         );
         let req = self
