@@ -419,8 +419,14 @@ impl DynamoStore {
             expr.update_expression()
         );
         let (owner, holder) = (expr.name(LEASE_OWNER), expr.name(CHECKPOINT_OWNER));
-        let mut condition =
-            format!("(attribute_not_exists({owner}) AND attribute_not_exists({holder}))");
+        // A free lease released while claimed is reserved for the claimant (a claim is
+        // honoured, `rules::get_lease`): anyone else goes through the rule, which judges the
+        // reservation on this handle's observations.
+        let (claimant, me) = (expr.name(LEASE_CLAIMANT), expr.value(s(worker.as_str())));
+        let mut condition = format!(
+            "(attribute_not_exists({owner}) AND attribute_not_exists({holder}) AND \
+              (attribute_not_exists({claimant}) OR {claimant} = {me}))"
+        );
         if let Some(seen) = expired {
             let seen = expr.value(n(seen));
             condition = format!("{condition} OR {counter} = {seen}");
