@@ -235,7 +235,7 @@ async fn corrupt_rows_are_typed_errors_naming_the_field() {
         ("token = 'twelve'", "token"),
         ("token = '-1'", "token"),
         ("token = 1.5", "token"),
-        ("owner = 'has space'", "owner"),
+        ("owner = 'has' || char(10) || 'newline'", "owner"),
         ("checkpoint = 'SEQUENCE:12x'", "checkpoint"),
         ("checkpoint = 'garbage'", "checkpoint"),
         ("checkpoint_sub = 'x'", "checkpoint_sub"),
