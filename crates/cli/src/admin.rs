@@ -18,21 +18,20 @@ pub(crate) enum Release {
 /// `leases release`: the admin force release (`evict_lease`) of one lease or of every lease of
 /// a worker; owner and deadline cleared, token and checkpoint kept.
 pub(crate) async fn release(store: &dyn Store, target: Release, args: &ConfirmArgs) -> Outcome {
-    let leases = match target {
+    let (clock, leases) = match target {
         Release::One(stream, shard) => {
             let key = LeaseKey::parse(&stream, &shard)?;
-            vec![
-                store
-                    .fetch_checkpoint(&key)
-                    .await?
-                    .ok_or_else(|| Error::lease_not_found(&key))?,
-            ]
+            let (clock, leases) = Clock::listing(store, Some(&key.stream)).await?;
+            let lease = leases
+                .into_iter()
+                .find(|l| l.key == key)
+                .ok_or_else(|| Error::lease_not_found(&key))?;
+            (clock, vec![lease])
         }
         Release::Owner(owner) => {
             let owner = WorkerId::new(owner)?;
-            let held: Vec<_> = store
-                .list_leases(None)
-                .await?
+            let (clock, leases) = Clock::listing(store, None).await?;
+            let held: Vec<_> = leases
                 .into_iter()
                 .filter(|l| l.owner.as_ref() == Some(&owner))
                 .collect();
@@ -40,18 +39,16 @@ pub(crate) async fn release(store: &dyn Store, target: Release, args: &ConfirmAr
                 println!("{owner} holds no lease: nothing to release");
                 return Ok(());
             }
-            held
+            (clock, held)
         }
     };
-    let clock = Clock::of(store);
     let plan: Vec<String> = leases
         .iter()
         .map(|l| {
             let state = match (&l.owner, clock.live(l)) {
                 (None, _) => "free already".to_owned(),
-                (Some(o), Some(true)) => format!("held by {o} (LIVE)"),
-                (Some(o), Some(false)) => format!("held by {o} (expired)"),
-                (Some(o), None) => format!("held by {o}"),
+                (Some(o), true) => format!("held by {o} (LIVE)"),
+                (Some(o), false) => format!("held by {o} (expired)"),
             };
             format!(
                 "release {} ({state}, token {}): owner and deadline cleared, token and checkpoint kept",

@@ -16,7 +16,7 @@ pub(crate) struct Cli {
 /// The store and app a command works on.
 #[derive(Debug, Args)]
 pub(crate) struct StoreArgs {
-    /// The store, by URL: sqlite://path, postgres://…, redis://…, dynamodb://table?region=…,
+    /// The store, by URL: sqlite://path, postgres://…, mysql://…, redis://…, dynamodb://table?region=…,
     /// memory://.
     #[arg(long, env = "CHECKPOINT_STORE")]
     pub(crate) store: String,

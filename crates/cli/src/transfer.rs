@@ -111,33 +111,27 @@ pub(crate) async fn import(store: &dyn Store, leases: Vec<Lease>, skip_existing:
 }
 
 /// `migrate`: export from `from` and import into `to`, for one app. Refuses while a lease in
-/// the source may still be live (workers must be stopped), naming them: on a host-clock store
-/// a held lease whose deadline passed is carried as it is; where the store's clock is not
-/// exposed, every held lease counts as possibly live (release it first with `leases
-/// release`).
+/// the source is live by the source store's clock (workers must be stopped), naming them; a
+/// held lease whose deadline passed is carried as it is. On DynamoDB a fresh handle judges a
+/// held lease live until it has watched it unchanged for its duration (the KCL's rule), so
+/// release such leases first with `leases release`.
 pub(crate) async fn migrate(from: &str, to: &str, app: AppName, skip_existing: bool) -> Outcome {
     let source = open_url(from, app.clone()).await?;
-    let leases = source.list_leases(None).await?;
-    let clock = Clock::of(&*source);
+    let (clock, leases) = Clock::listing(&*source, None).await?;
     let live: Vec<String> = leases
         .iter()
-        .filter(|l| clock.live(l) != Some(false))
+        .filter(|l| clock.live(l))
         .map(|l| {
             format!(
-                "{} held by {}{}",
+                "{} held by {} (live)",
                 l.key,
                 l.owner.as_ref().map_or("?", |o| o.as_str()),
-                if clock.live(l).is_some() {
-                    " (live)"
-                } else {
-                    ""
-                }
             )
         })
         .collect();
     if !live.is_empty() {
         return Err(Failure::Refused(format!(
-            "refusing to migrate app {app}: {} lease(s) may be live ({}); stop the workers, or release their leases with `leases release --owner W`",
+            "refusing to migrate app {app}: {} lease(s) are live ({}); stop the workers, or release their leases with `leases release --owner W`",
             live.len(),
             sample(&live)
         )));

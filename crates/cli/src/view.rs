@@ -1,67 +1,58 @@
 //! Read-only commands: `leases list`, `leases show`, `workers list`.
 //!
-//! Time left is judged by the store's clock, never by this host's: for a store on the host
-//! clock (SQLite, memory: the one host that runs the store) the deadline is compared with
-//! it; for a server clock (PostgreSQL, Redis) or a client clock with skew (DynamoDB) the
-//! contract gives no store-clock reading, so the deadline is shown as stored, labelled so,
-//! and expiry is not judged.
+//! Time left is judged by the store's clock, never by this host's: every listing is read with
+//! [`LeaseManager::list_leases_timed`](checkpoint_core::LeaseManager::list_leases_timed), which
+//! returns the store-clock instant the records were judged at (the database server's clock on
+//! PostgreSQL, MySQL and Redis, the one host's on SQLite and memory, the handle's own
+//! observations on DynamoDB), and deadlines are compared with that instant.
 
 use std::collections::BTreeMap;
 use std::time::SystemTime;
 
-use checkpoint_core::{ClockSource, Lease, LeaseKey, Position, Store, StreamName, WorkerId, rules};
+use checkpoint_core::{Lease, LeaseKey, Position, Store, StreamName, WorkerId, rules};
 use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
 
 use crate::Outcome;
 use crate::record::{Record, deadline_text};
 
-/// How a listing judges time.
-pub(crate) enum Clock {
-    /// The store runs on this host's clock: time left is computed against it at this instant.
-    Host(SystemTime),
-    /// The store's clock is not readable through the contract: deadlines as stored.
-    NotExposed,
-}
+/// How a listing judges time: the store-clock instant its records were judged at.
+pub(crate) struct Clock(SystemTime);
 
 impl Clock {
-    pub(crate) fn of(store: &dyn Store) -> Self {
-        match store.capabilities().clock {
-            ClockSource::Host => Self::Host(SystemTime::now()),
-            ClockSource::Server | ClockSource::Client { .. } | ClockSource::Observed => {
-                Self::NotExposed
-            }
-        }
+    /// The records of `stream` (or of the app) and the store-clock instant they were judged at.
+    pub(crate) async fn listing(
+        store: &dyn Store,
+        stream: Option<&StreamName>,
+    ) -> checkpoint_core::Result<(Self, Vec<Lease>)> {
+        let listing = store.list_leases_timed(stream).await?;
+        Ok((Self(listing.store_now), listing.leases))
     }
 
-    /// Whether `lease` is held and live; `None` when it is held and this cannot be judged.
-    pub(crate) fn live(&self, lease: &Lease) -> Option<bool> {
-        match (self, &lease.owner) {
-            (_, None) => Some(false),
-            (Self::Host(now), Some(_)) => Some(lease.is_live_at(*now)),
-            (Self::NotExposed, Some(_)) => None,
-        }
+    /// Whether `lease` is held and live by the store's clock.
+    pub(crate) fn live(&self, lease: &Lease) -> bool {
+        lease.is_live_at(self.0)
     }
 
-    fn header(&self) -> &'static str {
-        match self {
-            Self::Host(_) => "time left",
-            Self::NotExposed => "deadline (as stored)",
+    /// Time left by the store's clock, zero when free or expired.
+    fn left(&self, lease: &Lease) -> std::time::Duration {
+        if self.live(lease) {
+            rules::remaining(lease.deadline, self.0)
+        } else {
+            std::time::Duration::ZERO
         }
     }
 
     fn cell(&self, lease: &Lease) -> String {
-        match (self, lease.owner.as_ref(), lease.deadline) {
-            (_, None, _) => "-".to_owned(),
-            (_, Some(_), None) => "no deadline".to_owned(),
-            (Self::Host(now), Some(_), Some(d)) if lease.is_live_at(*now) => {
-                let left = rules::remaining(Some(d), *now);
+        match (lease.owner.as_ref(), lease.deadline) {
+            (None, _) => "-".to_owned(),
+            (Some(_), None) => "no deadline".to_owned(),
+            (Some(_), Some(_)) if self.live(lease) => {
                 humantime::format_duration(std::time::Duration::from_millis(
-                    u64::try_from(left.as_millis()).unwrap_or(u64::MAX),
+                    u64::try_from(self.left(lease).as_millis()).unwrap_or(u64::MAX),
                 ))
                 .to_string()
             }
-            (Self::Host(_), Some(_), Some(_)) => "expired".to_owned(),
-            (Self::NotExposed, Some(_), Some(d)) => deadline_text(d),
+            (Some(_), Some(_)) => "expired".to_owned(),
         }
     }
 }
@@ -79,10 +70,8 @@ pub(crate) async fn list(
 ) -> Outcome {
     let stream = stream.map(StreamName::new).transpose()?;
     let owner = owner.map(WorkerId::new).transpose()?;
-    let clock = Clock::of(store);
-    let leases: Vec<Lease> = store
-        .list_leases(stream.as_ref())
-        .await?
+    let (clock, leases) = Clock::listing(store, stream.as_ref()).await?;
+    let leases: Vec<Lease> = leases
         .into_iter()
         .filter(|l| owner.is_none() || l.owner == owner)
         .collect();
@@ -90,14 +79,8 @@ pub(crate) async fn list(
         for lease in &leases {
             let mut value = serde_json::to_value(Record::from_lease(lease))
                 .expect("a record always serialises");
-            let left = match &clock {
-                Clock::Host(now) if clock.live(lease) == Some(true) => {
-                    serde_json::json!(rules::remaining(lease.deadline, *now).as_millis() as u64)
-                }
-                Clock::Host(_) => serde_json::json!(0),
-                Clock::NotExposed => serde_json::Value::Null,
-            };
-            value["time_left_ms"] = left;
+            value["time_left_ms"] =
+                serde_json::json!(u64::try_from(clock.left(lease).as_millis()).unwrap_or(u64::MAX));
             println!("{value}");
         }
     } else {
@@ -108,7 +91,7 @@ pub(crate) async fn list(
             "shard",
             "owner",
             "token",
-            clock.header(),
+            "time left",
             "checkpoint",
             "pending",
             "parents",
@@ -155,14 +138,10 @@ pub(crate) fn summary(leases: &[Lease], clock: &Clock) -> String {
         .iter()
         .filter(|l| l.checkpoint == Some(Position::ShardEnd))
         .count();
-    let expired = match clock {
-        Clock::Host(_) => leases
-            .iter()
-            .filter(|l| clock.live(l) == Some(false) && l.owner.is_some())
-            .count()
-            .to_string(),
-        Clock::NotExposed => "not judged (store clock not exposed)".to_owned(),
-    };
+    let expired = leases
+        .iter()
+        .filter(|l| l.owner.is_some() && !clock.live(l))
+        .count();
     let mut per_worker: BTreeMap<&str, usize> = BTreeMap::new();
     for l in leases {
         if let Some(o) = &l.owner {
@@ -188,22 +167,20 @@ pub(crate) fn summary(leases: &[Lease], clock: &Clock) -> String {
 /// `leases show`: every field of one record.
 pub(crate) async fn show(store: &dyn Store, stream: &str, shard: &str) -> Outcome {
     let key = LeaseKey::parse(stream, shard)?;
-    let lease = store
-        .fetch_checkpoint(&key)
-        .await?
+    let (clock, leases) = Clock::listing(store, Some(&key.stream)).await?;
+    let lease = leases
+        .into_iter()
+        .find(|l| l.key == key)
         .ok_or_else(|| checkpoint_core::Error::lease_not_found(&key))?;
-    let clock = Clock::of(store);
     let opt = |w: &Option<WorkerId>| w.as_ref().map_or("-".to_owned(), ToString::to_string);
     println!("lease        {}", lease.key);
     println!("owner        {}", opt(&lease.owner));
     println!("token        {}", lease.token);
     println!(
-        "deadline     {} (as stored)",
+        "deadline     {} (store clock)",
         lease.deadline.map_or("-".to_owned(), deadline_text)
     );
-    if let Clock::Host(_) = clock {
-        println!("time left    {}", clock.cell(&lease));
-    }
+    println!("time left    {}", clock.cell(&lease));
     println!("checkpoint   {}", position(lease.checkpoint.as_ref()));
     println!(
         "pending      {}",

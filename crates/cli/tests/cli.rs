@@ -402,7 +402,7 @@ fn bad_input_gives_one_line_and_writes_nothing() {
     let app = random_app("bad");
     let s = ["--store", url.as_str(), "--app", app.as_str()];
     fails(
-        &["leases", "list", "--store", "mysql://h/db", "--app", "x"],
+        &["leases", "list", "--store", "ftp://h/db", "--app", "x"],
         "",
         1,
         "invalid url: unknown scheme",
