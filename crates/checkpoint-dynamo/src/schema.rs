@@ -717,7 +717,7 @@ mod tests {
         let key = LeaseKey::parse("orders", "s1").unwrap();
         for (attr, value) in [
             (LEASE_OWNER, AttributeValue::N("1".into())),
-            (LEASE_OWNER, s("bad owner")),
+            (LEASE_OWNER, s("bad\u{1}owner")),
             (FENCING_TOKEN, n_text("-1")),
             (CHECKPOINT, s("12x")),
             (LEASE_COUNTER, s("1")),

@@ -571,7 +571,7 @@ async fn corrupt_items_are_reported() {
     for (shard, attr, value) in [
         ("bad-checkpoint", "checkpoint", s("12x")),
         ("bad-token", "fencingToken", s("seven")),
-        ("bad-owner", "leaseOwner", s("not a worker")),
+        ("bad-owner", "leaseOwner", s("not\u{7}a worker")),
         (
             "bad-parents",
             "parentShardId",

@@ -39,7 +39,7 @@ const SCHEMES: &[(&str, &str)] = &[
 /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
 /// let store = checkpoint_consumer::connect("memory://", AppName::new("billing")?).await?;
 /// assert_eq!(store.capabilities().backend, "memory");
-/// let err = checkpoint_consumer::connect("mysql://db/x", AppName::new("billing")?).await.unwrap_err();
+/// let err = checkpoint_consumer::connect("ftp://db/x", AppName::new("billing")?).await.unwrap_err();
 /// assert_eq!(err.field(), Some("url"));
 /// # Ok::<(), checkpoint_core::Error>(()) }).unwrap();
 /// ```
