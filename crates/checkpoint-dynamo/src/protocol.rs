@@ -224,20 +224,22 @@ impl DynamoStore {
     }
 
     /// Records an observation of the item `pk` and returns the record with this handle's
-    /// judgement as its deadline: for a held lease, the first sighting of its `leaseCounter`
-    /// plus the holder's lease duration (the KCL's default failover time, 10 s, when the
-    /// item does not say); none for a free one.
+    /// judgement as its deadline: for a held lease (or a released one reserved for its
+    /// claimant), the first sighting of its `leaseCounter` plus the holder's lease duration
+    /// (the KCL's default failover time, 10 s, when the item does not say); none for a free
+    /// one.
     pub(crate) fn observed(&self, pk: &str, mut stored: Stored) -> Stored {
         stored.since = self
             .shared
             .tracking
             .observations
             .since(pk, stored.version, self.now());
-        stored.lease.deadline = stored
-            .lease
-            .owner
-            .as_ref()
-            .map(|_| stored.since + stored.held_for.unwrap_or(crate::KCL_DEFAULT_FAILOVER));
+        // A held lease, or a released one that keeps a deadline because it is reserved for
+        // its claimant (a claim is honoured, `rules::get_lease`), is judged the same way.
+        let judged = stored.lease.owner.is_some()
+            || (stored.lease.claim.is_some() && stored.lease.deadline.is_some());
+        stored.lease.deadline =
+            judged.then(|| stored.since + stored.held_for.unwrap_or(crate::KCL_DEFAULT_FAILOVER));
         stored
     }
 

@@ -555,11 +555,19 @@ impl LeaseManager for DynamoStore {
 
     /// Operation 15 (admin import): [`rules::check_import`], then one write conditioned on
     /// `attribute_not_exists(leaseKey)` (no record seen); an existing record fails the
-    /// condition and is left untouched, answering `false`.
+    /// condition and is left untouched, answering `false`. A held record's deadline is
+    /// carried as its time left by this handle's clock (stored as `leaseDurationMillis`), so
+    /// every handle judges it live that long from its first sighting (observed expiry).
     async fn import_lease(&self, record: &Lease) -> Result<bool> {
         rules::check_import(record)?;
+        let left = record
+            .owner
+            .as_ref()
+            .and(record.deadline)
+            .and_then(|d| d.duration_since(self.now()).ok())
+            .and_then(|d| LeaseDuration::new(d).ok());
         Ok(matches!(
-            self.write(&record.key, None, record, None, None, None)
+            self.write(&record.key, None, record, None, left, None)
                 .await?,
             Written::Done(_)
         ))
