@@ -85,6 +85,20 @@ impl Observations {
         }
     }
 
+    /// Records that this handle's own write produced `version` of `pk` without extending the
+    /// holder's life (no renewal: a claim, a checkpoint), so it counts as seen since `since`,
+    /// the first sighting of the version it replaced. Never later than a sighting already
+    /// recorded for that version.
+    pub(crate) fn carry(&self, pk: &str, version: Option<u64>, since: SystemTime) {
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        match seen.get_mut(pk) {
+            Some((v, first)) if *v == version => *first = (*first).min(since),
+            _ => {
+                seen.insert(pk.to_owned(), (version, since));
+            }
+        }
+    }
+
     /// Forgets `pk` (the item was deleted).
     pub(crate) fn forget(&self, pk: &str) {
         self.seen

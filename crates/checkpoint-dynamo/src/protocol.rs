@@ -342,7 +342,26 @@ impl DynamoStore {
             .set_expression_attribute_values(Some(expr.values))
             .return_values(ReturnValue::AllNew)
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
-        self.updated(key, &pk, req).await
+        // A write that grants or renews nothing (a claim, a checkpoint) does not extend the
+        // holder's life: this handle keeps judging it from its sighting of the version before.
+        let carried = current
+            .filter(|c| duration.is_none() && c.lease.owner.is_some() && c.lease.owner == new.owner)
+            .map(|c| c.since);
+        match self.updated(key, &pk, req).await? {
+            Written::Done(stored) => match carried {
+                Some(since) => {
+                    self.shared
+                        .tracking
+                        .observations
+                        .carry(&pk, stored.version, since);
+                    let stored = self.observed(&pk, stored);
+                    self.remember(key, Some(&stored));
+                    Ok(Written::Done(stored))
+                }
+                None => Ok(Written::Done(stored)),
+            },
+            conflict => Ok(conflict),
+        }
     }
 
     /// Sends a conditional `UpdateItem` that returns `ALL_NEW` on success and `ALL_OLD` on a
