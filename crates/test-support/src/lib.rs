@@ -245,7 +245,12 @@ impl Test {
 /// Registers `tests` with the runner, the server's tests ignored when it is unreachable (or,
 /// in strict mode, failing with why), and runs them. The process exit code is the runner's.
 pub fn run(backend: Backend, tests: Vec<Test>) -> ExitCode {
-    let args = Arguments::from_args();
+    let mut args = Arguments::from_args();
+    // The DynamoDB emulator serves one request at a time: tests run at once only queue behind
+    // each other, and the waits would count as the store's latency. One test at a time.
+    if backend == Backend::Dynamo {
+        args.test_threads = Some(1);
+    }
     let needs_server = tests.iter().any(|t| t.needs != Needs::Nothing);
     let reach = if needs_server {
         reach(backend)

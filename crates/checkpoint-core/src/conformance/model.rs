@@ -21,7 +21,10 @@ use proptest::prelude::*;
 use proptest::strategy::ValueTree;
 use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
 
-use super::{Clause, Failure, Outcome, ROUND_TRIP_TOLERANCE, StoreFactory, random_app};
+use super::{
+    Clause, Failure, OBSERVED_LATENCY_ALLOWANCE, Outcome, ROUND_TRIP_TOLERANCE, StoreFactory,
+    random_app,
+};
 use crate::clock::{Clock, ManualClock};
 use crate::error::{Error, Result};
 use crate::memory::{MemoryDatabase, MemoryStore};
@@ -501,7 +504,9 @@ async fn run_case(factory: &dyn StoreFactory, ops: &[Op]) -> Outcome {
         None => {
             let skew = match store.capabilities().clock {
                 ClockSource::Client { skew_allowance } => skew_allowance,
-                ClockSource::Server | ClockSource::Host | ClockSource::Observed => Duration::ZERO,
+                ClockSource::Server | ClockSource::Host => Duration::ZERO,
+                // A handle's own sighting after each reply: the request's latency counts.
+                ClockSource::Observed => OBSERVED_LATENCY_ALLOWANCE,
             };
             (
                 MemoryStore::new(app),
