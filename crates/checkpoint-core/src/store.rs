@@ -448,8 +448,7 @@ pub trait LeaseManager: Send + Sync + fmt::Debug {
     async fn list_leases(&self, stream: Option<&StreamName>) -> Result<Vec<Lease>>;
 
     /// Operation 9 with the store's clock: the records of [`LeaseManager::list_leases`] and the
-    /// store-clock instant they were judged at, read before the records (contract, "Store
-    /// clock"). A runtime judges another worker's liveness with [`Listing::is_live`] and
+    /// store-clock instant they were judged at, read before the records (the contract's operation 9). A runtime judges another worker's liveness with [`Listing::is_live`] and
     /// [`Listing::remaining`], never against its own wall clock.
     async fn list_leases_timed(&self, stream: Option<&StreamName>) -> Result<Listing>;
 
@@ -504,7 +503,7 @@ pub trait LeaseManager: Send + Sync + fmt::Debug {
     /// ```
     async fn claim(&self, key: &LeaseKey, claimant: &WorkerId) -> Result<Lease>;
 
-    /// Admin import (the contract's "Import a whole record"): write `record` exactly as given
+    /// Admin import (the contract's operation 15): write `record` exactly as given
     /// (owner, token, deadline, checkpoint, pending checkpoint, parents, claim, owner-switch
     /// count) only when no record with its key exists; an existing record is left untouched.
     /// Returns whether this call wrote it. For moving a lease table between stores with its
