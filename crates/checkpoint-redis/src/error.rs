@@ -10,7 +10,8 @@ pub(crate) const STORE: &str = "redis";
 ///
 /// Retryable: I/O errors (a dropped or refused connection, a response timeout), and the server
 /// states that pass (`LOADING`, `TRYAGAIN`, `CLUSTERDOWN`, `MASTERDOWN`, `READONLY` during a
-/// failover, `BUSY` while another script runs, `NOSCRIPT` when the script cache was flushed
+/// failover, `MOVED` and `ASK` that the cluster client could not follow within its own
+/// retries (a slot moving), no connection to the node owning a slot (a cluster node down), `BUSY` while another script runs, `NOSCRIPT` when the script cache was flushed
 /// between the client's reload and its call: the script did not run). A script that ran but
 /// whose reply was lost is resolved by running it again: every script, run again after it ran,
 /// re-reads the record and returns the same success.
@@ -28,6 +29,7 @@ pub(crate) fn from_redis(err: RedisError) -> Error {
         || err.is_timeout()
         || err.is_connection_dropped()
         || err.is_connection_refusal()
+        || err.kind() == ErrorKind::ClusterConnectionNotFound
         || matches!(
             err.kind(),
             ErrorKind::Server(
@@ -37,6 +39,8 @@ pub(crate) fn from_redis(err: RedisError) -> Error {
                     | ServerErrorKind::ClusterDown
                     | ServerErrorKind::MasterDown
                     | ServerErrorKind::ReadOnly
+                    | ServerErrorKind::Moved
+                    | ServerErrorKind::Ask
             )
         )
         || err.code() == Some("BUSY");
