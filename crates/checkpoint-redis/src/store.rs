@@ -1,7 +1,7 @@
 //! [`RedisStore`]: the [`Checkpointer`] and [`Membership`] implementations.
 //!
 //! Every conditional operation is one Lua script from [`crate::scripts`], sent by its SHA1
-//! (`EVALSHA`; [`redis::Script`] loads it again on `NOSCRIPT`). A script runs atomically on the
+//! (`EVALSHA`; sent again as `EVAL` on `NOSCRIPT`, see [`crate::connection`]). A script runs atomically on the
 //! server: it reads the record, reads the server clock (`TIME`), applies the transcription of the
 //! matching [`checkpoint_core::rules`] function and writes the record back, with no other
 //! command of any client in between. Reads that need no condition are single commands
@@ -20,12 +20,12 @@ use checkpoint_core::{
 };
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::cluster_async::ClusterConnection;
-use redis::{Script, Value};
+use redis::Value;
 
 use crate::config::RedisConfig;
 use crate::connection::Connection;
 use crate::error::{STORE, from_redis};
-use crate::scripts::{self, KeyLayout, Reply, Status};
+use crate::scripts::{self, KeyLayout, LuaScript, Reply, Status};
 
 /// The most leases one renew-many script renews: a larger batch is several scripts in one
 /// pipeline, so the single-threaded server serves other clients between them (about 3 ms of
@@ -289,7 +289,7 @@ impl RedisStore {
     /// retries are spent the caller gets a retryable [`Error::Backend`].
     async fn eval(
         &self,
-        script: &'static Script,
+        script: &'static LuaScript,
         keys: &[String],
         args: &[String],
     ) -> Result<Value> {
@@ -304,7 +304,7 @@ impl RedisStore {
     /// [`Self::eval`], which every script of this crate makes safe.
     async fn eval_pipelined(
         &self,
-        script: &'static Script,
+        script: &'static LuaScript,
         calls: &[(&[String], &[String])],
     ) -> Result<Vec<Value>> {
         let wait = self.inner.config.wait_for_replicas();
@@ -318,7 +318,7 @@ impl RedisStore {
     /// Runs a lease script on the record of `key` and decodes its reply.
     async fn lease_script(
         &self,
-        script: &'static Script,
+        script: &'static LuaScript,
         key: &LeaseKey,
         with_index: bool,
         args: Vec<String>,
@@ -360,7 +360,7 @@ impl LeaseManager for RedisStore {
         self.inner
             .config
             .backoff()
-            .retry(|_| self.inner.conn.load_scripts(&keys[0], &scripts::all()))
+            .retry(|_| self.inner.conn.load_scripts(&keys[0], scripts::all()))
             .await?;
         let reply = scripts::items(
             self.eval(&scripts::INIT, &keys, &[scripts::LAYOUT_VERSION.to_owned()])
@@ -568,7 +568,7 @@ impl LeaseManager for RedisStore {
 
     /// Operation 9: pages of the app's lease index (`ZRANGEBYLEX` over `<stream>:<shard>`
     /// members, a stream being one lexical range), each page's records read with one pipeline of
-    /// `HMGET`s. Never `KEYS` or `SCAN`. A record deleted between the two reads is skipped.
+    /// `HMGET`s (on a cluster, concurrent `HMGET`s). Never `KEYS` or `SCAN`. A record deleted between the two reads is skipped.
     /// Operation 9 with the server's clock: `TIME` read before the first page, on the node
     /// that runs the app's scripts.
     async fn list_leases_timed(&self, stream: Option<&StreamName>) -> Result<Listing> {
@@ -611,19 +611,7 @@ impl LeaseManager for RedisStore {
                     .inner
                     .config
                     .backoff()
-                    .retry(|_| {
-                        let mut conn = self.inner.conn.clone();
-                        let lease_keys = &lease_keys;
-                        async move {
-                            let mut pipe = redis::pipe();
-                            for k in lease_keys {
-                                pipe.cmd("HMGET").arg(k).arg(&scripts::FIELDS[..]);
-                            }
-                            pipe.query_async::<Vec<Value>>(&mut conn)
-                                .await
-                                .map_err(from_redis)
-                        }
-                    })
+                    .retry(|_| self.inner.conn.hmget_all(&lease_keys, &scripts::FIELDS))
                     .await?;
                 for (key, value) in keys.iter().zip(values) {
                     if let Some(lease) = scripts::decode_hmget(key, value)? {
