@@ -19,7 +19,7 @@ use redis::{
 };
 
 use crate::config::WaitForReplicas;
-use crate::error::{STORE, from_redis};
+use crate::error::{STORE, from_redis, has_code};
 use crate::scripts::LuaScript;
 
 /// A single node's connection manager or a cluster connection. Cheap to clone (both are
@@ -91,7 +91,7 @@ impl fmt::Display for ReplicationShortfall {
 impl std::error::Error for ReplicationShortfall {}
 
 fn is_noscript(err: &RedisError) -> bool {
-    err.kind() == ErrorKind::Server(ServerErrorKind::NoScript) || err.code() == Some("NOSCRIPT")
+    err.kind() == ErrorKind::Server(ServerErrorKind::NoScript) || has_code(err, "NOSCRIPT")
 }
 
 /// One script call: its keys and its arguments.

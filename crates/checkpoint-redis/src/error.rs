@@ -19,7 +19,7 @@ pub(crate) const STORE: &str = "redis";
 /// Not retryable: authentication, configuration and protocol errors, script errors, and
 /// `WRONGTYPE` (a key of this store's layout holding another type: a schema mismatch).
 pub(crate) fn from_redis(err: RedisError) -> Error {
-    if err.code() == Some("WRONGTYPE") {
+    if has_code(&err, "WRONGTYPE") {
         return Error::SchemaMismatch {
             store: STORE,
             detail: format!("a key of this app holds another type: {err}"),
@@ -43,9 +43,19 @@ pub(crate) fn from_redis(err: RedisError) -> Error {
                     | ServerErrorKind::Ask
             )
         )
-        || err.code() == Some("BUSY");
+        || has_code(&err, "BUSY");
     tracing::debug!(retryable, error = %err, "redis error");
     Error::backend(STORE, retryable, err)
+}
+
+/// Whether `err`, or one of the server errors of a failed pipeline, carries `code` (a code
+/// the redis crate has no kind for, such as `WRONGTYPE`, is only readable this way).
+pub(crate) fn has_code(err: &RedisError, code: &str) -> bool {
+    err.code() == Some(code)
+        || err
+            .clone()
+            .into_server_errors()
+            .is_some_and(|items| items.iter().any(|(_, e)| e.code() == code))
 }
 
 #[cfg(test)]
