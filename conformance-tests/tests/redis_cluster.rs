@@ -23,7 +23,10 @@ fn config() -> RedisConfig {
     let config = RedisConfig::from_url(&url)
         .expect("CHECKPOINT_REDIS_CLUSTER_URL is a valid redis+cluster:// URL")
         .with_list_page_size(PAGE);
-    assert!(config.is_cluster(), "CHECKPOINT_REDIS_CLUSTER_URL is not a redis+cluster:// URL");
+    assert!(
+        config.is_cluster(),
+        "CHECKPOINT_REDIS_CLUSTER_URL is not a redis+cluster:// URL"
+    );
     config
 }
 

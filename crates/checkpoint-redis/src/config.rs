@@ -202,7 +202,10 @@ impl RedisConfig {
         if let Some((tls, rest)) = url
             .strip_prefix("redis+cluster://")
             .map(|rest| (false, rest))
-            .or_else(|| url.strip_prefix("rediss+cluster://").map(|rest| (true, rest)))
+            .or_else(|| {
+                url.strip_prefix("rediss+cluster://")
+                    .map(|rest| (true, rest))
+            })
         {
             return Self::from_cluster_url(tls, rest);
         }
@@ -559,16 +562,16 @@ impl RedisConfig {
         }
         if let Some(nodes) = &self.cluster_nodes {
             if nodes.is_empty() {
-                return Err(Error::invalid("cluster_nodes", "must name at least one node"));
+                return Err(Error::invalid(
+                    "cluster_nodes",
+                    "must name at least one node",
+                ));
             }
             if nodes.iter().any(|(host, _)| host.is_empty()) {
                 return Err(Error::invalid("cluster_nodes", "a node has an empty host"));
             }
             if self.db != 0 {
-                return Err(Error::invalid(
-                    "db",
-                    "Redis Cluster has only database 0",
-                ));
+                return Err(Error::invalid("db", "Redis Cluster has only database 0"));
             }
         }
         if let Some(wait) = self.wait_for_replicas {
@@ -732,17 +735,28 @@ mod tests {
             .with_host("10.0.0.1")
             .with_port(7000)
             .with_prefix("x")
-            .with_cluster_nodes([("10.0.0.1", 7000), ("10.0.0.2", DEFAULT_PORT), ("::1", 7002)])
+            .with_cluster_nodes([
+                ("10.0.0.1", 7000),
+                ("10.0.0.2", DEFAULT_PORT),
+                ("::1", 7002),
+            ])
             .with_wait_for_replicas(1, DEFAULT_WAIT_TIMEOUT);
         assert_eq!(c, built);
-        assert!(RedisConfig::from_url("redis+cluster://h:1").unwrap().is_cluster());
+        assert!(
+            RedisConfig::from_url("redis+cluster://h:1")
+                .unwrap()
+                .is_cluster()
+        );
         assert!(!RedisConfig::from_url("redis://h:1").unwrap().is_cluster());
         let field = |url: &str| RedisConfig::from_url(url).unwrap_err().field();
         assert_eq!(field("redis+cluster://h:1,,h:2/"), Some("cluster_nodes"));
         assert_eq!(field("redis+cluster://h:x/"), Some("cluster_nodes"));
         assert_eq!(field("redis+cluster://h:1/2"), Some("db"));
         assert_eq!(field("redis://h/?wait_replicas=0"), Some("wait_replicas"));
-        assert_eq!(field("redis://h/?wait_timeout_ms=5"), Some("wait_timeout_ms"));
+        assert_eq!(
+            field("redis://h/?wait_timeout_ms=5"),
+            Some("wait_timeout_ms")
+        );
         assert_eq!(
             field("redis://h/?wait_replicas=1&wait_timeout_ms=0"),
             Some("wait_timeout_ms")

@@ -18,9 +18,9 @@ use checkpoint_core::{
     HeartbeatTtl, Lease, LeaseDuration, LeaseKey, LeaseManager, Membership, Position, RenewOutcome,
     Result, ShardId, StreamName, WorkerId, rules,
 };
+use redis::Value;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::cluster_async::ClusterConnection;
-use redis::Value;
 
 use crate::config::RedisConfig;
 use crate::connection::Connection;

@@ -38,7 +38,10 @@ where
 {
     let started = Instant::now();
     while !check().await {
-        assert!(started.elapsed() < limit, "{what} did not happen within {limit:?}");
+        assert!(
+            started.elapsed() < limit,
+            "{what} did not happen within {limit:?}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -63,7 +66,8 @@ struct PrivateCluster {
 
 impl PrivateCluster {
     async fn start() -> Self {
-        let dir = std::env::temp_dir().join(format!("checkpoint-redis-cluster-{}", random_app("c")));
+        let dir =
+            std::env::temp_dir().join(format!("checkpoint-redis-cluster-{}", random_app("c")));
         let mut ports = Vec::new();
         while ports.len() < 6 {
             let port = free_port();
@@ -93,15 +97,19 @@ impl PrivateCluster {
         }
         let cluster = Self { dir, nodes };
         for &port in &ports {
-            until("redis-server answering PING", Duration::from_secs(10), || async move {
-                match node(port).await {
-                    Some(mut conn) => redis::cmd("PING")
-                        .query_async::<String>(&mut conn)
-                        .await
-                        .is_ok(),
-                    None => false,
-                }
-            })
+            until(
+                "redis-server answering PING",
+                Duration::from_secs(10),
+                || async move {
+                    match node(port).await {
+                        Some(mut conn) => redis::cmd("PING")
+                            .query_async::<String>(&mut conn)
+                            .await
+                            .is_ok(),
+                        None => false,
+                    }
+                },
+            )
             .await;
         }
         let created = Command::new("redis-cli")
@@ -120,8 +128,11 @@ impl PrivateCluster {
     }
 
     fn url(&self) -> String {
-        let nodes: Vec<String> =
-            self.nodes.iter().map(|(p, _)| format!("127.0.0.1:{p}")).collect();
+        let nodes: Vec<String> = self
+            .nodes
+            .iter()
+            .map(|(p, _)| format!("127.0.0.1:{p}"))
+            .collect();
         format!("redis+cluster://{}/", nodes.join(","))
     }
 
@@ -136,22 +147,28 @@ impl PrivateCluster {
     /// Every live node reports `cluster_state:ok` and every replica's link to its master is up.
     async fn wait_healthy(&self) {
         for port in self.live_ports() {
-            until("cluster_state:ok and replication up", Duration::from_secs(30), || async move {
-                let Some(mut conn) = node(port).await else { return false };
-                let info: String = redis::cmd("CLUSTER")
-                    .arg("INFO")
-                    .query_async(&mut conn)
-                    .await
-                    .unwrap_or_default();
-                let replication: String = redis::cmd("INFO")
-                    .arg("replication")
-                    .query_async(&mut conn)
-                    .await
-                    .unwrap_or_default();
-                info.contains("cluster_state:ok")
-                    && (replication.contains("role:master")
-                        || replication.contains("master_link_status:up"))
-            })
+            until(
+                "cluster_state:ok and replication up",
+                Duration::from_secs(30),
+                || async move {
+                    let Some(mut conn) = node(port).await else {
+                        return false;
+                    };
+                    let info: String = redis::cmd("CLUSTER")
+                        .arg("INFO")
+                        .query_async(&mut conn)
+                        .await
+                        .unwrap_or_default();
+                    let replication: String = redis::cmd("INFO")
+                        .arg("replication")
+                        .query_async(&mut conn)
+                        .await
+                        .unwrap_or_default();
+                    info.contains("cluster_state:ok")
+                        && (replication.contains("role:master")
+                            || replication.contains("master_link_status:up"))
+                },
+            )
             .await;
         }
     }
@@ -282,8 +299,16 @@ fn patient() -> Backoff {
 
 /// A stale holder's checkpoint must never be accepted: `LeaseLost`, or a retryable error
 /// while the cluster recovers.
-async fn stale_is_refused(store: &RedisStore, key: &LeaseKey, stale: &WorkerId, token: FencingToken) {
-    match store.checkpoint_sequence(key, stale, token, &seq(u64::MAX / 2)).await {
+async fn stale_is_refused(
+    store: &RedisStore,
+    key: &LeaseKey,
+    stale: &WorkerId,
+    token: FencingToken,
+) {
+    match store
+        .checkpoint_sequence(key, stale, token, &seq(u64::MAX / 2))
+        .await
+    {
         Err(Error::LeaseLost { .. }) => {}
         Err(e) if e.is_retryable() => {}
         other => panic!("a stale fencing token was not refused: {other:?}"),
@@ -292,9 +317,16 @@ async fn stale_is_refused(store: &RedisStore, key: &LeaseKey, stale: &WorkerId, 
 
 /// A store whose lease on `key` was stolen from `stale` (token 1), so `stale` holds a token
 /// that must stay fenced; returns the holder's id and token.
-async fn held_after_steal(store: &RedisStore, key: &LeaseKey, stale: &WorkerId) -> (WorkerId, FencingToken) {
+async fn held_after_steal(
+    store: &RedisStore,
+    key: &LeaseKey,
+    stale: &WorkerId,
+) -> (WorkerId, FencingToken) {
     let duration = LeaseDuration::new(Duration::from_secs(600)).expect("duration");
-    let old = store.get_lease(key, stale, duration).await.expect("first grant");
+    let old = store
+        .get_lease(key, stale, duration)
+        .await
+        .expect("first grant");
     let me = WorkerId::new("holder").expect("worker");
     let lease = store
         .steal(key, &me, stale, old.token, duration)
@@ -308,8 +340,12 @@ async fn held_after_steal(store: &RedisStore, key: &LeaseKey, stale: &WorkerId) 
 /// stale token is refused throughout.
 async fn checkpoints_survive_a_coordinated_failover() {
     let cluster = PrivateCluster::start().await;
-    let config = RedisConfig::from_url(&cluster.url()).expect("url").with_backoff(patient());
-    let store = RedisStore::open(config, random_app("failover")).await.expect("open");
+    let config = RedisConfig::from_url(&cluster.url())
+        .expect("url")
+        .with_backoff(patient());
+    let store = RedisStore::open(config, random_app("failover"))
+        .await
+        .expect("open");
     let key = LeaseKey::parse("s", "shard-0").expect("key");
     let stale = WorkerId::new("stale").expect("worker");
     let (me, token) = held_after_steal(&store, &key, &stale).await;
@@ -319,8 +355,13 @@ async fn checkpoints_survive_a_coordinated_failover() {
     let done = Arc::new(AtomicBool::new(false));
     let acked = Arc::new(AtomicU64::new(0));
     let writer = {
-        let (store, key, me, done, acked) =
-            (store.clone(), key.clone(), me.clone(), done.clone(), acked.clone());
+        let (store, key, me, done, acked) = (
+            store.clone(),
+            key.clone(),
+            me.clone(),
+            done.clone(),
+            acked.clone(),
+        );
         tokio::spawn(async move {
             let (mut n, mut retryable) = (1u64, 0u32);
             while !done.load(Ordering::SeqCst) {
@@ -346,34 +387,55 @@ async fn checkpoints_survive_a_coordinated_failover() {
         .query_async(&mut conn)
         .await
         .expect("CLUSTER FAILOVER");
-    until("the replica becomes master", Duration::from_secs(30), || async {
-        cluster_nodes(replica.port)
-            .await
-            .iter()
-            .any(|n| n.port == replica.port && n.master)
-    })
+    until(
+        "the replica becomes master",
+        Duration::from_secs(30),
+        || async {
+            cluster_nodes(replica.port)
+                .await
+                .iter()
+                .any(|n| n.port == replica.port && n.master)
+        },
+    )
     .await;
     let at_failover = acked.load(Ordering::SeqCst);
-    until("100 checkpoints after the failover", Duration::from_secs(30), || async {
-        acked.load(Ordering::SeqCst) >= at_failover + 100
-    })
+    until(
+        "100 checkpoints after the failover",
+        Duration::from_secs(30),
+        || async { acked.load(Ordering::SeqCst) >= at_failover + 100 },
+    )
     .await;
     stale_is_refused(&store, &key, &stale, FencingToken(token.0 - 1)).await;
     done.store(true, Ordering::SeqCst);
     let retryable = writer.await.expect("writer");
     let last = acked.load(Ordering::SeqCst);
-    let stored = store.fetch_checkpoint(&key).await.expect("fetch").expect("record");
+    let stored = store
+        .fetch_checkpoint(&key)
+        .await
+        .expect("fetch")
+        .expect("record");
     println!(
         "CLUSTER FAILOVER ({} -> {}): {last} checkpoints acknowledged, {retryable} retryable \
          errors surfaced, stored {:?}",
         master.port, replica.port, stored.checkpoint
     );
-    assert_eq!(stored.checkpoint, Some(seq(last)), "an acknowledged checkpoint was lost");
+    assert_eq!(
+        stored.checkpoint,
+        Some(seq(last)),
+        "an acknowledged checkpoint was lost"
+    );
     assert_eq!(stored.token, token);
 }
 
 /// Mean time of `n` checkpoints by one task.
-async fn time_checkpoints(store: &RedisStore, key: &LeaseKey, me: &WorkerId, token: FencingToken, from: u64, n: u64) -> Duration {
+async fn time_checkpoints(
+    store: &RedisStore,
+    key: &LeaseKey,
+    me: &WorkerId,
+    token: FencingToken,
+    from: u64,
+    n: u64,
+) -> Duration {
     let started = Instant::now();
     for i in from..from + n {
         store
@@ -390,13 +452,19 @@ async fn time_checkpoints(store: &RedisStore, key: &LeaseKey, me: &WorkerId, tok
 async fn kill_master(wait: bool) -> u64 {
     const KEYS: u64 = 8;
     let mut cluster = PrivateCluster::start().await;
-    let plain = RedisConfig::from_url(&cluster.url()).expect("url").with_backoff(patient());
+    let plain = RedisConfig::from_url(&cluster.url())
+        .expect("url")
+        .with_backoff(patient());
     let config = if wait {
-        plain.clone().with_wait_for_replicas(1, Duration::from_millis(500))
+        plain
+            .clone()
+            .with_wait_for_replicas(1, Duration::from_millis(500))
     } else {
         plain.clone()
     };
-    let store = RedisStore::open(config, random_app("kill")).await.expect("open");
+    let store = RedisStore::open(config, random_app("kill"))
+        .await
+        .expect("open");
     let stale = WorkerId::new("stale").expect("worker");
     let mut held = Vec::new();
     for i in 0..KEYS {
@@ -406,13 +474,19 @@ async fn kill_master(wait: bool) -> u64 {
     }
     // The cost of WAIT: one task, 300 checkpoints, without WAIT and with this store's setting.
     let (key, me, token) = held[0].clone();
-    let without = RedisStore::open(plain, store.app().clone()).await.expect("open");
+    let without = RedisStore::open(plain, store.app().clone())
+        .await
+        .expect("open");
     let no_wait = time_checkpoints(&without, &key, &me, token, 1, 300).await;
     let this = time_checkpoints(&store, &key, &me, token, 301, 300).await;
     println!(
         "checkpoint latency on the private cluster, one task, mean of 300: without WAIT \
          {no_wait:?}, {} {this:?}",
-        if wait { "with WAIT 1" } else { "again without WAIT" }
+        if wait {
+            "with WAIT 1"
+        } else {
+            "again without WAIT"
+        }
     );
     let (_, master, replica) = owner_of(cluster.live_ports()[0], &store.key_layout().meta()).await;
     let replica = replica.expect("the master has a replica");
@@ -435,7 +509,10 @@ async fn kill_master(wait: bool) -> u64 {
         writer_config = writer_config.with_wait_for_replicas(1, Duration::from_millis(500));
     }
     let writer_store = RedisStore::from_cluster_connection(
-        client.get_async_connection().await.expect("cluster connection"),
+        client
+            .get_async_connection()
+            .await
+            .expect("cluster connection"),
         writer_config,
         store.app().clone(),
     )
@@ -475,8 +552,11 @@ async fn kill_master(wait: bool) -> u64 {
     // writers wait for the replica instead).
     let sleeper = tokio::spawn(async move {
         let mut conn = node(replica.port).await.expect("replica");
-        let _: redis::RedisResult<String> =
-            redis::cmd("DEBUG").arg("SLEEP").arg("0.8").query_async(&mut conn).await;
+        let _: redis::RedisResult<String> = redis::cmd("DEBUG")
+            .arg("SLEEP")
+            .arg("0.8")
+            .query_async(&mut conn)
+            .await;
     });
     tokio::time::sleep(Duration::from_millis(50)).await;
     let mut on_master = node(master.port).await.expect("master");
@@ -512,12 +592,16 @@ async fn kill_master(wait: bool) -> u64 {
     for writer in writers {
         surfaced += writer.await.expect("writer");
     }
-    until("the replica is promoted", Duration::from_secs(30), || async {
-        cluster_nodes(replica.port)
-            .await
-            .iter()
-            .any(|n| n.port == replica.port && n.master && !n.slots.is_empty())
-    })
+    until(
+        "the replica is promoted",
+        Duration::from_secs(30),
+        || async {
+            cluster_nodes(replica.port)
+                .await
+                .iter()
+                .any(|n| n.port == replica.port && n.master && !n.slots.is_empty())
+        },
+    )
     .await;
     let mut lost = 0;
     for (i, (key, _, token)) in held.iter().enumerate() {
@@ -553,14 +637,20 @@ async fn kill_master(wait: bool) -> u64 {
 
 async fn a_killed_master_loses_nothing_acknowledged_with_wait() {
     let lost = kill_master(true).await;
-    assert_eq!(lost, 0, "WAIT 1 acknowledged a checkpoint the promoted replica did not have");
+    assert_eq!(
+        lost, 0,
+        "WAIT 1 acknowledged a checkpoint the promoted replica did not have"
+    );
 }
 
 async fn a_killed_master_without_wait_is_measured() {
     let lost = kill_master(false).await;
     // The link was down for the whole window, so what was acknowledged in it is gone: the
     // loss the crate docs describe for asynchronous replication.
-    assert!(lost > 0, "a master killed with its replication link down lost nothing");
+    assert!(
+        lost > 0,
+        "a master killed with its replication link down lost nothing"
+    );
 }
 
 /// Moves `slot` from the master `from` to the master `to` the way `redis-cli --cluster
@@ -609,7 +699,10 @@ async fn migrate_slot(slot: u16, from: &NodeLine, to: &NodeLine, masters: &[Node
         // Let the workers hit the half-migrated slot (ASK, TRYAGAIN) between batches.
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    for master in std::iter::once(to).chain(std::iter::once(from)).chain(masters) {
+    for master in std::iter::once(to)
+        .chain(std::iter::once(from))
+        .chain(masters)
+    {
         let mut conn = node(master.port).await.expect("master");
         let _: () = setslot("NODE", &to.id)
             .query_async(&mut conn)
@@ -625,13 +718,20 @@ async fn a_slot_migrates_while_workers_run() {
     const LEASES: usize = 6;
     const WORKERS: usize = 4;
     let cluster = PrivateCluster::start().await;
-    let config = RedisConfig::from_url(&cluster.url()).expect("url").with_backoff(patient());
-    let store = RedisStore::open(config, random_app("reshard")).await.expect("open");
+    let config = RedisConfig::from_url(&cluster.url())
+        .expect("url")
+        .with_backoff(patient());
+    let store = RedisStore::open(config, random_app("reshard"))
+        .await
+        .expect("open");
     let keys: Vec<LeaseKey> = (0..LEASES)
         .map(|i| LeaseKey::parse("s", &format!("shard-{i}")).expect("key"))
         .collect();
     for key in &keys {
-        store.create_lease_if_absent(key, &[], None).await.expect("create");
+        store
+            .create_lease_if_absent(key, &[], None)
+            .await
+            .expect("create");
     }
     let done = Arc::new(AtomicBool::new(false));
     let next: Arc<Vec<AtomicU64>> = Arc::new((0..LEASES).map(|_| AtomicU64::new(1)).collect());
@@ -650,7 +750,7 @@ async fn a_slot_migrates_while_workers_run() {
         tasks.push(tokio::spawn(async move {
             let me = WorkerId::new(format!("worker-{w}")).expect("worker");
             let duration = LeaseDuration::new(Duration::from_secs(30)).expect("duration");
-            let mut checkpoints = 0u64;
+            let (mut checkpoints, mut retryable) = (0u64, 0u64);
             let mut round = 0usize;
             while !done.load(Ordering::SeqCst) {
                 let i = (w + round) % LEASES;
@@ -658,7 +758,10 @@ async fn a_slot_migrates_while_workers_run() {
                 let lease = match store.get_lease(&keys[i], &me, duration).await {
                     Ok(lease) => lease,
                     Err(Error::LeaseHeld { .. }) => continue,
-                    Err(e) if e.is_retryable() => continue,
+                    Err(e) if e.is_retryable() => {
+                        retryable += 1;
+                        continue;
+                    }
                     Err(e) => panic!("get_lease during a migration: {e:?}"),
                 };
                 if let Some(other) = grants
@@ -667,57 +770,83 @@ async fn a_slot_migrates_while_workers_run() {
                     .insert((i, lease.token.0), me.to_string())
                     .filter(|other| *other != me.to_string())
                 {
-                    panic!("token {} of lease {i} granted to {other} and {me}", lease.token.0);
+                    panic!(
+                        "token {} of lease {i} granted to {other} and {me}",
+                        lease.token.0
+                    );
                 }
                 for _ in 0..5 {
                     // Positions of one lease rise across its holders: a shared counter, taken
                     // under the lease.
                     let n = next[i].fetch_add(1, Ordering::SeqCst);
-                    match store.checkpoint_sequence(&keys[i], &me, lease.token, &seq(n)).await {
+                    match store
+                        .checkpoint_sequence(&keys[i], &me, lease.token, &seq(n))
+                        .await
+                    {
                         Ok(_) => {
                             acked[i].fetch_max(n, Ordering::SeqCst);
                             checkpoints += 1;
                         }
-                        Err(e) if e.is_retryable() => {}
+                        Err(e) if e.is_retryable() => retryable += 1,
                         Err(e) => panic!("checkpoint {n} of lease {i} during a migration: {e:?}"),
                     }
                 }
                 match store.remove_lease_owner(&keys[i], &me, lease.token).await {
                     Ok(_) => {}
-                    Err(e) if e.is_retryable() => {}
+                    Err(e) if e.is_retryable() => retryable += 1,
                     Err(e) => panic!("release during a migration: {e:?}"),
                 }
             }
-            checkpoints
+            (checkpoints, retryable)
         }));
     }
-    until("work before the migration", Duration::from_secs(30), || async {
-        acked.iter().all(|a| a.load(Ordering::SeqCst) > 10)
-    })
+    until(
+        "work before the migration",
+        Duration::from_secs(30),
+        || async { acked.iter().all(|a| a.load(Ordering::SeqCst) > 10) },
+    )
     .await;
     let asker = cluster.live_ports()[0];
     let (slot, from, _) = owner_of(asker, &store.key_layout().meta()).await;
-    let masters: Vec<NodeLine> = cluster_nodes(asker).await.into_iter().filter(|n| n.master).collect();
-    let to = masters.iter().find(|n| n.id != from.id).cloned().expect("another master");
+    let masters: Vec<NodeLine> = cluster_nodes(asker)
+        .await
+        .into_iter()
+        .filter(|n| n.master)
+        .collect();
+    let to = masters
+        .iter()
+        .find(|n| n.id != from.id)
+        .cloned()
+        .expect("another master");
     let before: Vec<u64> = acked.iter().map(|a| a.load(Ordering::SeqCst)).collect();
     migrate_slot(slot, &from, &to, &masters).await;
-    until("work after the migration", Duration::from_secs(30), || async {
-        acked
-            .iter()
-            .zip(&before)
-            .all(|(a, b)| a.load(Ordering::SeqCst) > b + 10)
-    })
+    until(
+        "work after the migration",
+        Duration::from_secs(30),
+        || async {
+            acked
+                .iter()
+                .zip(&before)
+                .all(|(a, b)| a.load(Ordering::SeqCst) > b + 10)
+        },
+    )
     .await;
     done.store(true, Ordering::SeqCst);
-    let mut total = 0;
+    let (mut total, mut surfaced) = (0, 0);
     for task in tasks {
-        total += task.await.expect("worker");
+        let (checkpoints, retryable) = task.await.expect("worker");
+        total += checkpoints;
+        surfaced += retryable;
     }
     let (_, owner, _) = owner_of(asker, &store.key_layout().meta()).await;
     assert_eq!(owner.id, to.id, "the slot moved to the target");
     let mut stored_positions = BTreeMap::new();
     for (i, key) in keys.iter().enumerate() {
-        let lease = store.fetch_checkpoint(key).await.expect("fetch").expect("record");
+        let lease = store
+            .fetch_checkpoint(key)
+            .await
+            .expect("fetch")
+            .expect("record");
         let stored = lease.checkpoint.as_ref().and_then(number).unwrap_or(0);
         // A checkpoint that failed retryably may still have been applied, so the stored
         // position may pass the last acknowledged one, never fall short of it.
@@ -730,7 +859,7 @@ async fn a_slot_migrates_while_workers_run() {
     }
     println!(
         "slot {slot} moved {} -> {} under {WORKERS} workers: {total} checkpoints acknowledged, \
-         {} grants, stored positions {stored_positions:?}",
+         {} grants, {surfaced} retryable errors surfaced, stored positions {stored_positions:?}",
         from.port,
         to.port,
         grants.lock().expect("grants").len()

@@ -5,15 +5,16 @@
 //! fails in strict mode (`CHECKPOINT_REQUIRE_ALL=1`). Without the `tls` feature, the offline
 //! test checks that a `rediss://` URL is refused naming `tls`.
 
+#[cfg(feature = "tls")]
 use std::time::Duration;
 
 #[cfg(feature = "tls")]
 use checkpoint_core::conformance::random_app;
 #[cfg(feature = "tls")]
 use checkpoint_core::{Checkpointer, LeaseDuration, LeaseKey, LeaseManager, Position, WorkerId};
+use checkpoint_redis::RedisConfig;
 #[cfg(feature = "tls")]
 use checkpoint_redis::RedisStore;
-use checkpoint_redis::RedisConfig;
 
 #[cfg(feature = "tls")]
 async fn rediss_with_a_private_ca() {
@@ -56,7 +57,10 @@ async fn rediss_with_a_private_ca() {
 /// The cluster form over TLS as well: `rediss+cluster://` parses with the feature, and is
 /// refused naming `tls` without it.
 fn rediss_urls_need_the_tls_feature() {
-    for url in ["rediss://localhost:6380/", "rediss+cluster://localhost:7000,localhost:7001/"] {
+    for url in [
+        "rediss://localhost:6380/",
+        "rediss+cluster://localhost:7000,localhost:7001/",
+    ] {
         let parsed = RedisConfig::from_url(url);
         if cfg!(feature = "tls") {
             assert!(parsed.expect("a TLS URL").tls());
