@@ -32,8 +32,9 @@
 //! between, so each operation is atomic on the server. Scripts are loaded once
 //! (`SCRIPT LOAD` at init, on the node owning the app's slot) and called by hash (`EVALSHA`);
 //! after a server restart, `SCRIPT FLUSH`, or a cluster failover or resharding that moved the
-//! slot to a node without them, the `NOSCRIPT` reply makes the store send the call again with
-//! `SCRIPT LOAD` first, in one pipeline to the node that runs it. Fetch is one `HMGET`;
+//! slot to a node without them, the `NOSCRIPT` reply makes the store send the call again as
+//! `EVAL` with the script's source, routed (and redirected) like the `EVALSHA`, so the script
+//! runs and is cached on the node that owns the keys. Fetch is one `HMGET`;
 //! deregister one `ZREM`. See [`scripts`]. A
 //! renew-many batch above [`RENEW_MANY_CHUNK`] leases is several scripts in one pipeline, each
 //! atomic over its chunk.
@@ -119,9 +120,11 @@
 //!   nothing; a master that dies (`SIGKILL`, a host lost) loses what was in flight to its
 //!   replica.
 //! - **Replication and failover, with `WAIT`** ([`RedisConfig::with_wait_for_replicas`], URL
-//!   `wait_replicas=N&wait_timeout_ms=T`): every script call is followed, in the same pipeline
-//!   to the same node, by `WAIT N T`, and the call returns `Ok` only when N replicas
-//!   acknowledged the write. A failover that promotes one of those replicas then loses no
+//!   `wait_replicas=N&wait_timeout_ms=T`): every script call is followed by `WAIT N T` on the
+//!   node that ran it (in the same pipeline on a single node; on a cluster as the next command
+//!   to the master owning the app's slot), and the call returns `Ok` only when N replicas
+//!   acknowledged the write. (During a slot migration the `WAIT` may reach the slot's old
+//!   owner while the script ran on the new one; it then answers for the wrong node.) A failover that promotes one of those replicas then loses no
 //!   acknowledged checkpoint or grant. When fewer than N replicas acknowledge within T (a
 //!   replica down, or a promoted master without replicas yet), the write stays applied on the
 //!   primary and the call fails with a retryable [`checkpoint_core::Error::Backend`] whose

@@ -1,10 +1,10 @@
 //! [`RedisStore`]: the [`Checkpointer`] and [`Membership`] implementations.
 //!
 //! Every conditional operation is one Lua script from [`crate::scripts`], sent by its SHA1
-//! (`EVALSHA`; sent again as `EVAL` on `NOSCRIPT`, see [`crate::connection`]). A script runs atomically on the
-//! server: it reads the record, reads the server clock (`TIME`), applies the transcription of the
-//! matching [`checkpoint_core::rules`] function and writes the record back, with no other
-//! command of any client in between. Reads that need no condition are single commands
+//! (`EVALSHA`; sent again as `EVAL` on `NOSCRIPT`, see `connection.rs`). A script runs
+//! atomically on the server: it reads the record, reads the server clock (`TIME`), applies the
+//! transcription of the matching [`checkpoint_core::rules`] function and writes the record
+//! back, with no other command of any client in between. Reads that need no condition are single commands
 //! (`HMGET`, `ZRANGEBYLEX`), atomic by themselves.
 
 use std::fmt;
