@@ -20,6 +20,19 @@ pub const DEFAULT_CONNECTION_TIMEOUT: Duration = Duration::from_secs(2);
 pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Default [`RedisConfig::with_list_page_size`]: 500.
 pub const DEFAULT_LIST_PAGE_SIZE: usize = 500;
+/// Default timeout of [`RedisConfig::with_wait_for_replicas`] when the URL gives
+/// `wait_replicas` without `wait_timeout_ms`: 1 s.
+pub const DEFAULT_WAIT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// `WAIT`-based durability: after each write, wait until `replicas` replicas acknowledged it,
+/// at most `timeout` ([`RedisConfig::with_wait_for_replicas`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WaitForReplicas {
+    /// How many replicas must acknowledge each write (`WAIT numreplicas`), at least 1.
+    pub replicas: u32,
+    /// How long one write waits for them (`WAIT ... timeout`), 1 ms to 1 minute.
+    pub timeout: Duration,
+}
 
 /// How to reach a Redis server and lay out keys in it.
 ///
@@ -56,6 +69,8 @@ pub struct RedisConfig {
     response_timeout: Duration,
     backoff: Backoff,
     list_page_size: usize,
+    cluster_nodes: Option<Vec<(String, u16)>>,
+    wait_for_replicas: Option<WaitForReplicas>,
 }
 
 impl Default for RedisConfig {
@@ -85,12 +100,39 @@ impl fmt::Debug for RedisConfig {
             .field("response_timeout", &self.response_timeout)
             .field("backoff", &self.backoff)
             .field("list_page_size", &self.list_page_size)
+            .field("cluster_nodes", &self.cluster_nodes)
+            .field("wait_for_replicas", &self.wait_for_replicas)
             .finish()
     }
 }
 
 fn invalid_url(reason: impl Into<String>) -> Error {
     Error::invalid("url", reason)
+}
+
+/// One `host[:port]` (or `[v6]:port`) of a cluster URL's node list.
+fn parse_node(node: &str) -> Result<(String, u16)> {
+    let bad = || Error::invalid("cluster_nodes", "a node is not host[:port]");
+    if node.is_empty() {
+        return Err(Error::invalid("cluster_nodes", "an empty node in the list"));
+    }
+    let (host, port) = if let Some(v6) = node.strip_prefix('[') {
+        let (host, after) = v6.split_once(']').ok_or_else(bad)?;
+        (host, after.strip_prefix(':'))
+    } else {
+        match node.rsplit_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (node, None),
+        }
+    };
+    let port = match port {
+        Some(port) => port.parse::<u16>().map_err(|_| bad())?,
+        None => DEFAULT_PORT,
+    };
+    if host.is_empty() || host.contains(['/', '@', '?', '#', ' ']) {
+        return Err(bad());
+    }
+    Ok((host.to_owned(), port))
 }
 
 /// Decodes `%XX` escapes (the user info of a URL); `+` stays `+`.
@@ -135,6 +177,8 @@ impl RedisConfig {
             response_timeout: DEFAULT_RESPONSE_TIMEOUT,
             backoff: Backoff::default(),
             list_page_size: DEFAULT_LIST_PAGE_SIZE,
+            cluster_nodes: None,
+            wait_for_replicas: None,
         }
     }
 
@@ -142,11 +186,57 @@ impl RedisConfig {
     /// for TLS (needs the `tls` feature; the server certificate is checked against the
     /// platform's root certificates).
     ///
+    /// Redis Cluster: `redis+cluster://[user][:password@]host1[:port][,host2[:port]...][/][?...]`,
+    /// or `rediss+cluster://...` for TLS. The nodes are seeds: the client asks them for the
+    /// slot map and then talks to every master it names ([`RedisConfig::with_cluster_nodes`]).
+    /// A cluster has only database 0, so a path naming another one is an error naming `db`.
+    /// (The redis crate itself takes one `redis://` URL per node; the `+cluster` scheme, in
+    /// the style of its `redis+unix://`, keeps one URL per store.)
+    ///
     /// User and password are percent-decoded. Query parameters: `prefix`,
-    /// `connection_timeout_ms`, `response_timeout_ms`, `list_page_size`. An unknown parameter is
-    /// an error, so a typo is never silently ignored. Errors never echo the URL (it may hold a
-    /// password).
+    /// `connection_timeout_ms`, `response_timeout_ms`, `list_page_size`, `wait_replicas` and
+    /// `wait_timeout_ms` ([`RedisConfig::with_wait_for_replicas`]; the timeout defaults to
+    /// [`DEFAULT_WAIT_TIMEOUT`]). An unknown parameter is an error, so a typo is never silently
+    /// ignored. Errors never echo the URL (it may hold a password).
     pub fn from_url(url: &str) -> Result<Self> {
+        if let Some((tls, rest)) = url
+            .strip_prefix("redis+cluster://")
+            .map(|rest| (false, rest))
+            .or_else(|| {
+                url.strip_prefix("rediss+cluster://")
+                    .map(|rest| (true, rest))
+            })
+        {
+            return Self::from_cluster_url(tls, rest);
+        }
+        Self::from_single_url(url)
+    }
+
+    /// The `+cluster` form: the node list is cut out of the authority, the rest parsed as a
+    /// single-node URL on the first node.
+    fn from_cluster_url(tls: bool, rest: &str) -> Result<Self> {
+        let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+        let (authority, tail) = rest.split_at(end);
+        let (user_info, hosts) = match authority.rsplit_once('@') {
+            Some((user_info, hosts)) => (Some(user_info), hosts),
+            None => (None, authority),
+        };
+        let nodes = hosts
+            .split(',')
+            .map(parse_node)
+            .collect::<Result<Vec<_>>>()?;
+        let first = hosts.split(',').next().unwrap_or_default();
+        let scheme = if tls { "rediss" } else { "redis" };
+        let single = match user_info {
+            Some(user_info) => format!("{scheme}://{user_info}@{first}{tail}"),
+            None => format!("{scheme}://{first}{tail}"),
+        };
+        let config = Self::from_single_url(&single)?.with_cluster_nodes(nodes);
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn from_single_url(url: &str) -> Result<Self> {
         // The url crate's messages do not contain the input.
         let parsed =
             url::Url::parse(url).map_err(|e| invalid_url(format!("does not parse: {e}")))?;
@@ -186,6 +276,7 @@ impl RedisConfig {
                 .ok_or_else(|| invalid_url("the password is not valid percent-encoded UTF-8"))?;
             config.password = Some(password);
         }
+        let (mut wait_replicas, mut wait_timeout) = (None, None);
         for (name, value) in parsed.query_pairs() {
             config = match name.as_ref() {
                 "prefix" => config.with_prefix(value.as_ref()),
@@ -201,13 +292,37 @@ impl RedisConfig {
                     })?;
                     config.with_list_page_size(n)
                 }
+                "wait_replicas" => {
+                    let n = value.parse::<u32>().map_err(|_| {
+                        Error::invalid("wait_replicas", format!("{value:?} is not a number"))
+                    })?;
+                    wait_replicas = Some(n);
+                    config
+                }
+                "wait_timeout_ms" => {
+                    wait_timeout = Some(parse_ms("wait_timeout_ms", &value)?);
+                    config
+                }
                 other => {
                     return Err(invalid_url(format!(
                         "unknown parameter {other:?}; known: prefix, connection_timeout_ms, \
-                         response_timeout_ms, list_page_size"
+                         response_timeout_ms, list_page_size, wait_replicas, wait_timeout_ms"
                     )));
                 }
             };
+        }
+        match (wait_replicas, wait_timeout) {
+            (Some(replicas), timeout) => {
+                config = config
+                    .with_wait_for_replicas(replicas, timeout.unwrap_or(DEFAULT_WAIT_TIMEOUT));
+            }
+            (None, Some(_)) => {
+                return Err(Error::invalid(
+                    "wait_timeout_ms",
+                    "given without wait_replicas",
+                ));
+            }
+            (None, None) => {}
         }
         config.validate()?;
         Ok(config)
@@ -293,6 +408,53 @@ impl RedisConfig {
     pub fn with_list_page_size(mut self, size: usize) -> Self {
         self.list_page_size = size;
         self
+    }
+
+    /// Redis Cluster mode, with these seed nodes (`(host, port)`; at least one): the store
+    /// uses the redis crate's asynchronous cluster client, which reads the slot map from the
+    /// seeds, sends each command to the master owning its key's slot and follows `MOVED` and
+    /// `ASK` redirections. Host, port and database of the single-node settings are then not
+    /// used (a cluster has only database 0); user, password, TLS and timeouts are, for every
+    /// node. Default: single-node mode.
+    pub fn with_cluster_nodes<H: Into<String>>(
+        mut self,
+        nodes: impl IntoIterator<Item = (H, u16)>,
+    ) -> Self {
+        self.cluster_nodes = Some(
+            nodes
+                .into_iter()
+                .map(|(host, port)| (host.into(), port))
+                .collect(),
+        );
+        self
+    }
+
+    /// `WAIT`-based durability: after each write (every script call), `WAIT replicas timeout`
+    /// on the same connection, so the call returns `Ok` only once `replicas` replicas of the
+    /// primary that ran the script have acknowledged it. When fewer acknowledge within
+    /// `timeout`, the write stays applied on the primary and the call fails with a retryable
+    /// [`Error::Backend`] whose source says how many replicas acknowledged; the store's backoff
+    /// retries it (running the script again is safe, see the crate docs) and then returns that
+    /// error. `replicas` is 1 or more, `timeout` 1 ms to 1 minute. Default: off (no `WAIT`;
+    /// replication is asynchronous). URL: `wait_replicas=N&wait_timeout_ms=T`.
+    pub fn with_wait_for_replicas(mut self, replicas: u32, timeout: Duration) -> Self {
+        self.wait_for_replicas = Some(WaitForReplicas { replicas, timeout });
+        self
+    }
+
+    /// The cluster seed nodes, `None` in single-node mode.
+    pub fn cluster_nodes(&self) -> Option<&[(String, u16)]> {
+        self.cluster_nodes.as_deref()
+    }
+
+    /// Whether this is Redis Cluster mode.
+    pub fn is_cluster(&self) -> bool {
+        self.cluster_nodes.is_some()
+    }
+
+    /// The `WAIT` setting, `None` when off.
+    pub fn wait_for_replicas(&self) -> Option<WaitForReplicas> {
+        self.wait_for_replicas
     }
 
     /// The host.
@@ -398,6 +560,31 @@ impl RedisConfig {
                 format!("{} is not between 1 and 10000", self.list_page_size),
             ));
         }
+        if let Some(nodes) = &self.cluster_nodes {
+            if nodes.is_empty() {
+                return Err(Error::invalid(
+                    "cluster_nodes",
+                    "must name at least one node",
+                ));
+            }
+            if nodes.iter().any(|(host, _)| host.is_empty()) {
+                return Err(Error::invalid("cluster_nodes", "a node has an empty host"));
+            }
+            if self.db != 0 {
+                return Err(Error::invalid("db", "Redis Cluster has only database 0"));
+            }
+        }
+        if let Some(wait) = self.wait_for_replicas {
+            if wait.replicas == 0 {
+                return Err(Error::invalid("wait_replicas", "must be at least 1"));
+            }
+            if wait.timeout.is_zero() || wait.timeout > Duration::from_secs(60) {
+                return Err(Error::invalid(
+                    "wait_timeout_ms",
+                    "must be between 1 ms and 1 minute",
+                ));
+            }
+        }
         if self.tls && !cfg!(feature = "tls") {
             return Err(Error::invalid(
                 "tls",
@@ -422,18 +609,59 @@ impl RedisConfig {
         redis::Client::open(info).map_err(crate::error::from_redis)
     }
 
+    /// A `redis` cluster client for these settings (cluster mode): every seed node with the
+    /// same credentials and TLS, the connection and response timeouts per node.
+    pub(crate) fn cluster_client(&self) -> Result<redis::cluster::ClusterClient> {
+        let nodes = self.cluster_nodes.as_deref().unwrap_or_default();
+        let infos = nodes
+            .iter()
+            .map(|(host, port)| self.node_info(host, *port))
+            .collect::<Result<Vec<_>>>()?;
+        let mut builder = redis::cluster::ClusterClientBuilder::new(infos)
+            .connection_timeout(self.connection_timeout)
+            .response_timeout(self.response_timeout);
+        if let Some(user) = &self.username {
+            builder = builder.username(user);
+        }
+        if let Some(password) = &self.password {
+            builder = builder.password(password);
+        }
+        #[cfg(feature = "tls")]
+        if self.tls {
+            builder = builder.tls(redis::TlsMode::Secure);
+            if let Some(pem) = &self.tls_root_certificate {
+                builder = builder.certs(redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(pem.clone()),
+                });
+            }
+        }
+        builder.build().map_err(|e| {
+            if self.tls_root_certificate.is_some() && self.tls {
+                Error::invalid("tls_root_certificate", e.to_string())
+            } else {
+                crate::error::from_redis(e)
+            }
+        })
+    }
+
     /// The `redis` crate's connection settings.
     pub(crate) fn connection_info(&self) -> Result<redis::ConnectionInfo> {
+        self.node_info(&self.host, self.port)
+    }
+
+    /// The `redis` crate's connection settings for the node at `host:port`.
+    fn node_info(&self, host: &str, port: u16) -> Result<redis::ConnectionInfo> {
         use redis::IntoConnectionInfo;
         let addr = if self.tls {
             redis::ConnectionAddr::TcpTls {
-                host: self.host.clone(),
-                port: self.port,
+                host: host.to_owned(),
+                port,
                 insecure: false,
                 tls_params: None,
             }
         } else {
-            redis::ConnectionAddr::Tcp(self.host.clone(), self.port)
+            redis::ConnectionAddr::Tcp(host.to_owned(), port)
         };
         let mut settings = redis::RedisConnectionInfo::default().set_db(self.db);
         if let Some(user) = &self.username {
@@ -475,6 +703,68 @@ mod tests {
         assert!(shown.contains("<redacted>"));
         let info = format!("{:?}", c.connection_info().unwrap());
         assert!(!info.contains("p@ss"), "{info}");
+    }
+
+    #[test]
+    fn cluster_urls_name_every_node() {
+        let c = RedisConfig::from_url(
+            "redis+cluster://u:p%40ss@10.0.0.1:7000,10.0.0.2,[::1]:7002/?prefix=x&wait_replicas=1",
+        )
+        .unwrap();
+        assert_eq!(
+            c.cluster_nodes().unwrap(),
+            &[
+                ("10.0.0.1".to_owned(), 7000),
+                ("10.0.0.2".to_owned(), DEFAULT_PORT),
+                ("::1".to_owned(), 7002)
+            ]
+        );
+        assert_eq!(c.username(), Some("u"));
+        assert!(c.has_password() && c.prefix() == "x" && !c.tls());
+        assert_eq!(
+            c.wait_for_replicas(),
+            Some(WaitForReplicas {
+                replicas: 1,
+                timeout: DEFAULT_WAIT_TIMEOUT
+            })
+        );
+        assert!(!format!("{c:?}").contains("p@ss"));
+        let built = RedisConfig::new()
+            .with_username("u")
+            .with_password("p@ss")
+            .with_host("10.0.0.1")
+            .with_port(7000)
+            .with_prefix("x")
+            .with_cluster_nodes([
+                ("10.0.0.1", 7000),
+                ("10.0.0.2", DEFAULT_PORT),
+                ("::1", 7002),
+            ])
+            .with_wait_for_replicas(1, DEFAULT_WAIT_TIMEOUT);
+        assert_eq!(c, built);
+        assert!(
+            RedisConfig::from_url("redis+cluster://h:1")
+                .unwrap()
+                .is_cluster()
+        );
+        assert!(!RedisConfig::from_url("redis://h:1").unwrap().is_cluster());
+        let field = |url: &str| RedisConfig::from_url(url).unwrap_err().field();
+        assert_eq!(field("redis+cluster://h:1,,h:2/"), Some("cluster_nodes"));
+        assert_eq!(field("redis+cluster://h:x/"), Some("cluster_nodes"));
+        assert_eq!(field("redis+cluster://h:1/2"), Some("db"));
+        assert_eq!(field("redis://h/?wait_replicas=0"), Some("wait_replicas"));
+        assert_eq!(
+            field("redis://h/?wait_timeout_ms=5"),
+            Some("wait_timeout_ms")
+        );
+        assert_eq!(
+            field("redis://h/?wait_replicas=1&wait_timeout_ms=0"),
+            Some("wait_timeout_ms")
+        );
+        #[cfg(not(feature = "tls"))]
+        assert_eq!(field("rediss+cluster://h:1"), Some("tls"));
+        #[cfg(feature = "tls")]
+        assert!(RedisConfig::from_url("rediss+cluster://h:1").unwrap().tls());
     }
 
     #[test]

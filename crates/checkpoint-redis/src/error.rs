@@ -10,7 +10,8 @@ pub(crate) const STORE: &str = "redis";
 ///
 /// Retryable: I/O errors (a dropped or refused connection, a response timeout), and the server
 /// states that pass (`LOADING`, `TRYAGAIN`, `CLUSTERDOWN`, `MASTERDOWN`, `READONLY` during a
-/// failover, `BUSY` while another script runs, `NOSCRIPT` when the script cache was flushed
+/// failover, `MOVED` and `ASK` that the cluster client could not follow within its own
+/// retries (a slot moving), no connection to the node owning a slot (a cluster node down), `BUSY` while another script runs, `NOSCRIPT` when the script cache was flushed
 /// between the client's reload and its call: the script did not run). A script that ran but
 /// whose reply was lost is resolved by running it again: every script, run again after it ran,
 /// re-reads the record and returns the same success.
@@ -18,7 +19,7 @@ pub(crate) const STORE: &str = "redis";
 /// Not retryable: authentication, configuration and protocol errors, script errors, and
 /// `WRONGTYPE` (a key of this store's layout holding another type: a schema mismatch).
 pub(crate) fn from_redis(err: RedisError) -> Error {
-    if err.code() == Some("WRONGTYPE") {
+    if has_code(&err, "WRONGTYPE") {
         return Error::SchemaMismatch {
             store: STORE,
             detail: format!("a key of this app holds another type: {err}"),
@@ -28,6 +29,7 @@ pub(crate) fn from_redis(err: RedisError) -> Error {
         || err.is_timeout()
         || err.is_connection_dropped()
         || err.is_connection_refusal()
+        || err.kind() == ErrorKind::ClusterConnectionNotFound
         || matches!(
             err.kind(),
             ErrorKind::Server(
@@ -37,11 +39,23 @@ pub(crate) fn from_redis(err: RedisError) -> Error {
                     | ServerErrorKind::ClusterDown
                     | ServerErrorKind::MasterDown
                     | ServerErrorKind::ReadOnly
+                    | ServerErrorKind::Moved
+                    | ServerErrorKind::Ask
             )
         )
-        || err.code() == Some("BUSY");
+        || has_code(&err, "BUSY");
     tracing::debug!(retryable, error = %err, "redis error");
     Error::backend(STORE, retryable, err)
+}
+
+/// Whether `err`, or one of the server errors of a failed pipeline, carries `code` (a code
+/// the redis crate has no kind for, such as `WRONGTYPE`, is only readable this way).
+pub(crate) fn has_code(err: &RedisError, code: &str) -> bool {
+    err.code() == Some(code)
+        || err
+            .clone()
+            .into_server_errors()
+            .is_some_and(|items| items.iter().any(|(_, e)| e.code() == code))
 }
 
 #[cfg(test)]

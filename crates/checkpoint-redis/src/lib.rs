@@ -1,9 +1,10 @@
 //! The lease/checkpoint contract on Redis: one Lua script per conditional operation, expiry
 //! judged by the server's clock.
 //!
-//! One Redis database holds the leases, checkpoints and live workers of any number of apps, each
-//! app under its own hash tag. Open a store with [`RedisStore::connect`] (a URL such as
-//! `redis://:password@127.0.0.1:6379/0?prefix=ckpt`) or [`RedisStore::open`] with a
+//! One Redis database, or one Redis Cluster, holds the leases, checkpoints and live workers of
+//! any number of apps, each app under its own hash tag. Open a store with
+//! [`RedisStore::connect`] (a URL such as `redis://:password@127.0.0.1:6379/0?prefix=ckpt`, or
+//! `redis+cluster://10.0.0.1:7000,10.0.0.2:7000/` for a cluster) or [`RedisStore::open`] with a
 //! [`RedisConfig`] built with its `with_*` setters, then use it as any
 //! [`checkpoint_core::Store`]. Both connect and run [`checkpoint_core::LeaseManager::init`].
 //!
@@ -29,9 +30,12 @@
 //! transcription of the matching [`checkpoint_core::rules`] function, with the same error kinds
 //! and token rules. Redis runs a script to completion with no command of any other client in
 //! between, so each operation is atomic on the server. Scripts are loaded once
-//! (`SCRIPT LOAD` at init) and called by hash (`EVALSHA`); after a server restart or
-//! `SCRIPT FLUSH` the `NOSCRIPT` reply makes the client load the script again
-//! ([`redis::Script`]). Fetch is one `HMGET`; deregister one `ZREM`. See [`scripts`]. A
+//! (`SCRIPT LOAD` at init, on the node owning the app's slot) and called by hash (`EVALSHA`);
+//! after a server restart, `SCRIPT FLUSH`, or a cluster failover or resharding that moved the
+//! slot to a node without them, the `NOSCRIPT` reply makes the store send the call again as
+//! `EVAL` with the script's source, routed (and redirected) like the `EVALSHA`, so the script
+//! runs and is cached on the node that owns the keys. Fetch is one `HMGET`;
+//! deregister one `ZREM`. See [`scripts`]. A
 //! renew-many batch above [`RENEW_MANY_CHUNK`] leases is several scripts in one pipeline, each
 //! atomic over its chunk.
 //!
@@ -41,7 +45,9 @@
 //! script reads `TIME` and compares deadlines (stored as server milliseconds since the Unix
 //! epoch) with it. Client clocks never matter, so workers on hosts with skewed clocks still
 //! agree on who holds a lease. (Redis 5 or later: scripts replicate their effects, so reading
-//! `TIME` before writing is allowed.)
+//! `TIME` before writing is allowed.) On a cluster, the clock is that of the master owning the
+//! app's slot, read inside the script as on a single node; after a failover it is the promoted
+//! replica's clock, so the masters' clocks should be synchronised (NTP) as on any cluster.
 //!
 //! # Key layout and Redis Cluster
 //!
@@ -49,18 +55,37 @@
 //! (a hash per lease), `<prefix>:{<app>}:leases` (the lease index, a sorted set read by lexical
 //! range), `<prefix>:{<app>}:workers` (live workers, a sorted set scored by heartbeat expiry) and
 //! `<prefix>:{<app>}:meta`. All keys of an app therefore hash to one Cluster slot, and every
-//! script declares every key it touches in `KEYS`, so the scripts also run on Redis Cluster.
-//! (The store itself connects to one node, a standalone server or a primary; it does not follow
-//! Cluster redirections.)
+//! script declares every key it touches in `KEYS`, so every script and pipeline of an app runs
+//! on the one master owning that slot (see Redis Cluster below).
 //! Listing reads the per-app index page by page, never `KEYS` or `SCAN`. Identifiers admit
 //! only ASCII letters, digits, `-`, `_` and `.` (validated by [`checkpoint_core::types`]), so no
 //! input can forge another app's key or hash tag. See [`KeyLayout`].
 //!
+//! # Redis Cluster
+//!
+//! `redis+cluster://[user][:password@]host1[:port][,host2[:port]...][/][?...]` (or
+//! `rediss+cluster://` for TLS, with the same `tls` feature and root-certificate setting as a
+//! single node), or [`RedisConfig::with_cluster_nodes`], selects the redis crate's
+//! asynchronous cluster client (`redis::cluster_async`; its `cluster-async` feature is always
+//! on in this crate: it adds only the small `crc16` crate to a build that already has
+//! `rand`, `log` and `futures-channel`). The listed nodes are seeds; the client reads the slot
+//! map from them, keeps one multiplexed connection per node, sends every command and pipeline
+//! to the master owning its first key's slot, follows `MOVED` and `ASK` redirections (a
+//! resharding), and refreshes the slot map after a redirection or a failed node. Query
+//! parameters are those of a single-node URL; a cluster has only database 0. The same
+//! conformance suite, model test included, runs against a local cluster of three masters and
+//! three replicas (`conformance-tests/tests/redis_cluster.rs`), and `tests/cluster.rs` runs a
+//! checkpoint loop through a `CLUSTER FAILOVER`, a master killed with `SIGKILL`, and the app's
+//! slot migrated to another master (`MIGRATING`/`IMPORTING`, `MIGRATE`, `SETSLOT NODE`).
+//!
 //! # Faults and retries
 //!
 //! The store keeps one multiplexed connection ([`redis::aio::ConnectionManager`]) that
-//! reconnects after the connection drops. An I/O error, a response timeout, `LOADING`,
-//! `TRYAGAIN`, `MASTERDOWN`, `READONLY` (failover) or `BUSY` is retryable: the operation is
+//! reconnects after the connection drops, or on a cluster one per node. An I/O error, a
+//! response timeout, `LOADING`, `TRYAGAIN` (a multi-key script during a slot migration),
+//! `CLUSTERDOWN`, `MASTERDOWN`, `READONLY` (failover), a `MOVED` or `ASK` the cluster client
+//! could not follow within its own retries, no connection to a slot's node, or `BUSY` is
+//! retryable: the operation is
 //! retried with [`checkpoint_core::Backoff`] (bounded, jittered, exponential;
 //! [`RedisConfig::with_backoff`]) and, once the retries are spent, returned as a retryable
 //! [`checkpoint_core::Error::Backend`]. A fault may hide whether a script ran (its reply was
@@ -86,13 +111,32 @@
 //!   checkpoints (and lease grants).
 //! - **`appendonly yes`, `appendfsync always`**: the file is fsynced before the reply, so an
 //!   acknowledged checkpoint also survives a power loss; every write then waits for the disk.
-//! - **Replication and failover**: replication is asynchronous. A failover to a replica (Sentinel,
-//!   Cluster, a managed service) can lose any acknowledged write the replica had not received,
-//!   whatever the AOF setting: a checkpoint may go back to an earlier position (records get
-//!   processed again: at-least-once), and a lease grant may be lost, which can hand the *same*
-//!   fencing token to a second worker after the failover. Where that matters, run with one
-//!   primary and AOF `always`, or use a backend with synchronous replication. This crate does not
-//!   issue `WAIT`.
+//! - **Replication and failover, without `WAIT`** (the default): replication is asynchronous. A
+//!   failover to a replica (Sentinel, Cluster, a managed service) can lose any acknowledged
+//!   write the replica had not received, whatever the AOF setting: a checkpoint may go back to
+//!   an earlier position (records get processed again: at-least-once), and a lease grant may be
+//!   lost, which can hand the *same* fencing token to a second worker after the failover. A
+//!   coordinated failover (`CLUSTER FAILOVER`, which waits for the replica to catch up) loses
+//!   nothing; a master that dies (`SIGKILL`, a host lost) loses what was in flight to its
+//!   replica.
+//! - **Replication and failover, with `WAIT`** ([`RedisConfig::with_wait_for_replicas`], URL
+//!   `wait_replicas=N&wait_timeout_ms=T`): every script call is followed by `WAIT N T` on the
+//!   node that ran it (in the same pipeline on a single node; on a cluster as the next command
+//!   to the master owning the app's slot), and the call returns `Ok` only when N replicas
+//!   acknowledged the write. (During a slot migration the `WAIT` may reach the slot's old
+//!   owner while the script ran on the new one; it then answers for the wrong node.) A failover that promotes one of those replicas then loses no
+//!   acknowledged checkpoint or grant. When fewer than N replicas acknowledge within T (a
+//!   replica down, or a promoted master without replicas yet), the write stays applied on the
+//!   primary and the call fails with a retryable [`checkpoint_core::Error::Backend`] whose
+//!   source is a [`ReplicationShortfall`]; the store's backoff retries it first (running the
+//!   script again is safe, see above). So with `wait_replicas=1` and one replica per master,
+//!   writes stop succeeding while a master has no live replica: availability traded for
+//!   durability. `WAIT` is not a consensus protocol: a write that failed with a shortfall may
+//!   still survive, and a failover that promotes a replica which did not acknowledge (with
+//!   several replicas per master) can still lose it. Each call pays one replication round trip
+//!   more (measured by `tests/cluster.rs`, which prints both latencies). Deregistration
+//!   (`ZREM`) is not followed by `WAIT`: losing it only keeps a worker listed until its
+//!   heartbeat expires.
 //!
 //! The server used for this crate's tests runs with no persistence (`appendonly no`, `save ""`).
 //! `tests/restart.rs` kills (`SIGKILL`) and restarts a private server under a live store: with
@@ -120,6 +164,7 @@
 //! | backend | expiry clock | transactional checkpoint | renew many | durability | multi-process |
 //! | --- | --- | --- | --- | --- | --- |
 //! | redis | server | no | 1 round trip | ServerConfigured | yes |
+//! | redis (cluster) | server (the slot owner's) | no | 1 round trip | ServerConfigured; `WAIT` option | yes |
 //!
 //! # TLS
 //!
@@ -135,14 +180,16 @@
 //! prefix and backoff from a [`RedisConfig`].
 
 mod config;
+mod connection;
 mod error;
 pub mod scripts;
 mod store;
 
 pub use config::{
     DEFAULT_CONNECTION_TIMEOUT, DEFAULT_HOST, DEFAULT_LIST_PAGE_SIZE, DEFAULT_PORT, DEFAULT_PREFIX,
-    DEFAULT_RESPONSE_TIMEOUT, MAX_PREFIX_BYTES, RedisConfig,
+    DEFAULT_RESPONSE_TIMEOUT, DEFAULT_WAIT_TIMEOUT, MAX_PREFIX_BYTES, RedisConfig, WaitForReplicas,
 };
+pub use connection::ReplicationShortfall;
 pub use scripts::KeyLayout;
 pub use store::{RENEW_MANY_CHUNK, RedisStore};
 

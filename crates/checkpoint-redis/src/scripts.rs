@@ -58,6 +58,29 @@ use checkpoint_core::{
 };
 use redis::{Script, Value};
 
+/// One Lua script: its source, for `EVAL` and `SCRIPT LOAD`, and its SHA1, for `EVALSHA`.
+pub(crate) struct LuaScript {
+    code: String,
+    hash: String,
+}
+
+impl LuaScript {
+    fn new(code: String) -> Self {
+        let hash = Script::new(&code).get_hash().to_owned();
+        Self { code, hash }
+    }
+
+    /// The source text.
+    pub(crate) fn code(&self) -> &str {
+        &self.code
+    }
+
+    /// The SHA1 of the source, in hex: the name `EVALSHA` calls it by.
+    pub(crate) fn hash(&self) -> &str {
+        &self.hash
+    }
+}
+
 /// The version of the key layout written under `layout` in the meta hash.
 pub const LAYOUT_VERSION: &str = "1";
 
@@ -341,7 +364,7 @@ fn record_prelude() -> String {
 /// A script of the given helper pieces and body. Every script is compiled once by the server
 /// and its body runs per call, so each carries only the helpers it uses: defining a Lua
 /// function is work done on every call.
-fn script(pieces: &[Piece], body: &str) -> Script {
+fn script(pieces: &[Piece], body: &str) -> LuaScript {
     let mut code = String::new();
     for piece in pieces {
         match piece {
@@ -352,7 +375,7 @@ fn script(pieces: &[Piece], body: &str) -> Script {
         }
     }
     code.push_str(body);
-    Script::new(&code)
+    LuaScript::new(code)
 }
 
 /// The helper pieces a script can include (in this order: later pieces use earlier ones).
@@ -368,7 +391,7 @@ use Piece::{Clock, Grant, Progress, Record};
 
 /// `init`: checks the types of the app's keys and writes the layout version.
 /// KEYS: meta, index, workers. Replies `[OK|MISMATCH, detail]`.
-pub(crate) static INIT: LazyLock<Script> = LazyLock::new(|| {
+pub(crate) static INIT: LazyLock<LuaScript> = LazyLock::new(|| {
     script(
         &[],
         r#"
@@ -393,7 +416,7 @@ return {'OK', ''}
 /// Replies 1 when it created the record, 0 when one existed. The record keeps the nonce of the
 /// call that created it (`created_by`), so a retry of a call whose reply was lost finds its own
 /// nonce and still reports 1: re-read, never guessed.
-pub(crate) static CREATE: LazyLock<Script> = LazyLock::new(|| {
+pub(crate) static CREATE: LazyLock<LuaScript> = LazyLock::new(|| {
     script(
         &[],
         r#"
@@ -416,7 +439,7 @@ return 1
 
 /// Operation 3, `rules::get_lease`, claim reservation included. KEYS: lease, index. ARGV:
 /// worker, duration_ms, member.
-pub(crate) static GET_LEASE: LazyLock<Script> = LazyLock::new(|| {
+pub(crate) static GET_LEASE: LazyLock<LuaScript> = LazyLock::new(|| {
     script(
         &[Clock, Record, Grant],
         r#"
@@ -449,7 +472,7 @@ return reply('OK', fmt(now), '', v)
 });
 
 /// Operation 4, `rules::renew`. KEYS: lease. ARGV: worker, token, duration_ms.
-pub(crate) static RENEW: LazyLock<Script> = LazyLock::new(|| {
+pub(crate) static RENEW: LazyLock<LuaScript> = LazyLock::new(|| {
     script(
         &[Clock, Record],
         r#"
@@ -473,7 +496,7 @@ return reply('OK', fmt(now), '', v)
 /// Replies `[OK, now, entry...]` with each entry one string, `OK` followed by the record's
 /// [`FIELDS`] in order, each after a newline (an absent field is empty: no valid present value
 /// is), or `LOST`; or `[CORRUPT, index (1-based), field]`.
-pub(crate) static RENEW_MANY: LazyLock<Script> = LazyLock::new(|| {
+pub(crate) static RENEW_MANY: LazyLock<LuaScript> = LazyLock::new(|| {
     script(
         &[Clock, Record],
         r#"
@@ -510,7 +533,7 @@ return out
 /// Operations 5 and 14, `rules::checkpoint` / `rules::prepare_checkpoint`.
 /// KEYS: lease. ARGV: worker, token, mode (`commit` | `prepare`), text, sub, padded sequence
 /// (empty unless a sequence), padded sub.
-pub(crate) static CHECKPOINT: LazyLock<Script> = LazyLock::new(|| {
+pub(crate) static CHECKPOINT: LazyLock<LuaScript> = LazyLock::new(|| {
     script(
         &[Record, Progress],
         r#"
@@ -542,7 +565,7 @@ return reply('OK', '', '', v)
 
 /// Operation 7, `rules::remove_lease_owner`: a claimed lease keeps its deadline (the claimant's
 /// reservation). KEYS: lease. ARGV: worker, token.
-pub(crate) static RELEASE: LazyLock<Script> = LazyLock::new(|| {
+pub(crate) static RELEASE: LazyLock<LuaScript> = LazyLock::new(|| {
     script(
         &[Record],
         r#"
@@ -568,7 +591,7 @@ return reply('LOST', '', '', v)
 });
 
 /// Operation 7, admin form, `rules::evict_lease`. KEYS: lease.
-pub(crate) static FORCE_RELEASE: LazyLock<Script> = LazyLock::new(|| {
+pub(crate) static FORCE_RELEASE: LazyLock<LuaScript> = LazyLock::new(|| {
     script(
         &[Record],
         r#"
@@ -585,7 +608,7 @@ return reply('OK', '', '', v)
 });
 
 /// Operation 8. KEYS: lease, index. ARGV: member.
-pub(crate) static DELETE: LazyLock<Script> = LazyLock::new(|| {
+pub(crate) static DELETE: LazyLock<LuaScript> = LazyLock::new(|| {
     script(
         &[],
         r#"
@@ -598,7 +621,7 @@ return 1
 
 /// Operation 10, `rules::steal`. KEYS: lease.
 /// ARGV: thief, expected owner, expected token, expected token + 1, duration_ms.
-pub(crate) static STEAL: LazyLock<Script> = LazyLock::new(|| {
+pub(crate) static STEAL: LazyLock<LuaScript> = LazyLock::new(|| {
     script(
         &[Clock, Record, Grant],
         r#"
@@ -618,7 +641,7 @@ return reply('CHANGED', fmt(now), '', v)
 });
 
 /// Operation 11, `rules::claim`. KEYS: lease. ARGV: claimant.
-pub(crate) static CLAIM: LazyLock<Script> = LazyLock::new(|| {
+pub(crate) static CLAIM: LazyLock<LuaScript> = LazyLock::new(|| {
     script(
         &[Record],
         r#"
@@ -635,7 +658,7 @@ return reply('OK', '', '', v)
 });
 
 /// Admin reset, `rules::reset_checkpoint`. KEYS: lease. ARGV: has_position, text, sub.
-pub(crate) static RESET_CHECKPOINT: LazyLock<Script> = LazyLock::new(|| {
+pub(crate) static RESET_CHECKPOINT: LazyLock<LuaScript> = LazyLock::new(|| {
     script(
         &[Record],
         r#"
@@ -665,7 +688,7 @@ return reply('OK', '', '', v)
 });
 
 /// Operation 12, register. KEYS: workers. ARGV: worker, ttl_ms.
-pub(crate) static REGISTER: LazyLock<Script> = LazyLock::new(|| {
+pub(crate) static REGISTER: LazyLock<LuaScript> = LazyLock::new(|| {
     script(
         &[Clock],
         r#"
@@ -677,7 +700,7 @@ return 1
 
 /// Operation 12, heartbeat: only for a registered worker. KEYS: workers. ARGV: worker, ttl_ms.
 /// Replies 1, or 0 when the worker is not registered.
-pub(crate) static HEARTBEAT: LazyLock<Script> = LazyLock::new(|| {
+pub(crate) static HEARTBEAT: LazyLock<LuaScript> = LazyLock::new(|| {
     script(
         &[Clock],
         r#"
@@ -689,7 +712,7 @@ return 1
 });
 
 /// Operation 12, live workers: expiry strictly after server now. KEYS: workers.
-pub(crate) static LIVE_WORKERS: LazyLock<Script> = LazyLock::new(|| {
+pub(crate) static LIVE_WORKERS: LazyLock<LuaScript> = LazyLock::new(|| {
     script(
         &[Clock],
         r#"
@@ -699,7 +722,7 @@ return redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. fmt(now_ms()), '+inf')
 });
 
 /// Operation 12, prune: removes workers whose expiry is at or before server now. KEYS: workers.
-pub(crate) static PRUNE: LazyLock<Script> = LazyLock::new(|| {
+pub(crate) static PRUNE: LazyLock<LuaScript> = LazyLock::new(|| {
     script(
         &[Clock],
         r#"
@@ -709,7 +732,7 @@ return redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', fmt(now_ms()))
 });
 
 /// Every script, for `SCRIPT LOAD` at init.
-pub(crate) fn all() -> [&'static Script; 16] {
+pub(crate) fn all() -> [&'static LuaScript; 16] {
     [
         &INIT,
         &CREATE,
@@ -1063,7 +1086,7 @@ pub(crate) fn position_args(position: &Position) -> [String; 4] {
 /// for an absent field; `parents` is written even when empty, as `CREATE` writes it). Replies 1
 /// when it wrote, 0 when a record existed. Like [`CREATE`], the record keeps the call's nonce
 /// (`created_by`), so a retry of a call whose reply was lost still reports 1.
-pub(crate) static IMPORT: LazyLock<Script> = LazyLock::new(|| {
+pub(crate) static IMPORT: LazyLock<LuaScript> = LazyLock::new(|| {
     script(
         &[Record],
         r#"

@@ -1,10 +1,10 @@
 //! [`RedisStore`]: the [`Checkpointer`] and [`Membership`] implementations.
 //!
 //! Every conditional operation is one Lua script from [`crate::scripts`], sent by its SHA1
-//! (`EVALSHA`; [`redis::Script`] loads it again on `NOSCRIPT`). A script runs atomically on the
-//! server: it reads the record, reads the server clock (`TIME`), applies the transcription of the
-//! matching [`checkpoint_core::rules`] function and writes the record back, with no other
-//! command of any client in between. Reads that need no condition are single commands
+//! (`EVALSHA`; sent again as `EVAL` on `NOSCRIPT`, see `connection.rs`). A script runs
+//! atomically on the server: it reads the record, reads the server clock (`TIME`), applies the
+//! transcription of the matching [`checkpoint_core::rules`] function and writes the record
+//! back, with no other command of any client in between. Reads that need no condition are single commands
 //! (`HMGET`, `ZRANGEBYLEX`), atomic by themselves.
 
 use std::fmt;
@@ -18,23 +18,26 @@ use checkpoint_core::{
     HeartbeatTtl, Lease, LeaseDuration, LeaseKey, LeaseManager, Membership, Position, RenewOutcome,
     Result, ShardId, StreamName, WorkerId, rules,
 };
+use redis::Value;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{Script, Value};
+use redis::cluster_async::ClusterConnection;
 
 use crate::config::RedisConfig;
+use crate::connection::Connection;
 use crate::error::{STORE, from_redis};
-use crate::scripts::{self, KeyLayout, Reply, Status};
+use crate::scripts::{self, KeyLayout, LuaScript, Reply, Status};
 
 /// The most leases one renew-many script renews: a larger batch is several scripts in one
 /// pipeline, so the single-threaded server serves other clients between them (about 3 ms of
 /// script time each on a small machine).
 pub const RENEW_MANY_CHUNK: usize = 1_000;
 
-/// A lease/checkpoint store on one Redis server, for one app.
+/// A lease/checkpoint store on one Redis server or one Redis Cluster, for one app.
 ///
-/// Cheap to clone; clones and [`RedisStore::for_app`] handles share one multiplexed connection
-/// (a [`ConnectionManager`], which reconnects after the connection drops). `Send + Sync`,
-/// usable as `Arc<dyn checkpoint_core::Store>`.
+/// Cheap to clone; clones and [`RedisStore::for_app`] handles share one connection: a
+/// [`ConnectionManager`] (one multiplexed connection, reconnecting after it drops) on a single
+/// node, a [`ClusterConnection`] (one multiplexed connection per node, following `MOVED` and
+/// `ASK`) on a cluster. `Send + Sync`, usable as `Arc<dyn checkpoint_core::Store>`.
 ///
 /// ```no_run
 /// use std::sync::Arc;
@@ -57,7 +60,7 @@ pub struct RedisStore {
 
 struct Inner {
     config: RedisConfig,
-    conn: ConnectionManager,
+    conn: Connection,
 }
 
 impl fmt::Debug for RedisStore {
@@ -94,22 +97,6 @@ fn nonce() -> String {
     format!("{:016x}{:016x}", half(1), half(2))
 }
 
-/// A call of `script` with `keys` and `args`.
-fn invocation<'a>(
-    script: &'a Script,
-    keys: &'a [String],
-    args: &'a [String],
-) -> redis::ScriptInvocation<'a> {
-    let mut invocation = script.prepare_invoke();
-    for key in keys {
-        invocation.key(key.as_str());
-    }
-    for arg in args {
-        invocation.arg(arg.as_str());
-    }
-    invocation
-}
-
 /// The reply's record; a missing one where the status promises it is a protocol error.
 fn record(reply: Reply) -> Result<Lease> {
     reply
@@ -134,8 +121,9 @@ fn lost(key: &LeaseKey, worker: &WorkerId, token: FencingToken) -> Error {
 }
 
 impl RedisStore {
-    /// Connects to the server described by `config` for `app`, and runs
-    /// [`LeaseManager::init`] (loads the scripts, checks the key layout). Invalid settings are
+    /// Connects to the server (or, with [`RedisConfig::with_cluster_nodes`], the cluster)
+    /// described by `config` for `app`, and runs [`LeaseManager::init`] (loads the scripts on
+    /// the node owning the app's slot, checks the key layout). Invalid settings are
     /// [`Error::InvalidInput`]; an unreachable server is a retryable [`Error::Backend`].
     pub async fn open(config: RedisConfig, app: AppName) -> Result<Self> {
         config.validate()?;
@@ -145,6 +133,11 @@ impl RedisStore {
             // enables a second one, it cannot pick by itself. Installing ring fails harmlessly
             // when a provider is already installed.
             let _ = rustls::crypto::ring::default_provider().install_default();
+        }
+        if config.is_cluster() {
+            let client = config.cluster_client()?;
+            let conn = client.get_async_connection().await.map_err(from_redis)?;
+            return Self::with_connection(Connection::Cluster(conn), config, app).await;
         }
         let client = config.client()?;
         let manager_config = ConnectionManagerConfig::new()
@@ -158,7 +151,7 @@ impl RedisStore {
         let conn = ConnectionManager::new_with_config(client, manager_config)
             .await
             .map_err(from_redis)?;
-        Self::from_connection_manager(conn, config, app).await
+        Self::with_connection(Connection::Single(conn), config, app).await
     }
 
     /// A store on a connection the application already has (bring your own client), for
@@ -186,6 +179,36 @@ impl RedisStore {
         config: RedisConfig,
         app: AppName,
     ) -> Result<Self> {
+        Self::with_connection(Connection::Single(conn), config, app).await
+    }
+
+    /// A store on a Redis Cluster connection the application already has, for `app`, with the
+    /// key prefix, backoff and `WAIT` setting of `config` (its addresses, credentials, TLS and
+    /// timeouts are not used, the connection's own are). Runs [`LeaseManager::init`] as
+    /// [`RedisStore::open`] does.
+    ///
+    /// ```no_run
+    /// use checkpoint_core::AppName;
+    /// use checkpoint_redis::{RedisConfig, RedisStore, redis};
+    ///
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// let client = redis::cluster::ClusterClient::new(vec!["redis://127.0.0.1:7000/"])?;
+    /// let conn = client.get_async_connection().await?;
+    /// let config = RedisConfig::new().with_prefix("ckpt");
+    /// let store = RedisStore::from_cluster_connection(conn, config, AppName::new("billing")?).await?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// Errors: as [`RedisStore::from_connection_manager`].
+    pub async fn from_cluster_connection(
+        conn: ClusterConnection,
+        config: RedisConfig,
+        app: AppName,
+    ) -> Result<Self> {
+        Self::with_connection(Connection::Cluster(conn), config, app).await
+    }
+
+    async fn with_connection(conn: Connection, config: RedisConfig, app: AppName) -> Result<Self> {
         config.validate()?;
         let store = Self {
             keys: KeyLayout::new(config.prefix(), &app),
@@ -222,7 +245,8 @@ impl RedisStore {
     }
 
     /// The server-side id (`CLIENT ID`) of the connection currently in use, for `CLIENT LIST`
-    /// and `CLIENT KILL ID`. It changes when the store reconnects.
+    /// and `CLIENT KILL ID`. It changes when the store reconnects. (In cluster mode: the id of
+    /// the connection to whichever node the client picks, so of little use.)
     pub async fn client_id(&self) -> Result<i64> {
         self.command(|| redis::cmd("CLIENT").arg("ID").clone())
             .await
@@ -251,68 +275,50 @@ impl RedisStore {
             .await
     }
 
-    /// Runs one script by hash (loading it on `NOSCRIPT`), retried with the configured backoff
-    /// on transient faults.
+    /// Runs one script by hash (loading it on `NOSCRIPT` on the node that runs it), followed
+    /// by `WAIT` when [`RedisConfig::with_wait_for_replicas`] is set, retried with the
+    /// configured backoff on transient faults.
     ///
-    /// A fault after the script was sent (dropped connection, response timeout) leaves it
-    /// unknown whether the script ran. The retry runs the same script again, which reads the
-    /// record as it is then and applies the rule to it: every script is written so that running
-    /// it again after it already ran returns the same success (the grant to the same worker,
-    /// the renewal, the equal checkpoint, the completed release or steal, the creation nonce),
-    /// so a lost reply is resolved by re-reading, never reported as a failure or success by
-    /// guessing. When the retries are spent the caller gets a retryable [`Error::Backend`].
+    /// A fault after the script was sent (dropped connection, response timeout, a failover)
+    /// leaves it unknown whether the script ran. The retry runs the same script again, which
+    /// reads the record as it is then and applies the rule to it: every script is written so
+    /// that running it again after it already ran returns the same success (the grant to the
+    /// same worker, the renewal, the equal checkpoint, the completed release or steal, the
+    /// creation nonce), so a lost reply is resolved by re-reading, never reported as a failure
+    /// or success by guessing. The same makes a `WAIT` shortfall safe to retry. When the
+    /// retries are spent the caller gets a retryable [`Error::Backend`].
     async fn eval(
         &self,
-        script: &'static Script,
+        script: &'static LuaScript,
         keys: &[String],
         args: &[String],
     ) -> Result<Value> {
-        self.inner
-            .config
-            .backoff()
-            .retry(|_| {
-                let mut conn = self.inner.conn.clone();
-                async move {
-                    invocation(script, keys, args)
-                        .invoke_async::<Value>(&mut conn)
-                        .await
-                        .map_err(from_redis)
-                }
-            })
-            .await
+        let mut values = self.eval_pipelined(script, &[(keys, args)]).await?;
+        values
+            .pop()
+            .ok_or_else(|| scripts::protocol_error("no reply to a script"))
     }
 
-    /// Runs one script several times in one pipeline (one round trip), once per `(keys, args)`,
-    /// preceded by `SCRIPT LOAD` so that a server which lost its script cache still runs them;
-    /// retried as a whole like [`Self::eval`], which every script of this crate makes safe.
+    /// Runs one script several times in one pipeline (one round trip), once per `(keys, args)`
+    /// (all of this app, so of one slot), then `WAIT` if configured; retried as a whole like
+    /// [`Self::eval`], which every script of this crate makes safe.
     async fn eval_pipelined(
         &self,
-        script: &'static Script,
-        calls: &[(Vec<String>, Vec<String>)],
+        script: &'static LuaScript,
+        calls: &[(&[String], &[String])],
     ) -> Result<Vec<Value>> {
+        let wait = self.inner.config.wait_for_replicas();
         self.inner
             .config
             .backoff()
-            .retry(|_| {
-                let mut conn = self.inner.conn.clone();
-                async move {
-                    let mut pipe = redis::pipe();
-                    pipe.load_script(script).ignore();
-                    for (keys, args) in calls {
-                        pipe.invoke_script(&invocation(script, keys, args));
-                    }
-                    pipe.query_async::<Vec<Value>>(&mut conn)
-                        .await
-                        .map_err(from_redis)
-                }
-            })
+            .retry(|_| self.inner.conn.run_scripts(script, calls, wait))
             .await
     }
 
     /// Runs a lease script on the record of `key` and decodes its reply.
     async fn lease_script(
         &self,
-        script: &'static Script,
+        script: &'static LuaScript,
         key: &LeaseKey,
         with_index: bool,
         args: Vec<String>,
@@ -344,19 +350,13 @@ impl LeaseManager for RedisStore {
     /// [`Error::SchemaMismatch`] naming the key. Idempotent; concurrent calls are safe (one
     /// script, `HSETNX`).
     async fn init(&self) -> Result<()> {
-        // All `SCRIPT LOAD`s at once on the multiplexed connection: one round trip's worth.
+        // Every `SCRIPT LOAD` in one pipeline, on the node owning the app's slot.
+        let keys = [self.keys.meta(), self.keys.index(), self.keys.workers()];
         self.inner
             .config
             .backoff()
-            .retry(|_| {
-                let conn = self.inner.conn.clone();
-                futures::future::try_join_all(scripts::all().into_iter().map(move |script| {
-                    let mut conn = conn.clone();
-                    async move { script.load_async(&mut conn).await.map_err(from_redis) }
-                }))
-            })
+            .retry(|_| self.inner.conn.load_scripts(&keys[0], scripts::all()))
             .await?;
-        let keys = [self.keys.meta(), self.keys.index(), self.keys.workers()];
         let reply = scripts::items(
             self.eval(&scripts::INIT, &keys, &[scripts::LAYOUT_VERSION.to_owned()])
                 .await?,
@@ -501,9 +501,12 @@ impl LeaseManager for RedisStore {
                 (keys, args)
             })
             .collect();
+        let calls: Vec<(&[String], &[String])> = calls
+            .iter()
+            .map(|(keys, args)| (keys.as_slice(), args.as_slice()))
+            .collect();
         let values = match calls.as_slice() {
             [] => Vec::new(),
-            [(keys, args)] => vec![self.eval(&scripts::RENEW_MANY, keys, args).await?],
             _ => self.eval_pipelined(&scripts::RENEW_MANY, &calls).await?,
         };
         let mut outcome = RenewOutcome::default();
@@ -560,13 +563,17 @@ impl LeaseManager for RedisStore {
 
     /// Operation 9: pages of the app's lease index (`ZRANGEBYLEX` over `<stream>:<shard>`
     /// members, a stream being one lexical range), each page's records read with one pipeline of
-    /// `HMGET`s. Never `KEYS` or `SCAN`. A record deleted between the two reads is skipped.
-    /// Operation 9 with the server's clock: `TIME` read before the first page.
+    /// `HMGET`s (on a cluster, concurrent `HMGET`s). Never `KEYS` or `SCAN`. A record deleted between the two reads is skipped.
+    /// Operation 9 with the server's clock: `TIME` read before the first page, on the node
+    /// that runs the app's scripts.
     async fn list_leases_timed(&self, stream: Option<&StreamName>) -> Result<Listing> {
-        let (secs, micros): (u64, u64) = self.command(|| redis::cmd("TIME")).await?;
-        let store_now = std::time::UNIX_EPOCH
-            + std::time::Duration::from_secs(secs)
-            + std::time::Duration::from_micros(micros);
+        let index = self.keys.index();
+        let store_now = self
+            .inner
+            .config
+            .backoff()
+            .retry(|_| self.inner.conn.time_at(&index))
+            .await?;
         let leases = self.list_leases(stream).await?;
         Ok(Listing { leases, store_now })
     }
@@ -599,19 +606,7 @@ impl LeaseManager for RedisStore {
                     .inner
                     .config
                     .backoff()
-                    .retry(|_| {
-                        let mut conn = self.inner.conn.clone();
-                        let lease_keys = &lease_keys;
-                        async move {
-                            let mut pipe = redis::pipe();
-                            for k in lease_keys {
-                                pipe.cmd("HMGET").arg(k).arg(&scripts::FIELDS[..]);
-                            }
-                            pipe.query_async::<Vec<Value>>(&mut conn)
-                                .await
-                                .map_err(from_redis)
-                        }
-                    })
+                    .retry(|_| self.inner.conn.hmget_all(&lease_keys, &scripts::FIELDS))
                     .await?;
                 for (key, value) in keys.iter().zip(values) {
                     if let Some(lease) = scripts::decode_hmget(key, value)? {

@@ -189,6 +189,10 @@ async fn pause_writes(ms: u64) {
         .expect("CLIENT PAUSE");
 }
 
+/// The tests that pause the server's writes take turns: a pause of one would time out the
+/// opening of the other's store (100 ms response timeout, possibly no retries).
+static PAUSES: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 async fn lossy_store(backoff: Backoff) -> Option<RedisStore> {
     let config = common::config()
         .with_response_timeout(Duration::from_millis(100))
@@ -206,6 +210,7 @@ async fn a_lost_script_reply_is_resolved_by_re_reading() {
         max_attempts: 30,
         budget: Duration::from_secs(10),
     };
+    let _turn = PAUSES.lock().await;
     let Some(store) = lossy_store(backoff).await else {
         return;
     };
@@ -262,6 +267,7 @@ async fn a_lost_script_reply_is_resolved_by_re_reading() {
 /// Without retries a lost reply surfaces as a retryable error, never as a failed condition; the
 /// caller's own retry (or a fetch) then finds the write done.
 async fn a_lost_reply_without_retries_is_a_retryable_error() {
+    let _turn = PAUSES.lock().await;
     let Some(store) = lossy_store(Backoff::none()).await else {
         return;
     };

@@ -1,22 +1,21 @@
 //! A store around a `redis::aio::ConnectionManager` the application built itself: the
-//! configuration's key prefix is used, the manager's connection is.
+//! configuration's key prefix is used, the manager's connection is. Registered under the
+//! server's reachability (`CHECKPOINT_REDIS_URL`): ignored when nothing listens there.
 
 mod common;
 
 use std::time::Duration;
 
-use checkpoint_core::conformance::{backend_unavailable, random_app};
+use checkpoint_core::conformance::random_app;
 use checkpoint_core::{Checkpointer, LeaseDuration, LeaseKey, LeaseManager, Position, WorkerId};
 use checkpoint_redis::redis::{self, AsyncCommands};
 use checkpoint_redis::{RedisConfig, RedisStore};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_store_on_the_applications_connection_manager() {
     let client = redis::Client::open(common::url()).expect("client");
-    let manager = match redis::aio::ConnectionManager::new(client).await {
-        Ok(manager) => manager,
-        Err(e) => return backend_unavailable("redis", common::HOW, &e),
-    };
+    let manager = redis::aio::ConnectionManager::new(client)
+        .await
+        .expect("the server listens, so the manager connects");
     // The configuration's address is never dialled: only its prefix and backoff are used.
     let config =
         RedisConfig::from_url("redis://unreachable.invalid:1/?prefix=own").expect("config");
@@ -43,4 +42,9 @@ async fn a_store_on_the_applications_connection_manager() {
     let exists: bool = conn.exists(&lease_key).await.expect("EXISTS");
     assert!(exists, "{lease_key} was not written");
     store.remove_lease_info(&key).await.expect("clean up");
+}
+
+checkpoint_test_support::server_tests! {
+    backend: checkpoint_test_support::Backend::Redis,
+    tests: [a_store_on_the_applications_connection_manager],
 }

@@ -1,6 +1,7 @@
 //! A server killed (`SIGKILL`) and restarted under a live store, on a private `redis-server`
-//! this test starts on a free port (skipped when no `redis-server` binary is found; set
-//! `CHECKPOINT_REDIS_SERVER` to its path). While the server is down every operation is a
+//! this test starts on a free port (`CHECKPOINT_REDIS_SERVER` names the binary, default
+//! `redis-server` on the `PATH`; a missing binary fails the test). Registered under the shared
+//! server's reachability (`CHECKPOINT_REDIS_URL`): ignored when no Redis is configured. While the server is down every operation is a
 //! retryable error; after the restart the store reconnects by itself and reloads its scripts.
 //! What the restarted server still knows is what the crate docs promise: with
 //! `appendfsync always` the acknowledged checkpoint is there; with no persistence the record is
@@ -118,11 +119,10 @@ async fn kill_and_restart(aof: bool) {
     let dir = std::env::temp_dir().join(format!("checkpoint-redis-restart-{}", random_app("d")));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let Some(server) = Server::start(port, &dir, aof) else {
-        eprintln!(
-            "SKIPPED redis restart test: no {} binary (set CHECKPOINT_REDIS_SERVER)",
+        panic!(
+            "no {} binary: install redis-server or set CHECKPOINT_REDIS_SERVER",
             server_binary()
         );
-        return;
     };
     server.wait_ready(port).await;
     let config = RedisConfig::new()
@@ -180,12 +180,18 @@ async fn kill_and_restart(aof: bool) {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restart_with_aof_always_keeps_acknowledged_checkpoints() {
     kill_and_restart(true).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restart_without_persistence_fences_instead_of_false_success() {
     kill_and_restart(false).await;
+}
+
+checkpoint_test_support::server_tests! {
+    backend: checkpoint_test_support::Backend::Redis,
+    tests: [
+        restart_with_aof_always_keeps_acknowledged_checkpoints,
+        restart_without_persistence_fences_instead_of_false_success,
+    ],
 }

@@ -568,7 +568,39 @@ async fn renew_many_across_chunks() {
 
 // The tests of this file, registered with the shared harness (`harness = false`): a
 // `#[test]` attribute would not run here. An unreachable server leaves them ignored.
+/// `WAIT`-based durability against a server with fewer replicas than asked: every write (the
+/// init script already) fails with a retryable error whose source is the
+/// [`checkpoint_redis::ReplicationShortfall`], never `Ok`.
+async fn wait_for_missing_replicas_is_a_retryable_shortfall() {
+    let mut admin = common::admin().await;
+    let info: String = redis::cmd("INFO")
+        .arg("replication")
+        .query_async(&mut admin)
+        .await
+        .expect("INFO replication");
+    let replicas: u32 = info
+        .lines()
+        .find_map(|l| l.strip_prefix("connected_slaves:"))
+        .and_then(|n| n.trim().parse().ok())
+        .expect("connected_slaves in INFO replication");
+    let config = common::config()
+        .with_backoff(checkpoint_core::Backoff::none())
+        .with_wait_for_replicas(replicas + 1, Duration::from_millis(50));
+    let err = RedisStore::open(config, random_app("wait"))
+        .await
+        .expect_err("a write acknowledged by too few replicas must not succeed");
+    assert!(err.is_retryable(), "{err:?}");
+    let shortfall = std::error::Error::source(&err)
+        .and_then(|s| s.downcast_ref::<checkpoint_redis::ReplicationShortfall>())
+        .unwrap_or_else(|| panic!("not a ReplicationShortfall: {err:?}"));
+    assert_eq!(shortfall.wanted, replicas + 1);
+    assert!(
+        shortfall.acknowledged <= i64::from(replicas),
+        "{shortfall:?}"
+    );
+}
+
 checkpoint_test_support::server_tests! {
     backend: checkpoint_test_support::Backend::Redis,
-    tests: [key_layout_shares_the_app_hash_tag_and_uses_the_server_clock, listing_uses_the_index_never_keys_or_scan, passwords_are_redacted, a_corrupt_field_is_reported_and_never_overwritten, an_incompatible_layout_is_a_schema_mismatch, renew_many_across_chunks],
+    tests: [key_layout_shares_the_app_hash_tag_and_uses_the_server_clock, listing_uses_the_index_never_keys_or_scan, passwords_are_redacted, a_corrupt_field_is_reported_and_never_overwritten, an_incompatible_layout_is_a_schema_mismatch, renew_many_across_chunks, wait_for_missing_replicas_is_a_retryable_shortfall],
 }

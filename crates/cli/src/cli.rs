@@ -16,8 +16,8 @@ pub(crate) struct Cli {
 /// The store and app a command works on.
 #[derive(Debug, Args)]
 pub(crate) struct StoreArgs {
-    /// The store, by URL: sqlite://path, postgres://…, mysql://…, redis://…, dynamodb://table?region=…,
-    /// memory://.
+    /// The store, by URL: sqlite://path, postgres://…, mysql://…, redis://…,
+    /// redis+cluster://host1:port,host2:port/, dynamodb://table?region=…, memory://.
     #[arg(long, env = "CHECKPOINT_STORE")]
     pub(crate) store: String,
     /// The consumer application whose leases to work on.

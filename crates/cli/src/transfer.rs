@@ -188,14 +188,25 @@ pub(crate) async fn adopt_kcl(from: &str, to: &str, app: AppName, args: &Confirm
     import(&*target, leases, false).await
 }
 
-/// A URL without its password, for messages.
+/// A URL without its password, for messages. A URL the url crate cannot parse (a
+/// `redis+cluster://` node list) loses its whole user info instead.
 fn redact(url: &str) -> String {
     match url::Url::parse(url) {
         Ok(mut u) if u.password().is_some() => {
             let _ = u.set_password(Some("***"));
             u.to_string()
         }
-        _ => url.to_owned(),
+        Ok(_) => url.to_owned(),
+        Err(_) => match url.split_once("://") {
+            Some((scheme, rest)) => {
+                let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+                match rest[..end].rsplit_once('@') {
+                    Some((_, hosts)) => format!("{scheme}://***@{hosts}{}", &rest[end..]),
+                    None => url.to_owned(),
+                }
+            }
+            None => url.to_owned(),
+        },
     }
 }
 
@@ -219,4 +230,22 @@ fn progress(len: usize) -> ProgressBar {
         bar.set_style(style);
     }
     bar
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact;
+
+    #[test]
+    fn redact_hides_the_password_of_every_url_shape() {
+        assert_eq!(
+            redact("redis://u:secret@h:6379/0"),
+            "redis://u:***@h:6379/0"
+        );
+        assert_eq!(
+            redact("redis+cluster://u:secret@h1:7000,h2:7001/?prefix=x"),
+            "redis+cluster://***@h1:7000,h2:7001/?prefix=x"
+        );
+        assert_eq!(redact("sqlite://a.db"), "sqlite://a.db");
+    }
 }

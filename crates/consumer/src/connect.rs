@@ -14,6 +14,8 @@ const SCHEMES: &[(&str, &str)] = &[
     ("mariadb", "mysql"),
     ("redis", "redis"),
     ("rediss", "redis"),
+    ("redis+cluster", "redis"),
+    ("rediss+cluster", "redis"),
     ("dynamodb", "dynamodb"),
 ];
 
@@ -27,6 +29,7 @@ const SCHEMES: &[(&str, &str)] = &[
 /// | `postgres://user:pass@host/db` | PostgreSQL | `postgres` |
 /// | `mysql://user:pass@host/db`, `mariadb://…` | MySQL 8 or MariaDB | `mysql` |
 /// | `redis://host:6379/0` | Redis | `redis` |
+/// | `redis+cluster://host1:7000,host2:7000/` | Redis Cluster | `redis` |
 /// | `dynamodb://table?region=…` | DynamoDB | `dynamodb` |
 ///
 /// A scheme whose feature is not compiled in is [`Error::InvalidInput`] on `url` naming the
@@ -44,6 +47,10 @@ const SCHEMES: &[(&str, &str)] = &[
 /// # Ok::<(), checkpoint_core::Error>(()) }).unwrap();
 /// ```
 pub async fn connect(url: &str, app: AppName) -> Result<Arc<dyn Store>> {
+    // A cluster URL's authority is a node list (`h1:p1,h2:p2`), which is not a URL authority.
+    if url.starts_with("redis+cluster://") || url.starts_with("rediss+cluster://") {
+        return redis(url, app).await;
+    }
     let parsed = url::Url::parse(url).map_err(|e| Error::invalid("url", format!("{e}")))?;
     let scheme = parsed.scheme();
     let store: Arc<dyn Store> = match scheme {

@@ -11,7 +11,8 @@
 //! `CHECKPOINT_DYNAMO_ENDPOINT` at `crates/checkpoint-dynamo/tests/moto_serial.py PORT`.
 //!
 //! The server backends are enabled with the crate's features and reached through
-//! `CHECKPOINT_POSTGRES_URL`, `CHECKPOINT_MYSQL_URL`, `CHECKPOINT_REDIS_URL` and
+//! `CHECKPOINT_POSTGRES_URL`, `CHECKPOINT_MYSQL_URL`, `CHECKPOINT_REDIS_URL`,
+//! `CHECKPOINT_REDIS_CLUSTER_URL` (a `redis+cluster://` URL; no default) and
 //! `CHECKPOINT_DYNAMO_ENDPOINT`; an
 //! unreachable server is reported with `backend_unavailable` (a failure when
 //! `CHECKPOINT_REQUIRE_ALL=1`).
@@ -172,6 +173,30 @@ async fn failover_on_redis() {
             "set CHECKPOINT_REDIS_URL to a reachable server",
             &e,
         ),
+    }
+}
+
+/// The scenario on a Redis Cluster (`CHECKPOINT_REDIS_CLUSTER_URL`, a `redis+cluster://` URL;
+/// `scripts/test` starts a local one). Unset: reported with `backend_unavailable`.
+#[cfg(feature = "redis")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn failover_on_redis_cluster() {
+    let how = "set CHECKPOINT_REDIS_CLUSTER_URL to a redis+cluster:// URL (scripts/test-redis-cluster start prints one)";
+    let Ok(url) = std::env::var("CHECKPOINT_REDIS_CLUSTER_URL") else {
+        checkpoint_core::conformance::backend_unavailable(
+            "redis-cluster",
+            how,
+            &"CHECKPOINT_REDIS_CLUSTER_URL is not set",
+        );
+        return;
+    };
+    let app = random_app("failover");
+    match open_four(&url, &app).await {
+        Ok(stores) => check(stores).await,
+        Err(e) if e.is_retryable() => {
+            checkpoint_core::conformance::backend_unavailable("redis-cluster", how, &e)
+        }
+        Err(e) => panic!("opening the Redis Cluster store failed: {e}"),
     }
 }
 

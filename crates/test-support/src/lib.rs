@@ -45,6 +45,13 @@ pub enum Backend {
     Redis,
     /// DynamoDB (a moto server) at `CHECKPOINT_DYNAMO_ENDPOINT`; no default.
     Dynamo,
+    /// A Redis Cluster at `CHECKPOINT_REDIS_CLUSTER_URL`
+    /// (`redis+cluster://host:port,host:port/`); no default. Reachable when its first node
+    /// accepts connections.
+    RedisCluster,
+    /// A TLS-only Redis server at `CHECKPOINT_REDIS_TLS_URL` (`rediss://host:port/`, its CA's
+    /// PEM file in `CHECKPOINT_REDIS_TLS_CA`); no default.
+    RedisTls,
 }
 
 impl Backend {
@@ -54,6 +61,8 @@ impl Backend {
             Self::Postgres => "postgres",
             Self::Redis => "redis",
             Self::Dynamo => "dynamodb",
+            Self::RedisCluster => "redis-cluster",
+            Self::RedisTls => "redis-tls",
         }
     }
 
@@ -63,16 +72,18 @@ impl Backend {
             Self::Postgres => "CHECKPOINT_POSTGRES_URL",
             Self::Redis => "CHECKPOINT_REDIS_URL",
             Self::Dynamo => "CHECKPOINT_DYNAMO_ENDPOINT",
+            Self::RedisCluster => "CHECKPOINT_REDIS_CLUSTER_URL",
+            Self::RedisTls => "CHECKPOINT_REDIS_TLS_URL",
         }
     }
 
-    /// The server's URL: the variable's value, or the default (`None` for DynamoDB, which has
-    /// none).
+    /// The server's URL: the variable's value, or the default (`None` for DynamoDB, Redis
+    /// Cluster and Redis TLS, which have none).
     pub fn url(self) -> Option<String> {
         std::env::var(self.variable()).ok().or(match self {
             Self::Postgres => Some("postgres://postgres@127.0.0.1:5432/test".into()),
             Self::Redis => Some("redis://127.0.0.1:6379/".into()),
-            Self::Dynamo => None,
+            Self::Dynamo | Self::RedisCluster | Self::RedisTls => None,
         })
     }
 
@@ -86,13 +97,19 @@ impl Backend {
             Self::Dynamo => {
                 "start a moto server (python crates/checkpoint-dynamo/tests/moto_serial.py 5000) and set CHECKPOINT_DYNAMO_ENDPOINT=http://127.0.0.1:5000"
             }
+            Self::RedisCluster => {
+                "start a local cluster (`scripts/test-redis-cluster start` prints its URL) and set CHECKPOINT_REDIS_CLUSTER_URL=redis+cluster://host:port,host:port/"
+            }
+            Self::RedisTls => {
+                "run scripts/test (it starts a TLS-only redis-server with a private CA), or set CHECKPOINT_REDIS_TLS_URL=rediss://host:port/ and CHECKPOINT_REDIS_TLS_CA=<CA file>"
+            }
         }
     }
 
     fn default_port(self, scheme: &str) -> u16 {
         match (self, scheme) {
             (Self::Postgres, _) => 5432,
-            (Self::Redis, _) => 6379,
+            (Self::Redis | Self::RedisCluster | Self::RedisTls, _) => 6379,
             (Self::Dynamo, "https") => 443,
             (Self::Dynamo, _) => 80,
         }
@@ -120,8 +137,9 @@ impl fmt::Display for Reach {
     }
 }
 
-/// The `host:port` of a server URL (`scheme://[user[:password]@]host[:port][/path][?query]`);
-/// `None` for a URL without a TCP address (a Unix socket).
+/// The `host:port` of a server URL (`scheme://[user[:password]@]host[:port][/path][?query]`;
+/// for a node list `host:port,host:port`, the first node); `None` for a URL without a TCP
+/// address (a Unix socket).
 fn host_port(url: &str, backend: Backend) -> Result<Option<String>, String> {
     let (scheme, rest) = url
         .split_once("://")
@@ -131,6 +149,7 @@ fn host_port(url: &str, backend: Backend) -> Result<Option<String>, String> {
     }
     let authority = rest.split(['/', '?']).next().unwrap_or_default();
     let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let host_port = host_port.split(',').next().unwrap_or_default();
     if host_port.is_empty() {
         return Err(format!("{} names no host", backend.variable()));
     }
@@ -389,6 +408,14 @@ mod tests {
             None
         );
         assert!(host_port("127.0.0.1:5432", pg).is_err());
+        assert_eq!(
+            host_port(
+                "redis+cluster://u:p@127.0.0.1:7000,127.0.0.1:7001/",
+                Backend::RedisCluster
+            )
+            .unwrap(),
+            Some("127.0.0.1:7000".into())
+        );
     }
 
     #[test]

@@ -1,0 +1,357 @@
+//! The one connection every call of the store goes through: a single node's
+//! [`ConnectionManager`] or a Redis Cluster's [`ClusterConnection`], behind one type, so the
+//! scripts, retries and `WAIT` logic are the same in both modes.
+//!
+//! In cluster mode the redis crate's client sends each command (and each pipeline, as a
+//! whole) to the master that owns the slot of its first key and follows `MOVED` and `ASK`
+//! redirections. Every key of an app shares the app's hash tag, so every command and pipeline
+//! of one app goes to one node: the one owning the app's slot.
+
+use std::fmt;
+use std::time::Duration;
+
+use checkpoint_core::{Error, Result};
+use redis::aio::{ConnectionLike, ConnectionManager};
+use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
+use redis::{
+    Cmd, ErrorKind, Pipeline, RedisError, RedisFuture, RedisResult, ServerErrorKind, Value,
+};
+
+use crate::config::WaitForReplicas;
+use crate::error::{STORE, from_redis, has_code};
+use crate::scripts::LuaScript;
+
+/// A single node's connection manager or a cluster connection. Cheap to clone (both are
+/// handles on one multiplexed connection per node).
+#[derive(Clone)]
+pub(crate) enum Connection {
+    /// One server (standalone or a primary), reconnecting after a drop.
+    Single(ConnectionManager),
+    /// A Redis Cluster: one multiplexed connection per node, slot map refreshed on
+    /// redirections and failures.
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for Connection {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Self::Single(conn) => conn.req_packed_command(cmd),
+            Self::Cluster(conn) => conn.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Self::Single(conn) => conn.req_packed_commands(pipeline, offset, count),
+            Self::Cluster(conn) => conn.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Self::Single(conn) => conn.get_db(),
+            Self::Cluster(conn) => conn.get_db(),
+        }
+    }
+}
+
+/// A write acknowledged by fewer replicas than [`crate::RedisConfig::with_wait_for_replicas`]
+/// asks for, within its timeout. The write itself was applied on the primary; the error is
+/// retryable (running the script again is safe) and carried as the source of a retryable
+/// [`Error::Backend`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReplicationShortfall {
+    /// Replicas that acknowledged the write.
+    pub acknowledged: i64,
+    /// Replicas asked for.
+    pub wanted: u32,
+    /// How long the write waited for them.
+    pub timeout: Duration,
+}
+
+impl fmt::Display for ReplicationShortfall {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "the write was applied on the primary but acknowledged by {} of {} replicas within \
+             {} ms (WAIT); a failover now could lose it",
+            self.acknowledged,
+            self.wanted,
+            self.timeout.as_millis()
+        )
+    }
+}
+
+impl std::error::Error for ReplicationShortfall {}
+
+fn is_noscript(err: &RedisError) -> bool {
+    err.kind() == ErrorKind::Server(ServerErrorKind::NoScript) || has_code(err, "NOSCRIPT")
+}
+
+/// One script call: its keys and its arguments.
+pub(crate) type Call<'a> = (&'a [String], &'a [String]);
+
+/// `EVALSHA` (or, with `whole`, `EVAL` with the source) of `script` for one call.
+fn script_cmd(script: &LuaScript, (keys, args): Call<'_>, whole: bool) -> Cmd {
+    let mut cmd = if whole {
+        redis::cmd("EVAL").arg(script.code()).clone()
+    } else {
+        redis::cmd("EVALSHA").arg(script.hash()).clone()
+    };
+    cmd.arg(keys.len()).arg(keys).arg(args);
+    cmd
+}
+
+fn wait_cmd(wait: WaitForReplicas) -> Cmd {
+    let millis = u64::try_from(wait.timeout.as_millis()).unwrap_or(u64::MAX);
+    redis::cmd("WAIT").arg(wait.replicas).arg(millis).clone()
+}
+
+/// The Redis Cluster hash slot of `key`: CRC16 (XMODEM) of its hash tag (the text between the
+/// first `{` and the next `}`, when not empty) or of the whole key, modulo 16384, as the
+/// cluster specification defines it.
+pub(crate) fn key_slot(key: &[u8]) -> u16 {
+    let tagged = key.iter().position(|&b| b == b'{').and_then(|open| {
+        let rest = &key[open + 1..];
+        let close = rest.iter().position(|&b| b == b'}')?;
+        (close > 0).then(|| &rest[..close])
+    });
+    let mut crc: u16 = 0;
+    for &byte in tagged.unwrap_or(key) {
+        crc ^= u16::from(byte) << 8;
+        for _ in 0..8 {
+            crc = if crc & 0x8000 != 0 {
+                (crc << 1) ^ 0x1021
+            } else {
+                crc << 1
+            };
+        }
+    }
+    crc % 16_384
+}
+
+/// The cluster route to the master owning the slot of `key`.
+fn slot_route(key: &str) -> RoutingInfo {
+    RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(Route::new(
+        key_slot(key.as_bytes()),
+        SlotAddr::Master,
+    )))
+}
+
+/// Checks the reply of `WAIT` against what was asked.
+fn check_wait(reply: Value, wait: WaitForReplicas) -> Result<()> {
+    let acknowledged = match reply {
+        Value::Int(n) => n,
+        other => {
+            return Err(crate::scripts::protocol_error(format!(
+                "WAIT replied {other:?}"
+            )));
+        }
+    };
+    if acknowledged < i64::from(wait.replicas) {
+        let shortfall = ReplicationShortfall {
+            acknowledged,
+            wanted: wait.replicas,
+            timeout: wait.timeout,
+        };
+        tracing::debug!(%shortfall, "redis WAIT shortfall");
+        return Err(Error::backend(STORE, true, shortfall));
+    }
+    Ok(())
+}
+
+impl Connection {
+    /// Runs `script` once per call (all calls with keys of one app, so of one slot), each by
+    /// hash (`EVALSHA`), then `WAIT` when `wait` is set; returns the scripts' replies in order.
+    ///
+    /// - Single node: one pipeline, one round trip (`WAIT` included, on the same connection).
+    /// - Cluster: each call a command of its own on the node's multiplexed connection, so the
+    ///   cluster client sees each reply and follows `MOVED` and `ASK` (a pipeline's errors are
+    ///   only values to it); then `WAIT` sent to the master owning the slot, which is the node
+    ///   that ran the scripts unless the slot moved in between (a resharding: `WAIT` then
+    ///   answers for the wrong node, and may report replicas that the write did not reach).
+    ///
+    /// On `NOSCRIPT` (a restarted server, `SCRIPT FLUSH`, or in a cluster a failover or
+    /// resharding that moved the slot to a node that never loaded the script) the call is sent
+    /// again as `EVAL` with the source, routed and redirected like the `EVALSHA`, so the script
+    /// runs and is cached on exactly the node that owns the keys. A script that failed with
+    /// `NOSCRIPT` did not run, so sending it again is safe.
+    ///
+    /// Errors: the mapped redis error ([`from_redis`]); a [`ReplicationShortfall`] as a
+    /// retryable [`Error::Backend`] when `WAIT` counted fewer replicas than asked.
+    pub(crate) async fn run_scripts(
+        &self,
+        script: &LuaScript,
+        calls: &[Call<'_>],
+        wait: Option<WaitForReplicas>,
+    ) -> Result<Vec<Value>> {
+        match self {
+            Self::Single(conn) => {
+                let mut values = match single_pipeline(conn, script, calls, false, wait).await {
+                    Err(e) if is_noscript(&e) => {
+                        single_pipeline(conn, script, calls, true, wait).await
+                    }
+                    other => other,
+                }
+                .map_err(from_redis)?;
+                if let Some(wait) = wait {
+                    let reply = values
+                        .pop()
+                        .ok_or_else(|| crate::scripts::protocol_error("no reply to WAIT"))?;
+                    check_wait(reply, wait)?;
+                }
+                Ok(values)
+            }
+            Self::Cluster(conn) => {
+                let values = futures::future::try_join_all(
+                    calls.iter().map(|call| cluster_script(conn, script, *call)),
+                )
+                .await
+                .map_err(from_redis)?;
+                if let (Some(wait), Some(key)) = (wait, calls.first().and_then(|c| c.0.first())) {
+                    let route = slot_route(key);
+                    let reply = conn
+                        .clone()
+                        .route_command(wait_cmd(wait), route)
+                        .await
+                        .map_err(from_redis)?;
+                    check_wait(reply, wait)?;
+                }
+                Ok(values)
+            }
+        }
+    }
+
+    /// Loads `scripts` on the node that holds `key` (the master owning the app's slot in
+    /// cluster mode; the one server otherwise).
+    pub(crate) async fn load_scripts(&self, key: &str, scripts: [&LuaScript; 16]) -> Result<()> {
+        let load = |script: &LuaScript| redis::cmd("SCRIPT").arg("LOAD").arg(script.code()).clone();
+        match self {
+            Self::Single(conn) => {
+                let mut pipe = redis::pipe();
+                for script in scripts {
+                    pipe.add_command(load(script)).ignore();
+                }
+                pipe.query_async::<()>(&mut conn.clone())
+                    .await
+                    .map_err(from_redis)
+            }
+            Self::Cluster(conn) => {
+                let route = slot_route(key);
+                futures::future::try_join_all(scripts.iter().map(|script| {
+                    let mut conn = conn.clone();
+                    let route = route.clone();
+                    async move { conn.route_command(load(script), route).await }
+                }))
+                .await
+                .map_err(from_redis)?;
+                Ok(())
+            }
+        }
+    }
+
+    /// The server time (`TIME`) of the node that holds `key`: the clock its scripts read.
+    pub(crate) async fn time_at(&self, key: &str) -> Result<std::time::SystemTime> {
+        let value = match self {
+            Self::Single(conn) => {
+                redis::cmd("TIME")
+                    .query_async::<Value>(&mut conn.clone())
+                    .await
+            }
+            Self::Cluster(conn) => {
+                conn.clone()
+                    .route_command(redis::cmd("TIME"), slot_route(key))
+                    .await
+            }
+        }
+        .map_err(from_redis)?;
+        let (secs, micros): (u64, u64) = redis::from_redis_value(value)
+            .map_err(|e| crate::scripts::protocol_error(format!("TIME replied {e}")))?;
+        Ok(std::time::UNIX_EPOCH + Duration::from_secs(secs) + Duration::from_micros(micros))
+    }
+
+    /// One command per key (`HMGET key fields...`), in one pipeline on a single node, as
+    /// concurrent commands on a cluster (each redirected by itself); replies in order.
+    pub(crate) async fn hmget_all(&self, keys: &[String], fields: &[&str]) -> Result<Vec<Value>> {
+        let hmget = |key: &String| redis::cmd("HMGET").arg(key).arg(fields).clone();
+        match self {
+            Self::Single(conn) => {
+                let mut pipe = redis::pipe();
+                for key in keys {
+                    pipe.add_command(hmget(key));
+                }
+                pipe.query_async::<Vec<Value>>(&mut conn.clone())
+                    .await
+                    .map_err(from_redis)
+            }
+            Self::Cluster(conn) => futures::future::try_join_all(keys.iter().map(|key| {
+                let cmd = hmget(key);
+                let mut conn = conn.clone();
+                async move { cmd.query_async::<Value>(&mut conn).await }
+            }))
+            .await
+            .map_err(from_redis),
+        }
+    }
+}
+
+/// The single-node form of [`Connection::run_scripts`]: one pipeline.
+async fn single_pipeline(
+    conn: &ConnectionManager,
+    script: &LuaScript,
+    calls: &[Call<'_>],
+    whole: bool,
+    wait: Option<WaitForReplicas>,
+) -> RedisResult<Vec<Value>> {
+    let mut pipe = redis::pipe();
+    for call in calls {
+        pipe.add_command(script_cmd(script, *call, whole));
+    }
+    if let Some(wait) = wait {
+        pipe.add_command(wait_cmd(wait));
+    }
+    pipe.query_async::<Vec<Value>>(&mut conn.clone()).await
+}
+
+/// One script call on a cluster: `EVALSHA`, and `EVAL` after `NOSCRIPT`.
+async fn cluster_script(
+    conn: &ClusterConnection,
+    script: &LuaScript,
+    call: Call<'_>,
+) -> RedisResult<Value> {
+    let mut conn = conn.clone();
+    match script_cmd(script, call, false)
+        .query_async::<Value>(&mut conn)
+        .await
+    {
+        Err(e) if is_noscript(&e) => {
+            script_cmd(script, call, true)
+                .query_async::<Value>(&mut conn)
+                .await
+        }
+        other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::key_slot;
+
+    #[test]
+    fn key_slots_match_the_cluster_specification() {
+        // CRC16/XMODEM of "123456789" is 0x31C3 (the specification's check value).
+        assert_eq!(key_slot(b"123456789"), 0x31C3);
+        // Values `CLUSTER KEYSLOT` returns.
+        assert_eq!(key_slot(b"foo"), 12_182);
+        assert_eq!(key_slot(b"{user1000}.following"), key_slot(b"user1000"));
+        assert_eq!(key_slot(b"foo{}{bar}"), key_slot(b"foo{}{bar}"));
+        assert_ne!(key_slot(b"foo{}{bar}"), key_slot(b"bar"));
+        assert_eq!(key_slot(b"ckpt:{billing}:meta"), key_slot(b"billing"));
+    }
+}
