@@ -44,6 +44,9 @@ fn consumer_bench_runs_quickly_on_sqlite() {
     for table in ["records/s", "peak RSS MiB", "median ms"] {
         assert!(stdout.contains(table), "no {table:?} table:\n{stdout}");
     }
-    let rows = stdout.lines().filter(|l| l.starts_with("| sqlite |")).count();
+    let rows = stdout
+        .lines()
+        .filter(|l| l.starts_with("| sqlite |"))
+        .count();
     assert_eq!(rows, 3, "one row per table for sqlite:\n{stdout}");
 }

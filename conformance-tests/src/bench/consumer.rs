@@ -63,7 +63,8 @@ impl ChildArgs {
             args.next()
                 .ok_or_else(|| format!("--consumer-child needs {what}"))
         };
-        let (url, app, worker, stream) = (next("url")?, next("app")?, next("worker")?, next("stream")?);
+        let (url, app, worker, stream) =
+            (next("url")?, next("app")?, next("worker")?, next("stream")?);
         let number = |what: &str, v: String| {
             v.parse::<u64>()
                 .map_err(|_| format!("--consumer-child: {what} {v:?} is not a number"))
@@ -678,7 +679,11 @@ pub(crate) async fn run(backends: &[Backend], settings: &Settings) -> Result<(),
             let (rss, rate) = idle(url, b.store.app(), n, timing, window)
                 .await
                 .map_err(|e| format!("{} idle {n}: {e}", b.name))?;
-            println!("| {} | {n} | {:.1} | {rate:.1} |", b.name, rss as f64 / 1024.0);
+            println!(
+                "| {} | {n} | {:.1} | {rate:.1} |",
+                b.name,
+                rss as f64 / 1024.0
+            );
         }
     }
     let (trials, lease, renew) = if settings.quick {
