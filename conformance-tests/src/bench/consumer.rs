@@ -360,7 +360,7 @@ async fn library_throughput(
             let progress = progress.clone();
             Ok::<_, BoxError>(
                 Worker::new(
-                    WorkerId::new(&format!("{run}-w{w}"))?,
+                    WorkerId::new(format!("{run}-w{w}"))?,
                     store.clone(),
                     stream.clone(),
                     move |_: &LeaseKey| Checkpointing(progress.clone()),
@@ -391,7 +391,7 @@ async fn raw_throughput(
     run: &str,
 ) -> Result<f64, BoxError> {
     let stream = Arc::new(filled_stream(run, records)?);
-    let worker = WorkerId::new(&format!("{run}-raw"))?;
+    let worker = WorkerId::new(format!("{run}-raw"))?;
     let mut held = Vec::new();
     for shard in stream.list_shards().await? {
         let key = LeaseKey::new(stream.stream().clone(), shard.id.clone());
@@ -587,7 +587,7 @@ async fn failover_once(
         return Err(format!("the victim did not take {SHARDS} leases: {e}").into());
     }
     let survivor = Worker::new(
-        WorkerId::new(&format!("survivor-{trial}"))?,
+        WorkerId::new(format!("survivor-{trial}"))?,
         store.clone(),
         Arc::new(MemoryStream::new(StreamName::new(&stream)?, SHARDS)?),
         |_: &LeaseKey| Checkpointing(Arc::new(Progress::default())),
