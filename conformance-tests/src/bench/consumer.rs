@@ -5,7 +5,7 @@
 //!   processor doing nothing but checkpointing the last record of every batch; against a raw
 //!   loop of 8 tasks (one per shard) that reads the same stream in batches of 100 and writes one
 //!   raw conditional checkpoint returning the record per batch with the backend's raw client
-//!   ([`Raw::checkpoint`]). Timed from the first batch handed to a processor to the last
+//!   ([`crate::Raw::checkpoint`]). Timed from the first batch handed to a processor to the last
 //!   record processed, so lease taking at start-up is not counted.
 //! - **Idle cost**: one worker in a child process (this program with `--consumer-child`)
 //!   holding 1,000 and 10,000 leases of an empty stream with the default timing (lease 10 s,
