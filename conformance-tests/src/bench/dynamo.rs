@@ -48,6 +48,11 @@ pub(crate) async fn open(settings: &Settings) -> Result<Vec<Backend>, String> {
         ops: Op::ALL.to_vec(),
         renew_sizes,
         requests: Some(Arc::new(move || counter.requests_sent())),
+        url: Some(format!(
+            "dynamodb://{table}?region=us-east-1&endpoint={}",
+            endpoint.replace(':', "%3A").replace('/', "%2F")
+        )),
+        consumer: true,
         cleanup: Some(Box::new(move || {
             Box::pin(async move {
                 let _ = client.delete_table().table_name(table).send().await;
@@ -154,6 +159,10 @@ impl crate::OneRequest for DynamoRaw {
 
 #[async_trait]
 impl Raw for DynamoRaw {
+    async fn checkpoint(&self, _t: usize, h: &Held, seq: u64) -> Result<(), BoxError> {
+        crate::OneRequest::op(self, Op::Checkpoint, Reply::Record, h, seq).await
+    }
+
     async fn measure(
         &self,
         op: Op,

@@ -16,6 +16,8 @@ pub(crate) async fn open(settings: &Settings) -> Result<Vec<Backend>, String> {
         ops: Op::ALL.to_vec(),
         renew_sizes: settings.renew_sizes(),
         requests: None,
+        url: None,
+        consumer: true,
         cleanup: None,
     }])
 }

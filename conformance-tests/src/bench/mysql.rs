@@ -32,6 +32,8 @@ pub(crate) async fn open(settings: &Settings) -> Result<Vec<Backend>, String> {
         ops: Op::ALL.to_vec(),
         renew_sizes: settings.renew_sizes(),
         requests: None,
+        url: Some(url),
+        consumer: true,
         cleanup: Some(Box::new(move || Box::pin(crate::delete_all(cleanup_store)))),
     }])
 }
@@ -160,6 +162,10 @@ impl crate::OneRequest for MySqlRaw {
 
 #[async_trait]
 impl Raw for MySqlRaw {
+    async fn checkpoint(&self, _t: usize, h: &Held, seq: u64) -> Result<(), BoxError> {
+        crate::OneRequest::op(self, Op::Checkpoint, Reply::Record, h, seq).await
+    }
+
     async fn measure(
         &self,
         op: Op,

@@ -155,6 +155,8 @@ pub(crate) async fn open(settings: &Settings) -> Result<Vec<Backend>, String> {
         ops: Op::ALL.to_vec(),
         renew_sizes: settings.renew_sizes(),
         requests: None,
+        url: Some(url),
+        consumer: true,
         cleanup: Some(Box::new(move || Box::pin(crate::delete_all(cleanup_store)))),
     }])
 }
@@ -254,6 +256,10 @@ impl crate::OneRequest for RedisRaw {
 
 #[async_trait]
 impl Raw for RedisRaw {
+    async fn checkpoint(&self, _t: usize, h: &Held, seq: u64) -> Result<(), BoxError> {
+        crate::OneRequest::op(self, Op::Checkpoint, Reply::Record, h, seq).await
+    }
+
     async fn measure(
         &self,
         op: Op,

@@ -49,6 +49,8 @@ pub(crate) async fn open(settings: &Settings) -> Result<Vec<Backend>, String> {
             ops,
             renew_sizes: sizes,
             requests: None,
+            url: Some(format!("sqlite://{}", path.display())),
+            consumer: sync == Synchronous::Normal,
             cleanup: Some(Box::new(move || Box::pin(async move { remove(files) }))),
         });
     }
@@ -175,6 +177,19 @@ fn raw_op(
 
 #[async_trait]
 impl Raw for SqliteRaw {
+    /// On the blocking thread pool, with connection `t`: the same hop to a thread as the store.
+    async fn checkpoint(&self, t: usize, h: &Held, seq: u64) -> Result<(), BoxError> {
+        let (conns, sql, h) = (self.conns.clone(), self.record.clone(), h.clone());
+        let app = checkpoint_core::LeaseManager::app(&self.store).to_string();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = conns[t % conns.len()]
+                .lock()
+                .map_err(|_| "poisoned connection")?;
+            raw_op(&mut conn, &sql, &app, Op::Checkpoint, &h, seq)
+        })
+        .await?
+    }
+
     async fn measure(
         &self,
         op: Op,

@@ -2,7 +2,7 @@
 //! renewal saves over one request per lease.
 //!
 //! ```text
-//! cargo run --release -p conformance-tests --bin bench -- [--backend sqlite|postgres|mysql|redis|dynamo|memory|all] [--quick] [--seconds S]
+//! cargo run --release -p conformance-tests --bin bench -- [--backend sqlite|postgres|mysql|redis|dynamo|memory|all] [--op get_lease|renew|checkpoint|fetch|renew_many|all] [--consumer] [--quick] [--seconds S]
 //! ```
 //!
 //! For every reachable backend, in one run:
@@ -17,6 +17,9 @@
 //! - `renew_many` of 1,000 and 10,000 leases held by one worker (wall time), against renewing
 //!   the same leases with one raw conditional request each, one at a time and 20 at a time
 //!   (the KCL's default renewal thread pool).
+//!
+//! - with `--consumer`, instead: the consumer runtime's throughput, idle cost and failover time
+//!   (see `src/bench/consumer.rs`).
 //!
 //! Library and raw rounds alternate, so a change of load on the machine hits both. Server URLs
 //! come from `CHECKPOINT_POSTGRES_URL`, `CHECKPOINT_MYSQL_URL`, `CHECKPOINT_REDIS_URL` and `CHECKPOINT_DYNAMO_ENDPOINT`
@@ -35,6 +38,8 @@ use checkpoint_core::{
 };
 use futures::stream::{self, StreamExt, TryStreamExt};
 
+#[path = "../bench/consumer.rs"]
+mod consumer;
 #[cfg(feature = "dynamo")]
 #[path = "../bench/dynamo.rs"]
 mod dynamo;
@@ -144,6 +149,10 @@ pub(crate) trait Raw: Send + Sync {
     /// Renews every lease in one minimal request (statement, script or transaction) that
     /// returns no records; `false` when the backend has no such request.
     async fn renew_batch(&self, leases: Arc<Vec<Held>>) -> Result<bool, BoxError>;
+
+    /// One raw conditional checkpoint of `h` at sequence `seq`, returning the record, from task
+    /// `t` (0 – 7: which of the baseline's connections a thread-based baseline uses).
+    async fn checkpoint(&self, t: usize, h: &Held, seq: u64) -> Result<(), BoxError>;
 }
 
 /// A raw baseline that sends one request per operation from async tasks (PostgreSQL, Redis,
@@ -211,6 +220,11 @@ pub(crate) struct Backend {
     pub(crate) renew_sizes: Vec<usize>,
     /// Requests the library has sent so far, where the backend counts them.
     pub(crate) requests: Option<Arc<dyn Fn() -> u64 + Send + Sync>>,
+    /// The URL `checkpoint_consumer::connect` opens the same database with (for the consumer
+    /// benchmark's child processes); `None` when another process cannot reach it.
+    pub(crate) url: Option<String>,
+    /// Whether the consumer benchmark (`--consumer`) runs on this backend.
+    pub(crate) consumer: bool,
     /// Removes what the run wrote (files, tables); run at the end.
     pub(crate) cleanup: Option<Box<dyn FnOnce() -> futures::future::BoxFuture<'static, ()> + Send>>,
 }
@@ -219,6 +233,13 @@ pub(crate) struct Backend {
 #[derive(Clone, Debug)]
 pub(crate) struct Settings {
     pub(crate) backends: Vec<String>,
+    /// The single operations to measure (`--op`); `renew_many` is measured only with `all`.
+    pub(crate) ops: Vec<Op>,
+    pub(crate) renew_many: bool,
+    /// `--consumer`: the consumer benchmark instead of the single operations.
+    pub(crate) consumer: bool,
+    /// `--consumer-child …`: this process is a worker the consumer benchmark started.
+    pub(crate) child: Option<consumer::ChildArgs>,
     pub(crate) quick: bool,
     pub(crate) budget: Budget,
     pub(crate) rounds: usize,
@@ -227,13 +248,19 @@ pub(crate) struct Settings {
 impl Settings {
     fn parse() -> Result<Self, String> {
         let mut backend = "all".to_owned();
+        let mut op = "all".to_owned();
         let mut quick = false;
+        let mut consumer = false;
+        let mut child = None;
         let mut seconds: Option<f64> = None;
         let mut args = std::env::args().skip(1);
         while let Some(arg) = args.next() {
             match arg.as_str() {
                 "--backend" => backend = args.next().ok_or("--backend needs a value")?,
+                "--op" => op = args.next().ok_or("--op needs a value")?,
                 "--quick" => quick = true,
+                "--consumer" => consumer = true,
+                "--consumer-child" => child = Some(consumer::ChildArgs::parse(&mut args)?),
                 "--seconds" => {
                     let value = args.next().ok_or("--seconds needs a value")?;
                     seconds = Some(
@@ -245,7 +272,8 @@ impl Settings {
                 "-h" | "--help" => {
                     return Err(
                         "usage: bench [--backend sqlite|postgres|mysql|redis|dynamo|memory|all] \
-                                [--quick] [--seconds S]"
+                                [--op get_lease|renew|checkpoint|fetch|renew_many|all] \
+                                [--consumer] [--quick] [--seconds S]"
                             .to_owned(),
                     );
                 }
@@ -257,6 +285,14 @@ impl Settings {
             "all" => known.iter().map(|s| (*s).to_owned()).collect(),
             one if known.contains(&one) => vec![one.to_owned()],
             other => return Err(format!("unknown backend {other:?}")),
+        };
+        let (ops, renew_many) = match op.as_str() {
+            "all" => (Op::ALL.to_vec(), true),
+            "renew_many" => (Vec::new(), true),
+            one => match Op::ALL.iter().find(|o| o.name() == one) {
+                Some(o) => (vec![*o], false),
+                None => return Err(format!("unknown operation {one:?}")),
+            },
         };
         let budget = if quick {
             Budget {
@@ -271,6 +307,10 @@ impl Settings {
         };
         Ok(Self {
             backends,
+            ops,
+            renew_many,
+            consumer,
+            child,
             quick,
             budget,
             rounds: if quick { 1 } else { 3 },
@@ -279,7 +319,9 @@ impl Settings {
 
     /// `renew_many` batch sizes.
     pub(crate) fn renew_sizes(&self) -> Vec<usize> {
-        if self.quick {
+        if !self.renew_many {
+            Vec::new()
+        } else if self.quick {
             vec![20, 100]
         } else {
             vec![1_000, 10_000]
@@ -424,7 +466,7 @@ async fn run_backend(backend: &Backend, settings: &Settings) -> Result<Vec<Strin
             .checkpoint_sequence(&h.key, &h.worker, h.token, &Position::sequence(&seq)?)
             .await?;
     }
-    for &op in &backend.ops {
+    for &op in backend.ops.iter().filter(|o| settings.ops.contains(o)) {
         for tasks in TASKS {
             let subset = Arc::new(leases[..tasks].to_vec());
             let mut lib = Stats::default();
@@ -628,6 +670,15 @@ async fn run(settings: Settings) -> Result<(), BoxError> {
             Err(why) => println!("skipped {name}: {why}"),
         }
     }
+    if settings.consumer {
+        let outcome = consumer::run(&backends, &settings).await;
+        for backend in backends {
+            if let Some(cleanup) = backend.cleanup {
+                cleanup().await;
+            }
+        }
+        return outcome;
+    }
     let budget = settings.budget;
     let cap = if budget.max_ops == u64::MAX {
         String::new()
@@ -695,7 +746,11 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(settings)) {
+    let outcome = match settings.child.clone() {
+        Some(args) => runtime.block_on(consumer::child(args)),
+        None => runtime.block_on(run(settings)),
+    };
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("bench failed: {e}");

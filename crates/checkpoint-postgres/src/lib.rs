@@ -28,9 +28,11 @@
 //!
 //! # Atomicity
 //!
-//! Every operation is one SQL statement, atomic on its own: a conditional
-//! `UPDATE … WHERE owner = $worker AND token = $token … RETURNING`, an
-//! `INSERT … ON CONFLICT … DO UPDATE … WHERE … RETURNING` for `get_lease`, or a `DELETE`.
+//! Every write is one SQL statement, atomic on its own: a conditional
+//! `UPDATE … WHERE owner = $worker AND token = $token … RETURNING`, for `get_lease` a
+//! conditional `UPDATE … WHERE … RETURNING` of the existing record followed, only when that
+//! matches no row, by an `INSERT … ON CONFLICT … DO UPDATE … WHERE … RETURNING` with the same
+//! condition (which creates an absent record), or a `DELETE`.
 //! PostgreSQL re-checks the condition under the row lock against the newest committed version,
 //! so of any number of racing writers at most one passes it. Renew-many is one
 //! `UPDATE … FROM unnest($streams, $shards, $tokens) … RETURNING` per chunk of up to 2,500

@@ -545,6 +545,7 @@ const KEY: &str = "l.app = $1 AND l.stream = $2 AND l.shard = $3";
 #[derive(Debug)]
 pub(crate) struct Statements {
     pub(crate) create_if_absent: SqlStr,
+    pub(crate) grant_existing: SqlStr,
     pub(crate) get_lease: SqlStr,
     pub(crate) renew: SqlStr,
     pub(crate) renew_many: SqlStr,
@@ -578,6 +579,24 @@ impl Statements {
                 "INSERT INTO {leases} AS l (app, stream, shard, parents, checkpoint, checkpoint_sub)
                  VALUES ($1, $2, $3, $4::text[], $5::text, $6::numeric)
                  ON CONFLICT (app, stream, shard) DO NOTHING"
+            )),
+            // $4 worker, $5 duration in ms. The grant of an existing record: the same SET and
+            // the same condition as `get_lease`'s `DO UPDATE` below, as a plain `UPDATE` (no
+            // speculative insertion); no row when the record is absent or the grant is refused.
+            grant_existing: sql(format!(
+                "WITH now AS (SELECT clock_timestamp() AS t)
+                 UPDATE {leases} AS l SET
+                     token = CASE WHEN l.owner = $4::text THEN l.token ELSE l.token + 1 END,
+                     owner_switches = CASE WHEN l.owner = $4::text THEN l.owner_switches
+                                           ELSE l.owner_switches + 1 END,
+                     claim = CASE WHEN l.owner = $4::text THEN l.claim ELSE NULL END,
+                     owner = $4::text,
+                     deadline = now.t + $5::bigint {ms}
+                 FROM now
+                 WHERE {KEY} AND (l.owner = $4::text OR l.deadline IS NULL
+                       OR l.deadline <= now.t
+                       OR (l.owner IS NULL AND (l.claim IS NULL OR l.claim = $4::text)))
+                 RETURNING {cols}"
             )),
             // $4 worker, $5 duration in ms. A free lease released while claimed stays reserved for
             // the claimant until its deadline (rules::get_lease).

@@ -1,8 +1,9 @@
 //! [`PostgresStore`]: the [`Checkpointer`] and [`Membership`] implementations.
 //!
-//! Every operation is one SQL statement run in its own implicit transaction (see
+//! Every write is one SQL statement run in its own implicit transaction (see
 //! [`crate::schema`] for the statements): a conditional `UPDATE … WHERE owner = $ AND token = $
-//! … RETURNING`, an `INSERT … ON CONFLICT`, or a `DELETE`. PostgreSQL takes the row lock and
+//! … RETURNING`, an `INSERT … ON CONFLICT` (for `get_lease`, only after its conditional
+//! `UPDATE` matched no row), or a `DELETE`. PostgreSQL takes the row lock and
 //! re-checks the `WHERE` clause against the newest committed row version before writing, so two
 //! writers can never both pass a condition on one record. Expiry is compared with
 //! `clock_timestamp()` inside the statement: the server's clock, never the client's.
@@ -556,26 +557,47 @@ impl LeaseManager for PostgresStore {
         .await
     }
 
-    /// Operation 3 (mutual exclusion): one `INSERT … ON CONFLICT DO UPDATE … WHERE` whose
-    /// condition (free, expired by `clock_timestamp()`, or already ours) is evaluated under the
-    /// row lock against the newest committed version. Of any number of racing workers exactly
-    /// one passes it; the others match no row and get [`Error::LeaseHeld`] from the re-read.
-    /// The token is bumped unless the lease was already ours. A free lease released while
-    /// claimed is refused to all but the claimant until its deadline (a claim is honoured).
+    /// Operation 3 (mutual exclusion): a conditional `UPDATE … WHERE … RETURNING` of the
+    /// existing record, whose condition (free, expired by `clock_timestamp()`, or already ours)
+    /// PostgreSQL evaluates under the row lock against the newest committed version (a writer
+    /// that waited for a competing one re-checks the condition on the row that one left). Of
+    /// any number of racing workers exactly one passes it. When it matches no row (the record
+    /// is absent, or the grant is refused), one `INSERT … ON CONFLICT DO UPDATE … WHERE` with
+    /// the same condition creates the record granted to us in the same atomic step, or applies
+    /// the grant to a record created meanwhile; when that matches nothing either, the re-read
+    /// answers [`Error::LeaseHeld`]. So a lease that exists (the common case: renewal through
+    /// `get_lease`, a take-over) costs one round trip, a new one two, and no path writes
+    /// without the condition. The token is bumped unless the lease was already ours. A free
+    /// lease released while claimed is refused to all but the claimant until its deadline (a
+    /// claim is honoured).
     async fn get_lease(
         &self,
         key: &LeaseKey,
         worker: &WorkerId,
         duration: LeaseDuration,
     ) -> Result<Lease> {
+        let ms = millis(duration.get());
         self.conditional(
             key,
             || {
-                self.lease_row(
-                    self.keyed(&self.inner.sql.get_lease, key)
-                        .bind(worker.as_str())
-                        .bind(millis(duration.get())),
-                )
+                Box::pin(async move {
+                    let granted = self
+                        .lease_row(
+                            self.keyed(&self.inner.sql.grant_existing, key)
+                                .bind(worker.as_str())
+                                .bind(ms),
+                        )
+                        .await?;
+                    if granted.is_some() {
+                        return Ok(granted);
+                    }
+                    self.lease_row(
+                        self.keyed(&self.inner.sql.get_lease, key)
+                            .bind(worker.as_str())
+                            .bind(ms),
+                    )
+                    .await
+                })
             },
             |current, now| {
                 rules::get_lease(current, key, worker, duration, now).map(Outcome::Write)
