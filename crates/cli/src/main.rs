@@ -16,7 +16,10 @@ mod record;
 mod transfer;
 mod view;
 
-use cli::{CheckpointCommand, Cli, Command, ConfirmArgs, LeasesCommand, StoreArgs, WorkersCommand};
+use cli::{
+    AppsCommand, CheckpointCommand, Cli, Command, ConfirmArgs, LeasesCommand, StoreArgs,
+    WorkersCommand,
+};
 
 /// Why a command stopped: a store error (typed, naming the field), or a refusal of this tool.
 #[derive(Debug)]
@@ -144,11 +147,21 @@ async fn run(command: Command) -> Outcome {
             all_apps,
             skip_existing,
         } => {
-            let app = match (app, all_apps) {
-                (Some(app), false) => AppName::new(app)?,
-                _ => return Err(transfer::all_apps_unsupported().into()),
-            };
-            transfer::migrate(&from, &to, app, skip_existing).await
+            match (app, all_apps) {
+                (Some(app), false) => {
+                    transfer::migrate(&from, &to, AppName::new(app)?, skip_existing).await
+                }
+                (None, true) => transfer::migrate_all(&from, &to, skip_existing).await,
+                _ => Err(Failure::Refused(
+                    "give either --app APP or --all-apps".to_owned(),
+                )),
+            }
+        }
+        Command::Apps(AppsCommand::List { store }) => {
+            for app in transfer::list_apps(&store).await? {
+                println!("{app}");
+            }
+            Ok(())
         }
         Command::AdoptKcl {
             from,
