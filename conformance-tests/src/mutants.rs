@@ -246,14 +246,12 @@ pub fn mutant_factory(
         } else {
             db.clone()
         };
-        std::future::ready(Ok(
-            Arc::new(Mutant::new(
-                db.open(app),
-                mutation,
-                mutant_clock.clone(),
-                app_index.clone(),
-            )) as Arc<dyn Store>,
-        ))
+        std::future::ready(Ok(Arc::new(Mutant::new(
+            db.open(app),
+            mutation,
+            mutant_clock.clone(),
+            app_index.clone(),
+        )) as Arc<dyn Store>))
     };
     Configured::new(open)
         .with_manual_clock(clock)

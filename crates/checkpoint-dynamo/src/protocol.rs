@@ -537,10 +537,14 @@ impl DynamoStore {
         loop {
             let req = req.clone().set_exclusive_start_key(start.take());
             let out = self.send("Scan", || req.clone().send()).await?;
-            keys.extend(out.items().iter().filter_map(|item| match item.get(LEASE_KEY) {
-                Some(AttributeValue::S(k)) => Some(k.clone()),
-                _ => None,
-            }));
+            keys.extend(
+                out.items()
+                    .iter()
+                    .filter_map(|item| match item.get(LEASE_KEY) {
+                        Some(AttributeValue::S(k)) => Some(k.clone()),
+                        _ => None,
+                    }),
+            );
             match out.last_evaluated_key() {
                 Some(k) if !k.is_empty() => start = Some(k.clone()),
                 _ => return Ok(keys),

@@ -146,17 +146,15 @@ async fn run(command: Command) -> Outcome {
             app,
             all_apps,
             skip_existing,
-        } => {
-            match (app, all_apps) {
-                (Some(app), false) => {
-                    transfer::migrate(&from, &to, AppName::new(app)?, skip_existing).await
-                }
-                (None, true) => transfer::migrate_all(&from, &to, skip_existing).await,
-                _ => Err(Failure::Refused(
-                    "give either --app APP or --all-apps".to_owned(),
-                )),
+        } => match (app, all_apps) {
+            (Some(app), false) => {
+                transfer::migrate(&from, &to, AppName::new(app)?, skip_existing).await
             }
-        }
+            (None, true) => transfer::migrate_all(&from, &to, skip_existing).await,
+            _ => Err(Failure::Refused(
+                "give either --app APP or --all-apps".to_owned(),
+            )),
+        },
         Command::Apps(AppsCommand::List { store }) => {
             for app in transfer::list_apps(&store).await? {
                 println!("{app}");

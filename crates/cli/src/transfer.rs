@@ -6,7 +6,7 @@
 use std::collections::BTreeSet;
 use std::io::{BufRead, IsTerminal};
 
-use checkpoint_core::{AppName, Error, Lease, LeaseKey, LeaseManager, Store, StreamName, rules};
+use checkpoint_core::{AppName, Error, Lease, LeaseKey, Store, StreamName, rules};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::cli::ConfirmArgs;
@@ -99,7 +99,7 @@ async fn refuse_clashes(store: &dyn Store, leases: &[Lease], skip_existing: bool
     )))
 }
 
-/// Writes `leases` into `store` with [`LeaseManager::import_lease`], moving `bar` one step a
+/// Writes `leases` into `store` with [`checkpoint_core::LeaseManager::import_lease`], moving `bar` one step a
 /// record. Returns how many were written and how many skipped (existing, with
 /// `skip_existing`); a record that appeared in the target meanwhile is a refusal saying how
 /// many were written before it.
@@ -176,7 +176,7 @@ async fn stopped_leases(url: &str, app: &AppName) -> Outcome<Vec<Lease>> {
     Ok(leases)
 }
 
-/// `migrate --all-apps`: every app the source lists ([`LeaseManager::list_apps`]) moved as
+/// `migrate --all-apps`: every app the source lists ([`checkpoint_core::LeaseManager::list_apps`]) moved as
 /// `migrate` moves one. Every app is read and checked first, so a live lease in any app, or
 /// (without `skip_existing`) a record of any app that exists in the target, refuses the whole
 /// move before anything is written, naming the app. Then one progress bar over every record,
@@ -228,7 +228,7 @@ pub(crate) async fn migrate_all(from: &str, to: &str, skip_existing: bool) -> Ou
 const NAMESPACE_HANDLE_APP: &str = "checkpointctl";
 
 /// The apps holding lease records in the store at `url`, sorted
-/// ([`LeaseManager::list_apps`]). A KCL DynamoDB table (`kcl_stream` or `kcl_multi_stream` in
+/// ([`checkpoint_core::LeaseManager::list_apps`]). A KCL DynamoDB table (`kcl_stream` or `kcl_multi_stream` in
 /// the URL) is one app's table, claimed by whichever app opens it, so it is refused here,
 /// naming `store`.
 pub(crate) async fn list_apps(url: &str) -> Outcome<Vec<AppName>> {

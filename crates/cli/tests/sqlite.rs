@@ -79,7 +79,14 @@ fn an_empty_store_lists_no_apps() {
     let url = sqlite_url("empty");
     assert_eq!(ok(&["apps", "list", "--store", &url], ""), "");
     let out = ok(
-        &["migrate", "--from", &url, "--to", &sqlite_url("none"), "--all-apps"],
+        &[
+            "migrate",
+            "--from",
+            &url,
+            "--to",
+            &sqlite_url("none"),
+            "--all-apps",
+        ],
         "",
     );
     assert!(out.contains("nothing to migrate"), "{out}");
@@ -143,7 +150,11 @@ async fn bad_input_gives_one_line_and_writes_nothing() {
     let mut args = vec!["checkpoint", "reset", "orders", "shard-1", "12-3", "--yes"];
     args.extend(s);
     fails(&args, "", 1, "invalid position");
-    let lease = store.fetch_checkpoint(&key("shard-1")).await.unwrap().unwrap();
+    let lease = store
+        .fetch_checkpoint(&key("shard-1"))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(
         lease.checkpoint,
         Some(checkpoint_core::Position::sequence("9").unwrap())
@@ -166,7 +177,16 @@ async fn bad_input_gives_one_line_and_writes_nothing() {
         "required",
     );
     fails(
-        &["migrate", "--from", &url, "--to", &url, "--app", "a", "--all-apps"],
+        &[
+            "migrate",
+            "--from",
+            &url,
+            "--to",
+            &url,
+            "--app",
+            "a",
+            "--all-apps",
+        ],
         "",
         2,
         "cannot be used with",

@@ -274,15 +274,16 @@ pub fn run_servers(backends: &[Backend], tests: Vec<Test>) -> ExitCode {
     } else {
         Vec::new()
     };
-    let broken = reaches
-        .iter()
-        .find(|(_, r)| matches!(r, Reach::Broken(_)));
+    let broken = reaches.iter().find(|(_, r)| matches!(r, Reach::Broken(_)));
     let unreachable = reaches
         .iter()
         .find(|(_, r)| matches!(r, Reach::Unreachable(_)));
     let (culprit, reach) = match broken.or(unreachable) {
         Some((backend, reach)) => (*backend, reach.clone()),
-        None => (backends.first().copied().unwrap_or(Backend::Postgres), Reach::Listening),
+        None => (
+            backends.first().copied().unwrap_or(Backend::Postgres),
+            Reach::Listening,
+        ),
     };
     let strict = strict_mode();
     if let Reach::Unreachable(why) = &reach {

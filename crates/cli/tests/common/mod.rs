@@ -18,8 +18,10 @@ use checkpoint_test_support::Backend;
 
 /// A store URL of `backend`'s server (the harness has checked it is reachable). DynamoDB gets
 /// a table of its own.
-pub fn server_url(backend: Backend) -> String {
-    let url = backend.url().expect("the harness runs this test only with a server");
+pub(crate) fn server_url(backend: Backend) -> String {
+    let url = backend
+        .url()
+        .expect("the harness runs this test only with a server");
     match backend {
         Backend::Dynamo => format!(
             "dynamodb://cli-{}?region=us-east-1&endpoint={url}",
@@ -32,7 +34,7 @@ pub fn server_url(backend: Backend) -> String {
 /// A store URL of `backend`'s server in a namespace of its own, which no other test writes
 /// to: a random table prefix (PostgreSQL, MySQL), key prefix (Redis) or table (DynamoDB).
 /// PostgreSQL and MySQL keep the two tables it creates; their names start with `cli_`.
-pub fn fresh_namespace(backend: Backend) -> String {
+pub(crate) fn fresh_namespace(backend: Backend) -> String {
     let tag = format!("cli_{:016x}", rand_u64());
     let url = server_url(backend);
     let sep = if url.contains('?') { '&' } else { '?' };
@@ -50,7 +52,7 @@ fn rand_u64() -> u64 {
 }
 
 /// A new SQLite file URL under the system temp directory.
-pub fn sqlite_url(tag: &str) -> String {
+pub(crate) fn sqlite_url(tag: &str) -> String {
     let dir = std::env::temp_dir().join(format!("checkpointctl-{tag}-{}", random_app("d")));
     std::fs::create_dir_all(&dir).expect("temp dir");
     format!("sqlite://{}", dir.join(format!("{tag}.db")).display())
@@ -58,7 +60,7 @@ pub fn sqlite_url(tag: &str) -> String {
 
 /// Runs the binary with `args` and `stdin` (no terminal), without the store variables of the
 /// caller's environment.
-pub fn ctl(args: &[&str], stdin: &str) -> Output {
+pub(crate) fn ctl(args: &[&str], stdin: &str) -> Output {
     let mut child = Command::new(env!("CARGO_BIN_EXE_checkpointctl"))
         .args(args)
         .env_remove("CHECKPOINT_STORE")
@@ -77,12 +79,12 @@ pub fn ctl(args: &[&str], stdin: &str) -> Output {
     child.wait_with_output().expect("the binary ends")
 }
 
-pub fn text(bytes: &[u8]) -> String {
+pub(crate) fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
 /// Asserts success and returns standard output.
-pub fn ok(args: &[&str], stdin: &str) -> String {
+pub(crate) fn ok(args: &[&str], stdin: &str) -> String {
     let out = ctl(args, stdin);
     assert!(
         out.status.success(),
@@ -94,7 +96,7 @@ pub fn ok(args: &[&str], stdin: &str) -> String {
 }
 
 /// Asserts exit code `code` with exactly one line on standard error containing `needle`.
-pub fn fails(args: &[&str], stdin: &str, code: i32, needle: &str) {
+pub(crate) fn fails(args: &[&str], stdin: &str, code: i32, needle: &str) {
     let out = ctl(args, stdin);
     let err = text(&out.stderr);
     assert_eq!(out.status.code(), Some(code), "{args:?}: {err}");
@@ -104,27 +106,27 @@ pub fn fails(args: &[&str], stdin: &str, code: i32, needle: &str) {
     assert!(err.contains(needle), "{args:?}: {err:?} lacks {needle:?}");
 }
 
-pub async fn open(url: &str, app: &AppName) -> Arc<dyn Store> {
+pub(crate) async fn open(url: &str, app: &AppName) -> Arc<dyn Store> {
     checkpoint_consumer::connect(url, app.clone())
         .await
         .unwrap_or_else(|e| panic!("open {url}: {e}"))
 }
 
-pub fn key(shard: &str) -> LeaseKey {
+pub(crate) fn key(shard: &str) -> LeaseKey {
     LeaseKey::parse("orders", shard).expect("key")
 }
 
-pub fn worker(name: &str) -> WorkerId {
+pub(crate) fn worker(name: &str) -> WorkerId {
     WorkerId::new(name).expect("worker")
 }
 
-pub fn long() -> LeaseDuration {
+pub(crate) fn long() -> LeaseDuration {
     LeaseDuration::new(Duration::from_secs(600)).expect("duration")
 }
 
 /// Free records with every field set, the way a stopped table looks: tokens, checkpoints,
 /// pending checkpoints, parents, a claim, owner switches.
-pub fn stopped_table() -> Vec<Lease> {
+pub(crate) fn stopped_table() -> Vec<Lease> {
     (0..5)
         .map(|i| Lease {
             key: key(&format!("shard-{i}")),
@@ -151,12 +153,12 @@ pub fn stopped_table() -> Vec<Lease> {
 }
 
 /// `stopped_table`, cut to its first `n` records: apps of different sizes.
-pub fn stopped_records(n: usize) -> Vec<Lease> {
+pub(crate) fn stopped_records(n: usize) -> Vec<Lease> {
     stopped_table().into_iter().take(n).collect()
 }
 
 /// Imports `records` as `app` into the store at `url`.
-pub async fn seed(url: &str, app: &AppName, records: &[Lease]) -> Arc<dyn Store> {
+pub(crate) async fn seed(url: &str, app: &AppName, records: &[Lease]) -> Arc<dyn Store> {
     let store = open(url, app).await;
     for r in records {
         assert!(store.import_lease(r).await.unwrap(), "seed {url}: {r:?}");
@@ -169,7 +171,7 @@ pub async fn seed(url: &str, app: &AppName, records: &[Lease]) -> Arc<dyn Store>
 /// in the contract): the importing store carries the time left, so the target's deadline may
 /// differ from the source's by the time between the two readings, at most 10 s here; every
 /// other field, and every deadline elsewhere, must be equal.
-pub fn assert_same_records(backend: &str, got: Vec<Lease>, expected: Vec<Lease>) {
+pub(crate) fn assert_same_records(backend: &str, got: Vec<Lease>, expected: Vec<Lease>) {
     if backend != "dynamodb" {
         assert_eq!(got, expected, "{backend}");
         return;
@@ -204,7 +206,7 @@ pub fn assert_same_records(backend: &str, got: Vec<Lease>, expected: Vec<Lease>)
 }
 
 /// list/show/release/reset/delete on leases written by the library, in the store at `url`.
-pub async fn admin_commands(backend: &str, url: &str) {
+pub(crate) async fn admin_commands(backend: &str, url: &str) {
     let app = random_app("cli");
     let store = open(url, &app).await;
     let (w1, w2) = (worker("w1"), worker("w2"));
@@ -316,7 +318,7 @@ pub async fn admin_commands(backend: &str, url: &str) {
 
 /// Export then import into an empty app of the store at `url` gives identical records
 /// (tokens included); importing again is refused whole and changes nothing.
-pub async fn export_then_import(backend: &str, url: &str) {
+pub(crate) async fn export_then_import(backend: &str, url: &str) {
     let (from, to) = (random_app("src"), random_app("dst"));
     let records = stopped_table();
     let source = seed(url, &from, &records).await;
@@ -353,7 +355,7 @@ pub async fn export_then_import(backend: &str, url: &str) {
 /// one count per app; `apps list` on the target names exactly them; `migrate --all-apps` back
 /// into another fresh SQLite file gives identical records; a second move into the same
 /// target is refused whole, naming the app.
-pub async fn migrate_all_apps(backend: &str, namespace: &str) {
+pub(crate) async fn migrate_all_apps(backend: &str, namespace: &str) {
     let source = sqlite_url("all-apps-src");
     let mut apps: Vec<(AppName, Vec<Lease>)> = [1, 3, 5]
         .into_iter()
@@ -370,12 +372,22 @@ pub async fn migrate_all_apps(backend: &str, namespace: &str) {
     }
 
     let out = ok(
-        &["migrate", "--from", &source, "--to", namespace, "--all-apps"],
+        &[
+            "migrate",
+            "--from",
+            &source,
+            "--to",
+            namespace,
+            "--all-apps",
+        ],
         "",
     );
     for (app, records) in &apps {
         assert!(
-            out.contains(&format!("imported {} records into app {app}", records.len())),
+            out.contains(&format!(
+                "imported {} records into app {app}",
+                records.len()
+            )),
             "{backend}: {out}"
         );
     }
@@ -409,7 +421,14 @@ pub async fn migrate_all_apps(backend: &str, namespace: &str) {
 
     // Into the same target again: refused before anything is written, naming an app.
     fails(
-        &["migrate", "--from", &source, "--to", namespace, "--all-apps"],
+        &[
+            "migrate",
+            "--from",
+            &source,
+            "--to",
+            namespace,
+            "--all-apps",
+        ],
         "",
         1,
         &format!("refusing to import into app {}", apps[0].0),
