@@ -1,5 +1,5 @@
-//! How to test your own store: implement [`Checkpointer`] and [`Membership`] for it, then run the
-//! whole conformance suite in one `#[tokio::test]`.
+//! How to test your own store: implement [`LeaseManager`], [`Checkpointer`] and [`Membership`]
+//! for it, then run the whole conformance suite in one `#[tokio::test]`.
 //!
 //! The store here stands for a user's key-value database with compare-and-set (etcd, Consul,
 //! FoundationDB, a table with a version column): each lease is one value with a version, and

@@ -144,10 +144,7 @@ impl LeaseManager for Mutant {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities {
-            backend: "mutant",
-            ..self.inner.capabilities()
-        }
+        self.inner.capabilities().with_backend("mutant")
     }
 
     async fn init(&self) -> Result<()> {

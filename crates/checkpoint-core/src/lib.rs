@@ -7,13 +7,13 @@
 //! clock and durability, and the scenarios that check each clause):
 //!
 //! - the domain types, validated in their constructors ([`types`]);
-//! - the [`Checkpointer`] and [`Membership`] traits, together [`Store`], usable as
-//!   `Arc<dyn Store>`;
+//! - the [`LeaseManager`], [`Checkpointer`] and [`Membership`] traits, together [`Store`],
+//!   usable as `Arc<dyn Store>`;
 //! - one [`Error`] type whose kinds callers match the same way on every backend;
 //! - the contract's transitions as pure functions ([`rules`]);
 //! - [`MemoryStore`], the reference model with an injectable [`Clock`];
 //! - [`Backoff`], the bounded jittered retry policy the backends share;
-//! - with the `conformance` feature, the conformance suite ([`conformance`]): the contract as
+//! - with the `conformance` feature, the conformance suite (module `conformance`): the contract as
 //!   tests, runnable against any store in one `#[tokio::test]`.
 //!
 //! ```

@@ -141,14 +141,8 @@ impl LeaseManager for MemoryStore {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities {
-            backend: "memory",
-            clock: ClockSource::Host,
-            transactional_checkpoint: false,
-            renew_many: BatchMode::OneRoundTrip,
-            durability: Durability::Process,
-            multi_process: false,
-        }
+        Capabilities::new("memory", ClockSource::Host, Durability::Process)
+            .with_renew_many(BatchMode::OneRoundTrip)
     }
 
     async fn init(&self) -> Result<()> {

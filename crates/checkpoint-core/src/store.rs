@@ -18,6 +18,7 @@ use crate::types::{
 
 /// Whose clock decides expiry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ClockSource {
     /// The database server's clock, read inside the atomic operation.
     Server,
@@ -35,6 +36,27 @@ pub enum ClockSource {
     /// KCL does. A fresh handle therefore watches a lease for one duration before taking it.
     /// DynamoDB, which has no server clock.
     Observed,
+}
+
+impl ClockSource {
+    /// How long past its deadline a lease still counts as live for another worker: the skew
+    /// allowance of [`ClockSource::Client`], zero for every other clock (a server's or host's
+    /// clock is one clock; an observing handle already waits a whole lease duration).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use checkpoint_core::ClockSource;
+    ///
+    /// let skew_allowance = Duration::from_secs(1);
+    /// assert_eq!(ClockSource::Client { skew_allowance }.skew_allowance(), skew_allowance);
+    /// assert_eq!(ClockSource::Server.skew_allowance(), Duration::ZERO);
+    /// ```
+    pub fn skew_allowance(&self) -> Duration {
+        match *self {
+            ClockSource::Client { skew_allowance } => skew_allowance,
+            ClockSource::Server | ClockSource::Host | ClockSource::Observed => Duration::ZERO,
+        }
+    }
 }
 
 /// How a checkpoint survives failures.
@@ -65,7 +87,12 @@ pub enum BatchMode {
 
 /// What a backend supports and how it behaves, declared by the backend and shown in the
 /// capability table.
+///
+/// Built with [`Capabilities::new`] and the `with_*` setters: the struct is `#[non_exhaustive]`
+/// so that a capability added later is not a breaking change for stores written outside this
+/// workspace.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Capabilities {
     /// Backend name, for example `"sqlite"`.
     pub backend: &'static str,
@@ -103,6 +130,23 @@ impl Capabilities {
             durability,
             multi_process: false,
         }
+    }
+
+    /// The same capabilities under another backend name: for a wrapper (a test double, a
+    /// metrics or fault-injection layer) around another store.
+    ///
+    /// ```
+    /// use checkpoint_core::{AppName, LeaseManager, MemoryStore};
+    ///
+    /// let inner = MemoryStore::new(AppName::new("billing")?);
+    /// let wrapped = inner.capabilities().with_backend("memory (traced)");
+    /// assert_eq!(wrapped.backend, "memory (traced)");
+    /// assert_eq!(wrapped.clock, inner.capabilities().clock);
+    /// # Ok::<(), checkpoint_core::Error>(())
+    /// ```
+    pub fn with_backend(mut self, backend: &'static str) -> Self {
+        self.backend = backend;
+        self
     }
 
     /// Whether the store can write a checkpoint inside the caller's transaction. Default: no.
@@ -404,8 +448,7 @@ pub trait LeaseManager: Send + Sync + fmt::Debug {
     async fn list_leases(&self, stream: Option<&StreamName>) -> Result<Vec<Lease>>;
 
     /// Operation 9 with the store's clock: the records of [`LeaseManager::list_leases`] and the
-    /// store-clock instant they were judged at, read before the records (contract, "Store
-    /// clock"). A runtime judges another worker's liveness with [`Listing::is_live`] and
+    /// store-clock instant they were judged at, read before the records (the contract's operation 9). A runtime judges another worker's liveness with [`Listing::is_live`] and
     /// [`Listing::remaining`], never against its own wall clock.
     async fn list_leases_timed(&self, stream: Option<&StreamName>) -> Result<Listing>;
 
@@ -460,7 +503,7 @@ pub trait LeaseManager: Send + Sync + fmt::Debug {
     /// ```
     async fn claim(&self, key: &LeaseKey, claimant: &WorkerId) -> Result<Lease>;
 
-    /// Admin import (the contract's "Import a whole record"): write `record` exactly as given
+    /// Admin import (the contract's operation 15): write `record` exactly as given
     /// (owner, token, deadline, checkpoint, pending checkpoint, parents, claim, owner-switch
     /// count) only when no record with its key exists; an existing record is left untouched.
     /// Returns whether this call wrote it. For moving a lease table between stores with its

@@ -11,6 +11,7 @@ use crate::schema::KeyLayout;
 
 /// How a table created by [`checkpoint_core::LeaseManager::init`] is billed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Billing {
     /// On-demand (`PAY_PER_REQUEST`).
     OnDemand,

@@ -188,14 +188,9 @@ impl LeaseManager for DynamoStore {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities {
-            backend: STORE,
-            clock: ClockSource::Observed,
-            transactional_checkpoint: false,
-            renew_many: BatchMode::Concurrent(self.shared.renew_concurrency),
-            durability: Durability::Replicated,
-            multi_process: true,
-        }
+        Capabilities::new(STORE, ClockSource::Observed, Durability::Replicated)
+            .with_renew_many(BatchMode::Concurrent(self.shared.renew_concurrency))
+            .with_multi_process(true)
     }
 
     /// Creates the table when absent (on-demand or provisioned, as configured) and waits, at

@@ -118,7 +118,7 @@
 //! # Security
 //!
 //! The password is never shown by `Debug` of [`MySqlConfig`] or [`MySqlStore`] and never
-//! appears in this crate's errors or logs. TLS is available with the `rustls` feature; select
+//! appears in this crate's errors or logs. TLS is available with the `tls` feature; select
 //! it with `ssl-mode=required` (or `verify_ca`, `verify_identity`) in the URL.
 
 mod checkpoints;

@@ -489,14 +489,10 @@ impl LeaseManager for PostgresStore {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities {
-            backend: STORE,
-            clock: ClockSource::Server,
-            transactional_checkpoint: true,
-            renew_many: BatchMode::Chunked(self.inner.config.renew_chunk()),
-            durability: Durability::Disk,
-            multi_process: true,
-        }
+        Capabilities::new(STORE, ClockSource::Server, Durability::Disk)
+            .with_transactional_checkpoint(true)
+            .with_renew_many(BatchMode::Chunked(self.inner.config.renew_chunk()))
+            .with_multi_process(true)
     }
 
     /// Applies the embedded migrations in one transaction under a transaction-scoped advisory

@@ -337,14 +337,9 @@ impl LeaseManager for RedisStore {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities {
-            backend: STORE,
-            clock: ClockSource::Server,
-            transactional_checkpoint: false,
-            renew_many: BatchMode::OneRoundTrip,
-            durability: Durability::ServerConfigured,
-            multi_process: true,
-        }
+        Capabilities::new(STORE, ClockSource::Server, Durability::ServerConfigured)
+            .with_renew_many(BatchMode::OneRoundTrip)
+            .with_multi_process(true)
     }
 
     /// Loads every script (`SCRIPT LOAD`, so later calls go by hash) and checks the app's keys:

@@ -51,8 +51,8 @@ async fn main() -> Result<()> {
         .checkpoint_sequence(&key, &me, lease.token.next(), &next)
         .await
     {
-        Err(e) => println!("a write with a stale token is fenced: {e}"),
-        Ok(_) => println!("unexpected: a stale token was accepted"),
+        Err(e) => println!("a write under a token this worker does not hold is fenced: {e}"),
+        Ok(_) => println!("unexpected: a token that is not the lease's was accepted"),
     }
 
     let released = store.remove_lease_owner(&key, &me, lease.token).await?;

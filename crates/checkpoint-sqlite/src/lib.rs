@@ -86,7 +86,7 @@
 //!
 //! | backend | expiry clock | transactional checkpoint | renew many | durability | multi-process |
 //! | --- | --- | --- | --- | --- | --- |
-//! | sqlite (file) | host | yes | 1 round trip | Disk | yes |
+//! | sqlite | host | yes | 1 round trip | Disk | yes |
 //! | sqlite (memory) | host | no | 1 round trip | Process | no |
 //!
 //! # Schema

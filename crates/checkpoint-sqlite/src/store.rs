@@ -610,18 +610,15 @@ impl LeaseManager for SqliteStore {
 
     fn capabilities(&self) -> Capabilities {
         let file = matches!(self.inner.config.location(), Location::File(_));
-        Capabilities {
-            backend: if file { "sqlite" } else { "sqlite (memory)" },
-            clock: ClockSource::Host,
-            transactional_checkpoint: file,
-            renew_many: BatchMode::OneRoundTrip,
-            durability: if file {
-                Durability::Disk
-            } else {
-                Durability::Process
-            },
-            multi_process: file,
-        }
+        let (backend, durability) = if file {
+            ("sqlite", Durability::Disk)
+        } else {
+            ("sqlite (memory)", Durability::Process)
+        };
+        Capabilities::new(backend, ClockSource::Host, durability)
+            .with_transactional_checkpoint(file)
+            .with_renew_many(BatchMode::OneRoundTrip)
+            .with_multi_process(file)
     }
 
     /// Creates or upgrades the tables in one `BEGIN IMMEDIATE` transaction (see

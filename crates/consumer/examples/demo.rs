@@ -23,7 +23,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use checkpoint_core::{AppName, ClockSource, MemoryDatabase, Store};
+use checkpoint_core::{AppName, MemoryDatabase, Store};
 
 fn usage() -> ExitCode {
     eprintln!("usage: demo [--store URL]   (default: sqlite://<temp dir>/consumer-demo.db)");
@@ -92,16 +92,18 @@ async fn run(url: &str) -> checkpoint_core::Result<ExitCode> {
         println!("order violation: {violation}");
     }
     let bound = plan.worker_config()?.failover_bound();
-    match capabilities.clock {
-        ClockSource::Client { skew_allowance } => println!(
+    let skew_allowance = capabilities.clock.skew_allowance();
+    if skew_allowance.is_zero() {
+        println!(
+            "failover bound (lease duration + renew interval): {} ms",
+            bound.as_millis()
+        );
+    } else {
+        println!(
             "failover bound (lease duration + renew interval + {} ms skew allowance): {} ms",
             skew_allowance.as_millis(),
             (bound + skew_allowance).as_millis()
-        ),
-        ClockSource::Server | ClockSource::Host | ClockSource::Observed => println!(
-            "failover bound (lease duration + renew interval): {} ms",
-            bound.as_millis()
-        ),
+        );
     }
     let ok = report.lost == 0
         && report.unexplained_duplicates == 0

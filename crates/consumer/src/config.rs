@@ -67,6 +67,7 @@ pub struct WorkerConfig {
 
 /// How a worker below its fair share moves a lease away from the most loaded worker.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Balance {
     /// Take the lease at once with the store's `steal` (conditional on the owner and token the
     /// balancer saw; bumps the token). The victim learns it on its next renewal and stops its

@@ -25,8 +25,9 @@
 //! processor is refused by the store.
 //!
 //! Cargo features: `sqlite` (default), `postgres`, `mysql`, `redis`, `dynamodb` compile in the backends
-//! [`connect`] can open; `tls` turns on TLS (rustls) in the PostgreSQL and Redis backends that
-//! are compiled in (`sslmode=require` or stricter, `rediss://`); `kinesis` adds
+//! [`connect`] can open; `tls` turns on TLS (rustls) in the PostgreSQL, MySQL and Redis
+//! backends that are compiled in (`sslmode=require`, `ssl-mode=required` or stricter,
+//! `rediss://`); `kinesis` adds
 //! `KinesisSource`.
 //!
 //! Observability: `tracing` events for lease taken / renewed (trace) / lost / stolen / claimed

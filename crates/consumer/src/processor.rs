@@ -16,6 +16,7 @@ pub type ProcessorError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 /// Why a processor is being shut down.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum ShutdownReason {
     /// The shard is closed and every record was delivered. The processor must checkpoint
     /// [`Position::ShardEnd`] (see [`ShardCheckpointer::checkpoint_shard_end`]); until it does,
@@ -32,6 +33,7 @@ pub enum ShutdownReason {
 
 /// What a processor learns when it starts on a shard.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct InitializeInput {
     /// The shard's lease key.
     pub key: LeaseKey,

@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use checkpoint_core::conformance::random_app;
-use checkpoint_core::{AppName, ClockSource, MemoryDatabase, Result, Store};
+use checkpoint_core::{AppName, MemoryDatabase, Result, Store};
 
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
@@ -62,10 +62,7 @@ async fn check_with(stores: [Arc<dyn Store>; 4], plan: scenario::Plan, slack: Du
     let capabilities = stores[0].capabilities();
     let backend = capabilities.backend;
     // A store on client clocks keeps an expired lease for its skew allowance more.
-    let skew = match capabilities.clock {
-        ClockSource::Client { skew_allowance } => skew_allowance,
-        ClockSource::Server | ClockSource::Host | ClockSource::Observed => Duration::ZERO,
-    };
+    let skew = capabilities.clock.skew_allowance();
     let report = scenario::run(stores, &plan)
         .await
         .expect("the scenario ran");

@@ -184,10 +184,7 @@ impl LeaseManager for Probe {
         self.inner.app()
     }
     fn capabilities(&self) -> Capabilities {
-        Capabilities {
-            backend: "probe",
-            ..self.inner.capabilities()
-        }
+        self.inner.capabilities().with_backend("probe")
     }
     async fn init(&self) -> Result<()> {
         self.inner.init().await

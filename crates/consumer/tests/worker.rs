@@ -105,6 +105,8 @@ impl RecordProcessor for Recording {
                 );
                 self.log.push(Event::LostWrite(self.shard.clone(), refused));
             }
+            // A reason added in a later version: nothing to checkpoint.
+            _ => {}
         }
         Ok(())
     }
@@ -410,10 +412,7 @@ impl LeaseManager for FlakyStore {
         self.inner.app()
     }
     fn capabilities(&self) -> Capabilities {
-        Capabilities {
-            backend: "flaky",
-            ..self.inner.capabilities()
-        }
+        self.inner.capabilities().with_backend("flaky")
     }
     async fn init(&self) -> Result<()> {
         self.inner.init().await

@@ -163,6 +163,8 @@ impl RecordProcessor for CountingProcessor {
                 );
                 self.recorder.push(Event::FencedWrite { refused });
             }
+            // A reason added in a later version: nothing to checkpoint.
+            _ => {}
         }
         Ok(())
     }

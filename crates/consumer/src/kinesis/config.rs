@@ -15,6 +15,7 @@ pub(crate) const MIN_IDLE_TIME: Duration = Duration::from_millis(200);
 
 /// Where a shard without a checkpoint starts (the KCL's `InitialPositionInStream`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum InitialPosition {
     /// New records only: those put after the shard is first read. The KCL default.
     #[default]
