@@ -223,8 +223,9 @@ pub(crate) async fn migrate_all(from: &str, to: &str, skip_existing: bool) -> Ou
 }
 
 /// The app a handle is opened for when a command works on a whole namespace (`apps list`,
-/// `migrate --all-apps`): opening it writes no record on any store but a KCL table, which
-/// [`list_apps`] refuses.
+/// `migrate --all-apps`). Opening it creates no lease record, so it is never listed (Redis
+/// keeps a layout-version key for each app a handle is opened for); a KCL single-stream table
+/// would be claimed for it, which [`list_apps`] refuses.
 const NAMESPACE_HANDLE_APP: &str = "checkpointctl";
 
 /// The apps holding lease records in the store at `url`, sorted

@@ -33,7 +33,7 @@ pub(crate) fn server_url(backend: Backend) -> String {
 
 /// A store URL of `backend`'s server in a namespace of its own, which no other test writes
 /// to: a random table prefix (PostgreSQL, MySQL), key prefix (Redis) or table (DynamoDB).
-/// PostgreSQL and MySQL keep the two tables it creates; their names start with `cli_`.
+/// PostgreSQL and MySQL keep the tables it creates; their names start with `cli_`.
 pub(crate) fn fresh_namespace(backend: Backend) -> String {
     let tag = format!("cli_{:016x}", rand_u64());
     let url = server_url(backend);
