@@ -80,8 +80,9 @@ pub(crate) enum Command {
         #[arg(long, env = "CHECKPOINT_APP", required_unless_present = "all_apps")]
         app: Option<String>,
         /// Every app holding lease records in the source store (as `apps list` names them);
-        /// any live lease in any app refuses the whole move.
-        #[arg(long, conflicts_with = "app")]
+        /// any live lease in any app refuses the whole move. An app from `CHECKPOINT_APP` gives
+        /// way to it; `--app` on the command line with it is a usage error.
+        #[arg(long)]
         all_apps: bool,
         /// Skip records that already exist in the target instead of refusing.
         #[arg(long)]

@@ -92,6 +92,31 @@ fn an_empty_store_lists_no_apps() {
     assert!(out.contains("nothing to migrate"), "{out}");
 }
 
+/// An app named by `CHECKPOINT_APP` (the operator's environment for the other commands) gives
+/// way to `migrate --all-apps`, which moves every app.
+async fn migrate_all_apps_ignores_the_app_of_the_environment() {
+    let (from, to) = (sqlite_url("env-from"), sqlite_url("env-to"));
+    let (one, two) = (random_app("env"), random_app("env"));
+    seed(&from, &one, &stopped_records(1)).await;
+    seed(&from, &two, &stopped_records(2)).await;
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_checkpointctl"))
+        .args(["migrate", "--from", &from, "--to", &to, "--all-apps"])
+        .env("CHECKPOINT_APP", one.as_str())
+        .env_remove("CHECKPOINT_STORE")
+        .output()
+        .expect("the binary runs");
+    let stdout = text(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("migrated 2 apps, 3 records"),
+        "{stdout}{}",
+        text(&out.stderr)
+    );
+    for (app, n) in [(&one, 1), (&two, 2)] {
+        let target = open(&to, app).await;
+        assert_eq!(target.list_leases(None).await.unwrap().len(), n, "{app}");
+    }
+}
+
 async fn bad_input_gives_one_line_and_writes_nothing() {
     let url = sqlite_url("bad");
     let app = random_app("bad");
@@ -237,6 +262,7 @@ checkpoint_test_support::server_tests! {
         migrate_all_apps_into_sqlite,
         migrate_refuses_live_leases_and_writes_nothing,
         migrate_all_apps_refuses_a_live_lease_in_any_app,
+        migrate_all_apps_ignores_the_app_of_the_environment,
         bad_input_gives_one_line_and_writes_nothing,
     ],
 }
