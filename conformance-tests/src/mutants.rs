@@ -4,7 +4,8 @@
 //! here and for the clause named here. A suite that passes a broken store, or rejects it only
 //! by accident, is a bug in the suite.
 
-use std::sync::Arc;
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
 
 use checkpoint_core::conformance::{Clause, Configured};
 use checkpoint_core::{AppName, ManualClock, MemoryDatabase, Result, Store};
@@ -94,11 +95,14 @@ pub enum Mutation {
     /// Admin import overwrites an existing record (an upsert where an insert-if-absent was
     /// meant), so a migration can roll a live table back.
     ImportOverwrites,
+    /// The app listing keeps an app whose every lease record was deleted (an index of apps
+    /// the delete path never prunes), so `migrate --all-apps` would move apps that are gone.
+    ListAppsKeepsEmptied,
 }
 
 impl Mutation {
     /// Every mutation.
-    pub const ALL: [Mutation; 34] = [
+    pub const ALL: [Mutation; 35] = [
         Self::NoFencingOnCheckpoint,
         Self::TwoWinners,
         Self::AcceptsRegressions,
@@ -133,6 +137,7 @@ impl Mutation {
         Self::WritesDespiteRegression,
         Self::WorkerIdsCollide,
         Self::ImportOverwrites,
+        Self::ListAppsKeepsEmptied,
     ];
 
     /// The scenarios that must reject this mutation, each with the clause its failure must
@@ -212,6 +217,7 @@ impl Mutation {
             ],
             Self::WorkerIdsCollide => &[("edge_ids_round_trip", EdgeIds)],
             Self::ImportOverwrites => &[("import_whole_records", Import)],
+            Self::ListAppsKeepsEmptied => &[("list_apps_names_apps_with_leases", ListApps)],
             Self::WritesDespiteRegression => &[
                 ("monotonic_positions", Monotonic),
                 ("shard_end_is_terminal", ShardEnd),
@@ -228,6 +234,7 @@ pub fn mutant_factory(
     let clock = Arc::new(ManualClock::default());
     let db = MemoryDatabase::with_clock(clock.clone());
     let mutant_clock = clock.clone();
+    let app_index = Arc::new(Mutex::new(BTreeSet::new()));
     let open = move |app| {
         let app = if mutation == Mutation::SharedAcrossApps {
             AppName::new("everyone").expect("valid")
@@ -239,9 +246,12 @@ pub fn mutant_factory(
         } else {
             db.clone()
         };
-        std::future::ready(Ok(
-            Arc::new(Mutant::new(db.open(app), mutation, mutant_clock.clone())) as Arc<dyn Store>,
-        ))
+        std::future::ready(Ok(Arc::new(Mutant::new(
+            db.open(app),
+            mutation,
+            mutant_clock.clone(),
+            app_index.clone(),
+        )) as Arc<dyn Store>))
     };
     Configured::new(open)
         .with_manual_clock(clock)

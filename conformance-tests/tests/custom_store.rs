@@ -242,6 +242,19 @@ impl LeaseManager for KvStore {
             None => Ok(false),
         }
     }
+
+    /// The apps of the database with a lease record: the part of each key before its `/`.
+    async fn list_apps(&self) -> Result<Vec<AppName>> {
+        let values = self.db.values.lock().unwrap_or_else(|e| e.into_inner());
+        let mut apps = values
+            .keys()
+            .filter_map(|k| k.split_once('/'))
+            .map(|(app, _)| AppName::new(app))
+            .collect::<Result<Vec<_>>>()?;
+        apps.sort();
+        apps.dedup();
+        Ok(apps)
+    }
 }
 
 #[async_trait]

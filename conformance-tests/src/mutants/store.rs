@@ -1,8 +1,9 @@
 //! The broken store: the memory reference store with one [`Mutation`] applied.
 
 use std::borrow::Cow;
-use std::sync::Arc;
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -21,16 +22,27 @@ pub struct Mutant {
     mutation: Mutation,
     clock: Arc<ManualClock>,
     checkpoints: AtomicU64,
+    /// The app index of [`Mutation::ListAppsKeepsEmptied`], shared by every handle of one
+    /// database: apps whose lease records were deleted, never pruned.
+    app_index: Arc<Mutex<BTreeSet<AppName>>>,
 }
 
 impl Mutant {
-    /// `inner` broken by `mutation`; `clock` is the clock `inner` judges expiry by.
-    pub fn new(inner: MemoryStore, mutation: Mutation, clock: Arc<ManualClock>) -> Self {
+    /// `inner` broken by `mutation`; `clock` is the clock `inner` judges expiry by;
+    /// `app_index` is shared by every handle of `inner`'s database (used by
+    /// [`Mutation::ListAppsKeepsEmptied`] only).
+    pub fn new(
+        inner: MemoryStore,
+        mutation: Mutation,
+        clock: Arc<ManualClock>,
+        app_index: Arc<Mutex<BTreeSet<AppName>>>,
+    ) -> Self {
         Self {
             inner,
             mutation,
             clock,
             checkpoints: AtomicU64::new(0),
+            app_index,
         }
     }
 
@@ -306,7 +318,24 @@ impl LeaseManager for Mutant {
         if self.is(Mutation::DeleteDoesNothing) {
             return Ok(());
         }
+        if self.is(Mutation::ListAppsKeepsEmptied) {
+            self.app_index
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(self.inner.app().clone());
+        }
         self.inner.remove_lease_info(key).await
+    }
+
+    async fn list_apps(&self) -> Result<Vec<AppName>> {
+        let mut apps = self.inner.list_apps().await?;
+        if self.is(Mutation::ListAppsKeepsEmptied) {
+            let index = self.app_index.lock().unwrap_or_else(|e| e.into_inner());
+            apps.extend(index.iter().cloned());
+            apps.sort();
+            apps.dedup();
+        }
+        Ok(apps)
     }
 
     async fn list_leases(&self, stream: Option<&StreamName>) -> Result<Vec<Lease>> {

@@ -11,7 +11,9 @@ use std::cmp::Ordering;
 use std::time::{Duration, SystemTime};
 
 use crate::error::{Error, Result};
-use crate::types::{FencingToken, Lease, LeaseDuration, LeaseKey, Position, ShardId, WorkerId};
+use crate::types::{
+    AppName, FencingToken, Lease, LeaseDuration, LeaseKey, Position, ShardId, WorkerId,
+};
 
 /// What a rule decided: write this record, or leave the store as it is and return it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -366,4 +368,28 @@ pub fn import_lease(current: Option<&Lease>, record: &Lease) -> Result<Option<Le
         Some(_) => None,
         None => Some(record.clone()),
     })
+}
+
+/// Operation 16's answer from the app names a backend read (in any order, repeats allowed, as
+/// pages or a key scan return them): each validated, sorted by bytes, each once. A name that is
+/// not a valid [`AppName`] (a hand-edited row) is [`Error::Corrupt`] naming `app`.
+///
+/// ```
+/// use checkpoint_core::{AppName, rules};
+///
+/// let apps = rules::stored_apps(["b".to_owned(), "a".to_owned(), "b".to_owned()])?;
+/// assert_eq!(apps, vec![AppName::new("a")?, AppName::new("b")?]);
+/// assert_eq!(rules::stored_apps(["a b".to_owned()]).unwrap_err().field(), Some("app"));
+/// # Ok::<(), checkpoint_core::Error>(())
+/// ```
+pub fn stored_apps(names: impl IntoIterator<Item = String>) -> Result<Vec<AppName>> {
+    let mut apps = names
+        .into_iter()
+        .map(|name| {
+            AppName::new(name.clone()).map_err(|e| Error::corrupt(&name, "app", e.to_string()))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    apps.sort();
+    apps.dedup();
+    Ok(apps)
 }

@@ -511,6 +511,36 @@ pub trait LeaseManager: Send + Sync + fmt::Debug {
     /// produced is [`crate::Error::InvalidInput`] naming the field, checked by
     /// [`crate::rules::check_import`] before anything is sent.
     async fn import_lease(&self, record: &Lease) -> Result<bool>;
+
+    /// Operation 16, admin (the contract's "List the apps of a namespace"): the names of every
+    /// app holding at least one lease record in the namespace this handle's store reads (the
+    /// tables of its SQL prefix or schema, the Redis database and key prefix, the DynamoDB
+    /// table), sorted by their bytes, each once, whichever app the handle was opened for. An
+    /// app whose records were all deleted, or that only has membership records, is not listed:
+    /// the listing names what `checkpointctl migrate --all-apps` has to move. The backend pages
+    /// through the namespace itself; the result is not one snapshot, so an app created or
+    /// emptied during the call may or may not appear. A stored app name that is not a valid
+    /// [`AppName`] is [`crate::Error::Corrupt`] naming `app`.
+    ///
+    /// It lives on `LeaseManager`, not on a separate admin trait, because tools reach a store
+    /// only as `Arc<dyn Store>` (opened by URL), and a required method cannot be silently lost
+    /// by a wrapper store, as a default or an optional trait could.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use checkpoint_core::*;
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// let db = MemoryDatabase::new();
+    /// let (billing, audit) = (db.open(AppName::new("billing")?), db.open(AppName::new("audit")?));
+    /// let key = LeaseKey::parse("orders", "shard-0")?;
+    /// billing.create_lease_if_absent(&key, &[], None).await?;
+    /// audit.create_lease_if_absent(&key, &[], None).await?;
+    /// assert_eq!(billing.list_apps().await?, vec![AppName::new("audit")?, AppName::new("billing")?]);
+    /// audit.remove_lease_info(&key).await?; // no record left: no longer listed
+    /// assert_eq!(audit.list_apps().await?, vec![AppName::new("billing")?]);
+    /// # Ok::<(), Error>(()) }).unwrap();
+    /// ```
+    async fn list_apps(&self) -> Result<Vec<AppName>>;
 }
 
 /// The positions of one app's shards, fenced by the lease: what a record processor

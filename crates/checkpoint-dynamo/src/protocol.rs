@@ -518,6 +518,40 @@ impl DynamoStore {
         ))
     }
 
+    /// The `leaseKey` of every item of the table but the ones beginning with `~` (membership
+    /// records, the KCL app marker): one scan projected on the key, every page, strongly
+    /// consistent.
+    pub(crate) async fn scan_keys(&self) -> Result<Vec<String>> {
+        let req = self
+            .shared
+            .client
+            .scan()
+            .table_name(&self.shared.table)
+            .consistent_read(true)
+            .projection_expression("#k")
+            .filter_expression("NOT begins_with(#k, :t)")
+            .expression_attribute_names("#k", LEASE_KEY)
+            .expression_attribute_values(":t", s("~"));
+        let mut keys = Vec::new();
+        let mut start: Option<Item> = None;
+        loop {
+            let req = req.clone().set_exclusive_start_key(start.take());
+            let out = self.send("Scan", || req.clone().send()).await?;
+            keys.extend(
+                out.items()
+                    .iter()
+                    .filter_map(|item| match item.get(LEASE_KEY) {
+                        Some(AttributeValue::S(k)) => Some(k.clone()),
+                        _ => None,
+                    }),
+            );
+            match out.last_evaluated_key() {
+                Some(k) if !k.is_empty() => start = Some(k.clone()),
+                _ => return Ok(keys),
+            }
+        }
+    }
+
     /// One scan of the table's items whose `leaseKey` begins with `prefix` (or, with `None`,
     /// contains no `:`), every page, strongly consistent.
     pub(crate) async fn scan(&self, prefix: Option<String>) -> Result<Vec<Item>> {

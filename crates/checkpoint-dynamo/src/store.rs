@@ -539,6 +539,30 @@ impl LeaseManager for DynamoStore {
         .await
     }
 
+    /// Operation 16. Shared layout: one `Scan` of the table projected on `leaseKey` (every
+    /// page), the app being the first part of each `<app>:<stream>:<shardId>` key; items of
+    /// another shape (membership records, a KCL lease) name no app. A KCL layout's table is
+    /// one app's, the one this handle was opened for (the table's marker holds it to that):
+    /// listed when the handle sees at least one of its leases.
+    async fn list_apps(&self) -> Result<Vec<AppName>> {
+        if !matches!(self.shared.layout, KeyLayout::Shared) {
+            let leases = self.list_leases(None).await?;
+            return Ok(if leases.is_empty() {
+                Vec::new()
+            } else {
+                vec![self.app.clone()]
+            });
+        }
+        let keys = self.scan_keys().await?;
+        rules::stored_apps(keys.iter().filter_map(|k| {
+            let mut parts = k.split(':');
+            match (parts.next(), parts.next(), parts.next(), parts.next()) {
+                (Some(app), Some(_), Some(_), None) => Some(app.to_owned()),
+                _ => None,
+            }
+        }))
+    }
+
     /// Operation 9 with the instant its records were judged at: deadlines in a listing are
     /// this handle's judgement on its own clock (observed-unchanged expiry), so `store_now` is
     /// this handle's clock, read before the records.

@@ -410,6 +410,7 @@ pub(crate) struct Statements {
     pub(crate) force_release: SqlStr,
     pub(crate) delete: SqlStr,
     pub(crate) list_page: SqlStr,
+    pub(crate) list_apps_page: SqlStr,
     pub(crate) steal: SqlStr,
     pub(crate) claim: SqlStr,
     pub(crate) reset_checkpoint: SqlStr,
@@ -524,6 +525,12 @@ impl Statements {
                  WHERE l.app = ? AND (? IS NULL OR l.stream = ?)
                        AND (l.stream, l.shard) > (?, ?)
                  ORDER BY l.stream, l.shard LIMIT ?"
+            )),
+            // The last app of the previous page ('' first), the page size. `app` is
+            // `utf8mb4_bin`: byte order, the order of `AppName`.
+            list_apps_page: sql(format!(
+                "SELECT DISTINCT l.app FROM {leases} AS l WHERE l.app > ?
+                 ORDER BY l.app LIMIT ?"
             )),
             // thief, duration (us), key, expected owner, expected token. MySQL assigns left to
             // right; no assignment reads a column assigned before it.

@@ -658,6 +658,31 @@ impl LeaseManager for MySqlStore {
         }
     }
 
+    /// Operation 16: `SELECT DISTINCT app` over the lease table of this store's prefix,
+    /// keyset-paged by app name (500 a page), validated and sorted by
+    /// [`rules::stored_apps`]. Each page is a consistent read.
+    async fn list_apps(&self) -> Result<Vec<AppName>> {
+        let mut names: Vec<String> = Vec::new();
+        loop {
+            let after = names.last().cloned().unwrap_or_default();
+            let rows: Vec<String> = self
+                .retry(|| async {
+                    sqlx::query_scalar(self.inner.sql.list_apps_page.clone())
+                        .bind(after.as_str())
+                        .bind(LIST_PAGE)
+                        .fetch_all(&self.inner.pool)
+                        .await
+                        .map_err(from_sqlx)
+                })
+                .await?;
+            let full = rows.len() as i64 == LIST_PAGE;
+            names.extend(rows);
+            if !full {
+                return rules::stored_apps(names);
+            }
+        }
+    }
+
     /// Operation 10 (fencing): `UPDATE … SET owner = ?thief, token = token + 1 WHERE owner =
     /// ?expected_owner AND token = ?expected_token`. No row: a repeat of a completed steal
     /// returns the record; anything else is [`Error::LeaseChanged`].

@@ -557,6 +557,7 @@ pub(crate) struct Statements {
     pub(crate) force_release: SqlStr,
     pub(crate) delete: SqlStr,
     pub(crate) list_page: SqlStr,
+    pub(crate) list_apps_page: SqlStr,
     pub(crate) steal: SqlStr,
     pub(crate) claim: SqlStr,
     pub(crate) reset_checkpoint: SqlStr,
@@ -670,6 +671,12 @@ impl Statements {
                  WHERE l.app = $1 AND ($2::text IS NULL OR l.stream = $2::text)
                        AND (l.stream, l.shard) > ($3::text, $4::text)
                  ORDER BY l.stream, l.shard LIMIT $5"
+            )),
+            // $1 the last app of the previous page ('' first), $2 the page size. `app` is
+            // `COLLATE "C"`: byte order, the order of `AppName`.
+            list_apps_page: sql(format!(
+                "SELECT DISTINCT l.app FROM {leases} AS l WHERE l.app > $1::text
+                 ORDER BY l.app LIMIT $2"
             )),
             // $4 thief, $5 expected owner, $6 expected token, $7 duration in ms.
             steal: sql(format!(

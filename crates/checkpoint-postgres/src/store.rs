@@ -758,6 +758,32 @@ impl LeaseManager for PostgresStore {
         }
     }
 
+    /// Operation 16: `SELECT DISTINCT app` over the lease table of this store's schema and
+    /// prefix, keyset-paged by app name (the configured list page size a page), validated and
+    /// sorted by [`rules::stored_apps`]. Each page is a consistent read.
+    async fn list_apps(&self) -> Result<Vec<AppName>> {
+        let page = i64::try_from(self.inner.config.list_page_size()).unwrap_or(i64::MAX);
+        let mut names: Vec<String> = Vec::new();
+        loop {
+            let after = names.last().cloned().unwrap_or_default();
+            let rows: Vec<String> = self
+                .retry(|| async {
+                    sqlx::query_scalar(self.inner.sql.list_apps_page.clone())
+                        .bind(after.as_str())
+                        .bind(page)
+                        .fetch_all(&self.inner.pool)
+                        .await
+                        .map_err(from_sqlx)
+                })
+                .await?;
+            let full = rows.len() as i64 == page;
+            names.extend(rows);
+            if !full {
+                return rules::stored_apps(names);
+            }
+        }
+    }
+
     /// Operation 9 with the server's clock: `clock_timestamp()` read before the first page.
     async fn list_leases_timed(&self, stream: Option<&StreamName>) -> Result<Listing> {
         let us: i64 = self

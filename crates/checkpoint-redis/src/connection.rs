@@ -301,6 +301,128 @@ impl Connection {
     }
 }
 
+impl Connection {
+    /// Every key matching `pattern` in this database, by `SCAN … MATCH pattern COUNT count` to
+    /// completion: on a single node one cursor; on a cluster one cursor per master (one slot of
+    /// each distinct master in `CLUSTER SLOTS`, the scan routed to that slot's master), since
+    /// each master holds only its own slots. A key may appear twice (`SCAN`'s own guarantee),
+    /// and a key created or removed during the scan may be missed or kept; a slot migrating
+    /// during the scan may be seen on both masters or on neither.
+    ///
+    /// Errors: the mapped redis error; a `CLUSTER SLOTS` or `SCAN` reply of another shape is a
+    /// protocol error.
+    pub(crate) async fn scan_keys(&self, pattern: &str, count: usize) -> Result<Vec<String>> {
+        match self {
+            Self::Single(conn) => scan_to_end(&mut conn.clone(), None, pattern, count).await,
+            Self::Cluster(conn) => {
+                let mut conn = conn.clone();
+                let slots = redis::cmd("CLUSTER")
+                    .arg("SLOTS")
+                    .query_async::<Value>(&mut conn)
+                    .await
+                    .map_err(from_redis)?;
+                let mut keys = Vec::new();
+                for slot in one_slot_per_master(slots)? {
+                    keys.extend(scan_to_end(&mut conn, Some(slot), pattern, count).await?);
+                }
+                Ok(keys)
+            }
+        }
+    }
+}
+
+/// `SCAN` with `pattern` until the cursor returns to 0; on a cluster routed to the master of
+/// `slot`.
+async fn scan_to_end<C: ScanRoute>(
+    conn: &mut C,
+    slot: Option<u16>,
+    pattern: &str,
+    count: usize,
+) -> Result<Vec<String>> {
+    let mut keys = Vec::new();
+    let mut cursor: u64 = 0;
+    loop {
+        let mut cmd = redis::cmd("SCAN");
+        cmd.arg(cursor)
+            .arg("MATCH")
+            .arg(pattern)
+            .arg("COUNT")
+            .arg(count);
+        let value = conn.send_scan(cmd, slot).await.map_err(from_redis)?;
+        let (next, page): (u64, Vec<String>) = redis::from_redis_value(value)
+            .map_err(|e| crate::scripts::protocol_error(format!("SCAN replied {e}")))?;
+        keys.extend(page);
+        if next == 0 {
+            return Ok(keys);
+        }
+        cursor = next;
+    }
+}
+
+/// How a `SCAN` reaches its node: as is on a single node, routed to a slot's master on a
+/// cluster.
+trait ScanRoute {
+    /// Sends `cmd`, routed to the master of `slot` when given (clusters only).
+    fn send_scan(&mut self, cmd: Cmd, slot: Option<u16>) -> RedisFuture<'_, Value>;
+}
+
+impl ScanRoute for ConnectionManager {
+    fn send_scan(&mut self, cmd: Cmd, _slot: Option<u16>) -> RedisFuture<'_, Value> {
+        Box::pin(async move { cmd.query_async::<Value>(self).await })
+    }
+}
+
+impl ScanRoute for ClusterConnection {
+    fn send_scan(&mut self, cmd: Cmd, slot: Option<u16>) -> RedisFuture<'_, Value> {
+        Box::pin(async move {
+            match slot {
+                Some(slot) => {
+                    let route = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(
+                        Route::new(slot, SlotAddr::Master),
+                    ));
+                    self.route_command(cmd, route).await
+                }
+                None => cmd.query_async::<Value>(self).await,
+            }
+        })
+    }
+}
+
+/// The first slot of one range per distinct master in a `CLUSTER SLOTS` reply (each entry:
+/// start slot, end slot, then the master as `[host, port, id, …]`, then its replicas).
+fn one_slot_per_master(reply: Value) -> Result<Vec<u16>> {
+    let bad = |what: &str| crate::scripts::protocol_error(format!("CLUSTER SLOTS replied {what}"));
+    let Value::Array(ranges) = reply else {
+        return Err(bad("no array"));
+    };
+    let mut masters: Vec<(String, i64)> = Vec::new();
+    let mut slots = Vec::new();
+    for range in ranges {
+        let Value::Array(fields) = range else {
+            return Err(bad("a range that is not an array"));
+        };
+        let (Some(Value::Int(start)), Some(Value::Array(master))) = (fields.first(), fields.get(2))
+        else {
+            return Err(bad("a range without start slot and master"));
+        };
+        let host = match master.first() {
+            Some(Value::BulkString(bytes)) => String::from_utf8_lossy(bytes).into_owned(),
+            Some(Value::SimpleString(s)) => s.clone(),
+            _ => return Err(bad("a master without host")),
+        };
+        let Some(Value::Int(port)) = master.get(1) else {
+            return Err(bad("a master without port"));
+        };
+        let slot = u16::try_from(*start).map_err(|_| bad("a slot out of range"))?;
+        let address = (host, *port);
+        if !masters.contains(&address) {
+            masters.push(address);
+            slots.push(slot);
+        }
+    }
+    Ok(slots)
+}
+
 /// The single-node form of [`Connection::run_scripts`]: one pipeline.
 async fn single_pipeline(
     conn: &ConnectionManager,

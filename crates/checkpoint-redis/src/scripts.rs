@@ -163,6 +163,24 @@ impl KeyLayout {
         format!("{}:leases", self.base)
     }
 
+    /// The `SCAN MATCH` pattern of every app's lease index under `prefix`:
+    /// `<prefix>:{*}:leases`. The prefix admits no glob character (`*`, `?`, `[`, `\\`), so
+    /// only `*` is a wildcard.
+    pub(crate) fn index_pattern(prefix: &str) -> String {
+        format!("{prefix}:{{*}}:leases")
+    }
+
+    /// The app whose lease index `key` is under `prefix`, `None` when `key` is no lease index
+    /// (a lease hash whose names end in `:leases`, another prefix's key): the text between
+    /// `<prefix>:{` and `}:leases`, holding no brace.
+    pub(crate) fn app_of_index<'k>(prefix: &str, key: &'k str) -> Option<&'k str> {
+        let app = key
+            .strip_prefix(prefix)?
+            .strip_prefix(":{")?
+            .strip_suffix("}:leases")?;
+        (!app.contains(['{', '}'])).then_some(app)
+    }
+
     /// The live workers: a sorted set scored by heartbeat expiry (server milliseconds).
     pub fn workers(&self) -> String {
         format!("{}:workers", self.base)
@@ -1152,6 +1170,27 @@ mod tests {
                 None => Value::Nil,
             })
             .collect()
+    }
+
+    #[test]
+    fn an_index_key_names_its_app_and_nothing_else_does() {
+        let app = AppName::new("billing").unwrap();
+        let keys = KeyLayout::new("ckpt:x", &app);
+        let pattern = KeyLayout::index_pattern("ckpt:x");
+        assert_eq!(pattern, "ckpt:x:{*}:leases");
+        assert_eq!(
+            KeyLayout::app_of_index("ckpt:x", &keys.index()),
+            Some("billing")
+        );
+        let lease = keys.lease(&LeaseKey::parse("leases", "leases").unwrap());
+        for other in [
+            lease.as_str(),
+            "ckpt:x:{billing}:workers",
+            "ckpt:{billing}:leases",
+            "ckpt:x:{a}:lease:s:{b}:leases",
+        ] {
+            assert_eq!(KeyLayout::app_of_index("ckpt:x", other), None, "{other}");
+        }
     }
 
     #[test]

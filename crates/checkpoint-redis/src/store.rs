@@ -32,6 +32,10 @@ use crate::scripts::{self, KeyLayout, LuaScript, Reply, Status};
 /// script time each on a small machine).
 pub const RENEW_MANY_CHUNK: usize = 1_000;
 
+/// Keys `SCAN` examines per step when listing apps: a hint to the server, which answers each
+/// step in time proportional to it.
+const SCAN_COUNT: usize = 1_000;
+
 /// A lease/checkpoint store on one Redis server or one Redis Cluster, for one app.
 ///
 /// Cheap to clone; clones and [`RedisStore::for_app`] handles share one connection: a
@@ -623,6 +627,35 @@ impl LeaseManager for RedisStore {
         // order is by (stream, shard).
         leases.sort_by(|a, b| a.key.cmp(&b.key));
         Ok(leases)
+    }
+
+    /// Operation 16: `SCAN MATCH <prefix>:{*}:leases` over this database, each app's lease
+    /// index being a key of its own that exists exactly while the app holds a lease record
+    /// (Redis removes a sorted set with its last member, and the create, grant and import
+    /// scripts add to the index in the script that writes the record, the delete script
+    /// removes from it). So the listing is exact at rest without a namespace-wide index that
+    /// every script would have to keep: such a set would live in a Cluster slot of its own,
+    /// beyond the reach of a script over one app's slot. `SCAN` may return a key twice (the
+    /// names are de-duplicated by [`rules::stored_apps`]) and may miss or keep an app created
+    /// or emptied during the scan. On Redis Cluster every primary holds its own slots, so the
+    /// scan has to run on each primary, one request per node.
+    async fn list_apps(&self) -> Result<Vec<AppName>> {
+        let prefix = self.inner.config.prefix();
+        let pattern = KeyLayout::index_pattern(prefix);
+        let keys = self
+            .inner
+            .config
+            .backoff()
+            .retry_named("list_apps", |_| {
+                self.inner.conn.scan_keys(&pattern, SCAN_COUNT)
+            })
+            .await?;
+        rules::stored_apps(
+            keys.iter()
+                .filter_map(|k| KeyLayout::app_of_index(prefix, k))
+                .map(str::to_owned)
+                .collect::<Vec<_>>(),
+        )
     }
 
     /// Operation 10, one script (`rules::steal`): takes the lease only if owner and token are

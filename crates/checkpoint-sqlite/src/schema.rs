@@ -120,6 +120,7 @@ pub(crate) struct Sql {
     pub(crate) live_workers: String,
     pub(crate) delete_worker: String,
     pub(crate) prune_workers: String,
+    pub(crate) list_apps: String,
 }
 
 /// Quotes an identifier. The prefix was validated to `[A-Za-z_][A-Za-z0-9_]*`, so it holds no
@@ -219,6 +220,9 @@ impl Sql {
             ),
             delete_worker: format!("DELETE FROM {workers} WHERE app = ?1 AND worker = ?2"),
             prune_workers: format!("DELETE FROM {workers} WHERE app = ?1 AND expires_ms <= ?2"),
+            // `app` compares with SQLite's default BINARY collation: byte order, the order of
+            // `AppName`. The primary key's index serves the DISTINCT.
+            list_apps: format!("SELECT DISTINCT app FROM {leases} ORDER BY app"),
             leases: leases_name,
             workers: format!("{prefix}workers"),
             migrations: format!("{prefix}schema_migrations"),

@@ -790,6 +790,22 @@ impl LeaseManager for SqliteStore {
         .await
     }
 
+    /// Operation 16: one `SELECT DISTINCT app` over the lease table of this store's prefix (one
+    /// consistent snapshot), validated and sorted by [`rules::stored_apps`].
+    async fn list_apps(&self) -> Result<Vec<AppName>> {
+        let names = self
+            .read(|conn, sql, _, _, _| {
+                let mut stmt = conn.prepare_cached(&sql.list_apps).map_err(from_sqlite)?;
+                let names = stmt
+                    .query_map([], |row| row.get::<_, String>(0))
+                    .and_then(|rows| rows.collect::<rusqlite::Result<Vec<String>>>())
+                    .map_err(from_sqlite)?;
+                Ok(names)
+            })
+            .await?;
+        rules::stored_apps(names)
+    }
+
     /// Operation 9 with the host clock (the clock this store judges expiry on), read before the
     /// `SELECT`.
     async fn list_leases_timed(&self, stream: Option<&StreamName>) -> Result<Listing> {

@@ -46,6 +46,9 @@ pub(crate) enum Command {
     /// Live workers.
     #[command(subcommand)]
     Workers(WorkersCommand),
+    /// The apps of a store's namespace.
+    #[command(subcommand)]
+    Apps(AppsCommand),
     /// Rewind or clear a checkpoint.
     #[command(subcommand)]
     Checkpoint(CheckpointCommand),
@@ -76,8 +79,10 @@ pub(crate) enum Command {
         /// The app to move.
         #[arg(long, env = "CHECKPOINT_APP", required_unless_present = "all_apps")]
         app: Option<String>,
-        /// Every app of the source store.
-        #[arg(long, conflicts_with = "app")]
+        /// Every app holding lease records in the source store (as `apps list` names them);
+        /// any live lease in any app refuses the whole move. An app from `CHECKPOINT_APP` gives
+        /// way to it; `--app` on the command line with it is a usage error.
+        #[arg(long)]
         all_apps: bool,
         /// Skip records that already exist in the target instead of refusing.
         #[arg(long)]
@@ -166,6 +171,18 @@ pub(crate) enum WorkersCommand {
     Prune {
         #[command(flatten)]
         store: StoreArgs,
+    },
+}
+
+/// `apps …`.
+#[derive(Debug, Subcommand)]
+pub(crate) enum AppsCommand {
+    /// The apps holding at least one lease record in the store's namespace (its SQL tables,
+    /// Redis key prefix, DynamoDB table), one a line, sorted.
+    List {
+        /// The store, by URL (as for every other command).
+        #[arg(long, env = "CHECKPOINT_STORE")]
+        store: String,
     },
 }
 

@@ -8,7 +8,8 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use checkpoint_core::{AppName, Error, Store};
-use clap::Parser;
+use clap::parser::ValueSource;
+use clap::{CommandFactory, FromArgMatches};
 
 mod admin;
 mod cli;
@@ -16,7 +17,10 @@ mod record;
 mod transfer;
 mod view;
 
-use cli::{CheckpointCommand, Cli, Command, ConfirmArgs, LeasesCommand, StoreArgs, WorkersCommand};
+use cli::{
+    AppsCommand, CheckpointCommand, Cli, Command, ConfirmArgs, LeasesCommand, StoreArgs,
+    WorkersCommand,
+};
 
 /// Why a command stopped: a store error (typed, naming the field), or a refusal of this tool.
 #[derive(Debug)]
@@ -46,7 +50,7 @@ impl std::fmt::Display for Failure {
 pub(crate) type Outcome<T = ()> = std::result::Result<T, Failure>;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = parse();
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -66,6 +70,34 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// The command line, parsed; exits with a usage error (code 2) when it is not one. `migrate
+/// --all-apps` drops an app that came from `CHECKPOINT_APP` (an operator's environment names
+/// the app the other commands work on) and refuses one given as `--app`.
+fn parse() -> Cli {
+    let matches = Cli::command().get_matches();
+    let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    if let Command::Migrate {
+        app: app @ Some(_),
+        all_apps: true,
+        ..
+    } = &mut cli.command
+    {
+        let source = matches
+            .subcommand_matches("migrate")
+            .and_then(|m| m.value_source("app"));
+        if source != Some(ValueSource::EnvVariable) {
+            Cli::command()
+                .error(
+                    clap::error::ErrorKind::ArgumentConflict,
+                    "the argument '--all-apps' cannot be used with '--app <APP>'",
+                )
+                .exit();
+        }
+        *app = None;
+    }
+    cli
 }
 
 async fn run(command: Command) -> Outcome {
@@ -143,12 +175,20 @@ async fn run(command: Command) -> Outcome {
             app,
             all_apps,
             skip_existing,
-        } => {
-            let app = match (app, all_apps) {
-                (Some(app), false) => AppName::new(app)?,
-                _ => return Err(transfer::all_apps_unsupported().into()),
-            };
-            transfer::migrate(&from, &to, app, skip_existing).await
+        } => match (app, all_apps) {
+            (Some(app), false) => {
+                transfer::migrate(&from, &to, AppName::new(app)?, skip_existing).await
+            }
+            (None, true) => transfer::migrate_all(&from, &to, skip_existing).await,
+            _ => Err(Failure::Refused(
+                "give either --app APP or --all-apps".to_owned(),
+            )),
+        },
+        Command::Apps(AppsCommand::List { store }) => {
+            for app in transfer::list_apps(&store).await? {
+                println!("{app}");
+            }
+            Ok(())
         }
         Command::AdoptKcl {
             from,

@@ -62,6 +62,20 @@ pub(crate) fn read_lines(input: impl BufRead) -> Outcome<Vec<Lease>> {
 /// `import`: writes `leases` into `store` with their tokens. By default refuses (writing
 /// nothing) when any of them already exists there; with `skip_existing` those are skipped.
 pub(crate) async fn import(store: &dyn Store, leases: Vec<Lease>, skip_existing: bool) -> Outcome {
+    refuse_clashes(store, &leases, skip_existing).await?;
+    let bar = progress(leases.len());
+    let written = write_records(store, &leases, skip_existing, &bar).await;
+    bar.finish_and_clear();
+    report(store.app(), written?);
+    Ok(())
+}
+
+/// Refuses (nothing written) when any of `leases` already exists in `store`, unless
+/// `skip_existing`.
+async fn refuse_clashes(store: &dyn Store, leases: &[Lease], skip_existing: bool) -> Outcome {
+    if skip_existing {
+        return Ok(());
+    }
     let existing: BTreeSet<LeaseKey> = store
         .list_leases(None)
         .await?
@@ -73,41 +87,56 @@ pub(crate) async fn import(store: &dyn Store, leases: Vec<Lease>, skip_existing:
         .map(|l| &l.key)
         .filter(|k| existing.contains(*k))
         .collect();
-    if !clashing.is_empty() && !skip_existing {
-        return Err(Failure::Refused(format!(
-            "refusing to import: {} of {} records already exist in the target ({}); nothing written; pass --skip-existing to skip them",
-            clashing.len(),
-            leases.len(),
-            sample(&clashing)
-        )));
+    if clashing.is_empty() {
+        return Ok(());
     }
-    let bar = progress(leases.len());
+    Err(Failure::Refused(format!(
+        "refusing to import into app {}: {} of {} records already exist in the target ({}); nothing written; pass --skip-existing to skip them",
+        store.app(),
+        clashing.len(),
+        leases.len(),
+        sample(&clashing)
+    )))
+}
+
+/// Writes `leases` into `store` with [`checkpoint_core::LeaseManager::import_lease`], moving `bar` one step a
+/// record. Returns how many were written and how many skipped (existing, with
+/// `skip_existing`); a record that appeared in the target meanwhile is a refusal saying how
+/// many were written before it.
+async fn write_records(
+    store: &dyn Store,
+    leases: &[Lease],
+    skip_existing: bool,
+    bar: &ProgressBar,
+) -> Outcome<(usize, usize)> {
     let (mut written, mut skipped) = (0usize, 0usize);
-    for lease in &leases {
+    for lease in leases {
         if store.import_lease(lease).await? {
             written += 1;
         } else if skip_existing {
             skipped += 1;
         } else {
-            bar.finish_and_clear();
             return Err(Failure::Refused(format!(
-                "{} appeared in the target during the import; {written} records were written before it",
-                lease.key
+                "{} appeared in the target during the import; {written} records of app {} were written before it",
+                lease.key,
+                store.app()
             )));
         }
         bar.inc(1);
     }
-    bar.finish_and_clear();
+    Ok((written, skipped))
+}
+
+/// The final count of one app's import.
+fn report(app: &AppName, (written, skipped): (usize, usize)) {
     println!(
-        "imported {written} records into app {}{}",
-        store.app(),
+        "imported {written} records into app {app}{}",
         if skipped > 0 {
             format!(" ({skipped} existing skipped)")
         } else {
             String::new()
         }
     );
-    Ok(())
 }
 
 /// `migrate`: export from `from` and import into `to`, for one app. Refuses while a lease in
@@ -116,7 +145,15 @@ pub(crate) async fn import(store: &dyn Store, leases: Vec<Lease>, skip_existing:
 /// held lease live until it has watched it unchanged for its duration (the KCL's rule), so
 /// release such leases first with `leases release`.
 pub(crate) async fn migrate(from: &str, to: &str, app: AppName, skip_existing: bool) -> Outcome {
-    let source = open_url(from, app.clone()).await?;
+    let leases = stopped_leases(from, &app).await?;
+    let target = open_url(to, app).await?;
+    import(&*target, leases, skip_existing).await
+}
+
+/// The records of `app` in the store at `url`, refused while any of them is live by that
+/// store's clock, naming them.
+async fn stopped_leases(url: &str, app: &AppName) -> Outcome<Vec<Lease>> {
+    let source = open_url(url, app.clone()).await?;
     let (clock, leases) = Clock::listing(&*source, None).await?;
     let live: Vec<String> = leases
         .iter()
@@ -136,17 +173,80 @@ pub(crate) async fn migrate(from: &str, to: &str, app: AppName, skip_existing: b
             sample(&live)
         )));
     }
-    let target = open_url(to, app).await?;
-    import(&*target, leases, skip_existing).await
+    Ok(leases)
 }
 
-/// The typed error of `migrate --all-apps`: no backend lists its apps through the store
-/// contract.
-pub(crate) fn all_apps_unsupported() -> Error {
-    Error::invalid(
-        "all_apps",
-        "no store lists its apps through the contract; migrate one app at a time with --app",
-    )
+/// `migrate --all-apps`: every app the source lists ([`checkpoint_core::LeaseManager::list_apps`]) moved as
+/// `migrate` moves one. Every app is read and checked first, so a live lease in any app, or
+/// (without `skip_existing`) a record of any app that exists in the target, refuses the whole
+/// move before anything is written, naming the app. Then one progress bar over every record,
+/// and a final count per app.
+pub(crate) async fn migrate_all(from: &str, to: &str, skip_existing: bool) -> Outcome {
+    let apps = list_apps(from).await?;
+    if apps.is_empty() {
+        println!("no app holds a lease record in the source: nothing to migrate");
+        return Ok(());
+    }
+    let mut moves = Vec::with_capacity(apps.len());
+    for app in apps {
+        let leases = stopped_leases(from, &app).await?;
+        moves.push((app, leases));
+    }
+    let mut targets = Vec::with_capacity(moves.len());
+    for (app, leases) in &moves {
+        let target = open_url(to, app.clone()).await?;
+        refuse_clashes(&*target, leases, skip_existing).await?;
+        targets.push(target);
+    }
+    let total: usize = moves.iter().map(|(_, leases)| leases.len()).sum();
+    let bar = progress(total);
+    let mut counts = Vec::with_capacity(moves.len());
+    let mut failure = None;
+    for ((app, leases), target) in moves.iter().zip(&targets) {
+        match write_records(&**target, leases, skip_existing, &bar).await {
+            Ok(count) => counts.push((app, count)),
+            Err(e) => {
+                failure = Some(e);
+                break;
+            }
+        }
+    }
+    bar.finish_and_clear();
+    for (app, count) in &counts {
+        report(app, *count);
+    }
+    if let Some(failure) = failure {
+        return Err(failure);
+    }
+    println!("migrated {} apps, {total} records", counts.len());
+    Ok(())
+}
+
+/// The app a handle is opened for when a command works on a whole namespace (`apps list`,
+/// `migrate --all-apps`). Opening it creates no lease record, so it is never listed (Redis
+/// keeps a layout-version key for each app a handle is opened for); a KCL single-stream table
+/// would be claimed for it, which [`list_apps`] refuses.
+const NAMESPACE_HANDLE_APP: &str = "checkpointctl";
+
+/// The apps holding lease records in the store at `url`, sorted
+/// ([`checkpoint_core::LeaseManager::list_apps`]). A KCL DynamoDB table (`kcl_stream` or `kcl_multi_stream` in
+/// the URL) is one app's table, claimed by whichever app opens it, so it is refused here,
+/// naming `store`.
+pub(crate) async fn list_apps(url: &str) -> Outcome<Vec<AppName>> {
+    let kcl = url::Url::parse(url).is_ok_and(|u| {
+        u.scheme() == "dynamodb"
+            && u.query_pairs()
+                .any(|(k, _)| k == "kcl_stream" || k == "kcl_multi_stream")
+    });
+    if kcl {
+        return Err(Error::invalid(
+            "store",
+            "a KCL table belongs to one app: name it with --app (or use adopt-kcl)",
+        )
+        .into());
+    }
+    let store = open_url(url, AppName::new(NAMESPACE_HANDLE_APP)?).await?;
+    Ok(store.list_apps().await?)
 }
 
 /// `adopt-kcl`: the leases of a KCL table (read through the DynamoDB backend, normally with

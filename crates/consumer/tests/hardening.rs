@@ -262,6 +262,9 @@ impl LeaseManager for Probe {
     async fn import_lease(&self, record: &Lease) -> Result<bool> {
         self.inner.import_lease(record).await
     }
+    async fn list_apps(&self) -> Result<Vec<AppName>> {
+        self.inner.list_apps().await
+    }
 }
 
 #[async_trait]

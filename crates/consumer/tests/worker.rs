@@ -491,6 +491,9 @@ impl LeaseManager for FlakyStore {
     async fn import_lease(&self, record: &Lease) -> Result<bool> {
         self.inner.import_lease(record).await
     }
+    async fn list_apps(&self) -> Result<Vec<AppName>> {
+        self.inner.list_apps().await
+    }
 }
 
 #[async_trait]

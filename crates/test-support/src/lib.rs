@@ -1,4 +1,5 @@
-//! The harness of every server-backed test in the workspace (PostgreSQL, Redis, DynamoDB).
+//! The harness of every server-backed test in the workspace (PostgreSQL, MySQL, Redis,
+//! DynamoDB).
 //!
 //! One place decides whether a backend's server can be reached, the same way for every
 //! backend ([`reach`]): only "nothing listens on that address" (the TCP connection is refused)
@@ -41,6 +42,8 @@ use libtest_mimic::{Arguments, Failed, Trial};
 pub enum Backend {
     /// PostgreSQL at `CHECKPOINT_POSTGRES_URL` (default `postgres://postgres@127.0.0.1:5432/test`).
     Postgres,
+    /// MySQL or MariaDB at `CHECKPOINT_MYSQL_URL` (default `mysql://root@127.0.0.1:3306/test`).
+    Mysql,
     /// Redis at `CHECKPOINT_REDIS_URL` (default `redis://127.0.0.1:6379/`).
     Redis,
     /// DynamoDB (a moto server) at `CHECKPOINT_DYNAMO_ENDPOINT`; no default.
@@ -59,6 +62,7 @@ impl Backend {
     pub fn name(self) -> &'static str {
         match self {
             Self::Postgres => "postgres",
+            Self::Mysql => "mysql",
             Self::Redis => "redis",
             Self::Dynamo => "dynamodb",
             Self::RedisCluster => "redis-cluster",
@@ -70,6 +74,7 @@ impl Backend {
     pub fn variable(self) -> &'static str {
         match self {
             Self::Postgres => "CHECKPOINT_POSTGRES_URL",
+            Self::Mysql => "CHECKPOINT_MYSQL_URL",
             Self::Redis => "CHECKPOINT_REDIS_URL",
             Self::Dynamo => "CHECKPOINT_DYNAMO_ENDPOINT",
             Self::RedisCluster => "CHECKPOINT_REDIS_CLUSTER_URL",
@@ -82,6 +87,7 @@ impl Backend {
     pub fn url(self) -> Option<String> {
         std::env::var(self.variable()).ok().or(match self {
             Self::Postgres => Some("postgres://postgres@127.0.0.1:5432/test".into()),
+            Self::Mysql => Some("mysql://root@127.0.0.1:3306/test".into()),
             Self::Redis => Some("redis://127.0.0.1:6379/".into()),
             Self::Dynamo | Self::RedisCluster | Self::RedisTls => None,
         })
@@ -92,6 +98,9 @@ impl Backend {
         match self {
             Self::Postgres => {
                 "start PostgreSQL on 127.0.0.1:5432 or set CHECKPOINT_POSTGRES_URL=postgres://user@host:port/db"
+            }
+            Self::Mysql => {
+                "start MariaDB or MySQL on 127.0.0.1:3306 or set CHECKPOINT_MYSQL_URL=mysql://user@host:port/db"
             }
             Self::Redis => "start `redis-server --port 6379` or set CHECKPOINT_REDIS_URL",
             Self::Dynamo => {
@@ -109,6 +118,7 @@ impl Backend {
     fn default_port(self, scheme: &str) -> u16 {
         match (self, scheme) {
             (Self::Postgres, _) => 5432,
+            (Self::Mysql, _) => 3306,
             (Self::Redis | Self::RedisCluster | Self::RedisTls, _) => 6379,
             (Self::Dynamo, "https") => 443,
             (Self::Dynamo, _) => 80,
@@ -264,39 +274,61 @@ impl Test {
 /// Registers `tests` with the runner, the server's tests ignored when it is unreachable (or,
 /// in strict mode, failing with why), and runs them. The process exit code is the runner's.
 pub fn run(backend: Backend, tests: Vec<Test>) -> ExitCode {
+    run_servers(&[backend], tests)
+}
+
+/// [`run`] for tests that need every one of `backends` (a migration from one server to
+/// another): they run when all are reachable; one broken server fails them, and otherwise one
+/// unreachable server leaves them ignored (failed in strict mode), naming it.
+pub fn run_servers(backends: &[Backend], tests: Vec<Test>) -> ExitCode {
     let mut args = Arguments::from_args();
     // The DynamoDB emulator serves one request at a time: tests run at once only queue behind
     // each other, and the waits would count as the store's latency. One test at a time.
-    if backend == Backend::Dynamo {
+    if backends.contains(&Backend::Dynamo) {
         args.test_threads = Some(1);
     }
     let needs_server = tests.iter().any(|t| t.needs != Needs::Nothing);
-    let reach = if needs_server {
-        reach(backend)
+    let reaches: Vec<(Backend, Reach)> = if needs_server {
+        backends.iter().map(|&b| (b, reach(b))).collect()
     } else {
-        Reach::Listening
+        Vec::new()
+    };
+    let broken = reaches.iter().find(|(_, r)| matches!(r, Reach::Broken(_)));
+    let unreachable = reaches
+        .iter()
+        .find(|(_, r)| matches!(r, Reach::Unreachable(_)));
+    let (culprit, reach) = match broken.or(unreachable) {
+        Some((backend, reach)) => (*backend, reach.clone()),
+        None => (
+            backends.first().copied().unwrap_or(Backend::Postgres),
+            Reach::Listening,
+        ),
     };
     let strict = strict_mode();
     if let Reach::Unreachable(why) = &reach {
         if strict {
             eprintln!(
                 "{} unreachable (CHECKPOINT_REQUIRE_ALL=1): {why}. {}",
-                backend.name(),
-                backend.how_to_provide()
+                culprit.name(),
+                culprit.how_to_provide()
             );
         } else {
             eprintln!(
                 "IGNORED {} tests: {why}. {}",
-                backend.name(),
-                backend.how_to_provide()
+                culprit.name(),
+                culprit.how_to_provide()
             );
         }
     }
+    let kind: &'static str = match backends {
+        [] => "local",
+        [one] => one.name(),
+        _ => "servers",
+    };
     let trials = tests
         .into_iter()
         .map(|test| {
             let name = test.name;
-            let kind = backend.name();
             let trial = match (&reach, test.needs) {
                 (_, Needs::Nothing) | (Reach::Listening, Needs::Server) => {
                     Trial::test(name, test.body)
@@ -306,14 +338,15 @@ pub fn run(backend: Backend, tests: Vec<Test>) -> ExitCode {
                 }
                 (Reach::Unreachable(why), _) if strict => {
                     let message = format!(
-                        "{kind} could not be tested (CHECKPOINT_REQUIRE_ALL=1): {why}. {}",
-                        backend.how_to_provide()
+                        "{} could not be tested (CHECKPOINT_REQUIRE_ALL=1): {why}. {}",
+                        culprit.name(),
+                        culprit.how_to_provide()
                     );
                     Trial::test(name, move || Err(message.into()))
                 }
                 (Reach::Unreachable(_), _) => Trial::test(name, test.body).with_ignored_flag(true),
                 (Reach::Broken(why), _) => {
-                    let message = format!("{kind} server: {why}");
+                    let message = format!("{} server: {why}", culprit.name());
                     Trial::test(name, move || Err(message.into()))
                 }
             };
@@ -324,13 +357,17 @@ pub fn run(backend: Backend, tests: Vec<Test>) -> ExitCode {
 }
 
 /// Defines `main` for a test file with `harness = false`: registers its test functions by
-/// name with [`run`]. `tests` are async functions needing the server, `offline` synchronous
+/// name with [`run`] (`backend: B`), or with [`run_servers`] (`backends: [A, B, …]`, tests
+/// needing every one of them; `backends: []` for a file whose tests need no server). `tests` are async functions needing the server, `offline` synchronous
 /// functions and `offline_async` async functions needing nothing, `measurements` async
 /// functions ignored unless asked for. An entry may carry `#[cfg(...)]` attributes.
 #[macro_export]
 macro_rules! server_tests {
+    (backend: $backend:expr, $($rest:tt)*) => {
+        $crate::server_tests!(backends: [$backend], $($rest)*);
+    };
     (
-        backend: $backend:expr,
+        backends: [$($backend:expr),* $(,)?],
         tests: [$($(#[$tm:meta])* $test:ident),* $(,)?]
         $(, offline: [$($(#[$om:meta])* $offline:ident),* $(,)?])?
         $(, offline_async: [$($(#[$am:meta])* $offline_async:ident),* $(,)?])?
@@ -367,7 +404,7 @@ macro_rules! server_tests {
                     || $crate::run_async($measure()),
                 ));
             )*)?
-            $crate::run($backend, tests)
+            $crate::run_servers(&[$($backend),*], tests)
         }
     };
 }

@@ -29,6 +29,7 @@ use crate::error::Result;
 use crate::store::Store;
 use crate::types::AppName;
 
+mod apps;
 mod expiry;
 mod import;
 mod input;
@@ -38,6 +39,7 @@ mod scenarios;
 pub use expiry::*;
 pub use input::*;
 
+pub use apps::list_apps_names_apps_with_leases;
 pub use import::import_whole_records;
 pub use model::model_test;
 pub use scenarios::*;
@@ -180,6 +182,9 @@ pub enum Clause {
     Reset,
     /// The admin import of a whole record: only where none exists, every field exact.
     Import,
+    /// Operation 16: the admin listing of apps names every app holding a lease record, sorted,
+    /// each once, and no app without one.
+    ListApps,
     /// Durability across handles and processes.
     Durability,
     /// Isolation between apps and between streams.

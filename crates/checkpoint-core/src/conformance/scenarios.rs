@@ -99,6 +99,9 @@ pub fn all() -> Vec<Scenario> {
         ("import_whole_records", |f| {
             Box::pin(super::import_whole_records(f))
         }),
+        ("list_apps_names_apps_with_leases", |f| {
+            Box::pin(super::list_apps_names_apps_with_leases(f))
+        }),
         ("model_matches_reference", |f| {
             Box::pin(super::model_test(f))
         }),
