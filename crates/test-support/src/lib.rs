@@ -1,4 +1,5 @@
-//! The harness of every server-backed test in the workspace (PostgreSQL, Redis, DynamoDB).
+//! The harness of every server-backed test in the workspace (PostgreSQL, MySQL/MariaDB, Redis,
+//! DynamoDB, Kinesis).
 //!
 //! One place decides whether a backend's server can be reached, the same way for every
 //! backend ([`reach`]): only "nothing listens on that address" (the TCP connection is refused)
@@ -41,10 +42,15 @@ use libtest_mimic::{Arguments, Failed, Trial};
 pub enum Backend {
     /// PostgreSQL at `CHECKPOINT_POSTGRES_URL` (default `postgres://postgres@127.0.0.1:5432/test`).
     Postgres,
+    /// MySQL or MariaDB at `CHECKPOINT_MYSQL_URL` (default `mysql://root@127.0.0.1:3306/test`).
+    MySql,
     /// Redis at `CHECKPOINT_REDIS_URL` (default `redis://127.0.0.1:6379/`).
     Redis,
     /// DynamoDB (a moto server) at `CHECKPOINT_DYNAMO_ENDPOINT`; no default.
     Dynamo,
+    /// Kinesis (a moto server) at `CHECKPOINT_KINESIS_ENDPOINT`, else
+    /// `CHECKPOINT_DYNAMO_ENDPOINT` (one moto server serves both); no default.
+    Kinesis,
 }
 
 impl Backend {
@@ -52,8 +58,10 @@ impl Backend {
     pub fn name(self) -> &'static str {
         match self {
             Self::Postgres => "postgres",
+            Self::MySql => "mysql",
             Self::Redis => "redis",
             Self::Dynamo => "dynamodb",
+            Self::Kinesis => "kinesis",
         }
     }
 
@@ -61,18 +69,23 @@ impl Backend {
     pub fn variable(self) -> &'static str {
         match self {
             Self::Postgres => "CHECKPOINT_POSTGRES_URL",
+            Self::MySql => "CHECKPOINT_MYSQL_URL",
             Self::Redis => "CHECKPOINT_REDIS_URL",
             Self::Dynamo => "CHECKPOINT_DYNAMO_ENDPOINT",
+            Self::Kinesis => "CHECKPOINT_KINESIS_ENDPOINT",
         }
     }
 
-    /// The server's URL: the variable's value, or the default (`None` for DynamoDB, which has
-    /// none).
+    /// The server's URL: the variable's value, or the default (`None` for DynamoDB and
+    /// Kinesis, which have none; Kinesis falls back to the DynamoDB endpoint).
     pub fn url(self) -> Option<String> {
-        std::env::var(self.variable()).ok().or(match self {
+        let set = |v: &str| std::env::var(v).ok().filter(|s| !s.is_empty());
+        set(self.variable()).or(match self {
             Self::Postgres => Some("postgres://postgres@127.0.0.1:5432/test".into()),
+            Self::MySql => Some("mysql://root@127.0.0.1:3306/test".into()),
             Self::Redis => Some("redis://127.0.0.1:6379/".into()),
             Self::Dynamo => None,
+            Self::Kinesis => set(Self::Dynamo.variable()),
         })
     }
 
@@ -82,9 +95,15 @@ impl Backend {
             Self::Postgres => {
                 "start PostgreSQL on 127.0.0.1:5432 or set CHECKPOINT_POSTGRES_URL=postgres://user@host:port/db"
             }
+            Self::MySql => {
+                "start MariaDB or MySQL on 127.0.0.1:3306 or set CHECKPOINT_MYSQL_URL=mysql://user@host:port/db"
+            }
             Self::Redis => "start `redis-server --port 6379` or set CHECKPOINT_REDIS_URL",
             Self::Dynamo => {
                 "start a moto server (python crates/checkpoint-dynamo/tests/moto_serial.py 5000) and set CHECKPOINT_DYNAMO_ENDPOINT=http://127.0.0.1:5000"
+            }
+            Self::Kinesis => {
+                "start a moto server (moto_server -p 5055) and set CHECKPOINT_KINESIS_ENDPOINT=http://127.0.0.1:5055"
             }
         }
     }
@@ -92,9 +111,10 @@ impl Backend {
     fn default_port(self, scheme: &str) -> u16 {
         match (self, scheme) {
             (Self::Postgres, _) => 5432,
+            (Self::MySql, _) => 3306,
             (Self::Redis, _) => 6379,
-            (Self::Dynamo, "https") => 443,
-            (Self::Dynamo, _) => 80,
+            (Self::Dynamo | Self::Kinesis, "https") => 443,
+            (Self::Dynamo | Self::Kinesis, _) => 80,
         }
     }
 }
