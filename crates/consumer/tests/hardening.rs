@@ -153,6 +153,8 @@ async fn wait_until(within: Duration, what: &str, mut cond: impl AsyncFnMut() ->
 struct Probe {
     inner: MemoryStore,
     register_calls: AtomicU64,
+    /// `register_worker` calls the store accepted.
+    registered: AtomicU64,
     fail_register: AtomicBool,
     /// `create_lease_if_absent` of this shard fails while set.
     fail_create: Mutex<Option<ShardId>>,
@@ -166,6 +168,7 @@ impl Probe {
         Self {
             inner,
             register_calls: AtomicU64::new(0),
+            registered: AtomicU64::new(0),
             fail_register: AtomicBool::new(false),
             fail_create: Mutex::new(None),
             failed_creates: AtomicU64::new(0),
@@ -302,7 +305,11 @@ impl Membership for Probe {
         if self.fail_register.load(Ordering::SeqCst) {
             return Err(fault());
         }
-        self.inner.register_worker(w, ttl).await
+        let result = self.inner.register_worker(w, ttl).await;
+        if result.is_ok() {
+            self.registered.fetch_add(1, Ordering::SeqCst);
+        }
+        result
     }
     async fn heartbeat(&self, w: &WorkerId, ttl: HeartbeatTtl) -> Result<()> {
         self.inner.heartbeat(w, ttl).await
@@ -664,8 +671,9 @@ async fn a_second_process_with_a_live_worker_id_is_refused() {
 }
 
 /// Item 7, at the same instant: two processes (two store handles) started together with one
-/// worker id. Registration is one atomic store operation, so in every round exactly one starts
-/// and the other stops with `WorkerIdInUse`; the one that started holds every lease.
+/// worker id. Registration is one atomic store operation, so in every round the store accepts
+/// exactly one registration, the other process stops with `WorkerIdInUse` without ever having
+/// registered, and the one that started holds every lease.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_processes_started_at_once_with_one_worker_id_one_runs() {
     let s = stream("s", 2);
@@ -674,15 +682,19 @@ async fn two_processes_started_at_once_with_one_worker_id_one_runs() {
     for round in 0..10 {
         let db = MemoryDatabase::new();
         let app = random_app("same-instant");
-        let (one, two): (Arc<dyn Store>, Arc<dyn Store>) =
-            (Arc::new(db.open(app.clone())), Arc::new(db.open(app)));
+        let one = Arc::new(Probe::new(db.open(app.clone())));
+        let two = Arc::new(Probe::new(db.open(app)));
         let a = spawn("twin", one.clone(), &s, &log, cfg.clone());
-        let b = spawn("twin", two, &s, &log, cfg.clone());
+        let b = spawn("twin", two.clone(), &s, &log, cfg.clone());
         wait_until(Duration::from_secs(5), "one of them gives up", async || {
             a.is_finished() || b.is_finished()
         })
         .await;
-        let (refused, running) = if a.is_finished() { (a, b) } else { (b, a) };
+        let (refused, running, refused_store) = if a.is_finished() {
+            (a, b, &one)
+        } else {
+            (b, a, &two)
+        };
         let result = refused.shutdown().await;
         assert!(
             matches!(&result, Err(Error::WorkerIdInUse { .. })),
@@ -693,6 +705,16 @@ async fn two_processes_started_at_once_with_one_worker_id_one_runs() {
         })
         .await;
         assert!(!running.is_finished(), "round {round}: both stopped");
+        assert_eq!(
+            refused_store.registered.load(Ordering::SeqCst),
+            0,
+            "round {round}: the refused process had registered"
+        );
+        assert_eq!(
+            one.registered.load(Ordering::SeqCst) + two.registered.load(Ordering::SeqCst),
+            1,
+            "round {round}: the store accepted both registrations"
+        );
         assert_eq!(one.live_workers().await.unwrap(), vec![id("twin")]);
         running.shutdown().await.unwrap();
     }
