@@ -18,8 +18,8 @@ use checkpoint_core::Listing;
 use checkpoint_core::rules::{self, Member, Outcome};
 use checkpoint_core::{
     AppName, BatchMode, Capabilities, Checkpointer, ClockSource, Durability, Error, FencingToken,
-    HeartbeatTtl, InstanceId, Lease, LeaseDuration, LeaseKey, LeaseManager, Membership, Position, RenewOutcome,
-    Result, ShardId, Store, StreamName, WorkerId,
+    HeartbeatTtl, InstanceId, Lease, LeaseDuration, LeaseKey, LeaseManager, Membership, Position,
+    RenewOutcome, Result, ShardId, Store, StreamName, WorkerId,
 };
 
 /// The user's database: versioned values under string keys, with compare-and-set.

@@ -15,8 +15,8 @@ use crate::store::{
     BatchMode, Capabilities, Checkpointer, ClockSource, Durability, LeaseManager, Membership,
 };
 use crate::types::{
-    AppName, FencingToken, HeartbeatTtl, InstanceId, Lease, LeaseDuration, LeaseKey, Listing, Position,
-    RenewOutcome, ShardId, StreamName, WorkerId,
+    AppName, FencingToken, HeartbeatTtl, InstanceId, Lease, LeaseDuration, LeaseKey, Listing,
+    Position, RenewOutcome, ShardId, StreamName, WorkerId,
 };
 
 #[derive(Debug, Default)]

@@ -14,8 +14,8 @@ use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
 use checkpoint_core::rules::{self, Outcome};
 use checkpoint_core::{
     AppName, BatchMode, Capabilities, Checkpointer, ClockSource, Durability, Error, ErrorKind,
-    FencingToken, InstanceId, Lease, LeaseDuration, LeaseKey, LeaseManager, Listing, Position, RenewOutcome,
-    Result, ShardId, StreamName, WorkerId,
+    FencingToken, InstanceId, Lease, LeaseDuration, LeaseKey, LeaseManager, Listing, Position,
+    RenewOutcome, Result, ShardId, StreamName, WorkerId,
 };
 use futures::stream::{self, StreamExt};
 

@@ -40,8 +40,8 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 use checkpoint_core::rules::{self, Outcome};
 use checkpoint_core::{
-    AppName, BatchMode, Capabilities, ClockSource, Durability, Error, FencingToken, InstanceId, Lease,
-    LeaseDuration, LeaseKey, LeaseManager, Listing, Position, RenewOutcome, Result, ShardId,
+    AppName, BatchMode, Capabilities, ClockSource, Durability, Error, FencingToken, InstanceId,
+    Lease, LeaseDuration, LeaseKey, LeaseManager, Listing, Position, RenewOutcome, Result, ShardId,
     StreamName, WorkerId,
 };
 use sqlx::mysql::{MySql, MySqlArguments, MySqlPool, MySqlPoolOptions};

@@ -32,8 +32,8 @@ use checkpoint_core::Listing;
 use checkpoint_core::rules::{self, Outcome};
 use checkpoint_core::{
     AppName, BatchMode, Capabilities, Checkpointer, ClockSource, Durability, Error, FencingToken,
-    HeartbeatTtl, InstanceId, Lease, LeaseDuration, LeaseKey, LeaseManager, Membership, Position, RenewOutcome,
-    Result, ShardId, StreamName, WorkerId,
+    HeartbeatTtl, InstanceId, Lease, LeaseDuration, LeaseKey, LeaseManager, Membership, Position,
+    RenewOutcome, Result, ShardId, StreamName, WorkerId,
 };
 use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
 use sqlx::{Connection, PgConnection, PgExecutor, Row};

@@ -15,8 +15,8 @@ use async_trait::async_trait;
 use checkpoint_core::Listing;
 use checkpoint_core::{
     AppName, BatchMode, Capabilities, Checkpointer, ClockSource, Durability, Error, FencingToken,
-    HeartbeatTtl, InstanceId, Lease, LeaseDuration, LeaseKey, LeaseManager, Membership, Position, RenewOutcome,
-    Result, ShardId, StreamName, WorkerId, rules,
+    HeartbeatTtl, InstanceId, Lease, LeaseDuration, LeaseKey, LeaseManager, Membership, Position,
+    RenewOutcome, Result, ShardId, StreamName, WorkerId, rules,
 };
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Script, Value};

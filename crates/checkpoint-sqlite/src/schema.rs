@@ -75,9 +75,9 @@ enum Table {
 
 const MIGRATIONS: &[Migration] = &[
     Migration {
-    version: 1,
-    description: "lease and worker tables",
-    sql: "CREATE TABLE {leases} (
+        version: 1,
+        description: "lease and worker tables",
+        sql: "CREATE TABLE {leases} (
             app TEXT NOT NULL,
             stream TEXT NOT NULL,
             shard TEXT NOT NULL,
@@ -99,8 +99,8 @@ const MIGRATIONS: &[Migration] = &[
             expires_ms INTEGER NOT NULL,
             PRIMARY KEY (app, worker)
         ) WITHOUT ROWID;",
-    creates: &[Table::Leases, Table::Workers],
-},
+        creates: &[Table::Leases, Table::Workers],
+    },
     Migration {
         version: 2,
         description: "worker instance nonce",

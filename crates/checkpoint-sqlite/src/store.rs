@@ -16,8 +16,8 @@ use checkpoint_core::Listing;
 use checkpoint_core::rules::{self, Outcome};
 use checkpoint_core::{
     AppName, BatchMode, Capabilities, Checkpointer, ClockSource, Durability, Error, FencingToken,
-    HeartbeatTtl, InstanceId, Lease, LeaseDuration, LeaseKey, LeaseManager, Membership, Position, RenewOutcome,
-    Result, ShardId, StreamName, WorkerId,
+    HeartbeatTtl, InstanceId, Lease, LeaseDuration, LeaseKey, LeaseManager, Membership, Position,
+    RenewOutcome, Result, ShardId, StreamName, WorkerId,
 };
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, Row, params};

@@ -91,7 +91,9 @@ async fn count(store: &PostgresStore, sql: String) -> i64 {
 }
 
 async fn a_crash_between_the_write_and_the_checkpoint_leaves_neither() {
-    let url = Backend::Postgres.url().expect("PostgreSQL has a default URL");
+    let url = Backend::Postgres
+        .url()
+        .expect("PostgreSQL has a default URL");
     let app = random_app("eo");
     let store = PostgresStore::open(
         PostgresConfig::from_url(&url).expect("a valid URL"),
@@ -149,7 +151,10 @@ async fn a_crash_between_the_write_and_the_checkpoint_leaves_neither() {
     assert!(!crash.load(Ordering::SeqCst), "the crash happened");
     // Had the crashed batch's rows survived without the checkpoint, its redelivery would have
     // doubled them; had the checkpoint survived without the rows, they would be missing.
-    assert_eq!(count(&store, format!("SELECT COUNT(*) FROM {table}")).await, 50);
+    assert_eq!(
+        count(&store, format!("SELECT COUNT(*) FROM {table}")).await,
+        50
+    );
     assert_eq!(
         count(&store, format!("SELECT COUNT(DISTINCT id) FROM {table}")).await,
         50

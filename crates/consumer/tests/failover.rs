@@ -36,4 +36,3 @@ async fn failover_on_sqlite() {
     check(stores).await;
     let _ = std::fs::remove_dir_all(&dir);
 }
-

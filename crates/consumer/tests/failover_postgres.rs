@@ -9,7 +9,9 @@ use checkpoint_test_support::Backend;
 use failover_support::{check, open_four};
 
 async fn failover_on_postgres() {
-    let url = Backend::Postgres.url().expect("PostgreSQL has a default URL");
+    let url = Backend::Postgres
+        .url()
+        .expect("PostgreSQL has a default URL");
     let app = random_app("failover");
     let stores = open_four(&url, &app)
         .await

@@ -15,8 +15,8 @@ use checkpoint_consumer::{
 };
 use checkpoint_core::conformance::random_app;
 use checkpoint_core::{
-    AppName, Capabilities, Checkpointer, Clock, Error, FencingToken, HeartbeatTtl,
-    Lease, LeaseDuration, LeaseKey, LeaseManager, Listing, Membership, MemoryDatabase, MemoryStore,
+    AppName, Capabilities, Checkpointer, Clock, Error, FencingToken, HeartbeatTtl, Lease,
+    LeaseDuration, LeaseKey, LeaseManager, Listing, Membership, MemoryDatabase, MemoryStore,
     Position, RenewOutcome, Result, ShardId, Store, StreamName, WorkerId,
 };
 

@@ -82,4 +82,3 @@ pub async fn check_with(stores: [Arc<dyn Store>; 4], plan: scenario::Plan, slack
         "lease moves on {backend}"
     );
 }
-
