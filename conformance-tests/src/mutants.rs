@@ -92,6 +92,10 @@ pub enum Mutation {
     /// Membership files a worker under its id up to the first `:` (a key layout that embeds
     /// the id and splits on the separator), so `host:a` and `host:b` collide.
     WorkerIdsCollide,
+    /// Membership ignores the instance nonce: registering or heartbeating an id whose live
+    /// record another instance holds overwrites it (a plain upsert), so two processes with one
+    /// worker id both run.
+    IgnoresInstance,
     /// Admin import overwrites an existing record (an upsert where an insert-if-absent was
     /// meant), so a migration can roll a live table back.
     ImportOverwrites,
@@ -102,7 +106,7 @@ pub enum Mutation {
 
 impl Mutation {
     /// Every mutation.
-    pub const ALL: [Mutation; 35] = [
+    pub const ALL: [Mutation; 36] = [
         Self::NoFencingOnCheckpoint,
         Self::TwoWinners,
         Self::AcceptsRegressions,
@@ -138,6 +142,7 @@ impl Mutation {
         Self::WorkerIdsCollide,
         Self::ImportOverwrites,
         Self::ListAppsKeepsEmptied,
+        Self::IgnoresInstance,
     ];
 
     /// The scenarios that must reject this mutation, each with the clause its failure must
@@ -218,6 +223,7 @@ impl Mutation {
             Self::WorkerIdsCollide => &[("edge_ids_round_trip", EdgeIds)],
             Self::ImportOverwrites => &[("import_whole_records", Import)],
             Self::ListAppsKeepsEmptied => &[("list_apps_names_apps_with_leases", ListApps)],
+            Self::IgnoresInstance => &[("worker_id_instances", WorkerInstance)],
             Self::WritesDespiteRegression => &[
                 ("monotonic_positions", Monotonic),
                 ("shard_end_is_terminal", ShardEnd),

@@ -15,18 +15,18 @@ use std::time::SystemTime;
 
 use async_trait::async_trait;
 use checkpoint_core::Listing;
-use checkpoint_core::rules::{self, Outcome};
+use checkpoint_core::rules::{self, Member, Outcome};
 use checkpoint_core::{
     AppName, BatchMode, Capabilities, Checkpointer, ClockSource, Durability, Error, FencingToken,
-    HeartbeatTtl, Lease, LeaseDuration, LeaseKey, LeaseManager, Membership, Position, RenewOutcome,
-    Result, ShardId, Store, StreamName, WorkerId,
+    HeartbeatTtl, InstanceId, Lease, LeaseDuration, LeaseKey, LeaseManager, Membership, Position,
+    RenewOutcome, Result, ShardId, Store, StreamName, WorkerId,
 };
 
 /// The user's database: versioned values under string keys, with compare-and-set.
 #[derive(Debug, Default)]
 struct KvDatabase {
     values: Mutex<HashMap<String, (u64, Lease)>>,
-    workers: Mutex<HashMap<String, SystemTime>>,
+    workers: Mutex<HashMap<String, Member>>,
 }
 
 impl KvDatabase {
@@ -50,11 +50,13 @@ impl KvDatabase {
     }
 }
 
-/// The user's store: one app's leases in a [`KvDatabase`], under keys `app/stream/shard`.
+/// The user's store: one app's leases in a [`KvDatabase`], under keys `app/stream/shard`;
+/// `instance` is this handle's nonce, written with every membership record it registers.
 #[derive(Debug)]
 struct KvStore {
     app: AppName,
     db: Arc<KvDatabase>,
+    instance: InstanceId,
 }
 
 impl KvStore {
@@ -295,26 +297,31 @@ impl Checkpointer for KvStore {
 #[async_trait]
 impl Membership for KvStore {
     async fn register_worker(&self, worker: &WorkerId, ttl: HeartbeatTtl) -> Result<()> {
+        let key = format!("{}/{worker}", self.app);
         let mut workers = self.db.workers.lock().unwrap_or_else(|e| e.into_inner());
-        workers.insert(
-            format!("{}/{worker}", self.app),
-            SystemTime::now() + ttl.get(),
-        );
+        let member = rules::register_worker(
+            workers.get(&key),
+            worker,
+            &self.instance,
+            SystemTime::now(),
+            ttl,
+        )?;
+        workers.insert(key, member);
         Ok(())
     }
 
     async fn heartbeat(&self, worker: &WorkerId, ttl: HeartbeatTtl) -> Result<()> {
+        let key = format!("{}/{worker}", self.app);
         let mut workers = self.db.workers.lock().unwrap_or_else(|e| e.into_inner());
-        match workers.get_mut(&format!("{}/{worker}", self.app)) {
-            Some(expiry) => {
-                *expiry = SystemTime::now() + ttl.get();
-                Ok(())
-            }
-            None => Err(Error::NotFound {
-                entity: "worker",
-                id: worker.to_string(),
-            }),
-        }
+        let member = rules::heartbeat(
+            workers.get(&key),
+            worker,
+            &self.instance,
+            SystemTime::now(),
+            ttl,
+        )?;
+        workers.insert(key, member);
+        Ok(())
     }
 
     async fn live_workers(&self) -> Result<Vec<WorkerId>> {
@@ -323,7 +330,7 @@ impl Membership for KvStore {
         let workers = self.db.workers.lock().unwrap_or_else(|e| e.into_inner());
         let mut live = workers
             .iter()
-            .filter(|(_, expiry)| **expiry > now)
+            .filter(|(_, m)| m.expires > now)
             .filter_map(|(k, _)| k.strip_prefix(&prefix))
             .map(WorkerId::new)
             .collect::<Result<Vec<_>>>()?;
@@ -342,7 +349,7 @@ impl Membership for KvStore {
         let now = SystemTime::now();
         let mut workers = self.db.workers.lock().unwrap_or_else(|e| e.into_inner());
         let before = workers.len();
-        workers.retain(|k, expiry| !k.starts_with(&prefix) || *expiry > now);
+        workers.retain(|k, m| !k.starts_with(&prefix) || m.expires > now);
         Ok(before - workers.len())
     }
 }
@@ -353,7 +360,10 @@ async fn custom_store_conforms() {
     let db = Arc::new(KvDatabase::default());
     let factory = move |app: AppName| {
         let db = db.clone();
-        async move { Ok(Arc::new(KvStore { app, db }) as Arc<dyn Store>) }
+        async move {
+            let instance = InstanceId::random();
+            Ok(Arc::new(KvStore { app, db, instance }) as Arc<dyn Store>)
+        }
     };
     checkpoint_core::conformance::run_all(&factory)
         .await

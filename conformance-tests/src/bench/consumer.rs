@@ -181,6 +181,10 @@ impl LeaseManager for Counting {
         self.hit();
         self.inner.list_leases_timed(s).await
     }
+    async fn list_apps(&self) -> CoreResult<Vec<AppName>> {
+        self.hit();
+        self.inner.list_apps().await
+    }
     async fn steal(
         &self,
         k: &LeaseKey,

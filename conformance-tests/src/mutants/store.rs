@@ -84,6 +84,13 @@ impl Mutant {
         self.inner.reset_checkpoint(key, Some(position)).await
     }
 
+    /// Writes `worker`'s membership record as this handle's whatever instance held it, the way
+    /// an upsert without the nonce condition would.
+    async fn overwrite_member(&self, worker: &WorkerId, ttl: HeartbeatTtl) -> Result<()> {
+        self.inner.deregister_worker(worker).await?;
+        self.inner.register_worker(worker, ttl).await
+    }
+
     /// Puts `worker` in as owner, keeping the token if `keep_token`.
     async fn force_grant(
         &self,
@@ -531,7 +538,12 @@ impl Membership for Mutant {
             let filed = WorkerId::new(if filed.is_empty() { "-" } else { filed })?;
             return self.inner.register_worker(&filed, ttl).await;
         }
-        self.inner.register_worker(worker, ttl).await
+        match self.inner.register_worker(worker, ttl).await {
+            Err(Error::WorkerIdInUse { .. }) if self.is(Mutation::IgnoresInstance) => {
+                self.overwrite_member(worker, ttl).await
+            }
+            other => other,
+        }
     }
 
     async fn heartbeat(&self, worker: &WorkerId, ttl: HeartbeatTtl) -> Result<()> {
@@ -544,6 +556,10 @@ impl Membership for Mutant {
                 }
             }
             Mutation::HeartbeatRevivesPruned => self.inner.register_worker(worker, ttl).await,
+            Mutation::IgnoresInstance => match self.inner.heartbeat(worker, ttl).await {
+                Err(Error::WorkerIdInUse { .. }) => self.overwrite_member(worker, ttl).await,
+                other => other,
+            },
             _ => self.inner.heartbeat(worker, ttl).await,
         }
     }

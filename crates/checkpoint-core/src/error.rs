@@ -79,6 +79,15 @@ pub enum Error {
         /// The rejected position.
         attempted: Position,
     },
+    /// Another instance (another store handle, normally another process) holds a live
+    /// membership record of this worker id: a register refused while that record lives, or a
+    /// heartbeat of an instance whose record another instance has taken over after it expired.
+    /// Nothing was written. Start the second process with another id, or stop the first.
+    #[error("worker id {worker} is registered by another live instance")]
+    WorkerIdInUse {
+        /// The worker id.
+        worker: WorkerId,
+    },
     /// The record does not exist.
     #[error("{entity} {id} not found")]
     NotFound {
@@ -148,6 +157,8 @@ pub enum ErrorKind {
     LeaseChanged,
     /// [`Error::CheckpointRegression`].
     CheckpointRegression,
+    /// [`Error::WorkerIdInUse`].
+    WorkerIdInUse,
     /// [`Error::NotFound`].
     NotFound,
     /// [`Error::InvalidInput`].
@@ -183,6 +194,21 @@ impl Error {
         Self::NotFound {
             entity: "lease",
             id: key.to_string(),
+        }
+    }
+
+    /// An [`Error::WorkerIdInUse`] for `worker`.
+    pub fn worker_id_in_use(worker: &WorkerId) -> Self {
+        Self::WorkerIdInUse {
+            worker: worker.clone(),
+        }
+    }
+
+    /// An [`Error::NotFound`] for a worker.
+    pub fn worker_not_found(worker: &WorkerId) -> Self {
+        Self::NotFound {
+            entity: "worker",
+            id: worker.to_string(),
         }
     }
 
@@ -233,6 +259,7 @@ impl Error {
             Self::LeaseLost { .. } => ErrorKind::LeaseLost,
             Self::LeaseChanged { .. } => ErrorKind::LeaseChanged,
             Self::CheckpointRegression { .. } => ErrorKind::CheckpointRegression,
+            Self::WorkerIdInUse { .. } => ErrorKind::WorkerIdInUse,
             Self::NotFound { .. } => ErrorKind::NotFound,
             Self::InvalidInput { .. } => ErrorKind::InvalidInput,
             Self::Corrupt { .. } => ErrorKind::Corrupt,

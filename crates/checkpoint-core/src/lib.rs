@@ -57,6 +57,6 @@ pub use store::{
     Membership, Store,
 };
 pub use types::{
-    AppName, FencingToken, HeartbeatTtl, Lease, LeaseDuration, LeaseKey, Listing, Position,
-    PositionRank, RenewOutcome, SequenceNumber, ShardId, StreamName, WorkerId,
+    AppName, FencingToken, HeartbeatTtl, InstanceId, Lease, LeaseDuration, LeaseKey, Listing,
+    Position, PositionRank, RenewOutcome, SequenceNumber, ShardId, StreamName, WorkerId,
 };

@@ -9,20 +9,20 @@ use std::time::SystemTime;
 use async_trait::async_trait;
 
 use crate::clock::{Clock, SystemClock};
-use crate::error::{Error, Result};
-use crate::rules::{self, Outcome};
+use crate::error::Result;
+use crate::rules::{self, Member, Outcome};
 use crate::store::{
     BatchMode, Capabilities, Checkpointer, ClockSource, Durability, LeaseManager, Membership,
 };
 use crate::types::{
-    AppName, FencingToken, HeartbeatTtl, Lease, LeaseDuration, LeaseKey, Listing, Position,
-    RenewOutcome, ShardId, StreamName, WorkerId,
+    AppName, FencingToken, HeartbeatTtl, InstanceId, Lease, LeaseDuration, LeaseKey, Listing,
+    Position, RenewOutcome, ShardId, StreamName, WorkerId,
 };
 
 #[derive(Debug, Default)]
 struct AppData {
     leases: BTreeMap<LeaseKey, Lease>,
-    workers: BTreeMap<WorkerId, SystemTime>,
+    workers: BTreeMap<WorkerId, Member>,
 }
 
 /// A process-local database holding any number of apps. Handles opened from one database share
@@ -53,11 +53,13 @@ impl MemoryDatabase {
         }
     }
 
-    /// A store handle for `app`.
+    /// A store handle for `app`, with an instance nonce of its own ([`InstanceId`]): two
+    /// handles registering one worker id are two instances, as two processes would be.
     pub fn open(&self, app: AppName) -> MemoryStore {
         MemoryStore {
             app,
             db: self.clone(),
+            instance: InstanceId::random(),
         }
     }
 }
@@ -89,6 +91,7 @@ impl MemoryDatabase {
 pub struct MemoryStore {
     app: AppName,
     db: MemoryDatabase,
+    instance: InstanceId,
 }
 
 impl MemoryStore {
@@ -356,23 +359,23 @@ impl Checkpointer for MemoryStore {
 
 #[async_trait]
 impl Membership for MemoryStore {
+    /// [`rules::register_worker`] under the database mutex with this handle's nonce.
     async fn register_worker(&self, worker: &WorkerId, ttl: HeartbeatTtl) -> Result<()> {
         self.with_app(|data, now| {
-            data.workers.insert(worker.clone(), now + ttl.get());
+            let member =
+                rules::register_worker(data.workers.get(worker), worker, &self.instance, now, ttl)?;
+            data.workers.insert(worker.clone(), member);
             Ok(())
         })
     }
 
+    /// [`rules::heartbeat`] under the database mutex with this handle's nonce.
     async fn heartbeat(&self, worker: &WorkerId, ttl: HeartbeatTtl) -> Result<()> {
-        self.with_app(|data, now| match data.workers.get_mut(worker) {
-            Some(expiry) => {
-                *expiry = now + ttl.get();
-                Ok(())
-            }
-            None => Err(Error::NotFound {
-                entity: "worker",
-                id: worker.to_string(),
-            }),
+        self.with_app(|data, now| {
+            let member =
+                rules::heartbeat(data.workers.get(worker), worker, &self.instance, now, ttl)?;
+            data.workers.insert(worker.clone(), member);
+            Ok(())
         })
     }
 
@@ -381,7 +384,7 @@ impl Membership for MemoryStore {
             Ok(data
                 .workers
                 .iter()
-                .filter(|(_, e)| **e > now)
+                .filter(|(_, m)| m.expires > now)
                 .map(|(w, _)| w.clone())
                 .collect())
         })
@@ -397,7 +400,7 @@ impl Membership for MemoryStore {
     async fn prune_dead_workers(&self) -> Result<usize> {
         self.with_app(|data, now| {
             let before = data.workers.len();
-            data.workers.retain(|_, e| *e > now);
+            data.workers.retain(|_, m| m.expires > now);
             Ok(before - data.workers.len())
         })
     }
@@ -409,6 +412,7 @@ mod tests {
 
     use super::*;
     use crate::clock::ManualClock;
+    use crate::error::Error;
 
     fn key() -> LeaseKey {
         LeaseKey::parse("orders", "shardId-0001").unwrap()

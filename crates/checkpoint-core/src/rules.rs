@@ -12,7 +12,8 @@ use std::time::{Duration, SystemTime};
 
 use crate::error::{Error, Result};
 use crate::types::{
-    AppName, FencingToken, Lease, LeaseDuration, LeaseKey, Position, ShardId, WorkerId,
+    AppName, FencingToken, HeartbeatTtl, InstanceId, Lease, LeaseDuration, LeaseKey, Position,
+    ShardId, WorkerId,
 };
 
 /// What a rule decided: write this record, or leave the store as it is and return it.
@@ -392,4 +393,57 @@ pub fn stored_apps(names: impl IntoIterator<Item = String>) -> Result<Vec<AppNam
     apps.sort();
     apps.dedup();
     Ok(apps)
+}
+
+/// A membership record: the instance that registered the worker id and when the registration
+/// expires by the store's clock (operation 12).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Member {
+    /// The nonce of the handle that registered (or took over) the id.
+    pub instance: InstanceId,
+    /// The instant the registration expires: live while the store's clock is before it.
+    pub expires: SystemTime,
+}
+
+/// Operation 12, register: the record to write for `worker` registered by `instance` until
+/// `now + ttl`. Granted when no record exists, when the record is this instance's, or when
+/// another instance's record has expired by the store's clock (`expires <= now`: a takeover);
+/// [`Error::WorkerIdInUse`] while another instance's record is live.
+pub fn register_worker(
+    current: Option<&Member>,
+    worker: &WorkerId,
+    instance: &InstanceId,
+    now: SystemTime,
+    ttl: HeartbeatTtl,
+) -> Result<Member> {
+    match current {
+        Some(m) if m.instance != *instance && m.expires > now => {
+            Err(Error::worker_id_in_use(worker))
+        }
+        _ => Ok(Member {
+            instance: instance.clone(),
+            expires: now + ttl.get(),
+        }),
+    }
+}
+
+/// Operation 12, heartbeat: the record extended to `now + ttl` when it is `instance`'s (live or
+/// expired but not pruned); [`Error::NotFound`] when there is none (register again);
+/// [`Error::WorkerIdInUse`] when another instance's record stands there, live or not (this
+/// instance was taken over; only a register may take an expired record over).
+pub fn heartbeat(
+    current: Option<&Member>,
+    worker: &WorkerId,
+    instance: &InstanceId,
+    now: SystemTime,
+    ttl: HeartbeatTtl,
+) -> Result<Member> {
+    match current {
+        None => Err(Error::worker_not_found(worker)),
+        Some(m) if m.instance != *instance => Err(Error::worker_id_in_use(worker)),
+        Some(_) => Ok(Member {
+            instance: instance.clone(),
+            expires: now + ttl.get(),
+        }),
+    }
 }

@@ -644,7 +644,14 @@ pub trait Checkpointer: LeaseManager {
 /// Operation 12: the live workers of an app (the kinesumer state store).
 #[async_trait]
 pub trait Membership: Send + Sync + fmt::Debug {
-    /// Register (or re-register) `worker`, live for `ttl`.
+    /// Register (or re-register) `worker`, live for `ttl`, as this handle's instance.
+    ///
+    /// Atomic in the store (contract, operation 12; [`crate::rules::register_worker`]): the
+    /// record carries this handle's [`crate::InstanceId`]. Registering succeeds when no record
+    /// exists, when the record is this instance's, or when another instance's record has
+    /// expired by the store's clock (a takeover); while another instance's record is live it
+    /// fails with [`crate::Error::WorkerIdInUse`] and writes nothing, so of two processes
+    /// started at once with one id exactly one registers.
     ///
     /// ```
     /// # use std::time::Duration;
@@ -658,12 +665,21 @@ pub trait Membership: Send + Sync + fmt::Debug {
     /// store.register_worker(&other, ttl).await?;
     /// store.register_worker(&me, ttl).await?;
     /// assert_eq!(store.live_workers().await?, vec![me.clone(), other.clone()]); // sorted
+    ///
+    /// // A second process with the same id (here a second handle: another instance).
+    /// let db = MemoryDatabase::new();
+    /// let (first, second) = (db.open(AppName::new("billing")?), db.open(AppName::new("billing")?));
+    /// first.register_worker(&me, ttl).await?;
+    /// let refused = second.register_worker(&me, ttl).await.unwrap_err();
+    /// assert_eq!(refused.kind(), ErrorKind::WorkerIdInUse);
     /// # Ok::<(), Error>(()) }).unwrap();
     /// ```
     async fn register_worker(&self, worker: &WorkerId, ttl: HeartbeatTtl) -> Result<()>;
 
     /// Extend a registered worker's life; [`crate::Error::NotFound`] when it is not registered
-    /// (deregistered or pruned), so it knows to register again.
+    /// (deregistered or pruned), so it knows to register again;
+    /// [`crate::Error::WorkerIdInUse`] when the record is another instance's (this instance's
+    /// registration expired and another took the id over), and nothing is written.
     ///
     /// ```
     /// # use std::time::Duration;

@@ -584,6 +584,49 @@ impl Lease {
     }
 }
 
+/// The instance nonce of a store handle: 128 random bits, written as 32 lowercase hex digits.
+///
+/// Every membership record carries the nonce of the handle that registered it, so two
+/// processes started with one worker id are told apart (contract, operation 12): a handle
+/// cannot register or heartbeat an id whose live record carries another nonce
+/// ([`crate::Error::WorkerIdInUse`]). Each store handle draws one when it is opened; its clones
+/// share it, as they are the same instance.
+///
+/// ```
+/// use checkpoint_core::InstanceId;
+///
+/// let (a, b) = (InstanceId::random(), InstanceId::random());
+/// assert_ne!(a, b);
+/// assert_eq!(a.as_str().len(), 32);
+/// assert!(a.as_str().bytes().all(|c| c.is_ascii_hexdigit()));
+/// ```
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct InstanceId(String);
+
+impl InstanceId {
+    /// A fresh nonce from the thread's random generator.
+    pub fn random() -> Self {
+        Self(format!("{:032x}", rand::random::<u128>()))
+    }
+
+    /// The nonce as stored: 32 lowercase hex digits.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for InstanceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "InstanceId({})", self.0)
+    }
+}
+
+impl fmt::Display for InstanceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 /// Which leases a renew-many call renewed and which it found lost.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RenewOutcome {

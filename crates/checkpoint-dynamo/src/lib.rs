@@ -59,6 +59,7 @@
 //! | `leaseClaimant` | S | no | a hand-off claim on a lease nobody holds (the KCL cannot express it) |
 //! | `appName`, `streamName`, `shardId` | S | no | the key's parts, shared layout only, for people reading the table (KCL multi-stream layout: `streamName` and `shardId` as the KCL writes them) |
 //! | `heartbeatCounter`, `heartbeatTtlMillis` | N | no | membership records: bumped by every heartbeat; the TTL an observer waits for it to move |
+//! | `instanceId` | S | no | membership records: the nonce of the store handle that registered the worker |
 //!
 //! A claim on a held lease (`owner = A, claim = B`) is stored exactly as KCL 3 stores a graceful
 //! hand-off from A to B: `checkpointOwner = A, leaseOwner = B`. Attributes of the KCL this crate
@@ -122,7 +123,8 @@
 //! all) bumps the counter and restarts it. `LeaseHeld::remaining` is the time left by this
 //! rule, and the deadlines this handle reports are its own judgement on its own clock, so a
 //! caller may compare them with its local clock. Membership is judged the same way: a worker
-//! is dead once this handle has seen its `heartbeatCounter` unchanged for its TTL.
+//! is dead once this handle has seen its `heartbeatCounter` unchanged for its TTL, and only
+//! then may it take over the record another instance (`instanceId`) registered.
 //!
 //! Consequences, stated as the KCL states them: a worker whose clock is 30 s or an hour off
 //! takes no live lease early, since only clock *rates* matter; but a fresh process (a

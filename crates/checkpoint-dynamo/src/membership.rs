@@ -1,23 +1,25 @@
 //! The [`Membership`] implementation: membership records in the lease table, judged dead by
 //! observation, never by a wall clock.
 //!
-//! A record is `leaseKey = ~worker:<app>:<workerId>` with `appName`, `workerId`,
-//! `heartbeatCounter` (bumped by every registration and heartbeat), `heartbeatTtlMillis` and,
-//! as information only, `workerExpiryMillis` (the writer's wall clock). A worker is dead when
-//! this handle has seen its `heartbeatCounter` unchanged for its TTL on its own clock (the
-//! rule of `observe.rs`), so a fresh process counts every registered worker live for one TTL.
+//! A record is `leaseKey = ~worker:<app>:<workerId>` with `appName`, `workerId`, `instanceId`
+//! (the nonce of the handle that registered it), `heartbeatCounter` (bumped by every
+//! registration and heartbeat), `heartbeatTtlMillis` and, as information only,
+//! `workerExpiryMillis` (the writer's wall clock). A worker is dead when this handle has seen
+//! its `heartbeatCounter` unchanged for its TTL on its own clock (the rule of `observe.rs`), so
+//! a fresh process counts every registered worker live for one TTL, and a handle takes another
+//! instance's record over only once it has judged it dead that way.
 
 use std::time::Duration;
 
 use async_trait::async_trait;
-use aws_sdk_dynamodb::types::AttributeValue;
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnValuesOnConditionCheckFailure};
 use checkpoint_core::{Error, HeartbeatTtl, Membership, Result, WorkerId};
 
 use crate::observe::left;
 use crate::protocol::Reply;
 use crate::schema::{
-    self, APP_NAME, HEARTBEAT_COUNTER, HEARTBEAT_TTL_MILLIS, Item, LEASE_KEY, WORKER_EXPIRY_MILLIS,
-    WORKER_ID, n, s, worker_key, worker_prefix,
+    self, APP_NAME, HEARTBEAT_COUNTER, HEARTBEAT_TTL_MILLIS, INSTANCE_ID, Item, LEASE_KEY,
+    WORKER_EXPIRY_MILLIS, WORKER_ID, n, s, worker_key, worker_prefix,
 };
 use crate::store::DynamoStore;
 
@@ -73,34 +75,43 @@ impl DynamoStore {
         })
     }
 
-    /// The registration and heartbeat write: `heartbeatCounter + 1`, the TTL, and the
-    /// information-only expiry, under `condition`.
+    /// The registration and heartbeat write: `heartbeatCounter + 1`, this handle's
+    /// `instanceId`, the TTL, and the information-only expiry, under `condition` (which may
+    /// name `#k`, `#w`/`:w`, `#i`/`:i`, `#c`, and `:c` = `counter` when given). A failed
+    /// condition returns the item as it was (`ALL_OLD`).
     async fn beat(
         &self,
         worker: &WorkerId,
         ttl: HeartbeatTtl,
         condition: &str,
+        counter: Option<u64>,
     ) -> Result<Reply<()>> {
         let expiry = schema::to_millis(self.now() + ttl.get());
-        let req = self
+        let mut req = self
             .shared
             .client
             .update_item()
             .table_name(&self.shared.table)
             .key(LEASE_KEY, s(worker_key(&self.app, worker)))
-            .update_expression("SET #a = :a, #w = :w, #t = :t, #e = :e ADD #c :one")
+            .update_expression("SET #a = :a, #w = :w, #i = :i, #t = :t, #e = :e ADD #c :one")
             .condition_expression(condition)
             .expression_attribute_names("#k", LEASE_KEY)
             .expression_attribute_names("#a", APP_NAME)
             .expression_attribute_names("#w", WORKER_ID)
+            .expression_attribute_names("#i", INSTANCE_ID)
             .expression_attribute_names("#t", HEARTBEAT_TTL_MILLIS)
             .expression_attribute_names("#e", WORKER_EXPIRY_MILLIS)
             .expression_attribute_names("#c", HEARTBEAT_COUNTER)
             .expression_attribute_values(":a", s(self.app.as_str()))
             .expression_attribute_values(":w", s(worker.as_str()))
+            .expression_attribute_values(":i", s(self.instance.as_str()))
             .expression_attribute_values(":t", n(schema::duration_millis(ttl.get())))
             .expression_attribute_values(":e", n(expiry))
-            .expression_attribute_values(":one", n(1));
+            .expression_attribute_values(":one", n(1))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
+        if let Some(c) = counter {
+            req = req.expression_attribute_values(":c", n(c));
+        }
         let reply = self
             .send_conditional("UpdateItem", || req.clone().send())
             .await?;
@@ -109,40 +120,83 @@ impl DynamoStore {
             Reply::Failed(item) => Reply::Failed(item),
         })
     }
+
+    /// Whether `item` is `worker`'s membership record.
+    fn is_record_of(item: &Item, worker: &WorkerId) -> bool {
+        matches!(item.get(WORKER_ID), Some(AttributeValue::S(w)) if w == worker.as_str())
+    }
 }
 
 #[async_trait]
 impl Membership for DynamoStore {
-    /// An `UpdateItem` of the membership record (registering again is a heartbeat),
-    /// conditioned on the key being absent or this worker's membership record, so it can never
-    /// replace another kind of item (isolation).
+    /// Operation 12, register ([`checkpoint_core::rules::register_worker`]), judged by
+    /// observation. An `UpdateItem` conditioned on the key being absent or this instance's
+    /// record of this worker (registering again is a heartbeat). When another instance's record
+    /// stands there, this handle judges it by observation: still live (its `heartbeatCounter`
+    /// not yet seen unchanged for its TTL) is [`Error::WorkerIdInUse`]; dead, it is taken over
+    /// by an `UpdateItem` conditioned on the counter still being the value observed, so a
+    /// heartbeat of the old instance meanwhile wins and the takeover is refused
+    /// (`WorkerIdInUse`). An item of another kind under the key is [`Error::Corrupt`]; no
+    /// condition lets a write replace it (isolation).
     async fn register_worker(&self, worker: &WorkerId, ttl: HeartbeatTtl) -> Result<()> {
-        match self
-            .beat(worker, ttl, "attribute_not_exists(#k) OR #w = :w")
-            .await?
-        {
-            Reply::Done(()) => Ok(()),
-            Reply::Failed(_) => Err(Error::corrupt(
+        let pk = worker_key(&self.app, worker);
+        let not_this = || {
+            Error::corrupt(
                 worker_key(&self.app, worker),
                 WORKER_ID,
                 "the item is not this worker's membership record",
-            )),
+            )
+        };
+        let item = match self
+            .beat(
+                worker,
+                ttl,
+                "attribute_not_exists(#k) OR (#w = :w AND #i = :i)",
+                None,
+            )
+            .await?
+        {
+            Reply::Done(()) => return Ok(()),
+            Reply::Failed(None) => return Err(Error::worker_id_in_use(worker)),
+            Reply::Failed(Some(item)) => item,
+        };
+        if !Self::is_record_of(&item, worker) {
+            return Err(not_this());
+        }
+        let member = self.member(&pk, &item, self.now())?;
+        if member.left.is_some() {
+            return Err(Error::worker_id_in_use(worker));
+        }
+        let condition = match member.counter {
+            Some(_) => "attribute_exists(#k) AND #w = :w AND #c = :c",
+            None => "attribute_exists(#k) AND #w = :w AND attribute_not_exists(#c)",
+        };
+        match self.beat(worker, ttl, condition, member.counter).await? {
+            Reply::Done(()) => Ok(()),
+            Reply::Failed(_) => Err(Error::worker_id_in_use(worker)),
         }
     }
 
-    /// `UpdateItem` conditioned on this worker's record existing; it bumps
-    /// `heartbeatCounter`, which is what observers time liveness by. A deregistered or pruned
-    /// worker gets [`Error::NotFound`] and must register again.
+    /// Operation 12, heartbeat ([`checkpoint_core::rules::heartbeat`]): `UpdateItem`
+    /// conditioned on this instance's record of this worker existing; it bumps
+    /// `heartbeatCounter`, which is what observers time liveness by. Another instance's record
+    /// is [`Error::WorkerIdInUse`]; a deregistered or pruned worker gets [`Error::NotFound`]
+    /// and must register again.
     async fn heartbeat(&self, worker: &WorkerId, ttl: HeartbeatTtl) -> Result<()> {
         match self
-            .beat(worker, ttl, "attribute_exists(#k) AND #w = :w")
+            .beat(
+                worker,
+                ttl,
+                "attribute_exists(#k) AND #w = :w AND #i = :i",
+                None,
+            )
             .await?
         {
             Reply::Done(()) => Ok(()),
-            Reply::Failed(_) => Err(Error::NotFound {
-                entity: "worker",
-                id: worker.to_string(),
-            }),
+            Reply::Failed(Some(item)) if Self::is_record_of(&item, worker) => {
+                Err(Error::worker_id_in_use(worker))
+            }
+            Reply::Failed(_) => Err(Error::worker_not_found(worker)),
         }
     }
 

@@ -115,6 +115,9 @@ pub const WORKER_ID: &str = "workerId";
 /// A membership record's expiry on the writer's wall clock, ms since the Unix epoch
 /// (information only: expiry is judged by observation, see `observe.rs`).
 pub const WORKER_EXPIRY_MILLIS: &str = "workerExpiryMillis";
+/// A membership record's instance: the [`checkpoint_core::InstanceId`] of the handle that
+/// registered it (absent on records written before nonces: no handle's nonce).
+pub const INSTANCE_ID: &str = "instanceId";
 /// A membership record's version, bumped by every registration and heartbeat.
 pub const HEARTBEAT_COUNTER: &str = "heartbeatCounter";
 /// A membership record's heartbeat TTL in ms: how long an observer waits for the counter to

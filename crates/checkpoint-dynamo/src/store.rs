@@ -14,8 +14,8 @@ use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
 use checkpoint_core::rules::{self, Outcome};
 use checkpoint_core::{
     AppName, BatchMode, Capabilities, Checkpointer, ClockSource, Durability, Error, ErrorKind,
-    FencingToken, Lease, LeaseDuration, LeaseKey, LeaseManager, Listing, Position, RenewOutcome,
-    Result, ShardId, StreamName, WorkerId,
+    FencingToken, InstanceId, Lease, LeaseDuration, LeaseKey, LeaseManager, Listing, Position,
+    RenewOutcome, Result, ShardId, StreamName, WorkerId,
 };
 use futures::stream::{self, StreamExt};
 
@@ -38,6 +38,8 @@ pub struct DynamoStore {
     pub(crate) shared: Arc<Shared>,
     pub(crate) app: AppName,
     pub(crate) cache: Arc<Mutex<HashMap<LeaseKey, schema::Stored>>>,
+    /// This handle's nonce, written with the membership records it registers.
+    pub(crate) instance: InstanceId,
 }
 
 impl fmt::Debug for DynamoStore {
@@ -141,18 +143,21 @@ impl DynamoStore {
             shared: Arc::new(shared),
             app,
             cache: Arc::default(),
+            instance: InstanceId::random(),
         };
         store.init().await?;
         Ok(store)
     }
 
     /// A handle for `app` on the same client, table and settings (no request is sent; the
-    /// table was initialised when this handle was opened). Its record cache is its own.
+    /// table was initialised when this handle was opened). Its record cache and its instance
+    /// nonce are its own.
     pub fn for_app(&self, app: AppName) -> Self {
         Self {
             shared: self.shared.clone(),
             app,
             cache: Arc::default(),
+            instance: InstanceId::random(),
         }
     }
 

@@ -172,24 +172,50 @@ impl Checkpointer for MySqlStore {
 
 #[async_trait]
 impl Membership for MySqlStore {
-    /// `INSERT … ON DUPLICATE KEY UPDATE expires_at = UTC_TIMESTAMP(6) + ttl`.
+    /// Operation 12, register ([`checkpoint_core::rules::register_worker`]), in one
+    /// transaction: `INSERT … ON DUPLICATE KEY UPDATE` that makes the row this handle's only
+    /// when it carries this handle's nonce or has expired by the server's clock (the upsert
+    /// holds the row's lock to the commit, so of two instances registering at once one row
+    /// wins), then a read of the row's instance under that lock: another instance's is
+    /// [`Error::WorkerIdInUse`] (nothing was changed). A retry after a lost reply finds this
+    /// instance's row.
     async fn register_worker(&self, worker: &WorkerId, ttl: HeartbeatTtl) -> Result<()> {
-        self.retry(|| async {
-            sqlx::query(self.inner.sql.register_worker.clone())
-                .bind(self.app.as_str())
-                .bind(worker.as_str())
-                .bind(micros(ttl.get()))
-                .bind(micros(ttl.get()))
-                .execute(&self.inner.pool)
-                .await
-                .map_err(from_sqlx)?;
-            Ok(())
-        })
-        .await
+        let instance = self.instance.as_str();
+        let holder: Option<String> = self
+            .retry(|| async {
+                let mut tx = self.inner.pool.begin().await.map_err(from_sqlx)?;
+                sqlx::query(self.inner.sql.register_worker.clone())
+                    .bind(self.app.as_str())
+                    .bind(worker.as_str())
+                    .bind(micros(ttl.get()))
+                    .bind(instance)
+                    .bind(instance)
+                    .bind(instance)
+                    .bind(instance)
+                    .bind(micros(ttl.get()))
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(from_sqlx)?;
+                let holder = sqlx::query_scalar(self.inner.sql.worker_instance.clone())
+                    .bind(self.app.as_str())
+                    .bind(worker.as_str())
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(from_sqlx)?;
+                tx.commit().await.map_err(from_sqlx)?;
+                Ok(holder)
+            })
+            .await?;
+        match holder {
+            Some(h) if h == instance => Ok(()),
+            _ => Err(Error::worker_id_in_use(worker)),
+        }
     }
 
-    /// `UPDATE … SET expires_at = UTC_TIMESTAMP(6) + ttl`; no matched row is
-    /// [`Error::NotFound`].
+    /// Operation 12, heartbeat ([`checkpoint_core::rules::heartbeat`]): `UPDATE … SET
+    /// expires_at = UTC_TIMESTAMP(6) + ttl` of the row carrying this handle's nonce; when no row
+    /// matched, a read tells another instance's row ([`Error::WorkerIdInUse`]) from none
+    /// ([`Error::NotFound`]).
     async fn heartbeat(&self, worker: &WorkerId, ttl: HeartbeatTtl) -> Result<()> {
         let updated = self
             .retry(|| async {
@@ -197,18 +223,29 @@ impl Membership for MySqlStore {
                     .bind(micros(ttl.get()))
                     .bind(self.app.as_str())
                     .bind(worker.as_str())
+                    .bind(self.instance.as_str())
                     .execute(&self.inner.pool)
                     .await
                     .map_err(from_sqlx)
             })
             .await?;
-        if updated.rows_affected() == 0 {
-            return Err(Error::NotFound {
-                entity: "worker",
-                id: worker.to_string(),
-            });
+        if updated.rows_affected() > 0 {
+            return Ok(());
         }
-        Ok(())
+        let holder: Option<String> = self
+            .retry(|| async {
+                sqlx::query_scalar(self.inner.sql.worker_instance.clone())
+                    .bind(self.app.as_str())
+                    .bind(worker.as_str())
+                    .fetch_optional(&self.inner.pool)
+                    .await
+                    .map_err(from_sqlx)
+            })
+            .await?;
+        Err(match holder {
+            Some(_) => Error::worker_id_in_use(worker),
+            None => Error::worker_not_found(worker),
+        })
     }
 
     async fn live_workers(&self) -> Result<Vec<WorkerId>> {

@@ -53,14 +53,21 @@ struct Migration {
 }
 
 /// The migrations, in order. A released migration is never edited: changes are new versions.
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    description: "create the lease and membership tables",
-    sql: include_str!("../migrations/0001_create_tables.sql"),
-}];
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        description: "create the lease and membership tables",
+        sql: include_str!("../migrations/0001_create_tables.sql"),
+    },
+    Migration {
+        version: 2,
+        description: "membership records carry the registering instance's nonce",
+        sql: include_str!("../migrations/0002_worker_instance.sql"),
+    },
+];
 
 /// The newest schema version this crate knows.
-pub(crate) const LATEST_VERSION: i32 = 1;
+pub(crate) const LATEST_VERSION: i32 = 2;
 
 /// Expected columns: name, type (`information_schema.columns.data_type`, plus ` unsigned` for
 /// unsigned integers), nullable, collation (`None` for columns without one).
@@ -91,6 +98,7 @@ const WORKER_COLUMNS: &[ColumnSpec] = &[
     ("app", "varchar", false, BIN),
     ("worker", "varbinary", false, None),
     ("expires_at", "datetime", false, None),
+    ("instance", "varchar", false, Some("ascii_bin")),
 ];
 const WORKER_KEY: &[&str] = &["app", "worker"];
 
@@ -415,6 +423,7 @@ pub(crate) struct Statements {
     pub(crate) claim: SqlStr,
     pub(crate) reset_checkpoint: SqlStr,
     pub(crate) register_worker: SqlStr,
+    pub(crate) worker_instance: SqlStr,
     pub(crate) heartbeat: SqlStr,
     pub(crate) live_workers: SqlStr,
     pub(crate) deregister_worker: SqlStr,
@@ -552,14 +561,25 @@ impl Statements {
                      l.owner_switches = 0
                  WHERE {KEY}"
             )),
-            // app, worker, ttl (us), ttl (us).
+            // app, worker, ttl (us), instance; instance, instance, instance, ttl (us). The
+            // instance is assigned first (MySQL assigns left to right, each seeing the ones
+            // before): it becomes this handle's when the row is this instance's or expired by
+            // the server's clock, and the expiry moves only when it is this instance's then.
             register_worker: sql(format!(
-                "INSERT INTO {workers} (app, worker, expires_at) VALUES (?, ?, {NOW_PLUS})
-                 ON DUPLICATE KEY UPDATE expires_at = {NOW_PLUS}"
+                "INSERT INTO {workers} (app, worker, expires_at, instance)
+                 VALUES (?, ?, {NOW_PLUS}, ?)
+                 ON DUPLICATE KEY UPDATE
+                     instance = IF(instance = ? OR expires_at <= UTC_TIMESTAMP(6), ?, instance),
+                     expires_at = IF(instance = ?, {NOW_PLUS}, expires_at)"
             )),
-            // ttl (us), app, worker.
+            // app, worker: the instance holding the id, read in the register's transaction.
+            worker_instance: sql(format!(
+                "SELECT instance FROM {workers} WHERE app = ? AND worker = ?"
+            )),
+            // ttl (us), app, worker, instance.
             heartbeat: sql(format!(
-                "UPDATE {workers} SET expires_at = {NOW_PLUS} WHERE app = ? AND worker = ?"
+                "UPDATE {workers} SET expires_at = {NOW_PLUS}
+                 WHERE app = ? AND worker = ? AND instance = ?"
             )),
             // app.
             live_workers: sql(format!(

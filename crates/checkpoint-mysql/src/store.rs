@@ -40,8 +40,8 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 use checkpoint_core::rules::{self, Outcome};
 use checkpoint_core::{
-    AppName, BatchMode, Capabilities, ClockSource, Durability, Error, FencingToken, Lease,
-    LeaseDuration, LeaseKey, LeaseManager, Listing, Position, RenewOutcome, Result, ShardId,
+    AppName, BatchMode, Capabilities, ClockSource, Durability, Error, FencingToken, InstanceId,
+    Lease, LeaseDuration, LeaseKey, LeaseManager, Listing, Position, RenewOutcome, Result, ShardId,
     StreamName, WorkerId,
 };
 use sqlx::mysql::{MySql, MySqlArguments, MySqlPool, MySqlPoolOptions};
@@ -74,6 +74,8 @@ pub(crate) type Query<'q> = sqlx::query::Query<'q, MySql, MySqlArguments>;
 pub struct MySqlStore {
     pub(crate) app: AppName,
     pub(crate) inner: Arc<Inner>,
+    /// This handle's nonce, written with the membership records it registers.
+    pub(crate) instance: InstanceId,
 }
 
 pub(crate) struct Inner {
@@ -151,16 +153,19 @@ impl MySqlStore {
                 config,
                 tables,
             }),
+            instance: InstanceId::random(),
         };
         store.init().await?;
         Ok(store)
     }
 
-    /// A handle for another app on the same tables, sharing this store's connection pool.
+    /// A handle for another app on the same tables, sharing this store's connection pool, with
+    /// an instance nonce of its own.
     pub fn for_app(&self, app: AppName) -> Self {
         Self {
             app,
             inner: self.inner.clone(),
+            instance: InstanceId::random(),
         }
     }
 

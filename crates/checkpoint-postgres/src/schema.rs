@@ -63,10 +63,15 @@ const MIGRATIONS: &[Migration] = &[
         description: "lease table fillfactor 50, for heap-only updates",
         sql: include_str!("../migrations/0002_lease_fillfactor.sql"),
     },
+    Migration {
+        version: 3,
+        description: "membership records carry the registering instance's nonce",
+        sql: include_str!("../migrations/0003_worker_instance.sql"),
+    },
 ];
 
 /// The newest schema version this crate knows.
-pub(crate) const LATEST_VERSION: i32 = 2;
+pub(crate) const LATEST_VERSION: i32 = 3;
 
 /// Expected columns: name, `information_schema.columns.data_type`, nullable.
 type ColumnSpec = (&'static str, &'static str, bool);
@@ -93,6 +98,7 @@ const WORKER_COLUMNS: &[ColumnSpec] = &[
     ("app", "text", false),
     ("worker", "text", false),
     ("expires_at", "timestamp with time zone", false),
+    ("instance", "text", false),
 ];
 const WORKER_KEY: &[&str] = &["app", "worker"];
 
@@ -699,15 +705,24 @@ impl Statements {
                      pending_checkpoint = NULL, pending_checkpoint_sub = 0, owner_switches = 0
                  WHERE {KEY} RETURNING {cols}"
             )),
-            // $1 app, $2 worker, $3 ttl in ms.
+            // $1 app, $2 worker, $3 ttl in ms, $4 this handle's instance nonce. An existing row
+            // is replaced only when it is this instance's or expired by the server's clock;
+            // no row affected: another instance holds the id live.
             register_worker: sql(format!(
-                "INSERT INTO {workers} AS w (app, worker, expires_at)
-                 VALUES ($1, $2, clock_timestamp() + $3::bigint {ms})
-                 ON CONFLICT (app, worker) DO UPDATE SET expires_at = EXCLUDED.expires_at"
+                "INSERT INTO {workers} AS w (app, worker, expires_at, instance)
+                 VALUES ($1, $2, clock_timestamp() + $3::bigint {ms}, $4)
+                 ON CONFLICT (app, worker) DO UPDATE
+                     SET expires_at = EXCLUDED.expires_at, instance = EXCLUDED.instance
+                     WHERE w.instance = EXCLUDED.instance OR w.expires_at <= clock_timestamp()"
             )),
+            // $1 app, $2 worker, $3 ttl in ms, $4 instance. Returns whether this instance's row
+            // was extended and whether any row of the id exists, judged in one snapshot.
             heartbeat: sql(format!(
-                "UPDATE {workers} AS w SET expires_at = clock_timestamp() + $3::bigint {ms}
-                 WHERE w.app = $1 AND w.worker = $2"
+                "WITH beat AS (
+                     UPDATE {workers} AS w SET expires_at = clock_timestamp() + $3::bigint {ms}
+                     WHERE w.app = $1 AND w.worker = $2 AND w.instance = $4 RETURNING 1)
+                 SELECT EXISTS (SELECT 1 FROM beat),
+                        EXISTS (SELECT 1 FROM {workers} AS o WHERE o.app = $1 AND o.worker = $2)"
             )),
             live_workers: sql(format!(
                 "SELECT w.worker FROM {workers} AS w

@@ -33,8 +33,8 @@ use checkpoint_core::Listing;
 use checkpoint_core::rules::{self, Outcome};
 use checkpoint_core::{
     AppName, BatchMode, Capabilities, Checkpointer, ClockSource, Durability, Error, FencingToken,
-    HeartbeatTtl, Lease, LeaseDuration, LeaseKey, LeaseManager, Membership, Position, RenewOutcome,
-    Result, ShardId, StreamName, WorkerId,
+    HeartbeatTtl, InstanceId, Lease, LeaseDuration, LeaseKey, LeaseManager, Membership, Position,
+    RenewOutcome, Result, ShardId, StreamName, WorkerId,
 };
 use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
 use sqlx::{Connection, PgConnection, PgExecutor, Row};
@@ -72,6 +72,8 @@ const RENEW_PARALLEL: usize = 4;
 pub struct PostgresStore {
     app: AppName,
     inner: Arc<Inner>,
+    /// This handle's nonce, written with the membership records it registers.
+    instance: InstanceId,
 }
 
 struct Inner {
@@ -149,6 +151,7 @@ impl PostgresStore {
                 config,
                 tables,
             }),
+            instance: InstanceId::random(),
         };
         store.init().await?;
         Ok(store)
@@ -159,11 +162,13 @@ impl PostgresStore {
         Self::open(PostgresConfig::from_url(url)?, app).await
     }
 
-    /// A handle for another app on the same tables, sharing this store's connection pool.
+    /// A handle for another app on the same tables, sharing this store's connection pool, with
+    /// an instance nonce of its own.
     pub fn for_app(&self, app: AppName) -> Self {
         Self {
             app,
             inner: self.inner.clone(),
+            instance: InstanceId::random(),
         }
     }
 
@@ -1010,39 +1015,52 @@ impl Checkpointer for PostgresStore {
 
 #[async_trait]
 impl Membership for PostgresStore {
+    /// Operation 12, register ([`checkpoint_core::rules::register_worker`]): one upsert whose
+    /// `DO UPDATE … WHERE` replaces the row only when it carries this handle's nonce or has
+    /// expired by the server's clock; PostgreSQL serialises concurrent upserts of one key, so of
+    /// two instances registering at once exactly one row wins. No row affected is
+    /// [`Error::WorkerIdInUse`]. A retry after a lost reply finds this instance's row.
     async fn register_worker(&self, worker: &WorkerId, ttl: HeartbeatTtl) -> Result<()> {
-        self.retry(|| async {
-            sqlx::query(self.inner.sql.register_worker.clone())
-                .bind(self.app.as_str())
-                .bind(worker.as_str())
-                .bind(millis(ttl.get()))
-                .execute(&self.inner.pool)
-                .await
-                .map_err(from_sqlx)?;
-            Ok(())
-        })
-        .await
-    }
-
-    async fn heartbeat(&self, worker: &WorkerId, ttl: HeartbeatTtl) -> Result<()> {
-        let updated = self
+        let done = self
             .retry(|| async {
-                sqlx::query(self.inner.sql.heartbeat.clone())
+                sqlx::query(self.inner.sql.register_worker.clone())
                     .bind(self.app.as_str())
                     .bind(worker.as_str())
                     .bind(millis(ttl.get()))
+                    .bind(self.instance.as_str())
                     .execute(&self.inner.pool)
                     .await
                     .map_err(from_sqlx)
             })
             .await?;
-        if updated.rows_affected() == 0 {
-            return Err(Error::NotFound {
-                entity: "worker",
-                id: worker.to_string(),
-            });
+        if done.rows_affected() == 0 {
+            return Err(Error::worker_id_in_use(worker));
         }
         Ok(())
+    }
+
+    /// Operation 12, heartbeat ([`checkpoint_core::rules::heartbeat`]): one statement extends
+    /// the row carrying this handle's nonce and reads, in the same snapshot, whether a row of
+    /// the id exists: another instance's row is [`Error::WorkerIdInUse`], none
+    /// [`Error::NotFound`].
+    async fn heartbeat(&self, worker: &WorkerId, ttl: HeartbeatTtl) -> Result<()> {
+        let (beaten, present): (bool, bool) = self
+            .retry(|| async {
+                sqlx::query_as(self.inner.sql.heartbeat.clone())
+                    .bind(self.app.as_str())
+                    .bind(worker.as_str())
+                    .bind(millis(ttl.get()))
+                    .bind(self.instance.as_str())
+                    .fetch_one(&self.inner.pool)
+                    .await
+                    .map_err(from_sqlx)
+            })
+            .await?;
+        match (beaten, present) {
+            (true, _) => Ok(()),
+            (false, true) => Err(Error::worker_id_in_use(worker)),
+            (false, false) => Err(Error::worker_not_found(worker)),
+        }
     }
 
     async fn live_workers(&self) -> Result<Vec<WorkerId>> {

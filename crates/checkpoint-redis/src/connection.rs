@@ -230,7 +230,7 @@ impl Connection {
 
     /// Loads `scripts` on the node that holds `key` (the master owning the app's slot in
     /// cluster mode; the one server otherwise).
-    pub(crate) async fn load_scripts(&self, key: &str, scripts: [&LuaScript; 16]) -> Result<()> {
+    pub(crate) async fn load_scripts(&self, key: &str, scripts: [&LuaScript; 17]) -> Result<()> {
         let load = |script: &LuaScript| redis::cmd("SCRIPT").arg("LOAD").arg(script.code()).clone();
         match self {
             Self::Single(conn) => {

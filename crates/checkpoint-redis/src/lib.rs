@@ -53,7 +53,8 @@
 //!
 //! Every key of one app carries the app as its hash tag: `<prefix>:{<app>}:lease:<stream>:<shard>`
 //! (a hash per lease), `<prefix>:{<app>}:leases` (the lease index, a sorted set read by lexical
-//! range), `<prefix>:{<app>}:workers` (live workers, a sorted set scored by heartbeat expiry) and
+//! range), `<prefix>:{<app>}:workers` (live workers, a sorted set scored by heartbeat expiry),
+//! `<prefix>:{<app>}:worker_instances` (the instance nonce each worker was registered by) and
 //! `<prefix>:{<app>}:meta`. All keys of an app therefore hash to one Cluster slot, and every
 //! script declares every key it touches in `KEYS`, so every script and pipeline of an app runs
 //! on the one master owning that slot (see Redis Cluster below).

@@ -12,6 +12,7 @@
 //! | `<prefix>:{<app>}:leases` | sorted set | one member `<stream>:<shard>` per lease (score 0, read by lexical range) |
 //! | `<prefix>:{<app>}:lease:<stream>:<shard>` | hash | one lease record (fields below) |
 //! | `<prefix>:{<app>}:workers` | sorted set | live workers scored by heartbeat expiry (server ms) |
+//! | `<prefix>:{<app>}:worker_instances` | hash | worker id → nonce of the handle that registered it |
 //!
 //! Identifiers cannot contain `:`, `{` or `}` (the core types only admit letters, digits, `-`,
 //! `_` and `.`), so no two apps, streams or shards can produce the same key.
@@ -127,6 +128,7 @@ pub(crate) const FIELDS: [&str; 10] = [
 /// assert_eq!(keys.lease(&LeaseKey::parse("orders", "shard-0")?), "ckpt:{billing}:lease:orders:shard-0");
 /// assert_eq!(keys.index(), "ckpt:{billing}:leases");
 /// assert_eq!(keys.workers(), "ckpt:{billing}:workers");
+/// assert_eq!(keys.worker_instances(), "ckpt:{billing}:worker_instances");
 /// assert_eq!(keys.hash_tag(), "{billing}");
 /// # Ok::<(), checkpoint_core::Error>(())
 /// ```
@@ -184,6 +186,13 @@ impl KeyLayout {
     /// The live workers: a sorted set scored by heartbeat expiry (server milliseconds).
     pub fn workers(&self) -> String {
         format!("{}:workers", self.base)
+    }
+
+    /// The instance of each registered worker: a hash from worker id to the
+    /// [`checkpoint_core::InstanceId`] of the handle that registered it (absent for a worker
+    /// registered before nonces were written: no handle's nonce).
+    pub fn worker_instances(&self) -> String {
+        format!("{}:worker_instances", self.base)
     }
 
     /// The hash holding one lease record.
@@ -705,26 +714,49 @@ return reply('OK', '', '', v)
     )
 });
 
-/// Operation 12, register. KEYS: workers. ARGV: worker, ttl_ms.
+/// Operation 12, `rules::register_worker`. KEYS: workers, worker_instances. ARGV: worker,
+/// ttl_ms, instance. Registers when the worker has no entry, when its entry is this instance's,
+/// or when its expiry is at or before server now (a takeover); replies 1 then, 0 (nothing
+/// written) while another instance's entry is live.
 pub(crate) static REGISTER: LazyLock<LuaScript> = LazyLock::new(|| {
     script(
         &[Clock],
         r#"
+local now = now_ms()
+local expiry = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if expiry and tonumber(expiry) > now and redis.call('HGET', KEYS[2], ARGV[1]) ~= ARGV[3] then
+  return 0
+end
+redis.call('ZADD', KEYS[1], fmt(now + tonumber(ARGV[2])), ARGV[1])
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
+return 1
+"#,
+    )
+});
+
+/// Operation 12, `rules::heartbeat`: only for a worker this instance registered. KEYS: workers,
+/// worker_instances. ARGV: worker, ttl_ms, instance. Replies 1, 0 when the worker is not
+/// registered, 2 when another instance's entry stands there (nothing written then).
+pub(crate) static HEARTBEAT: LazyLock<LuaScript> = LazyLock::new(|| {
+    script(
+        &[Clock],
+        r#"
+if not redis.call('ZSCORE', KEYS[1], ARGV[1]) then return 0 end
+if redis.call('HGET', KEYS[2], ARGV[1]) ~= ARGV[3] then return 2 end
 redis.call('ZADD', KEYS[1], fmt(now_ms() + tonumber(ARGV[2])), ARGV[1])
 return 1
 "#,
     )
 });
 
-/// Operation 12, heartbeat: only for a registered worker. KEYS: workers. ARGV: worker, ttl_ms.
-/// Replies 1, or 0 when the worker is not registered.
-pub(crate) static HEARTBEAT: LazyLock<LuaScript> = LazyLock::new(|| {
+/// Operation 12, deregister: removes the worker and its instance entry. KEYS: workers,
+/// worker_instances. ARGV: worker.
+pub(crate) static DEREGISTER: LazyLock<LuaScript> = LazyLock::new(|| {
     script(
-        &[Clock],
+        &[],
         r#"
-if not redis.call('ZSCORE', KEYS[1], ARGV[1]) then return 0 end
-redis.call('ZADD', KEYS[1], fmt(now_ms() + tonumber(ARGV[2])), ARGV[1])
-return 1
+redis.call('HDEL', KEYS[2], ARGV[1])
+return redis.call('ZREM', KEYS[1], ARGV[1])
 "#,
     )
 });
@@ -739,18 +771,23 @@ return redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. fmt(now_ms()), '+inf')
     )
 });
 
-/// Operation 12, prune: removes workers whose expiry is at or before server now. KEYS: workers.
+/// Operation 12, prune: removes workers whose expiry is at or before server now, with their
+/// instance entries. KEYS: workers, worker_instances. Replies the count removed.
 pub(crate) static PRUNE: LazyLock<LuaScript> = LazyLock::new(|| {
     script(
         &[Clock],
         r#"
-return redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', fmt(now_ms()))
+local now = fmt(now_ms())
+for _, w in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)) do
+  redis.call('HDEL', KEYS[2], w)
+end
+return redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 "#,
     )
 });
 
 /// Every script, for `SCRIPT LOAD` at init.
-pub(crate) fn all() -> [&'static LuaScript; 16] {
+pub(crate) fn all() -> [&'static LuaScript; 17] {
     [
         &INIT,
         &CREATE,
@@ -766,6 +803,7 @@ pub(crate) fn all() -> [&'static LuaScript; 16] {
         &RESET_CHECKPOINT,
         &REGISTER,
         &HEARTBEAT,
+        &DEREGISTER,
         &LIVE_WORKERS,
         &PRUNE,
     ]

@@ -15,8 +15,8 @@ use async_trait::async_trait;
 use checkpoint_core::Listing;
 use checkpoint_core::{
     AppName, BatchMode, Capabilities, Checkpointer, ClockSource, Durability, Error, FencingToken,
-    HeartbeatTtl, Lease, LeaseDuration, LeaseKey, LeaseManager, Membership, Position, RenewOutcome,
-    Result, ShardId, StreamName, WorkerId, rules,
+    HeartbeatTtl, InstanceId, Lease, LeaseDuration, LeaseKey, LeaseManager, Membership, Position,
+    RenewOutcome, Result, ShardId, StreamName, WorkerId, rules,
 };
 use redis::Value;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -60,6 +60,8 @@ pub struct RedisStore {
     app: AppName,
     keys: KeyLayout,
     inner: Arc<Inner>,
+    /// This handle's nonce, written with the membership entries it registers.
+    instance: InstanceId,
 }
 
 struct Inner {
@@ -218,6 +220,7 @@ impl RedisStore {
             keys: KeyLayout::new(config.prefix(), &app),
             app,
             inner: Arc::new(Inner { config, conn }),
+            instance: InstanceId::random(),
         };
         store.init().await?;
         Ok(store)
@@ -228,13 +231,15 @@ impl RedisStore {
         Self::open(RedisConfig::from_url(url)?, app).await
     }
 
-    /// A handle for another app on the same connection. Call [`LeaseManager::init`] on it
-    /// before first use if the app may be new (it checks the app's key layout).
+    /// A handle for another app on the same connection, with an instance nonce of its own.
+    /// Call [`LeaseManager::init`] on it before first use if the app may be new (it checks the
+    /// app's key layout).
     pub fn for_app(&self, app: AppName) -> Self {
         Self {
             keys: KeyLayout::new(self.inner.config.prefix(), &app),
             app,
             inner: self.inner.clone(),
+            instance: InstanceId::random(),
         }
     }
 
@@ -836,27 +841,41 @@ impl RedisStore {
 
 #[async_trait]
 impl Membership for RedisStore {
-    /// One script: `ZADD` with score = server `TIME` + ttl.
+    /// Operation 12, register (`scripts::REGISTER`, [`checkpoint_core::rules::register_worker`]):
+    /// one script, so atomic: the expiry becomes server `TIME` + ttl and the instance entry this
+    /// handle's nonce, unless another instance's entry is live ([`Error::WorkerIdInUse`],
+    /// nothing written).
     async fn register_worker(&self, worker: &WorkerId, ttl: HeartbeatTtl) -> Result<()> {
-        let args = [worker.to_string(), ttl.as_millis().to_string()];
-        self.eval(&scripts::REGISTER, &[self.keys.workers()], &args)
-            .await?;
-        Ok(())
+        let args = [
+            worker.to_string(),
+            ttl.as_millis().to_string(),
+            self.instance.to_string(),
+        ];
+        let keys = [self.keys.workers(), self.keys.worker_instances()];
+        match self.eval(&scripts::REGISTER, &keys, &args).await? {
+            Value::Int(1) => Ok(()),
+            Value::Int(0) => Err(Error::worker_id_in_use(worker)),
+            other => Err(scripts::protocol_error(format!(
+                "register replied {other:?}"
+            ))),
+        }
     }
 
-    /// One script: moves the expiry only if the worker is still in the set, else
-    /// [`Error::NotFound`] (deregistered or pruned: register again).
+    /// Operation 12, heartbeat (`scripts::HEARTBEAT`, [`checkpoint_core::rules::heartbeat`]):
+    /// one script moves the expiry only if the worker is registered by this handle's instance;
+    /// not registered is [`Error::NotFound`] (deregistered or pruned: register again), another
+    /// instance's entry [`Error::WorkerIdInUse`].
     async fn heartbeat(&self, worker: &WorkerId, ttl: HeartbeatTtl) -> Result<()> {
-        let args = [worker.to_string(), ttl.as_millis().to_string()];
-        match self
-            .eval(&scripts::HEARTBEAT, &[self.keys.workers()], &args)
-            .await?
-        {
+        let args = [
+            worker.to_string(),
+            ttl.as_millis().to_string(),
+            self.instance.to_string(),
+        ];
+        let keys = [self.keys.workers(), self.keys.worker_instances()];
+        match self.eval(&scripts::HEARTBEAT, &keys, &args).await? {
             Value::Int(1) => Ok(()),
-            Value::Int(0) => Err(Error::NotFound {
-                entity: "worker",
-                id: worker.to_string(),
-            }),
+            Value::Int(0) => Err(Error::worker_not_found(worker)),
+            Value::Int(2) => Err(Error::worker_id_in_use(worker)),
             other => Err(scripts::protocol_error(format!(
                 "heartbeat replied {other:?}"
             ))),
@@ -880,16 +899,11 @@ impl Membership for RedisStore {
         Ok(workers)
     }
 
-    /// One `ZREM`; absent is not an error.
+    /// One script (`scripts::DEREGISTER`): removes the worker and its instance entry; absent
+    /// is not an error.
     async fn deregister_worker(&self, worker: &WorkerId) -> Result<()> {
-        let workers = self.keys.workers();
-        let _: i64 = self
-            .command(|| {
-                redis::cmd("ZREM")
-                    .arg(&workers)
-                    .arg(worker.as_str())
-                    .clone()
-            })
+        let keys = [self.keys.workers(), self.keys.worker_instances()];
+        self.eval(&scripts::DEREGISTER, &keys, &[worker.to_string()])
             .await?;
         Ok(())
     }
@@ -898,7 +912,11 @@ impl Membership for RedisStore {
     /// reply is lost and the call retried, the count is that of the retry (possibly 0).
     async fn prune_dead_workers(&self) -> Result<usize> {
         match self
-            .eval(&scripts::PRUNE, &[self.keys.workers()], &[])
+            .eval(
+                &scripts::PRUNE,
+                &[self.keys.workers(), self.keys.worker_instances()],
+                &[],
+            )
             .await?
         {
             Value::Int(n) => usize::try_from(n)

@@ -9,7 +9,8 @@
 //!   `deadline_ms` is milliseconds since the Unix epoch by the host clock; `parents` is a
 //!   comma-separated list of shard ids (a shard id cannot contain `,`).
 //! - `<prefix>workers`: one row per registered worker, keyed by `(app, worker)`, with
-//!   `expires_ms`.
+//!   `expires_ms` and `instance`, the [`checkpoint_core::InstanceId`] of the handle that
+//!   registered it (migration 2; rows written before it carry `''`, no handle's nonce).
 //! - `<prefix>schema_migrations`: `(version, description, applied_at_ms)`, one row per applied
 //!   migration.
 //!
@@ -48,6 +49,7 @@ const WORKER_COLUMNS: &[Column] = &[
     ("app", "TEXT", true, 1),
     ("worker", "TEXT", true, 2),
     ("expires_ms", "INTEGER", true, 0),
+    ("instance", "TEXT", true, 0),
 ];
 
 const MIGRATION_COLUMNS: &[Column] = &[
@@ -71,10 +73,11 @@ enum Table {
     Workers,
 }
 
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    description: "lease and worker tables",
-    sql: "CREATE TABLE {leases} (
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        description: "lease and worker tables",
+        sql: "CREATE TABLE {leases} (
             app TEXT NOT NULL,
             stream TEXT NOT NULL,
             shard TEXT NOT NULL,
@@ -96,11 +99,18 @@ const MIGRATIONS: &[Migration] = &[Migration {
             expires_ms INTEGER NOT NULL,
             PRIMARY KEY (app, worker)
         ) WITHOUT ROWID;",
-    creates: &[Table::Leases, Table::Workers],
-}];
+        creates: &[Table::Leases, Table::Workers],
+    },
+    Migration {
+        version: 2,
+        description: "worker instance nonce",
+        sql: "ALTER TABLE {workers} ADD COLUMN instance TEXT NOT NULL DEFAULT '';",
+        creates: &[],
+    },
+];
 
 /// The newest schema version this code knows.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// The table names of one store, and the statements over them.
 #[derive(Debug)]
@@ -117,6 +127,7 @@ pub(crate) struct Sql {
     pub(crate) list_stream_leases: String,
     pub(crate) upsert_worker: String,
     pub(crate) heartbeat: String,
+    pub(crate) worker_exists: String,
     pub(crate) live_workers: String,
     pub(crate) delete_worker: String,
     pub(crate) prune_workers: String,
@@ -209,12 +220,15 @@ impl Sql {
                 "SELECT {SELECT_COLUMNS} FROM {leases} WHERE app = ?1 AND stream = ?2 ORDER BY shard"
             ),
             upsert_worker: format!(
-                "INSERT INTO {workers} (app, worker, expires_ms) VALUES (?1, ?2, ?3) \
-                 ON CONFLICT (app, worker) DO UPDATE SET expires_ms = excluded.expires_ms"
+                "INSERT INTO {workers} (app, worker, expires_ms, instance) VALUES (?1, ?2, ?3, ?4) \
+                 ON CONFLICT (app, worker) DO UPDATE SET expires_ms = excluded.expires_ms, \
+                 instance = excluded.instance \
+                 WHERE {workers}.instance = excluded.instance OR {workers}.expires_ms <= ?5"
             ),
             heartbeat: format!(
-                "UPDATE {workers} SET expires_ms = ?3 WHERE app = ?1 AND worker = ?2"
+                "UPDATE {workers} SET expires_ms = ?3 WHERE app = ?1 AND worker = ?2 AND instance = ?4"
             ),
+            worker_exists: format!("SELECT 1 FROM {workers} WHERE app = ?1 AND worker = ?2"),
             live_workers: format!(
                 "SELECT worker FROM {workers} WHERE app = ?1 AND expires_ms > ?2 ORDER BY worker"
             ),

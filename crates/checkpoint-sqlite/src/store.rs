@@ -16,8 +16,8 @@ use checkpoint_core::Listing;
 use checkpoint_core::rules::{self, Outcome};
 use checkpoint_core::{
     AppName, BatchMode, Capabilities, Checkpointer, ClockSource, Durability, Error, FencingToken,
-    HeartbeatTtl, Lease, LeaseDuration, LeaseKey, LeaseManager, Membership, Position, RenewOutcome,
-    Result, ShardId, StreamName, WorkerId,
+    HeartbeatTtl, InstanceId, Lease, LeaseDuration, LeaseKey, LeaseManager, Membership, Position,
+    RenewOutcome, Result, ShardId, StreamName, WorkerId,
 };
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, Row, params};
@@ -64,6 +64,8 @@ pub struct SqliteStore {
     app: AppName,
     inner: Arc<Inner>,
     conns: Arc<Connections>,
+    /// This handle's nonce, written with the membership records it registers.
+    instance: InstanceId,
 }
 
 /// What every connection thread needs: the configuration and the statements.
@@ -112,6 +114,7 @@ impl SqliteStore {
             app,
             conns: Arc::new(Connections::start(&inner)?),
             inner,
+            instance: InstanceId::random(),
         };
         store.init().await?;
         Ok(store)
@@ -123,12 +126,13 @@ impl SqliteStore {
     }
 
     /// A handle for another app on the same database and connections (the same in-memory
-    /// database, too).
+    /// database, too), with an instance nonce of its own.
     pub fn for_app(&self, app: AppName) -> Self {
         Self {
             app,
             inner: self.inner.clone(),
             conns: self.conns.clone(),
+            instance: InstanceId::random(),
         }
     }
 
@@ -968,37 +972,64 @@ fn collect_leases(rows: rusqlite::Result<rusqlite::Rows<'_>>) -> Result<Vec<Leas
 
 #[async_trait]
 impl Membership for SqliteStore {
-    /// One upsert: the worker's expiry becomes now + `ttl` by the host clock.
+    /// Operation 12, register ([`checkpoint_core::rules::register_worker`]): one upsert whose
+    /// `DO UPDATE … WHERE` replaces an existing row only when it carries this handle's nonce or
+    /// has expired by the host clock (`expires_ms <= now`); no row changed is
+    /// [`Error::WorkerIdInUse`]. The expiry becomes now + `ttl` by the host clock.
     async fn register_worker(&self, worker: &WorkerId, ttl: HeartbeatTtl) -> Result<()> {
         let worker = worker.clone();
+        let instance = self.instance.clone();
         self.write(move |conn, sql, app, _, now_ms| {
-            conn.prepare_cached(&sql.upsert_worker)
+            let changed = conn
+                .prepare_cached(&sql.upsert_worker)
                 .and_then(|mut s| {
-                    s.execute(params![app.as_str(), worker.as_str(), expiry(now_ms, ttl)])
+                    s.execute(params![
+                        app.as_str(),
+                        worker.as_str(),
+                        expiry(now_ms, ttl),
+                        instance.as_str(),
+                        now_ms
+                    ])
                 })
                 .map_err(from_sqlite)?;
+            if changed == 0 {
+                return Err(Error::worker_id_in_use(&worker));
+            }
             Ok(())
         })
         .await
     }
 
-    /// One conditional `UPDATE` of an existing row; no row is [`Error::NotFound`].
+    /// Operation 12, heartbeat ([`checkpoint_core::rules::heartbeat`]): one `UPDATE` of the row
+    /// carrying this handle's nonce; when none changed, a read in the same write transaction
+    /// tells another instance's row ([`Error::WorkerIdInUse`]) from none ([`Error::NotFound`]).
     async fn heartbeat(&self, worker: &WorkerId, ttl: HeartbeatTtl) -> Result<()> {
         let worker = worker.clone();
+        let instance = self.instance.clone();
         self.write(move |conn, sql, app, _, now_ms| {
             let updated = conn
                 .prepare_cached(&sql.heartbeat)
                 .and_then(|mut s| {
-                    s.execute(params![app.as_str(), worker.as_str(), expiry(now_ms, ttl)])
+                    s.execute(params![
+                        app.as_str(),
+                        worker.as_str(),
+                        expiry(now_ms, ttl),
+                        instance.as_str()
+                    ])
                 })
                 .map_err(from_sqlite)?;
-            if updated == 0 {
-                return Err(Error::NotFound {
-                    entity: "worker",
-                    id: worker.to_string(),
-                });
+            if updated > 0 {
+                return Ok(());
             }
-            Ok(())
+            let exists = conn
+                .prepare_cached(&sql.worker_exists)
+                .and_then(|mut s| s.exists(params![app.as_str(), worker.as_str()]))
+                .map_err(from_sqlite)?;
+            Err(if exists {
+                Error::worker_id_in_use(&worker)
+            } else {
+                Error::worker_not_found(&worker)
+            })
         })
         .await
     }

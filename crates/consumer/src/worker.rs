@@ -340,49 +340,42 @@ impl Shared {
     }
 }
 
-/// Registers `shared.id`, refusing an id another live process holds: waits up to one heartbeat
-/// TTL plus one renew interval for a live registration of the same id to lapse.
+/// Registers `shared.id` with one atomic `register_worker`: the store refuses an id whose live
+/// membership record another instance (another store handle, normally another process) holds
+/// with [`Error::WorkerIdInUse`], returned here at once and counted in
+/// `consumer_worker_id_conflicts_total`. Of two processes starting at the same instant with one
+/// id, exactly one registers.
 async fn register(shared: &Shared) -> Result<()> {
     let ttl = shared.config.heartbeat_ttl;
-    let give_up = Instant::now() + ttl.get() + shared.config.renew_interval;
-    loop {
-        let live = shared
-            .call("live_workers", shared.store.live_workers())
-            .await?;
-        if !live.contains(&shared.id) {
-            break;
-        }
-        if Instant::now() >= give_up {
-            metrics::counter!(
-                m::WORKER_ID_CONFLICTS,
-                "app" => shared.store.app().to_string(),
-                "worker" => shared.id.to_string()
-            )
-            .increment(1);
-            return Err(Error::invalid(
-                "worker_id",
-                format!(
-                    "{} is registered by another live process (its membership did not lapse within {:?})",
-                    shared.id,
-                    ttl.get() + shared.config.renew_interval
-                ),
-            ));
-        }
-        tracing::info!("worker id registered and live: waiting for it to lapse");
-        tokio::time::sleep(shared.config.renew_interval.min(Duration::from_millis(100))).await;
-    }
-    shared
+    let result = shared
         .call(
             "register_worker",
             shared.store.register_worker(&shared.id, ttl),
         )
-        .await
+        .await;
+    if let Err(e @ Error::WorkerIdInUse { .. }) = &result {
+        count_conflict(shared);
+        tracing::error!(error = %e, "worker id registered by another live instance: not starting");
+    }
+    result
+}
+
+/// Counts one sign that another instance runs with this worker's id.
+fn count_conflict(shared: &Shared) {
+    metrics::counter!(
+        m::WORKER_ID_CONFLICTS,
+        "app" => shared.store.app().to_string(),
+        "worker" => shared.id.to_string()
+    )
+    .increment(1);
 }
 
 async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<Option<Duration>>) -> Result<()> {
     register(&shared).await?;
     tracing::info!(streams = ?shared.sources.keys().collect::<Vec<_>>(), "worker registered");
     let mut last_sync: Option<Instant> = None;
+    // Set when another instance took this worker's id over: the worker stops.
+    let mut taken_over: Option<Error> = None;
     // Ticks every renew interval from the start of the previous tick, whatever a tick's work
     // took, so a lease is renewed and a free lease looked at least once per interval.
     let mut ticks = tokio::time::interval(shared.config.renew_interval);
@@ -393,7 +386,10 @@ async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<Option<Duration>>) -
         if stop.borrow().is_some() || stop.has_changed().is_err() {
             break;
         }
-        heartbeat(&shared).await;
+        if let Err(e) = heartbeat(&shared).await {
+            taken_over = Some(e);
+            break;
+        }
         renew(&shared).await;
         let sync_due = shared.resync.swap(false, Ordering::Relaxed)
             || last_sync.is_none_or(|t| t.elapsed() >= shared.config.shard_sync_interval);
@@ -428,6 +424,11 @@ async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<Option<Duration>>) -
     let grace = (*stop.borrow()).unwrap_or(shared.config.shutdown_grace);
     graceful_stop(&shared, grace).await;
     shared.report_held();
+    if let Some(e) = taken_over {
+        // The membership record is the other instance's now: leave it alone.
+        tracing::error!(error = %e, "worker stopped: its id was taken over by another instance");
+        return Err(e);
+    }
     shared
         .call(
             "deregister_worker",
@@ -490,7 +491,11 @@ async fn cancel_remaining(shared: &Shared) {
     }
 }
 
-async fn heartbeat(shared: &Shared) {
+/// Heartbeats this worker's membership, registering again when it was pruned. Transient
+/// failures are logged and tried again at the next tick; [`Error::WorkerIdInUse`] (this
+/// instance's registration expired and another instance took the id over) is returned: the
+/// worker must stop, as two instances with one id would fight over every lease.
+async fn heartbeat(shared: &Shared) -> Result<()> {
     let ttl = shared.config.heartbeat_ttl;
     let result = shared
         .call("heartbeat", shared.store.heartbeat(&shared.id, ttl))
@@ -507,8 +512,16 @@ async fn heartbeat(shared: &Shared) {
         }
         other => other,
     };
-    if let Err(e) = result {
-        tracing::warn!(error = %e, "heartbeat failed");
+    match result {
+        Ok(()) => Ok(()),
+        Err(e @ Error::WorkerIdInUse { .. }) => {
+            count_conflict(shared);
+            Err(e)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "heartbeat failed");
+            Ok(())
+        }
     }
 }
 

@@ -15,8 +15,8 @@ use checkpoint_consumer::{
 };
 use checkpoint_core::conformance::random_app;
 use checkpoint_core::{
-    AppName, Capabilities, Checkpointer, Clock, Error, ErrorKind, FencingToken, HeartbeatTtl,
-    Lease, LeaseDuration, LeaseKey, LeaseManager, Listing, Membership, MemoryDatabase, MemoryStore,
+    AppName, Capabilities, Checkpointer, Clock, Error, FencingToken, HeartbeatTtl, Lease,
+    LeaseDuration, LeaseKey, LeaseManager, Listing, Membership, MemoryDatabase, MemoryStore,
     Position, RenewOutcome, Result, ShardId, Store, StreamName, WorkerId,
 };
 
@@ -153,6 +153,8 @@ async fn wait_until(within: Duration, what: &str, mut cond: impl AsyncFnMut() ->
 struct Probe {
     inner: MemoryStore,
     register_calls: AtomicU64,
+    /// `register_worker` calls the store accepted.
+    registered: AtomicU64,
     fail_register: AtomicBool,
     /// `create_lease_if_absent` of this shard fails while set.
     fail_create: Mutex<Option<ShardId>>,
@@ -166,6 +168,7 @@ impl Probe {
         Self {
             inner,
             register_calls: AtomicU64::new(0),
+            registered: AtomicU64::new(0),
             fail_register: AtomicBool::new(false),
             fail_create: Mutex::new(None),
             failed_creates: AtomicU64::new(0),
@@ -302,7 +305,11 @@ impl Membership for Probe {
         if self.fail_register.load(Ordering::SeqCst) {
             return Err(fault());
         }
-        self.inner.register_worker(w, ttl).await
+        let result = self.inner.register_worker(w, ttl).await;
+        if result.is_ok() {
+            self.registered.fetch_add(1, Ordering::SeqCst);
+        }
+        result
     }
     async fn heartbeat(&self, w: &WorkerId, ttl: HeartbeatTtl) -> Result<()> {
         self.inner.heartbeat(w, ttl).await
@@ -620,10 +627,14 @@ async fn children_wait_for_a_parent_whose_lease_is_missing() {
 }
 
 /// Item 7: a second process started with a worker id that a live process holds fails at start
-/// with a typed error, instead of fighting over the leases.
+/// with `WorkerIdInUse`, at once, instead of fighting over the leases. Each worker has its own
+/// store handle (its own instance nonce), as two processes have; without the store's nonce
+/// check the second would register and start.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_process_with_a_live_worker_id_is_refused() {
-    let store: Arc<dyn Store> = Arc::new(MemoryStore::new(random_app("twin")));
+    let db = MemoryDatabase::new();
+    let app = random_app("twin");
+    let store: Arc<dyn Store> = Arc::new(db.open(app.clone()));
     let s = stream("s", 2);
     let log = Arc::new(Log::default());
     let cfg = config().build().unwrap();
@@ -634,14 +645,20 @@ async fn a_second_process_with_a_live_worker_id_is_refused() {
     .await;
     let tokens = |leases: Vec<Lease>| leases.into_iter().map(|l| l.token).collect::<Vec<_>>();
     let before = tokens(store.list_leases(None).await.unwrap());
-    let second = spawn("twin", store.clone(), &s, &log, cfg.clone());
+    let started = Instant::now();
+    let second = spawn("twin", Arc::new(db.open(app)), &s, &log, cfg.clone());
     wait_until(Duration::from_secs(5), "the second gives up", async || {
         second.is_finished()
     })
     .await;
+    assert!(
+        started.elapsed() < cfg.heartbeat_ttl().get(),
+        "the refusal waited {:?}, not immediate",
+        started.elapsed()
+    );
     let refused = second.shutdown().await;
     assert!(
-        matches!(&refused, Err(e) if e.kind() == ErrorKind::InvalidInput && e.field() == Some("worker_id")),
+        matches!(&refused, Err(Error::WorkerIdInUse { worker }) if worker.as_str() == "twin"),
         "second start: {refused:?}"
     );
     assert_eq!(first.held_leases().len(), 2);
@@ -651,6 +668,56 @@ async fn a_second_process_with_a_live_worker_id_is_refused() {
         "ownership moved"
     );
     first.shutdown().await.unwrap();
+}
+
+/// Item 7, at the same instant: two processes (two store handles) started together with one
+/// worker id. Registration is one atomic store operation, so in every round the store accepts
+/// exactly one registration, the other process stops with `WorkerIdInUse` without ever having
+/// registered, and the one that started holds every lease.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_processes_started_at_once_with_one_worker_id_one_runs() {
+    let s = stream("s", 2);
+    let log = Arc::new(Log::default());
+    let cfg = config().build().unwrap();
+    for round in 0..10 {
+        let db = MemoryDatabase::new();
+        let app = random_app("same-instant");
+        let one = Arc::new(Probe::new(db.open(app.clone())));
+        let two = Arc::new(Probe::new(db.open(app)));
+        let a = spawn("twin", one.clone(), &s, &log, cfg.clone());
+        let b = spawn("twin", two.clone(), &s, &log, cfg.clone());
+        wait_until(Duration::from_secs(5), "one of them gives up", async || {
+            a.is_finished() || b.is_finished()
+        })
+        .await;
+        let (refused, running, refused_store) = if a.is_finished() {
+            (a, b, &one)
+        } else {
+            (b, a, &two)
+        };
+        let result = refused.shutdown().await;
+        assert!(
+            matches!(&result, Err(Error::WorkerIdInUse { .. })),
+            "round {round}: {result:?}"
+        );
+        wait_until(Duration::from_secs(5), "the other holds both", async || {
+            running.held_leases().len() == 2
+        })
+        .await;
+        assert!(!running.is_finished(), "round {round}: both stopped");
+        assert_eq!(
+            refused_store.registered.load(Ordering::SeqCst),
+            0,
+            "round {round}: the refused process had registered"
+        );
+        assert_eq!(
+            one.registered.load(Ordering::SeqCst) + two.registered.load(Ordering::SeqCst),
+            1,
+            "round {round}: the store accepted both registrations"
+        );
+        assert_eq!(one.live_workers().await.unwrap(), vec![id("twin")]);
+        running.shutdown().await.unwrap();
+    }
 }
 
 /// One worker consumes several streams; two such workers split each stream evenly (a fair

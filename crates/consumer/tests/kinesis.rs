@@ -12,9 +12,8 @@
 //! interceptor timestamps every `GetRecords` call for the pace test.
 //!
 //! The endpoint comes from `CHECKPOINT_KINESIS_ENDPOINT`, else `CHECKPOINT_DYNAMO_ENDPOINT` (one
-//! moto server serves both); when neither is set or the server cannot be reached, the test
-//! reports `backend_unavailable` (a failure when `CHECKPOINT_REQUIRE_ALL=1`).
-#![cfg(feature = "kinesis")]
+//! moto server serves both); when neither is set or nothing listens there, the `server_tests!`
+//! harness reports every test ignored (a failure when `CHECKPOINT_REQUIRE_ALL=1`).
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
@@ -101,11 +100,8 @@ fn ids(records: &[Record]) -> BTreeSet<u64> {
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lists_reads_and_ends_shards_after_a_split() {
-    let Some(source) = fresh_stream(2).await else {
-        return;
-    };
+    let source = fresh_stream(2).await;
     put(&source, 0..30).await;
     let shards = source.list_shards().await.expect("list");
     assert_eq!(shards.len(), 2);
@@ -202,11 +198,8 @@ impl RecordProcessor for Collect {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_consumes_a_resharded_stream_in_order() {
-    let Some(source) = fresh_stream(2).await else {
-        return;
-    };
+    let source = fresh_stream(2).await;
     put(&source, 0..20).await;
     let parent = source.list_shards().await.expect("list")[1].id.clone();
     put(&source, 20..40).await;
@@ -293,11 +286,8 @@ fn tally(
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn aggregated_records_are_counted_once_across_a_restart_inside_an_aggregate() {
-    let Some(source) = fresh_stream(1).await else {
-        return;
-    };
+    let source = fresh_stream(1).await;
     let all = put_aggregates(&source).await;
     let store = Arc::new(MemoryStore::new(random_app("kinesis-kpl")));
     let shard = source.list_shards().await.expect("list")[0].id.clone();
@@ -362,11 +352,8 @@ async fn aggregated_records_are_counted_once_across_a_restart_inside_an_aggregat
     assert_eq!(probe.injected.load(std::sync::atomic::Ordering::SeqCst), 1);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reads_of_a_busy_shard_stay_within_the_configured_pace() {
-    let Some(source) = fresh_stream(1).await else {
-        return;
-    };
+    let source = fresh_stream(1).await;
     for id in 0..40 {
         put_plain(&source, id).await;
     }
@@ -428,11 +415,8 @@ async fn reads_of_a_busy_shard_stay_within_the_configured_pace() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expired_iterators_and_throttling_keep_the_lease_and_lose_nothing() {
-    let Some(source) = fresh_stream(1).await else {
-        return;
-    };
+    let source = fresh_stream(1).await;
     let mut all: Vec<u64> = Vec::new();
     for id in 0..6 {
         put_plain(&source, id).await;
@@ -488,11 +472,8 @@ async fn expired_iterators_and_throttling_keep_the_lease_and_lose_nothing() {
     assert_eq!(probe.injected.load(std::sync::atomic::Ordering::SeqCst), 6);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_default_initial_position_is_latest() {
-    let Some(source) = fresh_stream(1).await else {
-        return;
-    };
+    let source = fresh_stream(1).await;
     let latest = source
         .clone()
         .with_config(checkpoint_consumer::KinesisConfig::default());
@@ -512,11 +493,8 @@ async fn the_default_initial_position_is_latest() {
 }
 
 /// One thread, so the local recorder sees what the read records.
-#[tokio::test(flavor = "current_thread")]
 async fn each_batch_carries_its_lag_and_the_gauge_follows_it() {
-    let Some(source) = fresh_stream(1).await else {
-        return;
-    };
+    let source = fresh_stream(1).await;
     put(&source, 0..6).await;
     let shard = source.list_shards().await.expect("list")[0].id.clone();
     let gauges = Gauges::default();
@@ -551,15 +529,12 @@ async fn each_batch_carries_its_lag_and_the_gauge_follows_it() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_source_from_shared_sdk_settings_reads_the_stream() {
     use checkpoint_consumer::aws_config::{BehaviorVersion, Region, SdkConfig};
     use checkpoint_consumer::aws_sdk_kinesis::config::{Credentials, SharedCredentialsProvider};
-    let Some(source) = fresh_stream(1).await else {
-        return;
-    };
+    let source = fresh_stream(1).await;
     put(&source, 0..3).await;
-    let endpoint = endpoint().expect("fresh_stream found an endpoint");
+    let endpoint = endpoint();
     // Settings as `aws_config::defaults(..).load()` would give them, without an HTTP client:
     // the source brings its own.
     let sdk = SdkConfig::builder()
@@ -578,11 +553,8 @@ async fn a_source_from_shared_sdk_settings_reads_the_stream() {
     assert_eq!(ids(&records), BTreeSet::from([0, 1, 2]));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_without_an_initial_position_starts_kinesis_shards_at_latest() {
-    let Some(source) = fresh_stream(1).await else {
-        return;
-    };
+    let source = fresh_stream(1).await;
     put(&source, 0..3).await;
     let probe = Probe::with_faults(&[]);
     let config = fast_config();
@@ -610,4 +582,19 @@ async fn a_worker_without_an_initial_position_starts_kinesis_shards_at_latest() 
     worker.shutdown().await.expect("graceful shutdown");
     assert!(reading && done, "{:?}", log.lock().unwrap());
     assert_eq!(log.lock().unwrap().ids, [3, 4]);
+}
+
+checkpoint_test_support::server_tests! {
+    backend: checkpoint_test_support::Backend::Kinesis,
+    tests: [
+        lists_reads_and_ends_shards_after_a_split,
+        a_worker_consumes_a_resharded_stream_in_order,
+        aggregated_records_are_counted_once_across_a_restart_inside_an_aggregate,
+        reads_of_a_busy_shard_stay_within_the_configured_pace,
+        expired_iterators_and_throttling_keep_the_lease_and_lose_nothing,
+        the_default_initial_position_is_latest,
+        each_batch_carries_its_lag_and_the_gauge_follows_it,
+        a_source_from_shared_sdk_settings_reads_the_stream,
+        a_worker_without_an_initial_position_starts_kinesis_shards_at_latest,
+    ],
 }

@@ -1,5 +1,5 @@
-//! The harness of every server-backed test in the workspace (PostgreSQL, MySQL, Redis,
-//! DynamoDB).
+//! The harness of every server-backed test in the workspace (PostgreSQL, MySQL/MariaDB, Redis,
+//! DynamoDB, Kinesis).
 //!
 //! One place decides whether a backend's server can be reached, the same way for every
 //! backend ([`reach`]): only "nothing listens on that address" (the TCP connection is refused)
@@ -55,6 +55,9 @@ pub enum Backend {
     /// A TLS-only Redis server at `CHECKPOINT_REDIS_TLS_URL` (`rediss://host:port/`, its CA's
     /// PEM file in `CHECKPOINT_REDIS_TLS_CA`); no default.
     RedisTls,
+    /// Kinesis (a moto server) at `CHECKPOINT_KINESIS_ENDPOINT`, else
+    /// `CHECKPOINT_DYNAMO_ENDPOINT` (one moto server serves both); no default.
+    Kinesis,
 }
 
 impl Backend {
@@ -67,6 +70,7 @@ impl Backend {
             Self::Dynamo => "dynamodb",
             Self::RedisCluster => "redis-cluster",
             Self::RedisTls => "redis-tls",
+            Self::Kinesis => "kinesis",
         }
     }
 
@@ -79,17 +83,20 @@ impl Backend {
             Self::Dynamo => "CHECKPOINT_DYNAMO_ENDPOINT",
             Self::RedisCluster => "CHECKPOINT_REDIS_CLUSTER_URL",
             Self::RedisTls => "CHECKPOINT_REDIS_TLS_URL",
+            Self::Kinesis => "CHECKPOINT_KINESIS_ENDPOINT",
         }
     }
 
     /// The server's URL: the variable's value, or the default (`None` for DynamoDB, Redis
-    /// Cluster and Redis TLS, which have none).
+    /// Cluster and Redis TLS, which have none; Kinesis falls back to the DynamoDB endpoint).
     pub fn url(self) -> Option<String> {
-        std::env::var(self.variable()).ok().or(match self {
+        let set = |v: &str| std::env::var(v).ok().filter(|s| !s.is_empty());
+        set(self.variable()).or(match self {
             Self::Postgres => Some("postgres://postgres@127.0.0.1:5432/test".into()),
             Self::Mysql => Some("mysql://root@127.0.0.1:3306/test".into()),
             Self::Redis => Some("redis://127.0.0.1:6379/".into()),
             Self::Dynamo | Self::RedisCluster | Self::RedisTls => None,
+            Self::Kinesis => set(Self::Dynamo.variable()),
         })
     }
 
@@ -112,6 +119,9 @@ impl Backend {
             Self::RedisTls => {
                 "run scripts/test (it starts a TLS-only redis-server with a private CA), or set CHECKPOINT_REDIS_TLS_URL=rediss://host:port/ and CHECKPOINT_REDIS_TLS_CA=<CA file>"
             }
+            Self::Kinesis => {
+                "start a moto server (moto_server -p 5055) and set CHECKPOINT_KINESIS_ENDPOINT=http://127.0.0.1:5055"
+            }
         }
     }
 
@@ -120,8 +130,8 @@ impl Backend {
             (Self::Postgres, _) => 5432,
             (Self::Mysql, _) => 3306,
             (Self::Redis | Self::RedisCluster | Self::RedisTls, _) => 6379,
-            (Self::Dynamo, "https") => 443,
-            (Self::Dynamo, _) => 80,
+            (Self::Dynamo | Self::Kinesis, "https") => 443,
+            (Self::Dynamo | Self::Kinesis, _) => 80,
         }
     }
 }

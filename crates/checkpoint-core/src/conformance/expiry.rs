@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use super::scenarios::{
     acquire_when_expired, expect_err, fetch, key, let_ttl_pass, long, open, short, worker,
 };
-use super::{Clause, Outcome, StoreFactory};
+use super::{Clause, Failure, Outcome, StoreFactory};
 use crate::clock::Clock;
 use crate::ensure;
 use crate::error::{Error, ErrorKind};
@@ -209,6 +209,72 @@ pub async fn heartbeat_extends_ttl(factory: &dyn StoreFactory) -> Outcome {
             "a worker is live when its heartbeat TTL ended"
         );
     }
+    Ok(())
+}
+
+/// Operation 12, instances: two handles (two instances, as two processes are) registering one
+/// worker id. While the first's record is live the second's register and heartbeat are
+/// [`Error::WorkerIdInUse`] and change nothing; once the record has expired by the store's
+/// clock (on an observed store: once the second handle has seen it unchanged for its TTL) the
+/// second registers, taking the id over; then the first's heartbeat and register are
+/// `WorkerIdInUse`, and the record stays the second's.
+pub async fn worker_id_instances(factory: &dyn StoreFactory) -> Outcome {
+    let (app, first) = open(factory, "instances").await?;
+    let second = factory.open(&app).await?;
+    let id = worker("host:twin");
+    let long = HeartbeatTtl::new(Duration::from_secs(60))?;
+    let brief = HeartbeatTtl::new(Duration::from_millis(200))?;
+    first.register_worker(&id, long).await?;
+    expect_err(
+        Clause::WorkerInstance,
+        second.register_worker(&id, long).await,
+        ErrorKind::WorkerIdInUse,
+        "register of an id another instance holds live",
+    )?;
+    expect_err(
+        Clause::WorkerInstance,
+        second.heartbeat(&id, long).await,
+        ErrorKind::WorkerIdInUse,
+        "heartbeat of an id another instance registered",
+    )?;
+    // The first's record is untouched: it still heartbeats (shortening its TTL to `brief`).
+    first.heartbeat(&id, brief).await.map_err(|e| {
+        Failure::new(
+            Clause::WorkerInstance,
+            format!("the refused instance's register or heartbeat changed the record: {e}"),
+        )
+    })?;
+    let_ttl_pass(factory, &*second, &id, brief).await?;
+    second.register_worker(&id, long).await.map_err(|e| {
+        Failure::new(
+            Clause::WorkerInstance,
+            format!("register of an id whose record expired by the store's clock: {e}"),
+        )
+    })?;
+    expect_err(
+        Clause::WorkerInstance,
+        first.heartbeat(&id, long).await,
+        ErrorKind::WorkerIdInUse,
+        "heartbeat of the instance whose id was taken over",
+    )?;
+    expect_err(
+        Clause::WorkerInstance,
+        first.register_worker(&id, long).await,
+        ErrorKind::WorkerIdInUse,
+        "register of the instance whose id was taken over, while the new record lives",
+    )?;
+    second.heartbeat(&id, long).await.map_err(|e| {
+        Failure::new(
+            Clause::WorkerInstance,
+            format!("the instance that took the id over cannot heartbeat it: {e}"),
+        )
+    })?;
+    let live = second.live_workers().await?;
+    ensure!(
+        live == vec![id.clone()],
+        WorkerInstance,
+        "after the takeover the live workers are {live:?}"
+    );
     Ok(())
 }
 

@@ -178,6 +178,9 @@ pub enum Clause {
     Claim,
     /// Operation 12: membership, heartbeat TTLs.
     Membership,
+    /// Operation 12, instances: a worker id is registered by one instance (store handle) at a
+    /// time; another is refused `WorkerIdInUse` until the record expires by the store's clock.
+    WorkerInstance,
     /// The admin reset of a checkpoint.
     Reset,
     /// The admin import of a whole record: only where none exists, every field exact.

@@ -87,6 +87,9 @@ pub fn all() -> Vec<Scenario> {
         ("heartbeat_extends_ttl", |f| {
             Box::pin(super::heartbeat_extends_ttl(f))
         }),
+        ("worker_id_instances", |f| {
+            Box::pin(super::worker_id_instances(f))
+        }),
         ("durability_across_handles", |f| {
             Box::pin(durability_across_handles(f))
         }),

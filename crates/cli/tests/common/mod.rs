@@ -40,8 +40,10 @@ pub(crate) fn fresh_namespace(backend: Backend) -> String {
     let sep = if url.contains('?') { '&' } else { '?' };
     match backend {
         Backend::Postgres | Backend::Mysql => format!("{url}{sep}table_prefix={tag}"),
-        Backend::Redis => format!("{url}{sep}prefix={tag}"),
-        Backend::Dynamo => url,
+        Backend::Redis | Backend::RedisCluster | Backend::RedisTls => {
+            format!("{url}{sep}prefix={tag}")
+        }
+        Backend::Dynamo | Backend::Kinesis => url,
     }
 }
 

@@ -21,15 +21,14 @@ use checkpoint_consumer::{
     RecordProcessor, ShardCheckpointer, ShardSource, ShutdownReason, WorkerConfig,
 };
 use checkpoint_core::StreamName;
-use checkpoint_core::conformance::{backend_unavailable, random_app};
+use checkpoint_core::conformance::random_app;
 
-const HOW: &str = "set CHECKPOINT_KINESIS_ENDPOINT (or CHECKPOINT_DYNAMO_ENDPOINT) to a moto server, \
-                   e.g. `moto_server -p 5055` and http://127.0.0.1:5055";
-
-pub(crate) fn endpoint() -> Option<String> {
-    ["CHECKPOINT_KINESIS_ENDPOINT", "CHECKPOINT_DYNAMO_ENDPOINT"]
-        .iter()
-        .find_map(|v| std::env::var(v).ok().filter(|s| !s.is_empty()))
+/// The emulator's endpoint (`CHECKPOINT_KINESIS_ENDPOINT`, else `CHECKPOINT_DYNAMO_ENDPOINT`):
+/// the harness runs the tests only when one is set and listening.
+pub(crate) fn endpoint() -> String {
+    checkpoint_test_support::Backend::Kinesis
+        .url()
+        .expect("the harness runs these tests only with an endpoint")
 }
 
 /// The test pace: reads of one shard 200 ms apart (the least allowed), from `TRIM_HORIZON`.
@@ -42,33 +41,27 @@ pub(crate) fn fast_config() -> KinesisConfig {
         .expect("valid config")
 }
 
-/// A fresh stream of `shards` shards on the emulator, or `None` (reported) when unreachable.
-pub(crate) async fn fresh_stream(shards: i32) -> Option<KinesisSource> {
-    let Some(endpoint) = endpoint() else {
-        backend_unavailable("kinesis", HOW, &"no endpoint variable is set");
-        return None;
-    };
+/// A fresh stream of `shards` shards on the emulator (which the harness found listening).
+pub(crate) async fn fresh_stream(shards: i32) -> KinesisSource {
     let name = StreamName::new(random_app("kinesis").as_str()).expect("valid stream name");
-    let source = KinesisSource::connect(name.clone(), Some(&endpoint))
+    let source = KinesisSource::connect(name.clone(), Some(&endpoint()))
         .await
         .expect("a valid endpoint")
         .with_config(fast_config());
-    let created = source
+    if let Err(e) = source
         .client()
         .create_stream()
         .stream_name(name.as_str())
         .shard_count(shards)
         .send()
-        .await;
-    if let Err(e) = created {
-        backend_unavailable(
-            "kinesis",
-            HOW,
-            &aws_sdk_kinesis::error::DisplayErrorContext(e),
+        .await
+    {
+        panic!(
+            "creating a stream on the listening emulator failed: {}",
+            aws_sdk_kinesis::error::DisplayErrorContext(e)
         );
-        return None;
     }
-    Some(source)
+    source
 }
 
 /// The same stream read through a client that also runs `probe`.

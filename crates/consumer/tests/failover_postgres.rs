@@ -1,0 +1,25 @@
+//! The failover scenario (`failover.rs`) on PostgreSQL at `CHECKPOINT_POSTGRES_URL`. An
+//! unreachable server is reported ignored by the `server_tests!` harness (a failure when
+//! `CHECKPOINT_REQUIRE_ALL=1`).
+
+mod failover_support;
+
+use checkpoint_core::conformance::random_app;
+use checkpoint_test_support::Backend;
+use failover_support::{check, open_four};
+
+async fn failover_on_postgres() {
+    let url = Backend::Postgres
+        .url()
+        .expect("PostgreSQL has a default URL");
+    let app = random_app("failover");
+    let stores = open_four(&url, &app)
+        .await
+        .expect("the server listens, so the stores open");
+    check(stores).await;
+}
+
+checkpoint_test_support::server_tests! {
+    backend: Backend::Postgres,
+    tests: [failover_on_postgres],
+}
