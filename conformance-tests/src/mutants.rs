@@ -6,11 +6,13 @@
 
 use std::sync::Arc;
 
-use checkpoint_core::conformance::{Clause, Configured};
+use checkpoint_core::conformance::{BackendHooks, Clause, Configured, Hooked, LossyStore};
 use checkpoint_core::{AppName, ManualClock, MemoryDatabase, Result, Store};
 
+mod link;
 mod store;
 
+pub use link::SimulatedLink;
 pub use store::Mutant;
 
 /// Rows per page of a mutant's `list_leases`, declared to the suite so the listing scenario
@@ -94,11 +96,17 @@ pub enum Mutation {
     /// Admin import overwrites an existing record (an upsert where an insert-if-absent was
     /// meant), so a migration can roll a live table back.
     ImportOverwrites,
+    /// Over a lossy link, a checkpoint whose request was lost is answered Ok: a success for a
+    /// write that did not happen.
+    SuccessOnLostWrite,
+    /// Over a lossy link, a create whose reply was lost is retried and the retry's answer
+    /// (`false`: the record exists) returned, though this call created it.
+    RetryMisreadsOwnWrite,
 }
 
 impl Mutation {
     /// Every mutation.
-    pub const ALL: [Mutation; 34] = [
+    pub const ALL: [Mutation; 36] = [
         Self::NoFencingOnCheckpoint,
         Self::TwoWinners,
         Self::AcceptsRegressions,
@@ -133,6 +141,8 @@ impl Mutation {
         Self::WritesDespiteRegression,
         Self::WorkerIdsCollide,
         Self::ImportOverwrites,
+        Self::SuccessOnLostWrite,
+        Self::RetryMisreadsOwnWrite,
     ];
 
     /// The scenarios that must reject this mutation, each with the clause its failure must
@@ -212,6 +222,9 @@ impl Mutation {
             ],
             Self::WorkerIdsCollide => &[("edge_ids_round_trip", EdgeIds)],
             Self::ImportOverwrites => &[("import_whole_records", Import)],
+            Self::SuccessOnLostWrite | Self::RetryMisreadsOwnWrite => {
+                &[("dropped_reply_is_never_a_false_answer", Faults)]
+            }
             Self::WritesDespiteRegression => &[
                 ("monotonic_positions", Monotonic),
                 ("shard_end_is_terminal", ShardEnd),
@@ -225,8 +238,24 @@ impl Mutation {
 pub fn mutant_factory(
     mutation: Mutation,
 ) -> Configured<impl Fn(AppName) -> std::future::Ready<Result<Arc<dyn Store>>> + Send + Sync> {
+    mutant_factory_and_hooks(mutation).0
+}
+
+/// [`mutant_factory`] and the mutants' hooks on the same database, for
+/// `checkpoint_core::conformance::run_selected_with`.
+pub fn mutant_factory_and_hooks(
+    mutation: Mutation,
+) -> (
+    Configured<impl Fn(AppName) -> std::future::Ready<Result<Arc<dyn Store>>> + Send + Sync>,
+    MutantHooks,
+) {
     let clock = Arc::new(ManualClock::default());
     let db = MemoryDatabase::with_clock(clock.clone());
+    let hooks = MutantHooks {
+        db: db.clone(),
+        clock: clock.clone(),
+        mutation,
+    };
     let mutant_clock = clock.clone();
     let open = move |app| {
         let app = if mutation == Mutation::SharedAcrossApps {
@@ -243,7 +272,30 @@ pub fn mutant_factory(
             Arc::new(Mutant::new(db.open(app), mutation, mutant_clock.clone())) as Arc<dyn Store>,
         ))
     };
-    Configured::new(open)
+    let factory = Configured::new(open)
         .with_manual_clock(clock)
-        .with_list_page_size(MUTANT_LIST_PAGE)
+        .with_list_page_size(MUTANT_LIST_PAGE);
+    (factory, hooks)
+}
+
+/// The mutants' [`BackendHooks`]: a lossy link simulated in front of the mutant
+/// ([`SimulatedLink`]); the memory store has no raw records, transactions or processes, so
+/// every other hook is unsupported.
+pub struct MutantHooks {
+    db: MemoryDatabase,
+    clock: Arc<ManualClock>,
+    mutation: Mutation,
+}
+
+#[async_trait::async_trait]
+impl BackendHooks for MutantHooks {
+    async fn open_lossy(&self, app: &AppName) -> Result<Hooked<LossyStore>> {
+        let link = Arc::new(SimulatedLink::default());
+        let store = Mutant::new(self.db.open(app.clone()), self.mutation, self.clock.clone())
+            .with_link(link.clone());
+        Ok(Hooked::Done(LossyStore {
+            store: Arc::new(store),
+            link,
+        }))
+    }
 }

@@ -3,7 +3,9 @@
 //! connections, the tests are ignored (a failure under `CHECKPOINT_REQUIRE_ALL=1`; see
 //! `checkpoint_test_support`). Every run uses a table of its own, and every factory call
 //! builds a new client (a new connection), so the scenarios also exercise independent handles;
-//! a second run opens every handle with [`DynamoStore::for_app`] on one client.
+//! a second run opens every handle with [`DynamoStore::for_app`] on one client. Listings scan
+//! [`PAGE`] items a page, so the listing scenario crosses pages; the first run passes
+//! DynamoDB's hooks ([`DynamoHooks`]) for the backend scenarios.
 //! `run_all` includes the proptest model test (`model_matches_reference`,
 //! `CHECKPOINT_MODEL_CASES`, default 256).
 //!
@@ -20,10 +22,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use checkpoint_core::conformance::{self, random_app};
+use checkpoint_core::conformance::{self, Configured, random_app};
 use checkpoint_core::{AppName, Backoff, LeaseManager, Store};
 use checkpoint_dynamo::{DynamoConfig, DynamoStore};
-use conformance_tests::print_capability_table;
+use conformance_tests::hooks::dynamo::DynamoHooks;
+use conformance_tests::print_capability_rows;
+
+/// Items a listing's `Scan` page evaluates in these runs, so the listing scenario crosses page
+/// boundaries (the limit counts items before the app filter, so pages hold at most this many).
+const PAGE: usize = 25;
 
 /// The suite's config: its own table and a patient retry policy: moto on a busy two-core
 /// machine can take seconds to
@@ -36,7 +43,8 @@ fn config(endpoint: &str, table: &str) -> checkpoint_core::Result<DynamoConfig> 
             max_attempts: 10,
             budget: Duration::from_secs(60),
             ..Backoff::default()
-        }))
+        })
+        .with_list_page_size(PAGE)?)
 }
 
 fn endpoint() -> String {
@@ -53,15 +61,27 @@ async fn dynamo_conforms() {
     )
     .await
     .expect("the server listens, so the store opens");
-    print_capability_table(&[first.capabilities()]);
-    let factory = move |app: AppName| {
+    let hooks = DynamoHooks::open(
+        &endpoint,
+        &table,
+        config,
+        Some(env!("CARGO_BIN_EXE_checkpoint-loop").into()),
+    )
+    .await
+    .expect("the hooks' store opens");
+    let factory = Configured::new(move |app: AppName| {
         let config = config(&endpoint, &table);
         async move {
             let store: Arc<dyn Store> = Arc::new(DynamoStore::open(config?, app).await?);
             Ok(store)
         }
-    };
-    conformance::run_all(&factory).await.assert_passed();
+    })
+    .with_list_page_size(PAGE);
+    let started = std::time::Instant::now();
+    let report = conformance::run_all_with(&factory, &hooks).await;
+    println!("dynamodb suite: {:?}", started.elapsed());
+    print_capability_rows(&[(first.capabilities(), &report)]);
+    report.assert_passed();
     println!(
         "requests sent by the capability probe's client: {}",
         first.requests_sent()
@@ -77,10 +97,11 @@ async fn dynamo_conforms_on_a_shared_client() {
     )
     .await
     .expect("the server listens, so the store opens");
-    let factory = move |app: AppName| {
+    let factory = Configured::new(move |app: AppName| {
         let store: Arc<dyn Store> = Arc::new(base.for_app(app));
         std::future::ready(Ok(store))
-    };
+    })
+    .with_list_page_size(PAGE);
     conformance::run_all(&factory).await.assert_passed();
 }
 

@@ -12,7 +12,7 @@ use checkpoint_core::{
     RenewOutcome, Result, ShardId, StreamName, WorkerId,
 };
 
-use super::{MUTANT_LIST_PAGE, Mutation};
+use super::{MUTANT_LIST_PAGE, Mutation, SimulatedLink};
 
 /// A memory store broken in one way.
 #[derive(Debug)]
@@ -21,6 +21,7 @@ pub struct Mutant {
     mutation: Mutation,
     clock: Arc<ManualClock>,
     checkpoints: AtomicU64,
+    link: Option<Arc<SimulatedLink>>,
 }
 
 impl Mutant {
@@ -31,7 +32,20 @@ impl Mutant {
             mutation,
             clock,
             checkpoints: AtomicU64::new(0),
+            link: None,
         }
+    }
+
+    /// This mutant with its requests over `link`: once armed, the next write executes and its
+    /// reply is lost (a retryable error), except where the mutation breaks that.
+    pub fn with_link(mut self, link: Arc<SimulatedLink>) -> Self {
+        self.link = Some(link);
+        self
+    }
+
+    /// Whether this write's reply is lost.
+    fn link_fires(&self) -> bool {
+        self.link.as_ref().is_some_and(|l| l.fires())
     }
 
     fn is(&self, m: Mutation) -> bool {
@@ -148,6 +162,18 @@ impl LeaseManager for Mutant {
         parents: &[ShardId],
         initial: Option<&Position>,
     ) -> Result<bool> {
+        if self.link_fires() {
+            self.inner
+                .create_lease_if_absent(key, parents, initial)
+                .await?;
+            if self.is(Mutation::RetryMisreadsOwnWrite) {
+                return self
+                    .inner
+                    .create_lease_if_absent(key, parents, initial)
+                    .await;
+            }
+            return Err(SimulatedLink::lost_reply());
+        }
         if self.is(Mutation::CreateOverwrites) {
             let absent = self.inner.fetch_checkpoint(key).await?.is_none();
             self.inner.remove_lease_info(key).await?;
@@ -169,6 +195,10 @@ impl LeaseManager for Mutant {
         worker: &WorkerId,
         duration: LeaseDuration,
     ) -> Result<Lease> {
+        if self.link_fires() {
+            self.inner.get_lease(key, worker, duration).await?;
+            return Err(SimulatedLink::lost_reply());
+        }
         let caller_key = key;
         let key = &*self.filed(key);
         let duration = self.granted(duration);
@@ -220,6 +250,10 @@ impl LeaseManager for Mutant {
         token: FencingToken,
         duration: LeaseDuration,
     ) -> Result<Lease> {
+        if self.link_fires() {
+            self.inner.renew(key, worker, token, duration).await?;
+            return Err(SimulatedLink::lost_reply());
+        }
         let duration = self.granted(duration);
         match self.inner.renew(key, worker, token, duration).await {
             Err(Error::LeaseLost { .. }) if self.is(Mutation::RenewsTakenLease) => {
@@ -393,6 +427,24 @@ impl Checkpointer for Mutant {
         token: FencingToken,
         position: &Position,
     ) -> Result<Lease> {
+        if self.link_fires() {
+            if self.is(Mutation::SuccessOnLostWrite) {
+                // The request never reached the store, yet the answer is a success.
+                let current = self
+                    .inner
+                    .fetch_checkpoint(key)
+                    .await?
+                    .ok_or_else(|| Error::lease_not_found(key))?;
+                return Ok(Lease {
+                    checkpoint: Some(position.clone()),
+                    ..current
+                });
+            }
+            self.inner
+                .checkpoint_sequence(key, worker, token, position)
+                .await?;
+            return Err(SimulatedLink::lost_reply());
+        }
         let caller_key = key;
         let key = &*self.filed(key);
         let n = self.checkpoints.fetch_add(1, Ordering::Relaxed);

@@ -154,11 +154,8 @@ async fn forward_replies(
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_reply_is_resolved_by_rereading() {
-    let Some(direct) = open(config()).await else {
-        return;
-    };
+    let direct = open(config()).await;
     let upstream = {
         let u = url::Url::parse(&url()).expect("url");
         format!(
@@ -277,4 +274,11 @@ async fn a_lost_reply_is_resolved_by_rereading() {
             .expect("create again"),
         "a second call created it again"
     );
+}
+
+checkpoint_test_support::server_tests! {
+    backend: checkpoint_test_support::Backend::Mysql,
+    tests: [
+        a_lost_reply_is_resolved_by_rereading,
+    ],
 }

@@ -1,4 +1,5 @@
-//! The harness of every server-backed test in the workspace (PostgreSQL, Redis, DynamoDB).
+//! The harness of every server-backed test in the workspace (PostgreSQL, MySQL, Redis,
+//! DynamoDB), and the lossy proxy of their lost-reply tests ([`LossyProxy`]).
 //!
 //! One place decides whether a backend's server can be reached, the same way for every
 //! backend ([`reach`]): only "nothing listens on that address" (the TCP connection is refused)
@@ -34,6 +35,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 pub use libtest_mimic;
+pub use proxy::{DropRule, LossyProxy, Protocol};
+
+mod proxy;
 use libtest_mimic::{Arguments, Failed, Trial};
 
 /// A backend whose tests need a server.
@@ -41,8 +45,13 @@ use libtest_mimic::{Arguments, Failed, Trial};
 pub enum Backend {
     /// PostgreSQL at `CHECKPOINT_POSTGRES_URL` (default `postgres://postgres@127.0.0.1:5432/test`).
     Postgres,
+    /// A PostgreSQL that accepts only TLS, at `CHECKPOINT_POSTGRES_TLS_URL`; no default (its CA
+    /// is `CHECKPOINT_POSTGRES_TLS_CA`).
+    PostgresTls,
     /// Redis at `CHECKPOINT_REDIS_URL` (default `redis://127.0.0.1:6379/`).
     Redis,
+    /// MySQL or MariaDB at `CHECKPOINT_MYSQL_URL` (default `mysql://root@127.0.0.1:3306/test`).
+    Mysql,
     /// DynamoDB (a moto server) at `CHECKPOINT_DYNAMO_ENDPOINT`; no default.
     Dynamo,
 }
@@ -52,7 +61,9 @@ impl Backend {
     pub fn name(self) -> &'static str {
         match self {
             Self::Postgres => "postgres",
+            Self::PostgresTls => "postgres-tls",
             Self::Redis => "redis",
+            Self::Mysql => "mysql",
             Self::Dynamo => "dynamodb",
         }
     }
@@ -61,18 +72,21 @@ impl Backend {
     pub fn variable(self) -> &'static str {
         match self {
             Self::Postgres => "CHECKPOINT_POSTGRES_URL",
+            Self::PostgresTls => "CHECKPOINT_POSTGRES_TLS_URL",
             Self::Redis => "CHECKPOINT_REDIS_URL",
+            Self::Mysql => "CHECKPOINT_MYSQL_URL",
             Self::Dynamo => "CHECKPOINT_DYNAMO_ENDPOINT",
         }
     }
 
-    /// The server's URL: the variable's value, or the default (`None` for DynamoDB, which has
-    /// none).
+    /// The server's URL: the variable's value, or the default (`None` for DynamoDB and the TLS
+    /// PostgreSQL, which have none).
     pub fn url(self) -> Option<String> {
         std::env::var(self.variable()).ok().or(match self {
             Self::Postgres => Some("postgres://postgres@127.0.0.1:5432/test".into()),
             Self::Redis => Some("redis://127.0.0.1:6379/".into()),
-            Self::Dynamo => None,
+            Self::Mysql => Some("mysql://root@127.0.0.1:3306/test".into()),
+            Self::Dynamo | Self::PostgresTls => None,
         })
     }
 
@@ -82,7 +96,13 @@ impl Backend {
             Self::Postgres => {
                 "start PostgreSQL on 127.0.0.1:5432 or set CHECKPOINT_POSTGRES_URL=postgres://user@host:port/db"
             }
+            Self::PostgresTls => {
+                "run scripts/test (it starts a TLS-only PostgreSQL with a private CA), or set CHECKPOINT_POSTGRES_TLS_URL and CHECKPOINT_POSTGRES_TLS_CA"
+            }
             Self::Redis => "start `redis-server --port 6379` or set CHECKPOINT_REDIS_URL",
+            Self::Mysql => {
+                "start MariaDB or MySQL on 127.0.0.1:3306 or set CHECKPOINT_MYSQL_URL=mysql://user@host:port/db"
+            }
             Self::Dynamo => {
                 "start a moto server (python crates/checkpoint-dynamo/tests/moto_serial.py 5000) and set CHECKPOINT_DYNAMO_ENDPOINT=http://127.0.0.1:5000"
             }
@@ -91,8 +111,9 @@ impl Backend {
 
     fn default_port(self, scheme: &str) -> u16 {
         match (self, scheme) {
-            (Self::Postgres, _) => 5432,
+            (Self::Postgres | Self::PostgresTls, _) => 5432,
             (Self::Redis, _) => 6379,
+            (Self::Mysql, _) => 3306,
             (Self::Dynamo, "https") => 443,
             (Self::Dynamo, _) => 80,
         }
@@ -146,8 +167,35 @@ fn host_port(url: &str, backend: Backend) -> Result<Option<String>, String> {
     }))
 }
 
+/// The `host:port` a server URL names (`scheme://[user[:password]@]host[:port][/path]`), with
+/// the backend's default port when it names none; `None` for a Unix socket URL.
+pub fn server_address(backend: Backend, url: &str) -> Result<Option<String>, String> {
+    host_port(url, backend)
+}
+
+/// `url` with its `host[:port]` replaced by `address` (user, path and query kept), for example
+/// to reach the server through a [`LossyProxy`].
+pub fn replace_address(url: &str, address: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(end);
+    match authority.rsplit_once('@') {
+        Some((user, _)) => format!("{scheme}://{user}@{address}{tail}"),
+        None => format!("{scheme}://{address}{tail}"),
+    }
+}
+
+/// `url` with `name=value` appended to its query.
+pub fn with_query(url: &str, name: &str, value: &str) -> String {
+    let separator = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{separator}{name}={value}")
+}
+
 /// Decides whether `backend`'s server can be reached: one TCP connection to the address of its
-/// URL. Only a refused connection (or an unset DynamoDB endpoint) is [`Reach::Unreachable`].
+/// URL. Only a refused connection (or an unset URL of a backend without a default) is
+/// [`Reach::Unreachable`].
 pub fn reach(backend: Backend) -> Reach {
     match backend.url() {
         Some(url) => reach_url(backend, &url),
@@ -389,6 +437,20 @@ mod tests {
             None
         );
         assert!(host_port("127.0.0.1:5432", pg).is_err());
+    }
+
+    #[test]
+    fn addresses_are_replaced_keeping_user_path_and_query() {
+        assert_eq!(
+            replace_address("postgres://u:p@db:5432/test?x=1", "127.0.0.1:9"),
+            "postgres://u:p@127.0.0.1:9/test?x=1"
+        );
+        assert_eq!(
+            replace_address("redis://127.0.0.1:6379/", "127.0.0.1:9"),
+            "redis://127.0.0.1:9/"
+        );
+        assert_eq!(with_query("mysql://r@h/db", "a", "b"), "mysql://r@h/db?a=b");
+        assert_eq!(with_query("mysql://r@h/db?c=d", "a", "b"), "mysql://r@h/db?c=d&a=b");
     }
 
     #[test]
