@@ -86,6 +86,9 @@ pub enum Mutation {
     ListRepeatsAtPageBoundary,
     /// A worker re-taking its own expired lease gets a new token.
     RetakeBumpsToken,
+    /// A worker re-taking its own live lease keeps the old deadline (the grant writes
+    /// nothing when the caller already holds the lease).
+    RetakeKeepsDeadline,
     /// A fenced checkpoint is reported lost but written anyway.
     WritesDespiteLost,
     /// A regressing checkpoint is reported a regression but written anyway.
@@ -106,7 +109,7 @@ pub enum Mutation {
 
 impl Mutation {
     /// Every mutation.
-    pub const ALL: [Mutation; 36] = [
+    pub const ALL: [Mutation; 37] = [
         Self::NoFencingOnCheckpoint,
         Self::TwoWinners,
         Self::AcceptsRegressions,
@@ -137,6 +140,7 @@ impl Mutation {
         Self::ListDropsAtPageBoundary,
         Self::ListRepeatsAtPageBoundary,
         Self::RetakeBumpsToken,
+        Self::RetakeKeepsDeadline,
         Self::WritesDespiteLost,
         Self::WritesDespiteRegression,
         Self::WorkerIdsCollide,
@@ -220,6 +224,7 @@ impl Mutation {
                 ("fencing_after_steal", Fencing),
                 ("fencing_after_expiry_takeover", Fencing),
             ],
+            Self::RetakeKeepsDeadline => &[("retake_own_live_lease_moves_deadline", Expiry)],
             Self::WorkerIdsCollide => &[("edge_ids_round_trip", EdgeIds)],
             Self::ImportOverwrites => &[("import_whole_records", Import)],
             Self::SuccessOnLostWrite | Self::RetryMisreadsOwnWrite => {

@@ -213,6 +213,16 @@ impl LeaseManager for Mutant {
                 remaining: Default::default(),
             });
         }
+        if self.is(Mutation::RetakeKeepsDeadline)
+            && let Some(l) = &current
+            && l.owner.as_ref() == Some(worker)
+            && l.is_live_at(self.clock.now())
+        {
+            return Ok(Lease {
+                key: caller_key.clone(),
+                ..l.clone()
+            });
+        }
         if self.is(Mutation::RetakeBumpsToken)
             && let Some(l) = &current
             && l.owner.as_ref() == Some(worker)
