@@ -29,7 +29,6 @@ pub enum Hooked<T> {
 
 /// A field of a stored record that [`BackendHooks::write_raw_field`] can set by hand.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[non_exhaustive]
 pub enum RawField {
     /// The checkpoint in its stored text form ([`Position::encode`]).
     Checkpoint,
