@@ -89,7 +89,9 @@ pub async fn checkpoint_until_killed(
         .await
         .map_err(|e| failed(format!("wait: {e}")))?;
     if status.success() {
-        return Err(failed("the child exited cleanly instead of being killed".into()));
+        return Err(failed(
+            "the child exited cleanly instead of being killed".into(),
+        ));
     }
     Ok(Hooked::Done(acked))
 }
@@ -99,7 +101,12 @@ fn parse_ack(line: &str) -> std::result::Result<Position, String> {
 }
 
 /// A [`LossyLink`] over `checkpoint_test_support`'s proxy, armed with one drop rule.
-#[cfg(any(feature = "postgres", feature = "mysql", feature = "redis", feature = "dynamo"))]
+#[cfg(any(
+    feature = "postgres",
+    feature = "mysql",
+    feature = "redis",
+    feature = "dynamo"
+))]
 pub struct ProxyLink {
     /// The proxy.
     pub proxy: checkpoint_test_support::LossyProxy,
@@ -107,7 +114,12 @@ pub struct ProxyLink {
     pub rule: checkpoint_test_support::DropRule,
 }
 
-#[cfg(any(feature = "postgres", feature = "mysql", feature = "redis", feature = "dynamo"))]
+#[cfg(any(
+    feature = "postgres",
+    feature = "mysql",
+    feature = "redis",
+    feature = "dynamo"
+))]
 impl checkpoint_core::conformance::LossyLink for ProxyLink {
     fn drop_next_reply(&self) {
         self.proxy.arm(self.rule);

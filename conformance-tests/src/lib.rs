@@ -28,11 +28,8 @@ pub fn print_capability_table(rows: &[Capabilities]) {
 /// column naming what the suite could not cover on each (its backend scenarios without
 /// hooks, with why), from the run's report.
 pub fn print_capability_rows(rows: &[(Capabilities, &SuiteReport)]) {
-    let header = Capabilities::table_header().replacen(
-        " |\n",
-        " | not covered by the suite |\n",
-        1,
-    );
+    let header =
+        Capabilities::table_header().replacen(" |\n", " | not covered by the suite |\n", 1);
     println!("{header} --- |");
     for (capabilities, report) in rows {
         println!(

@@ -49,10 +49,7 @@ async fn sqlite_conforms() {
     let file = SqliteStore::open(SqliteConfig::file(&db.0), random_app("caps"))
         .await
         .expect("open the temporary database");
-    let hooks = SqliteHooks::new(
-        &db.0,
-        Some(env!("CARGO_BIN_EXE_checkpoint-loop").into()),
-    );
+    let hooks = SqliteHooks::new(&db.0, Some(env!("CARGO_BIN_EXE_checkpoint-loop").into()));
     let started = std::time::Instant::now();
     let report = conformance::run_all_with(&factory, &hooks).await;
     println!("sqlite (file) suite: {:?}", started.elapsed());

@@ -13,9 +13,7 @@ use std::io::Write;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use checkpoint_core::{
-    AppName, Error, FencingToken, LeaseKey, Position, Result, Store, WorkerId,
-};
+use checkpoint_core::{AppName, Error, FencingToken, LeaseKey, Position, Result, Store, WorkerId};
 
 async fn open(backend: &str, location: &str, app: AppName) -> Result<Arc<dyn Store>> {
     let _ = (location, &app);
@@ -23,7 +21,9 @@ async fn open(backend: &str, location: &str, app: AppName) -> Result<Arc<dyn Sto
         #[cfg(feature = "sqlite")]
         "sqlite" => {
             use checkpoint_sqlite::{SqliteConfig, SqliteStore};
-            Ok(Arc::new(SqliteStore::open(SqliteConfig::file(location), app).await?))
+            Ok(Arc::new(
+                SqliteStore::open(SqliteConfig::file(location), app).await?,
+            ))
         }
         #[cfg(feature = "postgres")]
         "postgres" => {
@@ -40,7 +40,9 @@ async fn open(backend: &str, location: &str, app: AppName) -> Result<Arc<dyn Sto
         #[cfg(feature = "redis")]
         "redis" => {
             use checkpoint_redis::{RedisConfig, RedisStore};
-            Ok(Arc::new(RedisStore::open(RedisConfig::from_url(location)?, app).await?))
+            Ok(Arc::new(
+                RedisStore::open(RedisConfig::from_url(location)?, app).await?,
+            ))
         }
         #[cfg(feature = "dynamo")]
         "dynamo" => {
@@ -76,7 +78,9 @@ async fn run(args: &[String]) -> Result<()> {
     let mut out = std::io::stdout().lock();
     for n in 1u64.. {
         let position = Position::sequence(&n.to_string())?;
-        store.checkpoint_sequence(&key, &worker, token, &position).await?;
+        store
+            .checkpoint_sequence(&key, &worker, token, &position)
+            .await?;
         writeln!(out, "{n}")
             .and_then(|()| out.flush())
             .map_err(|e| Error::backend("stdout", false, e))?;

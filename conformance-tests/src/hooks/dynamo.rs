@@ -143,7 +143,9 @@ impl BackendHooks for DynamoHooks {
             return Ok(Hooked::Unsupported("no TCP endpoint to proxy".into()));
         };
         if self.endpoint.starts_with("https") {
-            return Ok(Hooked::Unsupported("TLS: the proxy cannot read the link".into()));
+            return Ok(Hooked::Unsupported(
+                "TLS: the proxy cannot read the link".into(),
+            ));
         }
         let proxy = LossyProxy::start(upstream, Protocol::Stream).await;
         let endpoint = checkpoint_test_support::replace_address(

@@ -141,7 +141,9 @@ impl BackendHooks for MySqlHooks {
         let upstream = checkpoint_test_support::server_address(Backend::Mysql, &self.url)
             .map_err(|e| Error::invalid("url", e))?;
         let Some(upstream) = upstream else {
-            return Ok(Hooked::Unsupported("a Unix socket: no TCP link to proxy".into()));
+            return Ok(Hooked::Unsupported(
+                "a Unix socket: no TCP link to proxy".into(),
+            ));
         };
         let proxy = LossyProxy::start(upstream, Protocol::MySql).await;
         let url = checkpoint_test_support::replace_address(

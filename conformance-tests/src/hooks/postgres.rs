@@ -58,7 +58,9 @@ impl BackendHooks for PostgresHooks {
         raw: &str,
     ) -> Result<Hooked<&'static str>> {
         if raw.contains('\0') {
-            return Ok(Hooked::Unsupported("PostgreSQL text cannot hold NUL".into()));
+            return Ok(Hooked::Unsupported(
+                "PostgreSQL text cannot hold NUL".into(),
+            ));
         }
         let column = match field {
             RawField::Checkpoint => "checkpoint",
@@ -147,7 +149,9 @@ impl BackendHooks for PostgresHooks {
         let upstream = checkpoint_test_support::server_address(Backend::Postgres, &self.url)
             .map_err(|e| Error::invalid("url", e))?;
         let Some(upstream) = upstream else {
-            return Ok(Hooked::Unsupported("a Unix socket: no TCP link to proxy".into()));
+            return Ok(Hooked::Unsupported(
+                "a Unix socket: no TCP link to proxy".into(),
+            ));
         };
         let proxy = LossyProxy::start(upstream, Protocol::Postgres).await;
         let url = checkpoint_test_support::replace_address(

@@ -102,10 +102,14 @@ impl BackendHooks for RedisHooks {
         let upstream = checkpoint_test_support::server_address(Backend::Redis, &self.url)
             .map_err(|e| Error::invalid("url", e))?;
         let Some(upstream) = upstream else {
-            return Ok(Hooked::Unsupported("a Unix socket: no TCP link to proxy".into()));
+            return Ok(Hooked::Unsupported(
+                "a Unix socket: no TCP link to proxy".into(),
+            ));
         };
         if self.url.starts_with("rediss") {
-            return Ok(Hooked::Unsupported("TLS: the proxy cannot read the link".into()));
+            return Ok(Hooked::Unsupported(
+                "TLS: the proxy cannot read the link".into(),
+            ));
         }
         let proxy = LossyProxy::start(upstream, Protocol::Stream).await;
         let url = checkpoint_test_support::replace_address(

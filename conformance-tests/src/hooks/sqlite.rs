@@ -71,7 +71,9 @@ impl BackendHooks for SqliteHooks {
         let path = std::env::temp_dir().join(format!("checkpoint-layout-{}.db", random_app("l")));
         rusqlite::Connection::open(&path)
             .and_then(|c| {
-                c.execute_batch("CREATE TABLE checkpoint_leases (id INTEGER PRIMARY KEY, blob BLOB)")
+                c.execute_batch(
+                    "CREATE TABLE checkpoint_leases (id INTEGER PRIMARY KEY, blob BLOB)",
+                )
             })
             .map_err(failed)?;
         let opened = SqliteStore::open(SqliteConfig::file(&path), random_app("layout"))
@@ -126,7 +128,10 @@ impl BackendHooks for SqliteHooks {
         super::checkpoint_until_killed(exe, "sqlite", &location, app, key, worker, token).await
     }
 
-    async fn open_lossy(&self, _app: &AppName) -> Result<Hooked<checkpoint_core::conformance::LossyStore>> {
+    async fn open_lossy(
+        &self,
+        _app: &AppName,
+    ) -> Result<Hooked<checkpoint_core::conformance::LossyStore>> {
         Ok(Hooked::Unsupported(
             "SQLite runs in-process: no network reply to lose".into(),
         ))

@@ -26,7 +26,11 @@ impl SimulatedLink {
 
     /// The error a client sees when its reply was lost: retryable.
     pub fn lost_reply() -> Error {
-        Error::backend_message("simulated link", true, "the connection closed before the reply")
+        Error::backend_message(
+            "simulated link",
+            true,
+            "the connection closed before the reply",
+        )
     }
 }
 

@@ -8,8 +8,8 @@ mod common;
 
 use checkpoint_core::{Backoff, Checkpointer, FencingToken, LeaseKey, LeaseManager};
 use checkpoint_mysql::{MySqlConfig, MySqlStore};
-use common::{config, key, long, open, seq, url, worker};
 use checkpoint_test_support::{DropRule, LossyProxy, Protocol};
+use common::{config, key, long, open, seq, url, worker};
 
 async fn a_lost_reply_is_resolved_by_rereading() {
     let direct = open(config()).await;

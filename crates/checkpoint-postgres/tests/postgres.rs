@@ -402,11 +402,7 @@ async fn a_lost_reply_is_resolved_by_rereading() {
     // get_lease: the lost grant is found on retry as "already ours", with the same token.
     proxy.arm(DropRule::PostgresWrite);
     let lease = proxied.get_lease(&k, &a, long()).await.expect("get_lease");
-    assert_eq!(
-        proxy.dropped(),
-        1,
-        "no reply was dropped"
-    );
+    assert_eq!(proxy.dropped(), 1, "no reply was dropped");
     assert_eq!(
         lease.token,
         FencingToken(1),
@@ -510,11 +506,7 @@ async fn a_lost_create_reply_still_answers_created() {
             .create_lease_if_absent(&k, &[], Some(&seq(3)))
             .await
             .expect("create");
-        assert_eq!(
-            proxy.dropped(),
-            i + 1,
-            "no reply was dropped"
-        );
+        assert_eq!(proxy.dropped(), i + 1, "no reply was dropped");
         assert!(
             created,
             "a create whose commit reply was lost answered that it existed"

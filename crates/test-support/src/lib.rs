@@ -450,7 +450,10 @@ mod tests {
             "redis://127.0.0.1:9/"
         );
         assert_eq!(with_query("mysql://r@h/db", "a", "b"), "mysql://r@h/db?a=b");
-        assert_eq!(with_query("mysql://r@h/db?c=d", "a", "b"), "mysql://r@h/db?c=d&a=b");
+        assert_eq!(
+            with_query("mysql://r@h/db?c=d", "a", "b"),
+            "mysql://r@h/db?c=d&a=b"
+        );
     }
 
     #[test]

@@ -171,11 +171,12 @@ async fn forward_mysql_commands(mut client: OwnedReadHalf, mut server: OwnedWrit
             return;
         }
         if header[3] == 0 {
-            let commit = payload.first() == Some(&COM_QUERY)
-                && payload[1..].eq_ignore_ascii_case(b"COMMIT");
+            let commit =
+                payload.first() == Some(&COM_QUERY) && payload[1..].eq_ignore_ascii_case(b"COMMIT");
             let execute = payload.first() == Some(&COM_STMT_EXECUTE);
             let hit = link.take(DropRule::NextRequest)
-                || (commit && (link.take(DropRule::MySqlCommit) || link.take(DropRule::MySqlWrite)))
+                || (commit
+                    && (link.take(DropRule::MySqlCommit) || link.take(DropRule::MySqlWrite)))
                 || (execute
                     && (link.take(DropRule::MySqlExecute) || link.take(DropRule::MySqlWrite)));
             if hit {
@@ -218,7 +219,11 @@ async fn forward_replies(
 
 /// PostgreSQL server messages: after a completed write, the idle `ReadyForQuery` that follows
 /// is dropped when armed (inside a transaction, status `T`, nothing has committed yet).
-async fn forward_postgres_messages(mut server: OwnedReadHalf, mut client: OwnedWriteHalf, link: Link) {
+async fn forward_postgres_messages(
+    mut server: OwnedReadHalf,
+    mut client: OwnedWriteHalf,
+    link: Link,
+) {
     let mut write_completed = false;
     loop {
         let mut header = [0u8; 5];

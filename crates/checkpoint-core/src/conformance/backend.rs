@@ -209,7 +209,9 @@ pub async fn corrupt_record_is_reported_and_kept(
     {
         let k = key("s", &format!("corrupt-{i}"));
         let lease = store.get_lease(&k, &a, long()).await?;
-        store.checkpoint_sequence(&k, &a, lease.token, &seq("7")).await?;
+        store
+            .checkpoint_sequence(&k, &a, lease.token, &seq("7"))
+            .await?;
         let name = match hooks.write_raw_field(&app, &k, field, raw).await? {
             Hooked::Done(name) => name,
             Hooked::Unsupported(why) => return Ok(Covered::Not(why)),
@@ -291,7 +293,11 @@ pub async fn hostile_records_read_exactly_or_corrupt(
         .iter()
         .map(|raw| (RawField::Checkpoint, *raw))
         .chain(HOSTILE_OWNERS.iter().map(|raw| (RawField::Owner, *raw)))
-        .chain(long_owners.iter().map(|raw| (RawField::Owner, raw.as_str())));
+        .chain(
+            long_owners
+                .iter()
+                .map(|raw| (RawField::Owner, raw.as_str())),
+        );
     let (mut skipped, mut ran) = (Vec::new(), 0);
     let mut reason = String::new();
     for (i, (field, raw)) in cases.enumerate() {
@@ -370,7 +376,9 @@ pub async fn transactional_checkpoint_commits_or_rolls_back(
     let a = worker("a");
     let k = key("s", "tx");
     let lease = store.get_lease(&k, &a, long()).await?;
-    store.checkpoint_sequence(&k, &a, lease.token, &seq("5")).await?;
+    store
+        .checkpoint_sequence(&k, &a, lease.token, &seq("5"))
+        .await?;
     let in_tx = |position: Position, token: FencingToken, commit: bool| {
         let (app, k, a) = (app.clone(), k.clone(), a.clone());
         async move {
@@ -501,7 +509,9 @@ pub async fn dropped_reply_is_never_a_false_answer(
             Ok(false) => {
                 return Err(Failure::new(
                     Clause::Faults,
-                    format!("create_lease_if_absent of a new {k} answered false after a lost reply"),
+                    format!(
+                        "create_lease_if_absent of a new {k} answered false after a lost reply"
+                    ),
                 ));
             }
             Err(e) if e.is_retryable() => {
@@ -525,10 +535,7 @@ pub async fn dropped_reply_is_never_a_false_answer(
         };
         let position = seq(&(10 + i).to_string());
         link.drop_next_reply();
-        match l
-            .checkpoint_sequence(&k, &a, lease.token, &position)
-            .await
-        {
+        match l.checkpoint_sequence(&k, &a, lease.token, &position).await {
             Ok(_) => {
                 let stored = fetch(&*store, &k).await?.checkpoint;
                 ensure!(
