@@ -246,14 +246,20 @@ pub fn mutant_factory(
     mutant_factory_and_hooks(mutation).0
 }
 
+/// What opens a mutant for an app: the factory function inside [`mutant_factory`].
+pub trait OpenMutant:
+    Fn(AppName) -> std::future::Ready<Result<Arc<dyn Store>>> + Send + Sync
+{
+}
+
+impl<F> OpenMutant for F where
+    F: Fn(AppName) -> std::future::Ready<Result<Arc<dyn Store>>> + Send + Sync
+{
+}
+
 /// [`mutant_factory`] and the mutants' hooks on the same database, for
 /// `checkpoint_core::conformance::run_selected_with`.
-pub fn mutant_factory_and_hooks(
-    mutation: Mutation,
-) -> (
-    Configured<impl Fn(AppName) -> std::future::Ready<Result<Arc<dyn Store>>> + Send + Sync>,
-    MutantHooks,
-) {
+pub fn mutant_factory_and_hooks(mutation: Mutation) -> (Configured<impl OpenMutant>, MutantHooks) {
     let clock = Arc::new(ManualClock::default());
     let db = MemoryDatabase::with_clock(clock.clone());
     let hooks = MutantHooks {

@@ -36,7 +36,7 @@ const PAGE: usize = 25;
 /// machine can take seconds to
 /// answer, which is a timeout to retry, not a failure.
 fn config(endpoint: &str, table: &str) -> checkpoint_core::Result<DynamoConfig> {
-    Ok(DynamoConfig::new(table)?
+    DynamoConfig::new(table)?
         .with_endpoint(endpoint)
         .with_request_timeout(Duration::from_secs(10))
         .with_backoff(Backoff {
@@ -44,7 +44,7 @@ fn config(endpoint: &str, table: &str) -> checkpoint_core::Result<DynamoConfig> 
             budget: Duration::from_secs(60),
             ..Backoff::default()
         })
-        .with_list_page_size(PAGE)?)
+        .with_list_page_size(PAGE)
 }
 
 fn endpoint() -> String {

@@ -56,6 +56,11 @@ impl BackendHooks for MySqlHooks {
         field: RawField,
         raw: &str,
     ) -> Result<Hooked<&'static str>> {
+        if field == RawField::Owner && raw.len() > 256 {
+            return Ok(Hooked::Unsupported(
+                "the owner column is VARBINARY(256): it cannot hold more".into(),
+            ));
+        }
         let column = match field {
             RawField::Checkpoint => "checkpoint",
             RawField::Owner => "owner",
