@@ -1,4 +1,4 @@
-//! Each in-tree backend's [`BackendHooks`]: how its conformance run helps the suite's backend
+//! Each in-tree backend's [`BackendHooks`](checkpoint_core::conformance::BackendHooks): how its conformance run helps the suite's backend
 //! scenarios (raw records, an incompatible layout, the caller's transaction, a killed child
 //! process, a lossy link). What a backend cannot provide is answered
 //! [`Hooked::Unsupported`] with why, and printed in its capability row.
@@ -30,7 +30,7 @@ const CHILD_PATIENCE: Duration = Duration::from_secs(60);
 
 /// Runs `exe` (the `checkpoint-loop` binary of this package) checkpointing `key` for `app` on
 /// the store `backend` at `location`, kills it with `SIGKILL` once it acknowledged
-/// [`ACKS_BEFORE_KILL`] positions (or after [`CHILD_PATIENCE`]), and answers every position it
+/// 25 positions (or after 60 s), and answers every position it
 /// acknowledged, in order. A child that exits by itself is an error carrying its stderr.
 pub async fn checkpoint_until_killed(
     exe: &Path,
@@ -100,7 +100,7 @@ fn parse_ack(line: &str) -> std::result::Result<Position, String> {
     Position::sequence(line.trim()).map_err(|e| format!("the child printed {line:?}: {e}"))
 }
 
-/// A [`LossyLink`] over `checkpoint_test_support`'s proxy, armed with one drop rule.
+/// A [`LossyLink`](checkpoint_core::conformance::LossyLink) over `checkpoint_test_support`'s proxy, armed with one drop rule.
 #[cfg(any(
     feature = "postgres",
     feature = "mysql",
