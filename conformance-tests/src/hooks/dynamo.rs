@@ -122,6 +122,20 @@ impl BackendHooks for DynamoHooks {
         Ok(Hooked::Done(opened))
     }
 
+    async fn checkpoint_in_transaction(
+        &self,
+        _app: &AppName,
+        _key: &LeaseKey,
+        _worker: &WorkerId,
+        _token: FencingToken,
+        _position: &Position,
+        _commit: bool,
+    ) -> Result<Hooked<Result<checkpoint_core::Lease>>> {
+        Ok(Hooked::Unsupported(
+            "DynamoDB has no transaction a caller's own writes can share with a checkpoint".into(),
+        ))
+    }
+
     async fn checkpoint_until_killed(
         &self,
         app: &AppName,

@@ -306,7 +306,7 @@ pub async fn hostile_records_read_exactly_or_corrupt(
         let name = match hooks.write_raw_field(&app, &k, field, raw).await? {
             Hooked::Done(name) => name,
             Hooked::Unsupported(why) => {
-                skipped.push(format!("{field:?} {raw:?}: {why}"));
+                skipped.push(format!("{field:?} {}: {why}", shown(raw)));
                 reason = why;
                 continue;
             }
@@ -561,6 +561,16 @@ pub async fn dropped_reply_is_never_a_false_answer(
         "the lossy link dropped no reply: the scenario tested nothing"
     );
     Ok(Covered::Fully)
+}
+
+/// `raw` for a message: quoted, and shortened to its length past 24 bytes.
+fn shown(raw: &str) -> String {
+    if raw.len() <= 24 {
+        format!("{raw:?}")
+    } else {
+        let head: String = raw.chars().take(16).collect();
+        format!("{head:?}… ({} bytes)", raw.len())
+    }
 }
 
 fn fault(message: String) -> Failure {
