@@ -30,7 +30,7 @@ use conformance_tests::print_capability_rows;
 
 /// Items a listing's `Scan` page evaluates in these runs, so the listing scenario crosses page
 /// boundaries (the limit counts items before the app filter, so pages hold at most this many).
-const PAGE: usize = 25;
+const PAGE: usize = 100;
 
 /// The suite's config: its own table and a patient retry policy: moto on a busy two-core
 /// machine can take seconds to
