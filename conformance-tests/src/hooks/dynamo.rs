@@ -56,6 +56,10 @@ fn failed(e: impl std::error::Error + Send + Sync + 'static) -> Error {
 
 #[async_trait]
 impl BackendHooks for DynamoHooks {
+    /// Edits the attribute as every writer of this layout must, bumping `leaseCounter` (the
+    /// record's version): a handle that cached the record notices the edit only through it.
+    /// An edit that leaves `leaseCounter` alone is not noticed by such a handle, whose next
+    /// versioned write then overwrites it (a limit of the layout, stated in TESTING.md).
     async fn write_raw_field(
         &self,
         app: &AppName,
@@ -75,10 +79,11 @@ impl BackendHooks for DynamoHooks {
                 "leaseKey",
                 AttributeValue::S(format!("{app}:{}:{}", key.stream, key.shard)),
             )
-            .update_expression("SET #f = :v")
+            .update_expression("SET #f = :v, leaseCounter = leaseCounter + :one")
             .condition_expression("attribute_exists(leaseKey)")
             .expression_attribute_names("#f", name)
             .expression_attribute_values(":v", AttributeValue::S(raw.to_owned()))
+            .expression_attribute_values(":one", AttributeValue::N("1".into()))
             .send()
             .await
             .map_err(failed)?;
