@@ -28,14 +28,8 @@ use checkpoint_dynamo::{DynamoConfig, DynamoStore};
 use conformance_tests::hooks::dynamo::DynamoHooks;
 use conformance_tests::print_capability_rows;
 
-/// Items a listing's `Scan` page evaluates in [`dynamo_lists_across_scan_pages`], so the
-/// listing scenario crosses page boundaries (the limit counts items before the app filter, so
-/// pages hold at most this many rows). The whole-suite runs keep DynamoDB's 1 MB pages: every
-/// listing scans the whole shared table, and the model test lists often.
-
 /// The suite's config: its own table and a patient retry policy: moto on a busy two-core
-/// machine can take seconds to
-/// answer, which is a timeout to retry, not a failure.
+/// machine can take seconds to answer, which is a timeout to retry, not a failure.
 fn config(endpoint: &str, table: &str) -> checkpoint_core::Result<DynamoConfig> {
     Ok(DynamoConfig::new(table)?
         .with_endpoint(endpoint)
@@ -104,7 +98,10 @@ async fn dynamo_conforms_on_a_shared_client() {
 }
 
 /// The listing scenarios on a table of their own, 7 items a `Scan` page
-/// ([`DynamoConfig::with_list_page_size`]): the listing scenario's rows span several pages.
+/// ([`DynamoConfig::with_list_page_size`]): the listing scenario's rows span several pages (the
+/// limit counts items before the app filter, so a page holds at most 7 rows). The whole-suite
+/// runs keep DynamoDB's 1 MB pages: every listing scans the whole shared table, and the model
+/// test lists often.
 async fn dynamo_lists_across_scan_pages() {
     const PAGE: usize = 7;
     let endpoint = endpoint();
