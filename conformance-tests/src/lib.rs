@@ -3,8 +3,10 @@
 
 use std::sync::Arc;
 
+use checkpoint_core::conformance::SuiteReport;
 use checkpoint_core::{AppName, Capabilities, MemoryDatabase, Store};
 
+pub mod hooks;
 pub mod mutants;
 
 /// A factory for the memory reference store: every handle of one app shares one database.
@@ -19,5 +21,21 @@ pub fn print_capability_table(rows: &[Capabilities]) {
     println!("{}", Capabilities::table_header());
     for row in rows {
         println!("{}", row.table_row());
+    }
+}
+
+/// Prints the capability rows of the backends a test ran, in the README's format, with a last
+/// column naming what the suite could not cover on each (its backend scenarios without
+/// hooks, with why), from the run's report.
+pub fn print_capability_rows(rows: &[(Capabilities, &SuiteReport)]) {
+    let header =
+        Capabilities::table_header().replacen(" |\n", " | not covered by the suite |\n", 1);
+    println!("{header} --- |");
+    for (capabilities, report) in rows {
+        println!(
+            "{} {} |",
+            capabilities.table_row(),
+            report.not_covered_summary()
+        );
     }
 }

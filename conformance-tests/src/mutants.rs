@@ -7,11 +7,13 @@
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 
-use checkpoint_core::conformance::{Clause, Configured};
+use checkpoint_core::conformance::{BackendHooks, Clause, Configured, Hooked, LossyStore};
 use checkpoint_core::{AppName, ManualClock, MemoryDatabase, Result, Store};
 
+mod link;
 mod store;
 
+pub use link::SimulatedLink;
 pub use store::Mutant;
 
 /// Rows per page of a mutant's `list_leases`, declared to the suite so the listing scenario
@@ -85,6 +87,9 @@ pub enum Mutation {
     ListRepeatsAtPageBoundary,
     /// A worker re-taking its own expired lease gets a new token.
     RetakeBumpsToken,
+    /// A worker re-taking its own live lease keeps the old deadline (the grant writes
+    /// nothing when the caller already holds the lease).
+    RetakeKeepsDeadline,
     /// A fenced checkpoint is reported lost but written anyway.
     WritesDespiteLost,
     /// A regressing checkpoint is reported a regression but written anyway.
@@ -102,11 +107,17 @@ pub enum Mutation {
     /// The app listing keeps an app whose every lease record was deleted (an index of apps
     /// the delete path never prunes), so `migrate --all-apps` would move apps that are gone.
     ListAppsKeepsEmptied,
+    /// Over a lossy link, a checkpoint whose request was lost is answered Ok: a success for a
+    /// write that did not happen.
+    SuccessOnLostWrite,
+    /// Over a lossy link, a create whose reply was lost is retried and the retry's answer
+    /// (`false`: the record exists) returned, though this call created it.
+    RetryMisreadsOwnWrite,
 }
 
 impl Mutation {
     /// Every mutation.
-    pub const ALL: [Mutation; 36] = [
+    pub const ALL: [Mutation; 39] = [
         Self::NoFencingOnCheckpoint,
         Self::TwoWinners,
         Self::AcceptsRegressions,
@@ -137,12 +148,15 @@ impl Mutation {
         Self::ListDropsAtPageBoundary,
         Self::ListRepeatsAtPageBoundary,
         Self::RetakeBumpsToken,
+        Self::RetakeKeepsDeadline,
         Self::WritesDespiteLost,
         Self::WritesDespiteRegression,
         Self::WorkerIdsCollide,
         Self::ImportOverwrites,
         Self::ListAppsKeepsEmptied,
         Self::IgnoresInstance,
+        Self::SuccessOnLostWrite,
+        Self::RetryMisreadsOwnWrite,
     ];
 
     /// The scenarios that must reject this mutation, each with the clause its failure must
@@ -220,10 +234,14 @@ impl Mutation {
                 ("fencing_after_steal", Fencing),
                 ("fencing_after_expiry_takeover", Fencing),
             ],
+            Self::RetakeKeepsDeadline => &[("retake_own_live_lease_moves_deadline", Expiry)],
             Self::WorkerIdsCollide => &[("edge_ids_round_trip", EdgeIds)],
             Self::ImportOverwrites => &[("import_whole_records", Import)],
             Self::ListAppsKeepsEmptied => &[("list_apps_names_apps_with_leases", ListApps)],
             Self::IgnoresInstance => &[("worker_id_instances", WorkerInstance)],
+            Self::SuccessOnLostWrite | Self::RetryMisreadsOwnWrite => {
+                &[("dropped_reply_is_never_a_false_answer", Faults)]
+            }
             Self::WritesDespiteRegression => &[
                 ("monotonic_positions", Monotonic),
                 ("shard_end_is_terminal", ShardEnd),
@@ -237,10 +255,33 @@ impl Mutation {
 pub fn mutant_factory(
     mutation: Mutation,
 ) -> Configured<impl Fn(AppName) -> std::future::Ready<Result<Arc<dyn Store>>> + Send + Sync> {
+    mutant_factory_and_hooks(mutation).0
+}
+
+/// What opens a mutant for an app: the factory function inside [`mutant_factory`].
+pub trait OpenMutant:
+    Fn(AppName) -> std::future::Ready<Result<Arc<dyn Store>>> + Send + Sync
+{
+}
+
+impl<F> OpenMutant for F where
+    F: Fn(AppName) -> std::future::Ready<Result<Arc<dyn Store>>> + Send + Sync
+{
+}
+
+/// [`mutant_factory`] and the mutants' hooks on the same database, for
+/// `checkpoint_core::conformance::run_selected_with`.
+pub fn mutant_factory_and_hooks(mutation: Mutation) -> (Configured<impl OpenMutant>, MutantHooks) {
     let clock = Arc::new(ManualClock::default());
     let db = MemoryDatabase::with_clock(clock.clone());
-    let mutant_clock = clock.clone();
     let app_index = Arc::new(Mutex::new(BTreeSet::new()));
+    let hooks = MutantHooks {
+        db: db.clone(),
+        clock: clock.clone(),
+        mutation,
+        app_index: app_index.clone(),
+    };
+    let mutant_clock = clock.clone();
     let open = move |app| {
         let app = if mutation == Mutation::SharedAcrossApps {
             AppName::new("everyone").expect("valid")
@@ -259,7 +300,37 @@ pub fn mutant_factory(
             app_index.clone(),
         )) as Arc<dyn Store>))
     };
-    Configured::new(open)
+    let factory = Configured::new(open)
         .with_manual_clock(clock)
-        .with_list_page_size(MUTANT_LIST_PAGE)
+        .with_list_page_size(MUTANT_LIST_PAGE);
+    (factory, hooks)
+}
+
+/// The mutants' [`BackendHooks`]: a lossy link simulated in front of the mutant
+/// ([`SimulatedLink`]); the memory store has no raw records, transactions or processes, so
+/// every other hook is unsupported.
+pub struct MutantHooks {
+    db: MemoryDatabase,
+    clock: Arc<ManualClock>,
+    mutation: Mutation,
+    /// The app index the factory's handles share ([`Mutation::ListAppsKeepsEmptied`]).
+    app_index: Arc<Mutex<BTreeSet<AppName>>>,
+}
+
+#[async_trait::async_trait]
+impl BackendHooks for MutantHooks {
+    async fn open_lossy(&self, app: &AppName) -> Result<Hooked<LossyStore>> {
+        let link = Arc::new(SimulatedLink::default());
+        let store = Mutant::new(
+            self.db.open(app.clone()),
+            self.mutation,
+            self.clock.clone(),
+            self.app_index.clone(),
+        )
+        .with_link(link.clone());
+        Ok(Hooked::Done(LossyStore {
+            store: Arc::new(store),
+            link,
+        }))
+    }
 }

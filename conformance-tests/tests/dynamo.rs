@@ -3,7 +3,9 @@
 //! connections, the tests are ignored (a failure under `CHECKPOINT_REQUIRE_ALL=1`; see
 //! `checkpoint_test_support`). Every run uses a table of its own, and every factory call
 //! builds a new client (a new connection), so the scenarios also exercise independent handles;
-//! a second run opens every handle with [`DynamoStore::for_app`] on one client.
+//! a second run opens every handle with [`DynamoStore::for_app`] on one client. Listings scan
+//! 7 items a page in a third run of the listing scenarios alone, so they cross pages; the
+//! first run passes DynamoDB's hooks ([`DynamoHooks`]) for the backend scenarios.
 //! `run_all` includes the proptest model test (`model_matches_reference`,
 //! `CHECKPOINT_MODEL_CASES`, default 256).
 //!
@@ -20,14 +22,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use checkpoint_core::conformance::{self, random_app};
+use checkpoint_core::conformance::{self, Configured, random_app};
 use checkpoint_core::{AppName, Backoff, LeaseManager, Store};
 use checkpoint_dynamo::{DynamoConfig, DynamoStore};
-use conformance_tests::print_capability_table;
+use conformance_tests::hooks::dynamo::DynamoHooks;
+use conformance_tests::print_capability_rows;
 
 /// The suite's config: its own table and a patient retry policy: moto on a busy two-core
-/// machine can take seconds to
-/// answer, which is a timeout to retry, not a failure.
+/// machine can take seconds to answer, which is a timeout to retry, not a failure.
 fn config(endpoint: &str, table: &str) -> checkpoint_core::Result<DynamoConfig> {
     Ok(DynamoConfig::new(table)?
         .with_endpoint(endpoint)
@@ -53,7 +55,14 @@ async fn dynamo_conforms() {
     )
     .await
     .expect("the server listens, so the store opens");
-    print_capability_table(&[first.capabilities()]);
+    let hooks = DynamoHooks::open(
+        &endpoint,
+        &table,
+        config,
+        Some(env!("CARGO_BIN_EXE_checkpoint-loop").into()),
+    )
+    .await
+    .expect("the hooks' store opens");
     let factory = move |app: AppName| {
         let config = config(&endpoint, &table);
         async move {
@@ -61,7 +70,11 @@ async fn dynamo_conforms() {
             Ok(store)
         }
     };
-    conformance::run_all(&factory).await.assert_passed();
+    let started = std::time::Instant::now();
+    let report = conformance::run_all_with(&factory, &hooks).await;
+    println!("dynamodb suite: {:?}", started.elapsed());
+    print_capability_rows(&[(first.capabilities(), &report)]);
+    report.assert_passed();
     println!(
         "requests sent by the capability probe's client: {}",
         first.requests_sent()
@@ -84,7 +97,39 @@ async fn dynamo_conforms_on_a_shared_client() {
     conformance::run_all(&factory).await.assert_passed();
 }
 
+/// The listing scenarios on a table of their own, 7 items a `Scan` page
+/// ([`DynamoConfig::with_list_page_size`]): the listing scenario's rows span several pages (the
+/// limit counts items before the app filter, so a page holds at most 7 rows). The whole-suite
+/// runs keep DynamoDB's 1 MB pages: every listing scans the whole shared table, and the model
+/// test lists often.
+async fn dynamo_lists_across_scan_pages() {
+    const PAGE: usize = 7;
+    let endpoint = endpoint();
+    let table = format!("conformance-{}", random_app("pages"));
+    let factory = Configured::new(move |app: AppName| {
+        let config = config(&endpoint, &table).and_then(|c| c.with_list_page_size(PAGE));
+        async move {
+            let store: Arc<dyn Store> = Arc::new(DynamoStore::open(config?, app).await?);
+            Ok(store)
+        }
+    })
+    .with_list_page_size(PAGE);
+    let report = conformance::run_selected(&factory, |name| {
+        matches!(
+            name,
+            "list_leases_paginated" | "listing_carries_store_clock"
+        )
+    })
+    .await;
+    assert_eq!(report.passed.len() + report.failed.len(), 2, "{report:?}");
+    report.assert_passed();
+}
+
 checkpoint_test_support::server_tests! {
     backend: checkpoint_test_support::Backend::Dynamo,
-    tests: [dynamo_conforms, dynamo_conforms_on_a_shared_client],
+    tests: [
+        dynamo_conforms,
+        dynamo_conforms_on_a_shared_client,
+        dynamo_lists_across_scan_pages,
+    ],
 }

@@ -3,18 +3,19 @@
 //! clause it lists. A mutant rejected only by an unexpected error, or by another clause, is not
 //! counted as caught: that would be the suite failing by accident.
 //!
-//! Each mutant runs only its listed scenarios, on a manual clock, concurrently.
+//! Each mutant runs only its listed scenarios, on a manual clock, concurrently, with the
+//! mutants' hooks (a simulated lossy link) for the backend scenarios.
 
-use checkpoint_core::conformance::run_selected;
-use conformance_tests::mutants::{Mutation, mutant_factory};
+use checkpoint_core::conformance::run_selected_with;
+use conformance_tests::mutants::{Mutation, mutant_factory_and_hooks};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn suite_rejects_every_mutant_for_its_clause() {
     let runs = Mutation::ALL.map(|mutation| async move {
-        let factory = mutant_factory(mutation);
+        let (factory, hooks) = mutant_factory_and_hooks(mutation);
         let started = std::time::Instant::now();
         let expected = mutation.caught_by();
-        let report = run_selected(&factory, |name| {
+        let report = run_selected_with(&factory, &hooks, |name| {
             expected.iter().any(|(scenario, _)| *scenario == name)
         })
         .await;

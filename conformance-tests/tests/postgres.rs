@@ -12,7 +12,8 @@ use std::sync::Arc;
 use checkpoint_core::conformance::{self, Configured, random_app};
 use checkpoint_core::{AppName, LeaseManager, Store};
 use checkpoint_postgres::{DEFAULT_URL, PostgresConfig, PostgresStore};
-use conformance_tests::print_capability_table;
+use conformance_tests::hooks::postgres::PostgresHooks;
+use conformance_tests::print_capability_rows;
 
 /// Rows per page of a listing in these runs.
 const PAGE: usize = 7;
@@ -22,7 +23,12 @@ fn url() -> String {
 }
 
 fn config() -> PostgresConfig {
-    PostgresConfig::from_url(&url())
+    config_for(&url())
+}
+
+/// The run's config for the server at `url` (the hooks' lossy handle passes a proxy's URL).
+fn config_for(url: &str) -> PostgresConfig {
+    PostgresConfig::from_url(url)
         .expect("CHECKPOINT_POSTGRES_URL is a valid postgres:// URL")
         .with_max_connections(4)
         .with_list_page_size(PAGE)
@@ -32,13 +38,23 @@ async fn postgres_conforms() {
     let probe = PostgresStore::open(config(), random_app("caps"))
         .await
         .expect("the server listens, so the store opens");
-    print_capability_table(&[probe.capabilities()]);
     let factory = Configured::new(|app: AppName| async move {
         let store: Arc<dyn Store> = Arc::new(PostgresStore::open(config(), app).await?);
         Ok(store)
     })
     .with_list_page_size(PAGE);
-    conformance::run_all(&factory).await.assert_passed();
+    let hooks = PostgresHooks::open(
+        &url(),
+        config_for,
+        Some(env!("CARGO_BIN_EXE_checkpoint-loop").into()),
+    )
+    .await
+    .expect("the hooks' store opens");
+    let started = std::time::Instant::now();
+    let report = conformance::run_all_with(&factory, &hooks).await;
+    println!("postgres suite: {:?}", started.elapsed());
+    print_capability_rows(&[(probe.capabilities(), &report)]);
+    report.assert_passed();
 }
 
 /// The whole suite again on handles that share one pool ([`PostgresStore::for_app`]), the way

@@ -11,15 +11,23 @@ use std::sync::Arc;
 use checkpoint_core::conformance::{self, Configured, random_app};
 use checkpoint_core::{AppName, LeaseManager, Store};
 use checkpoint_redis::{RedisConfig, RedisStore};
-use conformance_tests::print_capability_table;
+use conformance_tests::hooks::redis::RedisHooks;
+use conformance_tests::print_capability_rows;
 
 /// Rows per page of a listing in these runs.
 const PAGE: usize = 7;
 
+fn url() -> String {
+    std::env::var("CHECKPOINT_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/".into())
+}
+
 fn config() -> RedisConfig {
-    let url =
-        std::env::var("CHECKPOINT_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/".into());
-    RedisConfig::from_url(&url)
+    config_for(&url())
+}
+
+/// The run's config for the server at `url` (the hooks' lossy handle passes a proxy's URL).
+fn config_for(url: &str) -> RedisConfig {
+    RedisConfig::from_url(url)
         .expect("CHECKPOINT_REDIS_URL is a valid redis:// URL")
         .with_list_page_size(PAGE)
 }
@@ -33,9 +41,19 @@ async fn redis_conforms() {
     let store = RedisStore::open(config(), random_app("caps"))
         .await
         .expect("the server listens, so the store opens");
-    print_capability_table(&[store.capabilities()]);
-    let report = conformance::run_all(&Configured::new(factory).with_list_page_size(PAGE)).await;
-    println!("redis scenarios passed: {:?}", report.passed);
+    let hooks = RedisHooks::open(
+        &url(),
+        config_for,
+        Some(env!("CARGO_BIN_EXE_checkpoint-loop").into()),
+    )
+    .await
+    .expect("the hooks' store opens");
+    let started = std::time::Instant::now();
+    let report =
+        conformance::run_all_with(&Configured::new(factory).with_list_page_size(PAGE), &hooks)
+            .await;
+    println!("redis suite: {:?}", started.elapsed());
+    print_capability_rows(&[(store.capabilities(), &report)]);
     report.assert_passed();
 }
 

@@ -13,7 +13,7 @@ use checkpoint_core::{
     RenewOutcome, Result, ShardId, StreamName, WorkerId,
 };
 
-use super::{MUTANT_LIST_PAGE, Mutation};
+use super::{MUTANT_LIST_PAGE, Mutation, SimulatedLink};
 
 /// A memory store broken in one way.
 #[derive(Debug)]
@@ -25,6 +25,7 @@ pub struct Mutant {
     /// The app index of [`Mutation::ListAppsKeepsEmptied`], shared by every handle of one
     /// database: apps whose lease records were deleted, never pruned.
     app_index: Arc<Mutex<BTreeSet<AppName>>>,
+    link: Option<Arc<SimulatedLink>>,
 }
 
 impl Mutant {
@@ -43,7 +44,20 @@ impl Mutant {
             clock,
             checkpoints: AtomicU64::new(0),
             app_index,
+            link: None,
         }
+    }
+
+    /// This mutant with its requests over `link`: once armed, the next write executes and its
+    /// reply is lost (a retryable error), except where the mutation breaks that.
+    pub fn with_link(mut self, link: Arc<SimulatedLink>) -> Self {
+        self.link = Some(link);
+        self
+    }
+
+    /// Whether this write's reply is lost.
+    fn link_fires(&self) -> bool {
+        self.link.as_ref().is_some_and(|l| l.fires())
     }
 
     fn is(&self, m: Mutation) -> bool {
@@ -164,6 +178,18 @@ impl LeaseManager for Mutant {
         parents: &[ShardId],
         initial: Option<&Position>,
     ) -> Result<bool> {
+        if self.link_fires() {
+            self.inner
+                .create_lease_if_absent(key, parents, initial)
+                .await?;
+            if self.is(Mutation::RetryMisreadsOwnWrite) {
+                return self
+                    .inner
+                    .create_lease_if_absent(key, parents, initial)
+                    .await;
+            }
+            return Err(SimulatedLink::lost_reply());
+        }
         if self.is(Mutation::CreateOverwrites) {
             let absent = self.inner.fetch_checkpoint(key).await?.is_none();
             self.inner.remove_lease_info(key).await?;
@@ -185,6 +211,10 @@ impl LeaseManager for Mutant {
         worker: &WorkerId,
         duration: LeaseDuration,
     ) -> Result<Lease> {
+        if self.link_fires() {
+            self.inner.get_lease(key, worker, duration).await?;
+            return Err(SimulatedLink::lost_reply());
+        }
         let caller_key = key;
         let key = &*self.filed(key);
         let duration = self.granted(duration);
@@ -197,6 +227,16 @@ impl LeaseManager for Mutant {
                 key: caller_key.clone(),
                 holder: owner.clone(),
                 remaining: Default::default(),
+            });
+        }
+        if self.is(Mutation::RetakeKeepsDeadline)
+            && let Some(l) = &current
+            && l.owner.as_ref() == Some(worker)
+            && l.is_live_at(self.clock.now())
+        {
+            return Ok(Lease {
+                key: caller_key.clone(),
+                ..l.clone()
             });
         }
         if self.is(Mutation::RetakeBumpsToken)
@@ -236,6 +276,10 @@ impl LeaseManager for Mutant {
         token: FencingToken,
         duration: LeaseDuration,
     ) -> Result<Lease> {
+        if self.link_fires() {
+            self.inner.renew(key, worker, token, duration).await?;
+            return Err(SimulatedLink::lost_reply());
+        }
         let duration = self.granted(duration);
         match self.inner.renew(key, worker, token, duration).await {
             Err(Error::LeaseLost { .. }) if self.is(Mutation::RenewsTakenLease) => {
@@ -426,6 +470,24 @@ impl Checkpointer for Mutant {
         token: FencingToken,
         position: &Position,
     ) -> Result<Lease> {
+        if self.link_fires() {
+            if self.is(Mutation::SuccessOnLostWrite) {
+                // The request never reached the store, yet the answer is a success.
+                let current = self
+                    .inner
+                    .fetch_checkpoint(key)
+                    .await?
+                    .ok_or_else(|| Error::lease_not_found(key))?;
+                return Ok(Lease {
+                    checkpoint: Some(position.clone()),
+                    ..current
+                });
+            }
+            self.inner
+                .checkpoint_sequence(key, worker, token, position)
+                .await?;
+            return Err(SimulatedLink::lost_reply());
+        }
         let caller_key = key;
         let key = &*self.filed(key);
         let n = self.checkpoints.fetch_add(1, Ordering::Relaxed);

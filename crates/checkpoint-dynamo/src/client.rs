@@ -56,6 +56,8 @@ pub(crate) struct Shared {
     pub(crate) backoff: Backoff,
     pub(crate) renew_concurrency: usize,
     pub(crate) table_active_timeout: Duration,
+    /// The `Limit` of a listing's `Scan` pages ([`crate::DynamoConfig::with_list_page_size`]).
+    pub(crate) list_page_size: Option<i32>,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) requests: Arc<AtomicU64>,
     /// The `get_lease` gates and the observations, shared by every handle on the same table
@@ -209,6 +211,7 @@ pub(crate) fn shared(
         backoff: config.backoff,
         renew_concurrency: config.renew_concurrency,
         table_active_timeout: config.table_active_timeout,
+        list_page_size: config.list_page_size,
         clock: config.clock.clone(),
         requests,
         tracking: tracking(scope),

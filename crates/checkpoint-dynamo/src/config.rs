@@ -66,6 +66,8 @@ pub struct DynamoConfig {
     pub(crate) renew_concurrency: usize,
     pub(crate) request_timeout: Duration,
     pub(crate) table_active_timeout: Duration,
+    /// Items a `Scan` page of a listing evaluates (its `Limit`); `None`: DynamoDB's 1 MB pages.
+    pub(crate) list_page_size: Option<i32>,
     pub(crate) clock: Arc<dyn Clock>,
     /// Whether `clock` is the process's default clock (observations may then be shared).
     pub(crate) default_clock: bool,
@@ -88,6 +90,7 @@ impl fmt::Debug for DynamoConfig {
             .field("renew_concurrency", &self.renew_concurrency)
             .field("request_timeout", &self.request_timeout)
             .field("table_active_timeout", &self.table_active_timeout)
+            .field("list_page_size", &self.list_page_size)
             .field("clock", &self.clock)
             .finish()
     }
@@ -130,6 +133,7 @@ impl DynamoConfig {
             renew_concurrency: 16,
             request_timeout: Duration::from_secs(5),
             table_active_timeout: Duration::from_secs(60),
+            list_page_size: None,
             clock: MonotonicClock::process(),
             default_clock: true,
         })
@@ -140,7 +144,8 @@ impl DynamoConfig {
     /// `secret_access_key` (+ `session_token`) for static credentials (otherwise the AWS default
     /// chain: environment, profile, web identity, container, instance metadata),
     /// `billing=on-demand` or `billing=provisioned` with `read_capacity` / `write_capacity`,
-    /// `request_timeout_ms`, `renew_concurrency`, `kcl_stream=<stream>` for the KCL
+    /// `request_timeout_ms`, `renew_concurrency`, `list_page_size` (see
+    /// [`DynamoConfig::with_list_page_size`]), `kcl_stream=<stream>` for the KCL
     /// single-stream layout, `kcl_multi_stream=<account>:<stream>:<epoch>` for one stream of a
     /// KCL multi-stream table, `kcl_at_timestamp_ms` (see
     /// [`DynamoConfig::with_kcl_at_timestamp`]). An unknown option is an error (naming the option, never
@@ -187,6 +192,13 @@ impl DynamoConfig {
                         |_| Error::invalid("url", "kcl_at_timestamp_ms must not be negative"),
                     )?;
                     config.kcl_at_timestamp = Some(ms);
+                }
+                "list_page_size" => {
+                    let rows = parse_number("list_page_size", &value)?;
+                    let rows = usize::try_from(rows).map_err(|_| {
+                        Error::invalid("list_page_size", "must be 1 to 2147483647 items")
+                    })?;
+                    config = config.with_list_page_size(rows)?;
                 }
                 "kcl_multi_stream" => config.layout = KeyLayout::kcl_multi_stream(&value)?,
                 "kcl_stream" => {
@@ -322,6 +334,21 @@ impl DynamoConfig {
         self
     }
 
+    /// Items one `Scan` request of a listing (`list_leases`) evaluates: its `Limit`, so a
+    /// listing of more items takes several pages, each continued from the last one's
+    /// `LastEvaluatedKey`. The limit counts items before the listing's filter (other apps'
+    /// items in a shared table count too), so a page may return fewer rows. Default: no limit,
+    /// DynamoDB's own 1 MB pages. Fails with [`Error::InvalidInput`] naming `list_page_size`
+    /// for 0 or more than `i32::MAX` (the largest `Limit` DynamoDB takes).
+    pub fn with_list_page_size(mut self, rows: usize) -> Result<Self> {
+        let limit = i32::try_from(rows)
+            .ok()
+            .filter(|n| *n >= 1)
+            .ok_or_else(|| Error::invalid("list_page_size", "must be 1 to 2147483647 items"))?;
+        self.list_page_size = Some(limit);
+        Ok(self)
+    }
+
     /// How long `init` waits for a table to become `ACTIVE`. Default: 60 s.
     pub fn with_table_active_timeout(mut self, timeout: Duration) -> Self {
         self.table_active_timeout = timeout;
@@ -378,6 +405,27 @@ mod tests {
         let plain =
             DynamoConfig::from_url("dynamodb://leases?endpoint=http://127.0.0.1:5000").unwrap();
         assert_eq!(plain.endpoint.as_deref(), Some("http://127.0.0.1:5000"));
+    }
+
+    #[test]
+    fn list_page_size_is_a_positive_scan_limit() {
+        let c = DynamoConfig::from_url("dynamodb://leases?list_page_size=7").unwrap();
+        assert_eq!(c.list_page_size, Some(7));
+        assert_eq!(DynamoConfig::new("leases").unwrap().list_page_size, None);
+        for rows in [0, i32::MAX as usize + 1] {
+            let e = DynamoConfig::new("leases")
+                .unwrap()
+                .with_list_page_size(rows)
+                .unwrap_err();
+            assert_eq!(e.field(), Some("list_page_size"), "{rows}: {e}");
+        }
+        for url in [
+            "dynamodb://leases?list_page_size=0",
+            "dynamodb://leases?list_page_size=-3",
+        ] {
+            let e = DynamoConfig::from_url(url).unwrap_err();
+            assert_eq!(e.field(), Some("list_page_size"), "{url}: {e}");
+        }
     }
 
     #[test]

@@ -577,6 +577,7 @@ impl DynamoStore {
                 .scan()
                 .table_name(&self.shared.table)
                 .consistent_read(true)
+                .set_limit(self.shared.list_page_size)
                 .filter_expression(filter)
                 .set_expression_attribute_names(Some(names.clone()))
                 .set_expression_attribute_values(Some(values.clone()))

@@ -438,7 +438,12 @@ impl Statements {
         // The fenced condition: key, then worker and token.
         let held = format!("{KEY} AND l.owner = ? AND l.token = ?");
         // The monotonic condition: the new position's progress key.
-        let progress = "(l.checkpoint IS NULL OR l.checkpoint_order <= ?)";
+        // A stored checkpoint that is no position (its `checkpoint_order` is '0' like the
+        // initial positions') matches nothing: the re-read reports it `Corrupt`, never
+        // overwritten.
+        let progress = "(l.checkpoint IS NULL OR (l.checkpoint_order <= ? \
+             AND (l.checkpoint_order <> '0' OR l.checkpoint IN ('TRIM_HORIZON', 'LATEST') \
+             OR l.checkpoint REGEXP '^AT_TIMESTAMP:[0-9]{1,20}$')))";
         Self {
             // app, stream, shard, parents, checkpoint, checkpoint sub-sequence, nonce.
             create_if_absent: sql(format!(

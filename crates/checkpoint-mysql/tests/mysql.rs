@@ -21,11 +21,8 @@ use common::{
     config, drop_tables, key, long, open, random_prefix, seq, stored_checkpoint, url, worker,
 };
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rolled_back_transaction_leaves_the_old_checkpoint() {
-    let Some(store) = open(config()).await else {
-        return;
-    };
+    let store = open(config()).await;
     let prefix = random_prefix();
     let totals = format!("`{prefix}_totals`");
     sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
@@ -114,12 +111,9 @@ async fn a_rolled_back_transaction_leaves_the_old_checkpoint() {
 /// While a transaction holding a checkpoint is open, a steal waits for its row lock; the steal
 /// then wins and the committed checkpoint (written under the old token, while it was still
 /// valid) stays.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_steal_waits_for_an_open_transactional_checkpoint() {
     let prefix = random_prefix();
-    let Some(store) = open(config().with_table_prefix(prefix.clone())).await else {
-        return;
-    };
+    let store = open(config().with_table_prefix(prefix.clone())).await;
     let (k, a, b) = (key(), worker("a"), worker("b"));
     let lease = store.get_lease(&k, &a, long()).await.expect("acquire");
     let mut tx = store.pool().begin().await.expect("begin");
@@ -259,11 +253,8 @@ async fn kill_all(admin: &MySqlStore, ids: &Mutex<Vec<u64>>) -> usize {
 /// either succeeds or fails with a retryable error; with the default backoff the next
 /// operation succeeds on a fresh connection. Every success is visible to a fresh reader: never
 /// a false success.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn killed_connections_give_retryable_errors_never_false_success() {
-    let Some(admin) = open(config()).await else {
-        return;
-    };
+    let admin = open(config()).await;
     let (no_retry, no_retry_ids) =
         store_with_recorded_connections(admin.app().clone(), Backoff::none()).await;
     let (retrying, retrying_ids) =
@@ -369,11 +360,8 @@ async fn killed_connections_give_retryable_errors_never_false_success() {
 /// On a pool at the server's default `REPEATABLE READ` (the store's own pools use
 /// `READ COMMITTED`), racing first grants of one absent lease meet on gap locks; the deadlock
 /// victims are retried, and exactly one worker wins.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn racing_first_grants_on_a_repeatable_read_pool_have_one_winner() {
-    let Some(probe) = open(config()).await else {
-        return;
-    };
+    let probe = open(config()).await;
     let options: MySqlConnectOptions = url().parse().expect("a mysql:// URL");
     let pool = MySqlPoolOptions::new()
         .max_connections(8)
@@ -414,4 +402,14 @@ async fn racing_first_grants_on_a_repeatable_read_pool_have_one_winner() {
 /// `@@transaction_isolation`. The isolation is printed only, so an unknown name is not fatal.
 fn isolation_unknown() -> Result<String, sqlx::Error> {
     Ok("unknown (MySQL 8 names it @@transaction_isolation)".to_owned())
+}
+
+checkpoint_test_support::server_tests! {
+    backend: checkpoint_test_support::Backend::Mysql,
+    tests: [
+        a_rolled_back_transaction_leaves_the_old_checkpoint,
+        a_steal_waits_for_an_open_transactional_checkpoint,
+        killed_connections_give_retryable_errors_never_false_success,
+        racing_first_grants_on_a_repeatable_read_pool_have_one_winner,
+    ],
 }

@@ -13,11 +13,8 @@ use common::{config, drop_tables, key, long, open, random_prefix, url, worker};
 
 const ID: &str = "VARCHAR(256) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL";
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_incompatible_existing_table_is_a_schema_mismatch() {
-    let Some(store) = open(config()).await else {
-        return;
-    };
+    let store = open(config()).await;
     let cases: [(&str, String); 5] = [
         (
             "missing columns",
@@ -70,11 +67,8 @@ async fn an_incompatible_existing_table_is_a_schema_mismatch() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn many_workers_initialise_new_tables_at_once() {
-    let Some(store) = open(config()).await else {
-        return;
-    };
+    let store = open(config()).await;
     let (left, right) = (random_prefix(), random_prefix());
     let opens = (0..12).map(|i| {
         let prefix = if i % 2 == 0 { &left } else { &right };
@@ -106,7 +100,6 @@ async fn many_workers_initialise_new_tables_at_once() {
     drop_tables(&store, &right).await;
 }
 
-#[tokio::test]
 async fn identifiers_are_validated_before_any_sql() {
     let bad = [
         "",
@@ -134,16 +127,13 @@ async fn identifiers_are_validated_before_any_sql() {
     assert_eq!(e.field(), Some("url"), "{e}");
 }
 
-#[tokio::test]
 async fn the_password_never_shows() {
     let secret = "hunter2-very-secret";
     let mut with_password = url::Url::parse(&url()).expect("url");
     with_password.set_password(Some(secret)).expect("password");
     let config = MySqlConfig::from_url(with_password.as_str()).expect("config");
     assert!(!format!("{config:?}{config:#?}").contains(secret));
-    let Some(store) = open(common::config()).await else {
-        return;
-    };
+    let store = open(common::config()).await;
     assert!(!format!("{store:?}{store:#?}").contains(secret));
     let bad = MySqlConfig::from_url(&with_password.as_str().replace("mysql://", "postgres://"))
         .unwrap_err();
@@ -173,24 +163,19 @@ async fn the_password_never_shows() {
 
 /// sqlx's own URL parameters reach the connection: a session time zone far from UTC changes
 /// nothing, because deadlines are `UTC_TIMESTAMP(6)` in `DATETIME(6)` columns.
-#[tokio::test]
 async fn url_parameters_reach_the_connection_and_the_time_zone_does_not_matter() {
     let mut u = url::Url::parse(&url()).expect("url");
     u.query_pairs_mut()
         .append_pair("timezone", "+09:30")
         .append_pair("max_connections", "3");
-    let Some(store) = open(MySqlConfig::from_url(u.as_str()).expect("config")).await else {
-        return;
-    };
+    let store = open(MySqlConfig::from_url(u.as_str()).expect("config")).await;
     assert_eq!(store.config().max_connections(), 3);
     let zone: String = sqlx::query_scalar("SELECT CAST(@@session.time_zone AS CHAR)")
         .fetch_one(store.pool())
         .await
         .expect("time_zone");
     assert_eq!(zone, "+09:30");
-    let Some(utc) = open(config()).await else {
-        return;
-    };
+    let utc = open(config()).await;
     let utc = utc.for_app(store.app().clone());
     let (k, me) = (key(), worker("w"));
     let lease = store.get_lease(&k, &me, long()).await.expect("acquire");
@@ -212,11 +197,8 @@ async fn url_parameters_reach_the_connection_and_the_time_zone_does_not_matter()
     assert!(skew < std::time::Duration::from_secs(60), "{skew:?}");
 }
 
-#[tokio::test]
 async fn a_corrupt_row_is_reported_naming_the_field() {
-    let Some(store) = open(config()).await else {
-        return;
-    };
+    let store = open(config()).await;
     let (k, me) = (key(), worker("w"));
     store.get_lease(&k, &me, long()).await.expect("acquire");
     for (column, value, field) in [
@@ -249,11 +231,8 @@ async fn a_corrupt_row_is_reported_naming_the_field() {
 /// A batch larger than one chunk runs as several statements at once; each lease is still fenced
 /// on its own owner and token, so the leases taken over, released or renewed with a stale token
 /// in any chunk are exactly the ones reported lost, and nothing else changes.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_chunked_renew_many_reports_exactly_the_lost_leases() {
-    let Some(store) = open(config().with_renew_chunk(500).with_max_connections(4)).await else {
-        return;
-    };
+    let store = open(config().with_renew_chunk(500).with_max_connections(4)).await;
     assert_eq!(store.capabilities().renew_many, BatchMode::Chunked(500));
     let (a, b) = (worker("a"), worker("b"));
     let keys: Vec<LeaseKey> = (0..2_500)
@@ -337,4 +316,17 @@ async fn a_chunked_renew_many_reports_exactly_the_lost_leases() {
         stale_before,
         "a stale token renews nothing"
     );
+}
+
+checkpoint_test_support::server_tests! {
+    backend: checkpoint_test_support::Backend::Mysql,
+    tests: [
+        an_incompatible_existing_table_is_a_schema_mismatch,
+        many_workers_initialise_new_tables_at_once,
+        the_password_never_shows,
+        url_parameters_reach_the_connection_and_the_time_zone_does_not_matter,
+        a_corrupt_row_is_reported_naming_the_field,
+        a_chunked_renew_many_reports_exactly_the_lost_leases,
+    ],
+    offline_async: [identifiers_are_validated_before_any_sql],
 }

@@ -544,6 +544,13 @@ const LEASE_COLUMNS_SQL: &str = "l.stream, l.shard, l.owner, l.token, \
      l.pending_checkpoint, l.pending_checkpoint_sub::text AS pending_checkpoint_sub, \
      l.parents, l.claim, l.owner_switches";
 
+/// The stored checkpoint is a position this code can read, as far as its progress key can
+/// tell: a sequence or `SHARD_END` (keys `1…` and `2`), or an initial position (key `0`, which
+/// any other text also gets). The conditional checkpoint writes require it, so a hand-edited
+/// checkpoint is reported `Corrupt` by the re-read instead of being overwritten.
+const READABLE: &str = "(l.checkpoint_order <> '0' OR l.checkpoint IN ('TRIM_HORIZON', 'LATEST') \
+     OR l.checkpoint ~ '^AT_TIMESTAMP:[0-9]{1,20}$')";
+
 /// The key condition of one lease: `$1` app, `$2` stream, `$3` shard.
 const KEY: &str = "l.app = $1 AND l.stream = $2 AND l.shard = $3";
 
@@ -638,19 +645,21 @@ impl Statements {
                        AND l.stream = b.stream AND l.shard = b.shard AND l.token = b.token
                  RETURNING {cols}"
             )),
-            // $4 worker, $5 token, $6 position, $7 sub-sequence, $8 progress key.
+            // $4 worker, $5 token, $6 position, $7 sub-sequence, $8 progress key. A stored
+            // checkpoint that is no position (its `checkpoint_order` is '0' like the initial
+            // positions') matches nothing: the re-read reports it `Corrupt`, never overwritten.
             checkpoint: sql(format!(
                 "UPDATE {leases} AS l SET checkpoint = $6::text, checkpoint_sub = $7::numeric,
                      pending_checkpoint = NULL, pending_checkpoint_sub = 0, owner_switches = 0
                  WHERE {KEY} AND l.owner = $4::text AND l.token = $5::bigint
-                       AND (l.checkpoint IS NULL OR l.checkpoint_order <= $8::text)
+                       AND (l.checkpoint IS NULL OR (l.checkpoint_order <= $8::text AND {READABLE}))
                  RETURNING {cols}"
             )),
             prepare_checkpoint: sql(format!(
                 "UPDATE {leases} AS l SET pending_checkpoint = $6::text,
                      pending_checkpoint_sub = $7::numeric
                  WHERE {KEY} AND l.owner = $4::text AND l.token = $5::bigint
-                       AND (l.checkpoint IS NULL OR l.checkpoint_order <= $8::text)
+                       AND (l.checkpoint IS NULL OR (l.checkpoint_order <= $8::text AND {READABLE}))
                  RETURNING {cols}"
             )),
             fetch: sql(format!("SELECT {cols} FROM {leases} AS l WHERE {KEY}")),

@@ -15,8 +15,7 @@ use checkpoint_core::{
 };
 use checkpoint_postgres::sqlx::{self, Connection};
 use checkpoint_postgres::{DEFAULT_URL, PostgresConfig, PostgresStore};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use checkpoint_test_support::{DropRule, LossyProxy, Protocol};
 
 fn url() -> String {
     std::env::var("CHECKPOINT_POSTGRES_URL").unwrap_or_else(|_| DEFAULT_URL.to_owned())
@@ -365,100 +364,6 @@ async fn terminated_backends_give_retryable_errors_never_false_success() {
     );
 }
 
-/// A TCP proxy in front of the server that, when armed, forwards the server's reply to the next
-/// `UPDATE`/`INSERT` (or the `COMMIT` of a transaction) up to its `CommandComplete` but drops
-/// the idle `ReadyForQuery` that follows (the write has committed by then) and closes the
-/// connection: a write whose reply was lost.
-struct LossyProxy {
-    port: u16,
-    armed: Arc<AtomicBool>,
-    dropped: Arc<AtomicUsize>,
-}
-
-impl LossyProxy {
-    async fn start(upstream: String) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let port = listener.local_addr().expect("addr").port();
-        let armed = Arc::new(AtomicBool::new(false));
-        let dropped = Arc::new(AtomicUsize::new(0));
-        tokio::spawn({
-            let (armed, dropped) = (armed.clone(), dropped.clone());
-            async move {
-                while let Ok((client, _)) = listener.accept().await {
-                    let Ok(server) = TcpStream::connect(&upstream).await else {
-                        continue;
-                    };
-                    let (mut client_read, client_write) = client.into_split();
-                    let (server_read, mut server_write) = server.into_split();
-                    tokio::spawn(async move {
-                        let _ = tokio::io::copy(&mut client_read, &mut server_write).await;
-                    });
-                    tokio::spawn(forward_replies(
-                        server_read,
-                        client_write,
-                        armed.clone(),
-                        dropped.clone(),
-                    ));
-                }
-            }
-        });
-        Self {
-            port,
-            armed,
-            dropped,
-        }
-    }
-
-    fn arm(&self) {
-        self.armed.store(true, Ordering::SeqCst);
-    }
-}
-
-/// Copies server messages (type byte, 4-byte length, body) to the client, applying the armed
-/// drop. Needs `sslmode=disable`, so every server message is framed.
-async fn forward_replies(
-    mut server: tokio::net::tcp::OwnedReadHalf,
-    mut client: tokio::net::tcp::OwnedWriteHalf,
-    armed: Arc<AtomicBool>,
-    dropped: Arc<AtomicUsize>,
-) {
-    let mut write_completed = false;
-    loop {
-        let mut header = [0u8; 5];
-        if server.read_exact(&mut header).await.is_err() {
-            return;
-        }
-        let len = u32::from_be_bytes([header[1], header[2], header[3], header[4]]) as usize;
-        let mut body = vec![0u8; len.saturating_sub(4)];
-        if server.read_exact(&mut body).await.is_err() {
-            return;
-        }
-        match header[0] {
-            b'C' if body.starts_with(b"UPDATE")
-                || body.starts_with(b"INSERT")
-                || body.starts_with(b"COMMIT") =>
-            {
-                write_completed = true;
-            }
-            // Only an idle ReadyForQuery follows a committed write; inside a transaction
-            // (status 'T') nothing has committed yet.
-            b'Z' if write_completed
-                && body.first() == Some(&b'I')
-                && armed.swap(false, Ordering::SeqCst) =>
-            {
-                dropped.fetch_add(1, Ordering::SeqCst);
-                let _ = client.shutdown().await;
-                return;
-            }
-            b'Z' => write_completed = false,
-            _ => {}
-        }
-        if client.write_all(&header).await.is_err() || client.write_all(&body).await.is_err() {
-            return;
-        }
-    }
-}
-
 async fn a_lost_reply_is_resolved_by_rereading() {
     let Some(direct) = open(config()).await else {
         return;
@@ -471,10 +376,10 @@ async fn a_lost_reply_is_resolved_by_rereading() {
             u.port().unwrap_or(5432)
         )
     };
-    let proxy = LossyProxy::start(upstream).await;
+    let proxy = LossyProxy::start(upstream, Protocol::Postgres).await;
     let mut proxied_url = url::Url::parse(&url()).expect("url");
     proxied_url.set_host(Some("127.0.0.1")).expect("host");
-    proxied_url.set_port(Some(proxy.port)).expect("port");
+    proxied_url.set_port(Some(proxy.port())).expect("port");
     proxied_url
         .query_pairs_mut()
         .append_pair("sslmode", "disable");
@@ -495,13 +400,9 @@ async fn a_lost_reply_is_resolved_by_rereading() {
     let (k, a, b) = (key(), worker("a"), worker("b"));
 
     // get_lease: the lost grant is found on retry as "already ours", with the same token.
-    proxy.arm();
+    proxy.arm(DropRule::PostgresWrite);
     let lease = proxied.get_lease(&k, &a, long()).await.expect("get_lease");
-    assert_eq!(
-        proxy.dropped.load(Ordering::SeqCst),
-        1,
-        "no reply was dropped"
-    );
+    assert_eq!(proxy.dropped(), 1, "no reply was dropped");
     assert_eq!(
         lease.token,
         FencingToken(1),
@@ -509,21 +410,21 @@ async fn a_lost_reply_is_resolved_by_rereading() {
     );
 
     // checkpoint: the retry finds the equal position and reports the same success.
-    proxy.arm();
+    proxy.arm(DropRule::PostgresWrite);
     let l = proxied
         .checkpoint_sequence(&k, &a, lease.token, &seq(5))
         .await
         .expect("checkpoint");
-    assert_eq!(proxy.dropped.load(Ordering::SeqCst), 2);
+    assert_eq!(proxy.dropped(), 2);
     assert_eq!(l.checkpoint, Some(seq(5)));
 
     // Without retries the lost reply is a retryable error, and the write did happen.
-    proxy.arm();
+    proxy.arm(DropRule::PostgresWrite);
     let e = no_retry
         .checkpoint_sequence(&k, &a, lease.token, &seq(6))
         .await
         .unwrap_err();
-    assert_eq!(proxy.dropped.load(Ordering::SeqCst), 3);
+    assert_eq!(proxy.dropped(), 3);
     assert!(e.is_retryable(), "{e:?}");
     let stored = direct
         .fetch_checkpoint(&k)
@@ -534,34 +435,34 @@ async fn a_lost_reply_is_resolved_by_rereading() {
 
     // steal: the retry matches no row (the owner changed), and the re-read finds the steal
     // already done by this thief with the next token.
-    proxy.arm();
+    proxy.arm(DropRule::PostgresWrite);
     let stolen = proxied
         .steal(&k, &b, &a, lease.token, long())
         .await
         .expect("steal");
-    assert_eq!(proxy.dropped.load(Ordering::SeqCst), 4);
+    assert_eq!(proxy.dropped(), 4);
     assert_eq!(
         (stolen.owner.as_ref(), stolen.token),
         (Some(&b), lease.token.next())
     );
 
     // release: the re-read finds the lease free with the same token: the release happened.
-    proxy.arm();
+    proxy.arm(DropRule::PostgresWrite);
     let released = proxied
         .remove_lease_owner(&k, &b, stolen.token)
         .await
         .expect("release");
-    assert_eq!(proxy.dropped.load(Ordering::SeqCst), 5);
+    assert_eq!(proxy.dropped(), 5);
     assert!(released.owner.is_none() && released.token == stolen.token);
 
     // renew_many: the repeat renews again.
     let again = proxied.get_lease(&k, &a, long()).await.expect("get_lease");
-    proxy.arm();
+    proxy.arm(DropRule::PostgresWrite);
     let outcome = proxied
         .renew_many(&a, &[(k.clone(), again.token)], long())
         .await
         .expect("renew_many");
-    assert_eq!(proxy.dropped.load(Ordering::SeqCst), 6);
+    assert_eq!(proxy.dropped(), 6);
     assert_eq!(outcome.renewed.len(), 1);
     assert!(outcome.lost.is_empty());
 }
@@ -580,10 +481,10 @@ async fn a_lost_create_reply_still_answers_created() {
             u.port().unwrap_or(5432)
         )
     };
-    let proxy = LossyProxy::start(upstream).await;
+    let proxy = LossyProxy::start(upstream, Protocol::Postgres).await;
     let mut proxied_url = url::Url::parse(&url()).expect("url");
     proxied_url.set_host(Some("127.0.0.1")).expect("host");
-    proxied_url.set_port(Some(proxy.port)).expect("port");
+    proxied_url.set_port(Some(proxy.port())).expect("port");
     proxied_url
         .query_pairs_mut()
         .append_pair("sslmode", "disable");
@@ -600,16 +501,12 @@ async fn a_lost_create_reply_still_answers_created() {
         .await
         .expect("open through the proxy");
         let k = LeaseKey::parse("created", &format!("shard-{i}")).expect("key");
-        proxy.arm();
+        proxy.arm(DropRule::PostgresWrite);
         let created = proxied
             .create_lease_if_absent(&k, &[], Some(&seq(3)))
             .await
             .expect("create");
-        assert_eq!(
-            proxy.dropped.load(Ordering::SeqCst),
-            i + 1,
-            "no reply was dropped"
-        );
+        assert_eq!(proxy.dropped(), i + 1, "no reply was dropped");
         assert!(
             created,
             "a create whose commit reply was lost answered that it existed"

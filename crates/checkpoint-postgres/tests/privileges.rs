@@ -2,19 +2,18 @@
 //! [`checkpoint_postgres::ddl`], through its own `sqlx::PgPool` and with migrations off; with
 //! migrations on, the same role cannot open it (so the test would fail if opening ran DDL).
 //! Against `CHECKPOINT_POSTGRES_URL` as a role that may create roles; the test's role and
-//! schema have random names and are dropped at the end.
+//! schema have random names and are dropped at the end. An unreachable server leaves the test
+//! ignored (see `checkpoint_test_support`).
 
 use std::time::Duration;
 
-use checkpoint_core::conformance::{backend_unavailable, random_app};
+use checkpoint_core::conformance::random_app;
 use checkpoint_core::{
     Checkpointer, Error, LeaseDuration, LeaseKey, LeaseManager, Position, WorkerId,
 };
 use checkpoint_postgres::sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use checkpoint_postgres::sqlx::{self, PgPool};
 use checkpoint_postgres::{DEFAULT_URL, PostgresConfig, PostgresStore};
-
-const HOW_TO_PROVIDE: &str = "start PostgreSQL on 127.0.0.1:5432 or set CHECKPOINT_POSTGRES_URL=postgres://user@host:port/db";
 
 fn url() -> String {
     std::env::var("CHECKPOINT_POSTGRES_URL").unwrap_or_else(|_| DEFAULT_URL.to_owned())
@@ -27,13 +26,11 @@ async fn exec(pool: &PgPool, statement: String) {
         .unwrap_or_else(|e| panic!("{statement}: {e}"));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_role_without_create_opens_tables_made_from_the_ddl() {
     let admin_config = PostgresConfig::from_url(&url()).expect("CHECKPOINT_POSTGRES_URL");
-    let admin = match PgPool::connect(&url()).await {
-        Ok(pool) => pool,
-        Err(e) => return backend_unavailable("postgres", HOW_TO_PROVIDE, &e),
-    };
+    let admin = PgPool::connect(&url())
+        .await
+        .expect("the server listens, so a connection opens");
     let name = random_app("p").as_str().replace('-', "_");
     let (schema, role) = (format!("s_{name}"), format!("r_{name}"));
     let config = admin_config.with_schema(&schema).with_table_prefix("ckpt");
@@ -123,4 +120,9 @@ async fn a_role_without_create_opens_tables_made_from_the_ddl() {
     if let Err(panic) = result {
         std::panic::resume_unwind(panic.into_panic());
     }
+}
+
+checkpoint_test_support::server_tests! {
+    backend: checkpoint_test_support::Backend::Postgres,
+    tests: [a_role_without_create_opens_tables_made_from_the_ddl],
 }

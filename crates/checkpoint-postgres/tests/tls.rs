@@ -2,20 +2,18 @@
 //! connections: `CHECKPOINT_POSTGRES_TLS_URL` (for example
 //! `postgres://postgres@localhost:54330/test`) and `CHECKPOINT_POSTGRES_TLS_CA` (the CA's PEM
 //! file), both set by `scripts/test`, which starts such a server. Needs the `tls` feature.
-//! Without the variables the test is skipped with a message, or fails in strict mode
-//! (`CHECKPOINT_REQUIRE_ALL=1`).
-#![cfg(feature = "tls")]
+//! Without the URL, or with nothing listening there, the test is ignored (a failure in strict
+//! mode, `CHECKPOINT_REQUIRE_ALL=1`; see `checkpoint_test_support`); the URL without the CA is
+//! a failure.
 
 use std::time::Duration;
 
-use checkpoint_core::conformance::{backend_unavailable, random_app};
+use checkpoint_core::conformance::random_app;
 use checkpoint_core::{
     Backoff, Checkpointer, LeaseDuration, LeaseKey, LeaseManager, Position, WorkerId,
 };
 use checkpoint_postgres::sqlx;
 use checkpoint_postgres::{PostgresConfig, PostgresStore};
-
-const HOW_TO_PROVIDE: &str = "run scripts/test (it starts a TLS-only PostgreSQL with a private CA), or set CHECKPOINT_POSTGRES_TLS_URL and CHECKPOINT_POSTGRES_TLS_CA";
 
 fn with_params(url: &str, params: &[(&str, &str)]) -> String {
     let mut u = url::Url::parse(url).expect("CHECKPOINT_POSTGRES_TLS_URL is a URL");
@@ -23,14 +21,11 @@ fn with_params(url: &str, params: &[(&str, &str)]) -> String {
     u.to_string()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn verify_full_with_a_private_ca() {
-    let (Ok(url), Ok(ca)) = (
-        std::env::var("CHECKPOINT_POSTGRES_TLS_URL"),
-        std::env::var("CHECKPOINT_POSTGRES_TLS_CA"),
-    ) else {
-        return backend_unavailable("postgres TLS", HOW_TO_PROVIDE, &"variables unset");
-    };
+    let url = std::env::var("CHECKPOINT_POSTGRES_TLS_URL")
+        .expect("the harness runs this test only with CHECKPOINT_POSTGRES_TLS_URL set");
+    let ca = std::env::var("CHECKPOINT_POSTGRES_TLS_CA")
+        .expect("CHECKPOINT_POSTGRES_TLS_CA names the CA of CHECKPOINT_POSTGRES_TLS_URL's server");
     let trusted = with_params(&url, &[("sslmode", "verify-full"), ("sslrootcert", &ca)]);
     let store = PostgresStore::connect(&trusted, random_app("tls"))
         .await
@@ -64,4 +59,9 @@ async fn verify_full_with_a_private_ca() {
         let refused = PostgresStore::open(config, random_app("tls")).await;
         assert!(refused.is_err(), "{params:?} was accepted");
     }
+}
+
+checkpoint_test_support::server_tests! {
+    backend: checkpoint_test_support::Backend::PostgresTls,
+    tests: [verify_full_with_a_private_ca],
 }

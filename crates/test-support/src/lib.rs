@@ -1,5 +1,6 @@
 //! The harness of every server-backed test in the workspace (PostgreSQL, MySQL/MariaDB, Redis,
-//! DynamoDB, Kinesis).
+//! Redis Cluster, DynamoDB, Kinesis), and the lossy proxy of their lost-reply tests
+//! ([`LossyProxy`]).
 //!
 //! One place decides whether a backend's server can be reached, the same way for every
 //! backend ([`reach`]): only "nothing listens on that address" (the TCP connection is refused)
@@ -35,6 +36,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 pub use libtest_mimic;
+pub use proxy::{DropRule, LossyProxy, Protocol};
+
+mod proxy;
 use libtest_mimic::{Arguments, Failed, Trial};
 
 /// A backend whose tests need a server.
@@ -44,6 +48,9 @@ pub enum Backend {
     Postgres,
     /// MySQL or MariaDB at `CHECKPOINT_MYSQL_URL` (default `mysql://root@127.0.0.1:3306/test`).
     Mysql,
+    /// A PostgreSQL that accepts only TLS, at `CHECKPOINT_POSTGRES_TLS_URL`; no default (its CA
+    /// is `CHECKPOINT_POSTGRES_TLS_CA`).
+    PostgresTls,
     /// Redis at `CHECKPOINT_REDIS_URL` (default `redis://127.0.0.1:6379/`).
     Redis,
     /// DynamoDB (a moto server) at `CHECKPOINT_DYNAMO_ENDPOINT`; no default.
@@ -66,6 +73,7 @@ impl Backend {
         match self {
             Self::Postgres => "postgres",
             Self::Mysql => "mysql",
+            Self::PostgresTls => "postgres-tls",
             Self::Redis => "redis",
             Self::Dynamo => "dynamodb",
             Self::RedisCluster => "redis-cluster",
@@ -79,6 +87,7 @@ impl Backend {
         match self {
             Self::Postgres => "CHECKPOINT_POSTGRES_URL",
             Self::Mysql => "CHECKPOINT_MYSQL_URL",
+            Self::PostgresTls => "CHECKPOINT_POSTGRES_TLS_URL",
             Self::Redis => "CHECKPOINT_REDIS_URL",
             Self::Dynamo => "CHECKPOINT_DYNAMO_ENDPOINT",
             Self::RedisCluster => "CHECKPOINT_REDIS_CLUSTER_URL",
@@ -88,14 +97,15 @@ impl Backend {
     }
 
     /// The server's URL: the variable's value, or the default (`None` for DynamoDB, Redis
-    /// Cluster and Redis TLS, which have none; Kinesis falls back to the DynamoDB endpoint).
+    /// Cluster and the TLS servers, which have none; Kinesis falls back to the DynamoDB
+    /// endpoint).
     pub fn url(self) -> Option<String> {
         let set = |v: &str| std::env::var(v).ok().filter(|s| !s.is_empty());
         set(self.variable()).or(match self {
             Self::Postgres => Some("postgres://postgres@127.0.0.1:5432/test".into()),
             Self::Mysql => Some("mysql://root@127.0.0.1:3306/test".into()),
             Self::Redis => Some("redis://127.0.0.1:6379/".into()),
-            Self::Dynamo | Self::RedisCluster | Self::RedisTls => None,
+            Self::Dynamo | Self::RedisCluster | Self::RedisTls | Self::PostgresTls => None,
             Self::Kinesis => set(Self::Dynamo.variable()),
         })
     }
@@ -105,6 +115,9 @@ impl Backend {
         match self {
             Self::Postgres => {
                 "start PostgreSQL on 127.0.0.1:5432 or set CHECKPOINT_POSTGRES_URL=postgres://user@host:port/db"
+            }
+            Self::PostgresTls => {
+                "run scripts/test (it starts a TLS-only PostgreSQL with a private CA), or set CHECKPOINT_POSTGRES_TLS_URL and CHECKPOINT_POSTGRES_TLS_CA"
             }
             Self::Mysql => {
                 "start MariaDB or MySQL on 127.0.0.1:3306 or set CHECKPOINT_MYSQL_URL=mysql://user@host:port/db"
@@ -127,7 +140,7 @@ impl Backend {
 
     fn default_port(self, scheme: &str) -> u16 {
         match (self, scheme) {
-            (Self::Postgres, _) => 5432,
+            (Self::Postgres | Self::PostgresTls, _) => 5432,
             (Self::Mysql, _) => 3306,
             (Self::Redis | Self::RedisCluster | Self::RedisTls, _) => 6379,
             (Self::Dynamo | Self::Kinesis, "https") => 443,
@@ -185,8 +198,35 @@ fn host_port(url: &str, backend: Backend) -> Result<Option<String>, String> {
     }))
 }
 
+/// The `host:port` a server URL names (`scheme://[user[:password]@]host[:port][/path]`), with
+/// the backend's default port when it names none; `None` for a Unix socket URL.
+pub fn server_address(backend: Backend, url: &str) -> Result<Option<String>, String> {
+    host_port(url, backend)
+}
+
+/// `url` with its `host[:port]` replaced by `address` (user, path and query kept), for example
+/// to reach the server through a [`LossyProxy`].
+pub fn replace_address(url: &str, address: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(end);
+    match authority.rsplit_once('@') {
+        Some((user, _)) => format!("{scheme}://{user}@{address}{tail}"),
+        None => format!("{scheme}://{address}{tail}"),
+    }
+}
+
+/// `url` with `name=value` appended to its query.
+pub fn with_query(url: &str, name: &str, value: &str) -> String {
+    let separator = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{separator}{name}={value}")
+}
+
 /// Decides whether `backend`'s server can be reached: one TCP connection to the address of its
-/// URL. Only a refused connection (or an unset DynamoDB endpoint) is [`Reach::Unreachable`].
+/// URL. Only a refused connection (or an unset URL of a backend without a default) is
+/// [`Reach::Unreachable`].
 pub fn reach(backend: Backend) -> Reach {
     match backend.url() {
         Some(url) => reach_url(backend, &url),
@@ -462,6 +502,23 @@ mod tests {
             )
             .unwrap(),
             Some("127.0.0.1:7000".into())
+        );
+    }
+
+    #[test]
+    fn addresses_are_replaced_keeping_user_path_and_query() {
+        assert_eq!(
+            replace_address("postgres://u:p@db:5432/test?x=1", "127.0.0.1:9"),
+            "postgres://u:p@127.0.0.1:9/test?x=1"
+        );
+        assert_eq!(
+            replace_address("redis://127.0.0.1:6379/", "127.0.0.1:9"),
+            "redis://127.0.0.1:9/"
+        );
+        assert_eq!(with_query("mysql://r@h/db", "a", "b"), "mysql://r@h/db?a=b");
+        assert_eq!(
+            with_query("mysql://r@h/db?c=d", "a", "b"),
+            "mysql://r@h/db?c=d&a=b"
         );
     }
 

@@ -306,3 +306,63 @@ pub async fn retake_own_expired_keeps_token(factory: &dyn StoreFactory) -> Outco
     );
     Ok(())
 }
+
+/// A worker re-taking its own live lease (operation 3, `get_lease` by the holder) gets the new
+/// duration from now, shorter or longer than what was left, with the token kept: the returned
+/// and the stored deadline agree, and another worker is refused for at most the new duration.
+/// With a manual clock the deadline is exactly now + the new duration.
+pub async fn retake_own_live_lease_moves_deadline(factory: &dyn StoreFactory) -> Outcome {
+    let (_, store) = open(factory, "retake-live").await?;
+    let (a, b) = (worker("a"), worker("b"));
+    let k = key("s", "retaken-live");
+    let first = store.get_lease(&k, &a, long()).await?;
+    let shorter = LeaseDuration::new(Duration::from_secs(30))?;
+    let started = Instant::now();
+    let again = store.get_lease(&k, &a, shorter).await?;
+    let stored = fetch(&*store, &k).await?;
+    ensure!(
+        again.token == first.token && stored.deadline == again.deadline,
+        Expiry,
+        "re-taking its own live lease: token {} -> {}, returned deadline {:?}, stored {:?}",
+        first.token,
+        again.token,
+        again.deadline,
+        stored.deadline
+    );
+    if let Some(clock) = factory.manual_clock() {
+        ensure!(
+            again.deadline == Some(clock.now() + shorter.get()),
+            Expiry,
+            "re-taking its own live lease for {:?} at {:?} gave deadline {:?} (was {:?})",
+            shorter.get(),
+            clock.now(),
+            again.deadline,
+            first.deadline
+        );
+    }
+    let skew = match store.capabilities().clock {
+        ClockSource::Client { skew_allowance } => skew_allowance,
+        ClockSource::Server | ClockSource::Host => Duration::ZERO,
+        ClockSource::Observed => OBSERVED_LATENCY_ALLOWANCE,
+    };
+    let e = expect_err(
+        Clause::Expiry,
+        store.get_lease(&k, &b, long()).await,
+        ErrorKind::LeaseHeld,
+        "get_lease by another worker right after the holder re-took its lease",
+    )?;
+    if let Error::LeaseHeld { remaining, .. } = e {
+        let took = started.elapsed();
+        ensure!(
+            remaining <= shorter.get() + skew
+                && remaining + took + ROUND_TRIP_TOLERANCE >= shorter.get(),
+            Expiry,
+            "the holder re-took its lease for {:?} (after {:?} of a {:?} grant), yet {remaining:?} \
+             is left",
+            shorter.get(),
+            took,
+            long().get()
+        );
+    }
+    Ok(())
+}

@@ -30,12 +30,14 @@ use crate::store::Store;
 use crate::types::AppName;
 
 mod apps;
+mod backend;
 mod expiry;
 mod import;
 mod input;
 mod model;
 mod scenarios;
 
+pub use backend::*;
 pub use expiry::*;
 pub use input::*;
 
@@ -268,6 +270,9 @@ pub struct SuiteReport {
     pub passed: Vec<&'static str>,
     /// Scenarios that failed, with why.
     pub failed: Vec<(&'static str, Failure)>,
+    /// Backend scenarios ([`BackendHooks`]) that could not run, in whole or in part, with why.
+    /// A scenario that ran in part is also in `passed`.
+    pub not_covered: Vec<(&'static str, String)>,
 }
 
 impl SuiteReport {
@@ -293,10 +298,28 @@ impl SuiteReport {
             );
         }
         println!(
-            "conformance suite on {}: {} passed, 0 failed",
+            "conformance suite on {}: {} passed, 0 failed, {} not covered",
             self.backend,
-            self.passed.len()
+            self.passed.len(),
+            self.not_covered.len()
         );
+        for (name, why) in &self.not_covered {
+            println!("  not covered on {}: {name}: {why}", self.backend);
+        }
+    }
+
+    /// What the suite could not cover on this backend, in one line for its capability row:
+    /// `-` when it covered everything.
+    pub fn not_covered_summary(&self) -> String {
+        if self.not_covered.is_empty() {
+            return "-".to_owned();
+        }
+        let list: Vec<String> = self
+            .not_covered
+            .iter()
+            .map(|(name, why)| format!("{name} ({why})"))
+            .collect();
+        list.join("; ")
     }
 }
 
@@ -331,9 +354,16 @@ pub type Scenario = (
     for<'a> fn(&'a dyn StoreFactory) -> futures::future::LocalBoxFuture<'a, Outcome>,
 );
 
-/// Runs every scenario against stores from `factory`, and reports which passed.
+/// Runs every scenario against stores from `factory`, and reports which passed. The backend
+/// scenarios, having no [`BackendHooks`], are reported not covered; see [`run_all_with`].
 pub async fn run_all(factory: &dyn StoreFactory) -> SuiteReport {
-    run_selected(factory, |_| true).await
+    run_selected_with(factory, &NoHooks, |_| true).await
+}
+
+/// Runs every scenario, the backend scenarios with `hooks`, and reports which passed and
+/// what the hooks could not cover.
+pub async fn run_all_with(factory: &dyn StoreFactory, hooks: &dyn BackendHooks) -> SuiteReport {
+    run_selected_with(factory, hooks, |_| true).await
 }
 
 /// Runs the scenarios whose names `select` accepts, in the suite's order, and reports which
@@ -341,6 +371,16 @@ pub async fn run_all(factory: &dyn StoreFactory) -> SuiteReport {
 /// that guard the rule it breaks.
 pub async fn run_selected(
     factory: &dyn StoreFactory,
+    select: impl Fn(&str) -> bool,
+) -> SuiteReport {
+    run_selected_with(factory, &NoHooks, select).await
+}
+
+/// [`run_selected`] with `hooks` for the backend scenarios ([`backend_scenarios`]), which run
+/// after the others.
+pub async fn run_selected_with(
+    factory: &dyn StoreFactory,
+    hooks: &dyn BackendHooks,
     select: impl Fn(&str) -> bool,
 ) -> SuiteReport {
     let backend = match factory.open(&random_app("probe")).await {
@@ -356,6 +396,7 @@ pub async fn run_selected(
                         format!("the factory could not open a store: {e}"),
                     ),
                 )],
+                not_covered: Vec::new(),
             };
         }
     };
@@ -369,6 +410,20 @@ pub async fn run_selected(
     {
         match scenario(factory).await {
             Ok(()) => report.passed.push(name),
+            Err(why) => report.failed.push((name, why)),
+        }
+    }
+    for (name, scenario) in backend_scenarios()
+        .into_iter()
+        .filter(|(name, _)| select(name))
+    {
+        match scenario(factory, hooks).await {
+            Ok(Covered::Fully) => report.passed.push(name),
+            Ok(Covered::Partly(gaps)) => {
+                report.passed.push(name);
+                report.not_covered.push((name, gaps.join(", ")));
+            }
+            Ok(Covered::Not(why)) => report.not_covered.push((name, why)),
             Err(why) => report.failed.push((name, why)),
         }
     }

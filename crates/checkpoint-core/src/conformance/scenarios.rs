@@ -37,6 +37,9 @@ pub fn all() -> Vec<Scenario> {
         ("retake_own_expired_keeps_token", |f| {
             Box::pin(super::retake_own_expired_keeps_token(f))
         }),
+        ("retake_own_live_lease_moves_deadline", |f| {
+            Box::pin(super::retake_own_live_lease_moves_deadline(f))
+        }),
         ("fencing_after_expiry_takeover", |f| {
             Box::pin(fencing_after_expiry_takeover(f))
         }),

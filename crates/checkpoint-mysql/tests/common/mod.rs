@@ -1,15 +1,14 @@
-//! Helpers shared by the test files: the server's URL, opening a store (or reporting the server
-//! unavailable), random table prefixes, and small constructors.
+//! Helpers shared by the test files: the server's URL, opening a store, random table prefixes,
+//! and small constructors. Every file runs under `checkpoint_test_support::server_tests!`,
+//! which leaves the tests ignored when nothing listens at the server's address.
 #![allow(dead_code)]
 
 use std::time::Duration;
 
-use checkpoint_core::conformance::{backend_unavailable, random_app};
+use checkpoint_core::conformance::random_app;
 use checkpoint_core::{Checkpointer, LeaseDuration, LeaseKey, Position, WorkerId};
 use checkpoint_mysql::sqlx;
 use checkpoint_mysql::{DEFAULT_URL, MySqlConfig, MySqlStore};
-
-pub(crate) const HOW_TO_PROVIDE: &str = "start MariaDB or MySQL on 127.0.0.1:3306 or set CHECKPOINT_MYSQL_URL=mysql://user@host:port/db";
 
 pub(crate) fn url() -> String {
     std::env::var("CHECKPOINT_MYSQL_URL").unwrap_or_else(|_| DEFAULT_URL.to_owned())
@@ -19,16 +18,12 @@ pub(crate) fn config() -> MySqlConfig {
     MySqlConfig::from_url(&url()).expect("CHECKPOINT_MYSQL_URL is a valid URL")
 }
 
-/// Opens a store, or reports the server unavailable (`None`). Only a retryable error (the
-/// server could not be reached) counts as unavailable; anything else fails the test.
-pub(crate) async fn open(config: MySqlConfig) -> Option<MySqlStore> {
+/// Opens a store for a random app. The harness runs the tests only when the server listens,
+/// so any error fails the test.
+pub(crate) async fn open(config: MySqlConfig) -> MySqlStore {
     match MySqlStore::open(config, random_app("my")).await {
-        Ok(store) => Some(store),
-        Err(e) if e.is_retryable() => {
-            backend_unavailable("mysql", HOW_TO_PROVIDE, &e);
-            None
-        }
-        Err(e) => panic!("opening the store failed: {e}"),
+        Ok(store) => store,
+        Err(e) => panic!("opening the store failed although the server listens: {e}"),
     }
 }
 

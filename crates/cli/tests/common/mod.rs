@@ -39,7 +39,9 @@ pub(crate) fn fresh_namespace(backend: Backend) -> String {
     let url = server_url(backend);
     let sep = if url.contains('?') { '&' } else { '?' };
     match backend {
-        Backend::Postgres | Backend::Mysql => format!("{url}{sep}table_prefix={tag}"),
+        Backend::Postgres | Backend::PostgresTls | Backend::Mysql => {
+            format!("{url}{sep}table_prefix={tag}")
+        }
         Backend::Redis | Backend::RedisCluster | Backend::RedisTls => {
             format!("{url}{sep}prefix={tag}")
         }
