@@ -174,6 +174,15 @@
 //! or only against [`RedisConfig::with_tls_root_certificate`] for a private certificate
 //! authority (tested in `tests/tls.rs` against a TLS-only server that `scripts/test` starts).
 //!
+//! On a cluster (`rediss+cluster://`) every node is reached over TLS with the same root
+//! certificate. The client connects to each node by the address the cluster announces
+//! (`CLUSTER SLOTS`, `MOVED`), not by the seed names of the URL, and checks the node's
+//! certificate against that name: by default the node's IP address, so the certificates must
+//! name it, unless the nodes announce a hostname (`cluster-announce-hostname` with
+//! `cluster-preferred-endpoint-type hostname`, Redis 7). A node reached by a name its
+//! certificate lacks is not connected, and opening the store fails. `tests/cluster_tls.rs` runs
+//! both forms against a private TLS-only cluster of three masters.
+//!
 //! # Bring your own connection
 //!
 //! [`RedisStore::from_connection_manager`] wraps a `redis::aio::ConnectionManager` the

@@ -10,11 +10,15 @@
 //! server certificate `scripts/test` makes is `serverAuth` only: with it the nodes reject each
 //! other's bus connections (`unsupported certificate`) and a cluster never forms, which is
 //! what makes `redis-cli --cluster create` wait forever. The test therefore issues a node
-//! certificate of its own (for `localhost` and `127.0.0.1`) with `openssl`, signed by the
-//! private CA of `CHECKPOINT_REDIS_TLS_CA` with that CA's key (`ca.key` in the same directory,
-//! where `scripts/test` keeps it).
+//! certificate of its own with `openssl`, signed by the private CA of `CHECKPOINT_REDIS_TLS_CA`
+//! with that CA's key (`ca.key` in the same directory, where `scripts/test` keeps it).
 //!
-//! Needs the `tls` feature, `redis-server` (6 or later) and `openssl` on the `PATH`, and the
+//! Clients reach each node by the address the cluster announces and check its certificate
+//! against it, so the test runs twice: nodes announcing `127.0.0.1` (the default; certificate
+//! for `localhost` and `127.0.0.1`) and nodes announcing the hostname `localhost` (certificate
+//! for `localhost` only).
+//!
+//! Needs the `tls` feature, `redis-server` (7 or later: `CLUSTER ADDSLOTSRANGE`) and `openssl` on the `PATH`, and the
 //! TLS setup of `tests/tls.rs` (`CHECKPOINT_REDIS_TLS_URL`, `CHECKPOINT_REDIS_TLS_CA`, set by
 //! `scripts/test`): without it the test is reported ignored (failed in strict mode,
 //! `CHECKPOINT_REQUIRE_ALL=1`).
@@ -86,12 +90,27 @@ fn openssl(dir: &Path, args: &[&str]) {
     );
 }
 
+/// How the nodes name themselves to clients (in `CLUSTER SLOTS`, `MOVED`), and so which name
+/// their certificate must carry: clients connect to, and check the certificate against, the
+/// name the cluster announces, not the seed name of the URL.
+#[cfg(feature = "tls")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Announce {
+    /// The default: their IP address, `127.0.0.1`; the certificate names `localhost` and
+    /// `127.0.0.1`.
+    Ip,
+    /// `cluster-announce-hostname localhost` with `cluster-preferred-endpoint-type hostname`
+    /// (Redis 7): the certificate names only `localhost`.
+    Hostname,
+}
+
 /// A private TLS-only cluster of three masters: the `redis-server` children are killed and
 /// the directory (certificate, node configs, logs) removed when dropped, also on a panic.
 #[cfg(feature = "tls")]
 struct TlsCluster {
     dir: PathBuf,
     ca: Vec<u8>,
+    announce: Announce,
     nodes: Vec<(u16, Child)>,
 }
 
@@ -100,7 +119,7 @@ impl TlsCluster {
     /// Issues the node certificate with the CA at `ca_file` (its key `ca.key` beside it),
     /// starts three nodes, assigns the slots, joins them over TLS and waits for
     /// `cluster_state:ok` on every node.
-    async fn start(ca_file: &Path) -> Self {
+    async fn start(ca_file: &Path, announce: Announce) -> Self {
         let ca = std::fs::read(ca_file).expect("read the CA file of CHECKPOINT_REDIS_TLS_CA");
         let ca_key = ca_file.with_file_name("ca.key");
         assert!(
@@ -115,6 +134,7 @@ impl TlsCluster {
         let mut cluster = Self {
             dir,
             ca,
+            announce,
             nodes: Vec::new(),
         };
         cluster.issue_certificate(ca_file, &ca_key);
@@ -187,13 +207,19 @@ impl TlsCluster {
     }
 
     /// `node.key` and `node.pem` in the cluster's directory: a certificate for `localhost`
-    /// and `127.0.0.1`, usable by servers and clients (the cluster bus needs both), signed by
-    /// the CA.
+    /// (and `127.0.0.1` when the nodes announce their IP address), usable by servers and
+    /// clients (the cluster bus needs both), signed by the CA.
     fn issue_certificate(&self, ca_file: &Path, ca_key: &Path) {
+        let names = match self.announce {
+            Announce::Ip => "DNS:localhost,IP:127.0.0.1",
+            Announce::Hostname => "DNS:localhost",
+        };
         std::fs::write(
             self.dir.join("node.ext"),
-            "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n\
-             extendedKeyUsage=serverAuth,clientAuth\n",
+            format!(
+                "subjectAltName={names}\nbasicConstraints=CA:FALSE\n\
+                 extendedKeyUsage=serverAuth,clientAuth\n"
+            ),
         )
         .expect("write node.ext");
         openssl(
@@ -240,7 +266,13 @@ impl TlsCluster {
     fn spawn(&self, ca_file: &Path, port: u16) -> Child {
         let node_dir = self.dir.join(port.to_string());
         std::fs::create_dir_all(&node_dir).expect("node directory");
-        Command::new("redis-server")
+        let mut command = Command::new("redis-server");
+        if self.announce == Announce::Hostname {
+            command
+                .args(["--cluster-announce-hostname", "localhost"])
+                .args(["--cluster-preferred-endpoint-type", "hostname"]);
+        }
+        command
             .args(["--bind", "127.0.0.1", "--port", "0"])
             .args(["--tls-port", &port.to_string()])
             .arg("--tls-cert-file")
@@ -349,10 +381,10 @@ async fn one_app_per_master(cluster: &TlsCluster) -> Vec<(AppName, u16)> {
 /// `rediss+cluster://` store, each record found on the master owning its slot; `list_apps`
 /// names all three apps; a plain connection and one without the CA are refused.
 #[cfg(feature = "tls")]
-async fn cluster_over_tls_with_a_private_ca() {
+async fn exercise(announce: Announce) {
     let ca_file = std::env::var("CHECKPOINT_REDIS_TLS_CA")
         .expect("CHECKPOINT_REDIS_TLS_CA names the CA of the TLS tests");
-    let cluster = TlsCluster::start(Path::new(&ca_file)).await;
+    let cluster = TlsCluster::start(Path::new(&ca_file), announce).await;
     let url = cluster.url();
     let config = RedisConfig::from_url(&url)
         .expect("a rediss+cluster URL")
@@ -432,7 +464,28 @@ async fn cluster_over_tls_with_a_private_ca() {
     drop(cluster);
 }
 
+/// [`exercise`] with nodes announcing `127.0.0.1` (the default), their certificate naming
+/// `localhost` and `127.0.0.1`.
+#[cfg(feature = "tls")]
+async fn cluster_over_tls_with_a_private_ca() {
+    exercise(Announce::Ip).await;
+}
+
+/// [`exercise`] with nodes announcing the hostname `localhost`, their certificate naming only
+/// `localhost`: what a certificate without IP addresses needs (with it and announced IP
+/// addresses, the client's connections to the nodes fail certificate verification and opening
+/// the store fails with `ClusterConnectionNotFound`).
+#[cfg(feature = "tls")]
+async fn cluster_over_tls_with_announced_hostnames() {
+    exercise(Announce::Hostname).await;
+}
+
 checkpoint_test_support::server_tests! {
     backend: checkpoint_test_support::Backend::RedisTls,
-    tests: [#[cfg(feature = "tls")] cluster_over_tls_with_a_private_ca],
+    tests: [
+        #[cfg(feature = "tls")]
+        cluster_over_tls_with_a_private_ca,
+        #[cfg(feature = "tls")]
+        cluster_over_tls_with_announced_hostnames,
+    ],
 }
