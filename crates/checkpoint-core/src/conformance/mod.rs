@@ -31,15 +31,23 @@ use crate::types::AppName;
 
 mod apps;
 mod backend;
+mod exclusion;
 mod expiry;
 mod import;
 mod input;
+mod isolation;
+mod lifecycle;
 mod model;
+mod positions;
 mod scenarios;
 
 pub use backend::*;
+pub use exclusion::*;
 pub use expiry::*;
 pub use input::*;
+pub use isolation::*;
+pub use lifecycle::*;
+pub use positions::*;
 
 pub use apps::list_apps_names_apps_with_leases;
 pub use import::import_whole_records;
