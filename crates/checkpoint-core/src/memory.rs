@@ -248,13 +248,11 @@ impl LeaseManager for MemoryStore {
     /// Operation 16: the apps of this database with at least one lease record, sorted.
     async fn list_apps(&self) -> Result<Vec<AppName>> {
         let apps = self.lock();
-        let mut names: Vec<AppName> = apps
-            .iter()
-            .filter(|(_, data)| !data.leases.is_empty())
-            .map(|(app, _)| app.clone())
-            .collect();
-        names.sort();
-        Ok(names)
+        rules::stored_apps(
+            apps.iter()
+                .filter(|(_, data)| !data.leases.is_empty())
+                .map(|(app, _)| app.as_str().to_owned()),
+        )
     }
 
     async fn list_leases(&self, stream: Option<&StreamName>) -> Result<Vec<Lease>> {

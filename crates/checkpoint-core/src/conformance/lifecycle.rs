@@ -54,12 +54,29 @@ pub async fn release_keeps_checkpoint_and_token(factory: &dyn StoreFactory) -> O
         "release by the previous holder",
     )
     .await?;
+    expect_fenced(
+        &*store,
+        &k,
+        &before,
+        store.remove_lease_owner(&k, &a, taken.token).await,
+        "release by a worker that is not the holder, with the holder's token",
+    )
+    .await?;
     let forced = store.evict_lease(&k).await?;
     ensure!(
-        forced.owner.is_none() && forced.token == taken.token,
+        forced.owner.is_none() && forced.deadline.is_none() && forced.token == taken.token,
         Release,
-        "force release left {forced:?}"
+        "force release left {forced:?} (expected no owner, no deadline, the same token)"
     );
+    // A free lease released again with an older token: lease lost, nothing written.
+    expect_fenced(
+        &*store,
+        &k,
+        &forced,
+        store.remove_lease_owner(&k, &a, t).await,
+        "release of a free lease with an older token",
+    )
+    .await?;
     expect_err(
         Clause::Release,
         store.evict_lease(&key("s", "absent")).await,
@@ -447,12 +464,23 @@ pub async fn admin_reset_checkpoint(factory: &dyn StoreFactory) -> Outcome {
         "reset gave {l:?}"
     );
     store.checkpoint_sequence(&k, &a, t, &seq("6")).await?;
+    // A pending checkpoint and an owner switch since the checkpoint, both of which a reset
+    // clears: b steals the lease (one switch) and prepares a position.
+    let b = worker("b");
+    let stolen = store.steal(&k, &b, &a, t, long()).await?;
+    store
+        .prepare_checkpoint(&k, &b, stolen.token, &seq("7"))
+        .await?;
     let l = store.reset_checkpoint(&k, None).await?;
     ensure!(
-        l.checkpoint.is_none(),
+        l.checkpoint.is_none()
+            && l.pending_checkpoint.is_none()
+            && l.owner_switches_since_checkpoint == 0
+            && l.owner.as_ref() == Some(&b)
+            && l.token == stolen.token,
         Reset,
-        "reset to none left {:?}",
-        l.checkpoint
+        "reset to none left {l:?} (expected no checkpoint, no pending checkpoint, no owner \
+         switch, owner and token untouched)"
     );
     expect_err(
         Clause::Reset,
