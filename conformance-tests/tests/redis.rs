@@ -1,6 +1,9 @@
 //! The conformance suite against Redis (`CHECKPOINT_REDIS_URL`, default
 //! `redis://127.0.0.1:6379/`), twice: with a new store handle and connection for every factory
-//! call, and with handles sharing one connection ([`RedisStore::for_app`]). Lists are read 7
+//! call, sending the function library where the server has it (`ScriptMode::Auto`: on Redis 7.0
+//! or later, `FCALL`), and with handles sharing one connection ([`RedisStore::for_app`]) that
+//! send one script per operation (`ScriptMode::Scripts`: `EVALSHA`, what a server before 7.0
+//! gets), so both forms of every operation pass the suite. Lists are read 7
 //! rows a page, so the listing scenario crosses page boundaries. A random app (so its own hash
 //! tag) for every scenario, so the scenarios run in parallel with any other test on the same
 //! server and never flush the database. An unreachable server leaves the tests ignored (see
@@ -10,7 +13,7 @@ use std::sync::Arc;
 
 use checkpoint_core::conformance::{self, Configured, random_app};
 use checkpoint_core::{AppName, LeaseManager, Store};
-use checkpoint_redis::{RedisConfig, RedisStore};
+use checkpoint_redis::{RedisConfig, RedisStore, ScriptMode};
 use conformance_tests::hooks::redis::RedisHooks;
 use conformance_tests::print_capability_rows;
 
@@ -48,6 +51,7 @@ async fn redis_conforms() {
     )
     .await
     .expect("the hooks' store opens");
+    println!("redis suite: the store sends {:?}", store.script_mode());
     let started = std::time::Instant::now();
     let report =
         conformance::run_all_with(&Configured::new(factory).with_list_page_size(PAGE), &hooks)
@@ -57,11 +61,16 @@ async fn redis_conforms() {
     report.assert_passed();
 }
 
-/// The whole suite again on handles that share one connection ([`RedisStore::for_app`]).
-async fn redis_conforms_on_a_shared_connection() {
-    let base = RedisStore::open(config(), random_app("shared"))
-        .await
-        .expect("the server listens, so the store opens");
+/// The whole suite again on handles that share one connection ([`RedisStore::for_app`]), sending
+/// scripts instead of functions.
+async fn redis_conforms_on_a_shared_connection_with_scripts() {
+    let base = RedisStore::open(
+        config().with_script_mode(ScriptMode::Scripts),
+        random_app("shared"),
+    )
+    .await
+    .expect("the server listens, so the store opens");
+    assert_eq!(base.script_mode(), ScriptMode::Scripts);
     let factory = Configured::new(move |app: AppName| {
         let store: Arc<dyn Store> = Arc::new(base.for_app(app));
         std::future::ready(Ok(store))
@@ -72,5 +81,5 @@ async fn redis_conforms_on_a_shared_connection() {
 
 checkpoint_test_support::server_tests! {
     backend: checkpoint_test_support::Backend::Redis,
-    tests: [redis_conforms, redis_conforms_on_a_shared_connection],
+    tests: [redis_conforms, redis_conforms_on_a_shared_connection_with_scripts],
 }

@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use checkpoint_core::{Backoff, Error, Result};
 
+use crate::scripts::ScriptMode;
+
 /// Default host: `127.0.0.1`.
 pub const DEFAULT_HOST: &str = "127.0.0.1";
 /// Default port: 6379.
@@ -71,6 +73,7 @@ pub struct RedisConfig {
     list_page_size: usize,
     cluster_nodes: Option<Vec<(String, u16)>>,
     wait_for_replicas: Option<WaitForReplicas>,
+    script_mode: ScriptMode,
 }
 
 impl Default for RedisConfig {
@@ -102,6 +105,7 @@ impl fmt::Debug for RedisConfig {
             .field("list_page_size", &self.list_page_size)
             .field("cluster_nodes", &self.cluster_nodes)
             .field("wait_for_replicas", &self.wait_for_replicas)
+            .field("script_mode", &self.script_mode)
             .finish()
     }
 }
@@ -179,6 +183,7 @@ impl RedisConfig {
             list_page_size: DEFAULT_LIST_PAGE_SIZE,
             cluster_nodes: None,
             wait_for_replicas: None,
+            script_mode: ScriptMode::Auto,
         }
     }
 
@@ -196,7 +201,8 @@ impl RedisConfig {
     /// User and password are percent-decoded. Query parameters: `prefix`,
     /// `connection_timeout_ms`, `response_timeout_ms`, `list_page_size`, `wait_replicas` and
     /// `wait_timeout_ms` ([`RedisConfig::with_wait_for_replicas`]; the timeout defaults to
-    /// [`DEFAULT_WAIT_TIMEOUT`]). An unknown parameter is an error, so a typo is never silently
+    /// [`DEFAULT_WAIT_TIMEOUT`]), `script_mode` (`auto`, `functions` or `scripts`:
+    /// [`RedisConfig::with_script_mode`]). An unknown parameter is an error, so a typo is never silently
     /// ignored. Errors never echo the URL (it may hold a password).
     pub fn from_url(url: &str) -> Result<Self> {
         if let Some((tls, rest)) = url
@@ -299,6 +305,7 @@ impl RedisConfig {
                     wait_replicas = Some(n);
                     config
                 }
+                "script_mode" => config.with_script_mode(ScriptMode::parse(&value)?),
                 "wait_timeout_ms" => {
                     wait_timeout = Some(parse_ms("wait_timeout_ms", &value)?);
                     config
@@ -306,7 +313,7 @@ impl RedisConfig {
                 other => {
                     return Err(invalid_url(format!(
                         "unknown parameter {other:?}; known: prefix, connection_timeout_ms, \
-                         response_timeout_ms, list_page_size, wait_replicas, wait_timeout_ms"
+                         response_timeout_ms, list_page_size, wait_replicas, wait_timeout_ms, script_mode"
                     )));
                 }
             };
@@ -440,6 +447,20 @@ impl RedisConfig {
     pub fn with_wait_for_replicas(mut self, replicas: u32, timeout: Duration) -> Self {
         self.wait_for_replicas = Some(WaitForReplicas { replicas, timeout });
         self
+    }
+
+    /// How the store sends its Lua: the function library (`FCALL`, Redis 7.0 or later), one
+    /// script per operation (`EVALSHA`), or whichever the server supports, decided at open.
+    /// Default [`ScriptMode::Auto`]. URL: `script_mode=auto|functions|scripts`.
+    pub fn with_script_mode(mut self, mode: ScriptMode) -> Self {
+        self.script_mode = mode;
+        self
+    }
+
+    /// The script mode asked for ([`RedisConfig::with_script_mode`]); the store's
+    /// [`RedisStore::script_mode`](crate::RedisStore::script_mode) says which one `Auto` chose.
+    pub fn script_mode(&self) -> ScriptMode {
+        self.script_mode
     }
 
     /// The cluster seed nodes, `None` in single-node mode.

@@ -8,6 +8,7 @@
 //! of one app goes to one node: the one owning the app's slot.
 
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use checkpoint_core::{Error, Result};
@@ -19,8 +20,8 @@ use redis::{
 };
 
 use crate::config::WaitForReplicas;
-use crate::error::{STORE, from_redis, has_code};
-use crate::scripts::LuaScript;
+use crate::error::{STORE, from_redis, has_code, has_detail};
+use crate::scripts::{self, LuaScript};
 
 /// A single node's connection manager or a cluster connection. Cheap to clone (both are
 /// handles on one multiplexed connection per node).
@@ -94,18 +95,64 @@ fn is_noscript(err: &RedisError) -> bool {
     err.kind() == ErrorKind::Server(ServerErrorKind::NoScript) || has_code(err, "NOSCRIPT")
 }
 
+/// `FCALL` of a function this server does not have (`ERR Function not found`): the server
+/// restarted without persistence, its functions were flushed, or it joined the cluster after
+/// the library was loaded. The call did not run.
+fn is_function_missing(err: &RedisError) -> bool {
+    has_detail(err, "Function not found")
+}
+
+/// A server that has no function commands (before Redis 7.0: `unknown command`) or does not let
+/// this user load functions (`NOPERM`).
+fn lacks_functions(err: &RedisError) -> bool {
+    has_detail(err, "unknown command") || has_code(err, "NOPERM")
+}
+
 /// One script call: its keys and its arguments.
 pub(crate) type Call<'a> = (&'a [String], &'a [String]);
 
-/// `EVALSHA` (or, with `whole`, `EVAL` with the source) of `script` for one call.
-fn script_cmd(script: &LuaScript, (keys, args): Call<'_>, whole: bool) -> Cmd {
-    let mut cmd = if whole {
-        redis::cmd("EVAL").arg(script.code()).clone()
-    } else {
-        redis::cmd("EVALSHA").arg(script.hash()).clone()
+/// How one call of a script is sent.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Form {
+    /// `FCALL` of the script's function in the library.
+    Function,
+    /// `EVALSHA` of the script's hash.
+    ByHash,
+    /// `EVAL` of the script's source.
+    WithSource,
+}
+
+/// The command of one call of `script`, sent as `how`.
+fn script_cmd(script: &LuaScript, (keys, args): Call<'_>, how: Form) -> Cmd {
+    let mut cmd = match how {
+        Form::Function => redis::cmd("FCALL").arg(script.function()).clone(),
+        Form::ByHash => redis::cmd("EVALSHA").arg(script.hash()).clone(),
+        Form::WithSource => redis::cmd("EVAL").arg(script.code()).clone(),
     };
     cmd.arg(keys.len()).arg(keys).arg(args);
     cmd
+}
+
+/// `FUNCTION LOAD` of the library. A server that already has it answers that the library
+/// exists: the same name is the same text (see [`scripts::LIBRARY_NAME`]), so that is success.
+fn function_load() -> Cmd {
+    redis::cmd("FUNCTION")
+        .arg("LOAD")
+        .arg(scripts::LIBRARY.as_str())
+        .clone()
+}
+
+/// The outcome of one `FUNCTION LOAD`: `Ok(true)` loaded or already there, `Ok(false)` the
+/// server has no functions or may not load them ([`lacks_functions`]).
+fn library_loaded(reply: RedisResult<Value>) -> RedisResult<bool> {
+    match reply {
+        Ok(_) => Ok(true),
+        Err(e) if has_detail(&e, "Library '") && e.to_string().contains("already exists") => {
+            Ok(true)
+        }
+        Err(e) if lacks_functions(&e) => Ok(false),
+        Err(e) => Err(e),
+    }
 }
 
 fn wait_cmd(wait: WaitForReplicas) -> Cmd {
@@ -136,12 +183,27 @@ pub(crate) fn key_slot(key: &[u8]) -> u16 {
     crc % 16_384
 }
 
-/// The cluster route to the master owning the slot of `key`.
-fn slot_route(key: &str) -> RoutingInfo {
+/// The cluster route to the master owning `slot`.
+fn master_route(slot: u16) -> RoutingInfo {
     RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(Route::new(
-        key_slot(key.as_bytes()),
+        slot,
         SlotAddr::Master,
     )))
+}
+
+/// The cluster route to the master owning the slot of `key`.
+fn slot_route(key: &str) -> RoutingInfo {
+    master_route(key_slot(key.as_bytes()))
+}
+
+/// One slot of each master of the cluster, from `CLUSTER SLOTS`.
+async fn masters(conn: &ClusterConnection) -> Result<Vec<u16>> {
+    let slots = redis::cmd("CLUSTER")
+        .arg("SLOTS")
+        .query_async::<Value>(&mut conn.clone())
+        .await
+        .map_err(from_redis)?;
+    one_slot_per_master(slots)
 }
 
 /// Checks the reply of `WAIT` against what was asked.
@@ -149,7 +211,7 @@ fn check_wait(reply: Value, wait: WaitForReplicas) -> Result<()> {
     let acknowledged = match reply {
         Value::Int(n) => n,
         other => {
-            return Err(crate::scripts::protocol_error(format!(
+            return Err(crate::reply::protocol_error(format!(
                 "WAIT replied {other:?}"
             )));
         }
@@ -167,8 +229,10 @@ fn check_wait(reply: Value, wait: WaitForReplicas) -> Result<()> {
 }
 
 impl Connection {
-    /// Runs `script` once per call (all calls with keys of one app, so of one slot), each by
-    /// hash (`EVALSHA`), then `WAIT` when `wait` is set; returns the scripts' replies in order.
+    /// Runs `script` once per call (all calls with keys of one app, so of one slot), then
+    /// `WAIT` when `wait` is set; returns the scripts' replies in order. Each call is an `FCALL`
+    /// of the script's function while `functions` is set (the store's [`ScriptMode`] resolved
+    /// at open), else an `EVALSHA` of its hash.
     ///
     /// - Single node: one pipeline, one round trip (`WAIT` included, on the same connection).
     /// - Cluster: each call a command of its own on the node's multiplexed connection, so the
@@ -177,40 +241,45 @@ impl Connection {
     ///   that ran the scripts unless the slot moved in between (a resharding: `WAIT` then
     ///   answers for the wrong node, and may report replicas that the write did not reach).
     ///
-    /// On `NOSCRIPT` (a restarted server, `SCRIPT FLUSH`, or in a cluster a failover or
-    /// resharding that moved the slot to a node that never loaded the script) the call is sent
-    /// again as `EVAL` with the source, routed and redirected like the `EVALSHA`, so the script
-    /// runs and is cached on exactly the node that owns the keys. A script that failed with
-    /// `NOSCRIPT` did not run, so sending it again is safe.
+    /// A call refused before it ran is sent again, once, where the refusal says how:
+    /// `Function not found` (a restart without persistence, `FUNCTION FLUSH`, a master that
+    /// joined the cluster after open) loads the library on the node that refused and sends the
+    /// `FCALL` again; `unknown command` (the server no longer has functions: a downgrade, or a
+    /// failover to an older replica) clears `functions` for every later call and sends the
+    /// call as a script; `NOSCRIPT` (a restarted server, `SCRIPT FLUSH`, a slot moved to a node
+    /// that never loaded the script) sends it as `EVAL` with the source, routed and redirected
+    /// like the `EVALSHA`, so the script runs and is cached on exactly the node that owns the
+    /// keys. None of these refusals ran anything, so sending again is safe.
     ///
     /// Errors: the mapped redis error ([`from_redis`]); a [`ReplicationShortfall`] as a
     /// retryable [`Error::Backend`] when `WAIT` counted fewer replicas than asked.
+    ///
+    /// [`ScriptMode`]: crate::ScriptMode
     pub(crate) async fn run_scripts(
         &self,
         script: &LuaScript,
         calls: &[Call<'_>],
         wait: Option<WaitForReplicas>,
+        functions: &AtomicBool,
     ) -> Result<Vec<Value>> {
         match self {
             Self::Single(conn) => {
-                let mut values = match single_pipeline(conn, script, calls, false, wait).await {
-                    Err(e) if is_noscript(&e) => {
-                        single_pipeline(conn, script, calls, true, wait).await
-                    }
-                    other => other,
-                }
-                .map_err(from_redis)?;
+                let mut values = single_calls(conn, script, calls, wait, functions)
+                    .await
+                    .map_err(from_redis)?;
                 if let Some(wait) = wait {
                     let reply = values
                         .pop()
-                        .ok_or_else(|| crate::scripts::protocol_error("no reply to WAIT"))?;
+                        .ok_or_else(|| crate::reply::protocol_error("no reply to WAIT"))?;
                     check_wait(reply, wait)?;
                 }
                 Ok(values)
             }
             Self::Cluster(conn) => {
                 let values = futures::future::try_join_all(
-                    calls.iter().map(|call| cluster_script(conn, script, *call)),
+                    calls
+                        .iter()
+                        .map(|call| cluster_call(conn, script, *call, functions)),
                 )
                 .await
                 .map_err(from_redis)?;
@@ -224,6 +293,30 @@ impl Connection {
                     check_wait(reply, wait)?;
                 }
                 Ok(values)
+            }
+        }
+    }
+
+    /// Loads the function library ([`scripts::LIBRARY`]) on the one server, or on every master
+    /// of a cluster (each master runs the calls of its own slots; replicas receive it from
+    /// their master). `Ok(false)`: a server has no functions or may not load them, the store
+    /// should send scripts.
+    pub(crate) async fn load_library(&self) -> Result<bool> {
+        match self {
+            Self::Single(conn) => {
+                library_loaded(function_load().query_async(&mut conn.clone()).await)
+                    .map_err(from_redis)
+            }
+            Self::Cluster(conn) => {
+                let mut everywhere = true;
+                for slot in masters(conn).await? {
+                    let reply = conn
+                        .clone()
+                        .route_command(function_load(), master_route(slot))
+                        .await;
+                    everywhere &= library_loaded(reply).map_err(from_redis)?;
+                }
+                Ok(everywhere)
             }
         }
     }
@@ -272,7 +365,7 @@ impl Connection {
         }
         .map_err(from_redis)?;
         let (secs, micros): (u64, u64) = redis::from_redis_value(value)
-            .map_err(|e| crate::scripts::protocol_error(format!("TIME replied {e}")))?;
+            .map_err(|e| crate::reply::protocol_error(format!("TIME replied {e}")))?;
         Ok(std::time::UNIX_EPOCH + Duration::from_secs(secs) + Duration::from_micros(micros))
     }
 
@@ -316,13 +409,8 @@ impl Connection {
             Self::Single(conn) => scan_to_end(&mut conn.clone(), None, pattern, count).await,
             Self::Cluster(conn) => {
                 let mut conn = conn.clone();
-                let slots = redis::cmd("CLUSTER")
-                    .arg("SLOTS")
-                    .query_async::<Value>(&mut conn)
-                    .await
-                    .map_err(from_redis)?;
                 let mut keys = Vec::new();
-                for slot in one_slot_per_master(slots)? {
+                for slot in masters(&conn).await? {
                     keys.extend(scan_to_end(&mut conn, Some(slot), pattern, count).await?);
                 }
                 Ok(keys)
@@ -350,7 +438,7 @@ async fn scan_to_end<C: ScanRoute>(
             .arg(count);
         let value = conn.send_scan(cmd, slot).await.map_err(from_redis)?;
         let (next, page): (u64, Vec<String>) = redis::from_redis_value(value)
-            .map_err(|e| crate::scripts::protocol_error(format!("SCAN replied {e}")))?;
+            .map_err(|e| crate::reply::protocol_error(format!("SCAN replied {e}")))?;
         keys.extend(page);
         if next == 0 {
             return Ok(keys);
@@ -376,12 +464,7 @@ impl ScanRoute for ClusterConnection {
     fn send_scan(&mut self, cmd: Cmd, slot: Option<u16>) -> RedisFuture<'_, Value> {
         Box::pin(async move {
             match slot {
-                Some(slot) => {
-                    let route = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(
-                        Route::new(slot, SlotAddr::Master),
-                    ));
-                    self.route_command(cmd, route).await
-                }
+                Some(slot) => self.route_command(cmd, master_route(slot)).await,
                 None => cmd.query_async::<Value>(self).await,
             }
         })
@@ -391,7 +474,7 @@ impl ScanRoute for ClusterConnection {
 /// The first slot of one range per distinct master in a `CLUSTER SLOTS` reply (each entry:
 /// start slot, end slot, then the master as `[host, port, id, …]`, then its replicas).
 fn one_slot_per_master(reply: Value) -> Result<Vec<u16>> {
-    let bad = |what: &str| crate::scripts::protocol_error(format!("CLUSTER SLOTS replied {what}"));
+    let bad = |what: &str| crate::reply::protocol_error(format!("CLUSTER SLOTS replied {what}"));
     let Value::Array(ranges) = reply else {
         return Err(bad("no array"));
     };
@@ -423,17 +506,47 @@ fn one_slot_per_master(reply: Value) -> Result<Vec<u16>> {
     Ok(slots)
 }
 
-/// The single-node form of [`Connection::run_scripts`]: one pipeline.
+/// The calls of [`Connection::run_scripts`] on a single node, each refusal handled as it says.
+async fn single_calls(
+    conn: &ConnectionManager,
+    script: &LuaScript,
+    calls: &[Call<'_>],
+    wait: Option<WaitForReplicas>,
+    functions: &AtomicBool,
+) -> RedisResult<Vec<Value>> {
+    if functions.load(Ordering::Relaxed) {
+        match single_pipeline(conn, script, calls, Form::Function, wait).await {
+            Err(e) if is_function_missing(&e) => {
+                let reply = function_load().query_async(&mut conn.clone()).await;
+                if library_loaded(reply)? {
+                    return single_pipeline(conn, script, calls, Form::Function, wait).await;
+                }
+                functions.store(false, Ordering::Relaxed);
+            }
+            Err(e) if lacks_functions(&e) => functions.store(false, Ordering::Relaxed),
+            other => return other,
+        }
+        tracing::debug!("redis server without functions: sending scripts from now on");
+    }
+    match single_pipeline(conn, script, calls, Form::ByHash, wait).await {
+        Err(e) if is_noscript(&e) => {
+            single_pipeline(conn, script, calls, Form::WithSource, wait).await
+        }
+        other => other,
+    }
+}
+
+/// One pipeline of every call, sent as `how`, and `WAIT` when set.
 async fn single_pipeline(
     conn: &ConnectionManager,
     script: &LuaScript,
     calls: &[Call<'_>],
-    whole: bool,
+    how: Form,
     wait: Option<WaitForReplicas>,
 ) -> RedisResult<Vec<Value>> {
     let mut pipe = redis::pipe();
     for call in calls {
-        pipe.add_command(script_cmd(script, *call, whole));
+        pipe.add_command(script_cmd(script, *call, how));
     }
     if let Some(wait) = wait {
         pipe.add_command(wait_cmd(wait));
@@ -441,19 +554,41 @@ async fn single_pipeline(
     pipe.query_async::<Vec<Value>>(&mut conn.clone()).await
 }
 
-/// One script call on a cluster: `EVALSHA`, and `EVAL` after `NOSCRIPT`.
-async fn cluster_script(
+/// One call of [`Connection::run_scripts`] on a cluster, each refusal handled as it says; the
+/// library is loaded on the master owning the call's slot.
+async fn cluster_call(
     conn: &ClusterConnection,
     script: &LuaScript,
     call: Call<'_>,
+    functions: &AtomicBool,
 ) -> RedisResult<Value> {
     let mut conn = conn.clone();
-    match script_cmd(script, call, false)
+    if functions.load(Ordering::Relaxed) {
+        match script_cmd(script, call, Form::Function)
+            .query_async::<Value>(&mut conn)
+            .await
+        {
+            Err(e) if is_function_missing(&e) => {
+                let route = slot_route(call.0.first().map_or("", String::as_str));
+                let reply = conn.route_command(function_load(), route).await;
+                if library_loaded(reply)? {
+                    return script_cmd(script, call, Form::Function)
+                        .query_async::<Value>(&mut conn)
+                        .await;
+                }
+                functions.store(false, Ordering::Relaxed);
+            }
+            Err(e) if lacks_functions(&e) => functions.store(false, Ordering::Relaxed),
+            other => return other,
+        }
+        tracing::debug!("redis cluster node without functions: sending scripts from now on");
+    }
+    match script_cmd(script, call, Form::ByHash)
         .query_async::<Value>(&mut conn)
         .await
     {
         Err(e) if is_noscript(&e) => {
-            script_cmd(script, call, true)
+            script_cmd(script, call, Form::WithSource)
                 .query_async::<Value>(&mut conn)
                 .await
         }

@@ -58,6 +58,17 @@ pub(crate) fn has_code(err: &RedisError, code: &str) -> bool {
             .is_some_and(|items| items.iter().any(|(_, e)| e.code() == code))
 }
 
+/// Whether `err`, or one of the server errors of a failed pipeline, has a message starting with
+/// `prefix` (the text after the code: `Function not found` of `ERR Function not found`).
+pub(crate) fn has_detail(err: &RedisError, prefix: &str) -> bool {
+    err.detail().is_some_and(|d| d.starts_with(prefix))
+        || err.clone().into_server_errors().is_some_and(|items| {
+            items
+                .iter()
+                .any(|(_, e)| e.details().is_some_and(|d| d.starts_with(prefix)))
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -29,12 +29,18 @@
 //! steal, claim, reset, register, heartbeat, prune) is one Lua script, a line-by-line
 //! transcription of the matching [`checkpoint_core::rules`] function, with the same error kinds
 //! and token rules. Redis runs a script to completion with no command of any other client in
-//! between, so each operation is atomic on the server. Scripts are loaded once
-//! (`SCRIPT LOAD` at init, on the node owning the app's slot) and called by hash (`EVALSHA`);
-//! after a server restart, `SCRIPT FLUSH`, or a cluster failover or resharding that moved the
-//! slot to a node without them, the `NOSCRIPT` reply makes the store send the call again as
-//! `EVAL` with the script's source, routed (and redirected) like the `EVALSHA`, so the script
-//! runs and is cached on the node that owns the keys. Fetch is one `HMGET`;
+//! between, so each operation is atomic on the server. On Redis 7.0 or later the operations are
+//! the functions of one library ([`scripts::LIBRARY`]), loaded once with `FUNCTION LOAD` at open
+//! (on every master of a cluster) and called with `FCALL`; the library defines its helper
+//! functions once, so a call runs only its operation's body. A server that forgot the library
+//! (a restart without persistence, `FUNCTION FLUSH`, a master that joined a cluster later)
+//! answers `Function not found`; the store loads the library on that node and sends the call
+//! again. On a server without functions (before 7.0, or a user who may not load them) the
+//! store sends one script per operation instead: loaded with `SCRIPT LOAD` at open and called
+//! by hash (`EVALSHA`), and after a restart, `SCRIPT FLUSH`, or a failover or resharding that
+//! moved the slot to a node without them, sent again as `EVAL` with the script's source,
+//! routed (and redirected) like the `EVALSHA`. [`RedisConfig::with_script_mode`] forces either
+//! form; both run the same Lua text and pass the same conformance suite. Fetch is one `HMGET`;
 //! deregister one `ZREM`. See [`scripts`]. A
 //! renew-many batch above [`RENEW_MANY_CHUNK`] leases is several scripts in one pipeline, each
 //! atomic over its chunk.
@@ -192,6 +198,7 @@
 mod config;
 mod connection;
 mod error;
+mod reply;
 pub mod scripts;
 mod store;
 
@@ -200,7 +207,7 @@ pub use config::{
     DEFAULT_RESPONSE_TIMEOUT, DEFAULT_WAIT_TIMEOUT, MAX_PREFIX_BYTES, RedisConfig, WaitForReplicas,
 };
 pub use connection::ReplicationShortfall;
-pub use scripts::KeyLayout;
+pub use scripts::{KeyLayout, ScriptMode};
 pub use store::{RENEW_MANY_CHUNK, RedisStore};
 
 /// The redis-rs version this crate is built on, for [`RedisStore::from_connection_manager`].

@@ -20,7 +20,7 @@
 //! # Lease hash fields
 //!
 //! `owner` (absent when free), `token` (decimal u64), `deadline` (server ms since the epoch,
-//! absent when free), `checkpoint` ([`Position::encode`]) with `checkpoint_sub` (decimal u64),
+//! absent when free), `checkpoint` ([`Position::encode`](checkpoint_core::Position::encode)) with `checkpoint_sub` (decimal u64),
 //! `pending` with `pending_sub` (a prepared position), `parents` (comma-separated shard ids),
 //! `claim` (worker id), `owner_switches` (decimal u64), and `created_by` (the random nonce of the
 //! `create_lease_if_absent` call that created the record, so a retried create can recognise its
@@ -29,7 +29,7 @@
 //! # Arithmetic in Lua
 //!
 //! Lua numbers are doubles, so no u64 is ever computed as a number: tokens and counters are
-//! incremented as decimal strings (saturating at `u64::MAX` like [`FencingToken::next`]),
+//! incremented as decimal strings (saturating at `u64::MAX` like [`FencingToken::next`](checkpoint_core::FencingToken::next)),
 //! sequence numbers are compared as their 128-digit zero-padded form
 //! ([`SequenceNumber::padded`](checkpoint_core::SequenceNumber::padded)) and sub-sequences as
 //! 20-digit zero-padded strings. Only milliseconds of server time (below 2^53) are numbers.
@@ -44,41 +44,99 @@
 //! reads the record with one `HMGET` of those fields and validates all of them before it writes
 //! anything, so a hand-edited record is reported as corrupt and never written by an operation.
 //!
-//! # Script size
+//! # Functions and scripts
 //!
-//! The server compiles a script once, but runs its whole body, helper definitions included, on
-//! every call; each script therefore carries only the helper pieces it uses (`CLOCK`,
-//! `RECORD`, `GRANT`, `PROGRESS`).
+//! The Lua text is in `src/lua/`: four helper pieces (`clock.lua`, `record.lua`, `grant.lua`,
+//! `progress.lua`) and one body per operation. It is sent in one of two forms
+//! ([`ScriptMode`]), the same bodies in both:
+//!
+//! - the function library [`LIBRARY`] (Redis 7.0 or later): every helper once, then one
+//!   `redis.register_function` per operation whose callback takes `KEYS` and `ARGV` as
+//!   parameters. The server runs the helper definitions once, at `FUNCTION LOAD`; an `FCALL`
+//!   runs only the body. Its name carries a hash of its text ([`LIBRARY_NAME`]), so two
+//!   versions of this crate on one server load two libraries and never call each other's
+//!   functions.
+//! - one script per operation: the helper pieces the body uses, then the
+//!   body. The server compiles a script once but runs its whole text, helper definitions
+//!   included, on every `EVALSHA`, so each carries only the pieces it uses.
+//!
+//! A function's library is loaded while no request is served, so its top level may not read
+//! globals such as `string` (Redis refuses the load); the helpers use them only inside their
+//! bodies, at call time.
 
 use std::sync::LazyLock;
-use std::time::{Duration, SystemTime};
 
-use checkpoint_core::{
-    AppName, Error, FencingToken, Lease, LeaseKey, Position, RenewOutcome, Result, ShardId,
-    StreamName, WorkerId,
-};
-use redis::{Script, Value};
+use checkpoint_core::{AppName, Error, LeaseKey, Result, ShardId, StreamName};
+use redis::Script;
 
-/// One Lua script: its source, for `EVAL` and `SCRIPT LOAD`, and its SHA1, for `EVALSHA`.
+/// One operation's Lua: its name, its body, and the helper pieces it uses. Sent in one of two
+/// ways ([`crate::ScriptMode`]): as a function of the [`LIBRARY`] (`FCALL` of
+/// [`LuaScript::function`]; Redis 7.0 or later), or as a script of its own, the pieces it uses
+/// followed by its body (`EVALSHA` of [`LuaScript::hash`], `EVAL` of [`LuaScript::code`]).
 pub(crate) struct LuaScript {
+    /// The function's name in the library, `<library name>_<operation>`.
+    function: String,
     code: String,
     hash: String,
 }
 
 impl LuaScript {
-    fn new(code: String) -> Self {
-        let hash = Script::new(&code).get_hash().to_owned();
-        Self { code, hash }
-    }
-
-    /// The source text.
+    /// The source text of the script form: its pieces, then its body.
     pub(crate) fn code(&self) -> &str {
         &self.code
     }
 
-    /// The SHA1 of the source, in hex: the name `EVALSHA` calls it by.
+    /// The SHA1 of [`Self::code`], in hex: the name `EVALSHA` calls it by.
     pub(crate) fn hash(&self) -> &str {
         &self.hash
+    }
+
+    /// The name `FCALL` calls it by: the library's name, `_`, the operation.
+    pub(crate) fn function(&self) -> &str {
+        &self.function
+    }
+}
+
+/// How the store sends its Lua to the server ([`crate::RedisConfig::with_script_mode`]).
+///
+/// Both forms run the same operation bodies with the same keys and arguments, atomically; they
+/// differ in what the server runs per call. A script ([`ScriptMode::Scripts`]) is its helper
+/// definitions followed by its body, all of which the server executes on every `EVALSHA`. A
+/// function of the library ([`ScriptMode::Functions`]) runs only its body: the helpers are
+/// defined once, when `FUNCTION LOAD` runs the library's text.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ScriptMode {
+    /// Functions when the server has them (Redis 7.0 or later), scripts otherwise: decided at
+    /// open by `FUNCTION LOAD`, which a server before 7.0 answers with `unknown command` (so
+    /// does a server where the user may not load functions, `NOPERM`). The default.
+    #[default]
+    Auto,
+    /// Always the function library: `FUNCTION LOAD` at open (on every master of a cluster) and
+    /// `FCALL`; loaded again and the call re-sent when a server answers `Function not found`
+    /// (a restart without persistence, `FUNCTION FLUSH`, a master added to the cluster later).
+    /// Opening fails with a non-retryable [`Error::Backend`] on a server without functions.
+    Functions,
+    /// Always one script per operation: `SCRIPT LOAD` at open on the node owning the app's
+    /// slot, `EVALSHA`, and `EVAL` with the source after `NOSCRIPT`. What servers before Redis
+    /// 7.0 support.
+    Scripts,
+}
+
+impl ScriptMode {
+    /// Parses the URL form: `auto`, `functions` or `scripts`.
+    ///
+    /// Errors: [`Error::InvalidInput`] naming `script_mode` for anything else.
+    pub fn parse(text: &str) -> Result<Self> {
+        match text {
+            "auto" => Ok(Self::Auto),
+            "functions" => Ok(Self::Functions),
+            "scripts" => Ok(Self::Scripts),
+            other => Err(Error::invalid(
+                "script_mode",
+                format!("{other:?} is not one of auto, functions, scripts"),
+            )),
+        }
     }
 }
 
@@ -229,16 +287,7 @@ impl KeyLayout {
 
 /// The server clock: every script that judges or writes a deadline. Only milliseconds of server
 /// time (below 2^53) are ever Lua numbers.
-const CLOCK: &str = r#"
-local function now_ms()
-  local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
-
-local function fmt(n)
-  return string.format('%.0f', n)
-end
-"#;
+const CLOCK: &str = include_str!("lua/clock.lua");
 
 /// The lease record, positionally: `v[1]` … `v[10]` are the values of [`FIELDS`] in order,
 /// `false` for an absent field (as `HMGET` gives them to Lua): reading it (one `HMGET`),
@@ -246,141 +295,16 @@ end
 /// fields it changes with explicit `HSET` / `HDEL` calls: building tables keyed by field name
 /// and helper loops cost the server more than the whole raw operation (counted with
 /// callgrind, see BENCHMARKS.md). `FIELDS` is prepended from [`FIELDS`] by [`record_prelude`].
-const RECORD: &str = r#"
--- v[1] owner, v[2] token, v[3] deadline, v[4] checkpoint, v[5] checkpoint_sub, v[6] pending,
--- v[7] pending_sub, v[8] parents, v[9] claim, v[10] owner_switches; false: absent.
-local U64_MAX = '18446744073709551615'
-local find = string.find
-
--- A canonical decimal u64: digits, no leading zero, at most u64::MAX.
-local function is_u64(s)
-  return s and #s >= 1 and #s <= 20 and find(s, '^%d+$') ~= nil
-    and (#s == 1 or string.byte(s, 1) ~= 48) and (#s < 20 or s <= U64_MAX)
-end
-
-local function is_id(s)
-  return #s >= 1 and #s <= 256 and find(s, '^[%w_%.%-]+$') ~= nil
-end
-
--- A worker id (owner, claim): 1 to 256 bytes without control characters (C0 and DEL, or C1
--- encoded as UTF-8 \194\128 to \194\159), as WorkerId::new accepts.
-local function is_worker(s)
-  return #s >= 1 and #s <= 256 and find(s, '%c') == nil and find(s, '\194[\128-\159]') == nil
-end
-
--- What Position::decode accepts, with the sub-sequence already known to be a u64.
-local function is_position(p, sub)
-  if p == 'TRIM_HORIZON' or p == 'LATEST' or p == 'SHARD_END' then return sub == '0' end
-  local ts = string.match(p, '^AT_TIMESTAMP:%+?(%d+)$')
-  if ts then
-    ts = string.gsub(ts, '^0+', '')
-    return sub == '0' and (#ts < 20 or (#ts == 20 and ts <= U64_MAX))
-  end
-  return #p >= 1 and #p <= 128 and find(p, '^%d+$') ~= nil
-end
-
--- The first field of record v that the client could not decode, or nil.
-local function invalid(v)
-  if v[1] and not is_worker(v[1]) then return 'owner' end
-  if not is_u64(v[2]) then return 'token' end
-  if v[3] and not is_u64(v[3]) then return 'deadline' end
-  if v[4] then
-    if v[5] and not is_u64(v[5]) then return 'checkpoint_sub' end
-    if not is_position(v[4], v[5] or '0') then return 'checkpoint' end
-  end
-  if v[6] then
-    if v[7] and not is_u64(v[7]) then return 'pending_sub' end
-    if not is_position(v[6], v[7] or '0') then return 'pending' end
-  end
-  if v[8] and v[8] ~= '' then
-    for piece in string.gmatch(v[8] .. ',', '([^,]*),') do
-      if not is_id(piece) then return 'parents' end
-    end
-  end
-  if v[9] and not is_worker(v[9]) then return 'claim' end
-  if not is_u64(v[10]) then return 'owner_switches' end
-  return nil
-end
-
--- The record of key, or nil when the key does not exist. A hash holding none of the known
--- fields (only possible by hand) is a record of absent fields, which fails validation.
-local function read(key)
-  local v = redis.call('HMGET', key, unpack(FIELDS))
-  for i = 1, 10 do
-    if v[i] then return v end
-  end
-  if redis.call('EXISTS', key) == 1 then return v end
-  return nil
-end
-
-local function held_by(v, worker, token)
-  return v[1] == worker and v[2] == token
-end
-
--- [status, now, detail] and, when there is a record, its ten values (false is sent as nil).
--- `now` is the server clock the script judged by, as text, or '' for a script that does not
--- read the clock.
-local function reply(status, now, detail, v)
-  if v == nil then return {status, now, detail} end
-  return {status, now, detail, v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9], v[10]}
-end
-"#;
+const RECORD: &str = include_str!("lua/record.lua");
 
 /// Decimal-string arithmetic for tokens and counters (Lua numbers are doubles, so no u64 is ever
 /// a number) and the grant of `rules::grant`.
-const GRANT: &str = r#"
--- Adds one to a canonical decimal u64, saturating at u64::MAX (FencingToken::next).
-local function incr(s)
-  if s == U64_MAX then return s end
-  local n = #s
-  while n > 0 and string.sub(s, n, n) == '9' do n = n - 1 end
-  if n == 0 then return '1' .. string.rep('0', #s) end
-  return string.sub(s, 1, n - 1) .. string.char(string.byte(s, n) + 1) .. string.rep('0', #s - n)
-end
-
--- rules::grant on record v of key, written: a new owner, the next token, one more owner
--- switch, no claim.
-local function grant(key, v, worker, deadline)
-  v[1] = worker
-  v[2] = incr(v[2])
-  v[3] = deadline
-  v[10] = incr(v[10])
-  redis.call('HSET', key, 'owner', v[1], 'token', v[2], 'deadline', v[3], 'owner_switches', v[10])
-  if v[9] then
-    redis.call('HDEL', key, 'claim')
-    v[9] = false
-  end
-end
-"#;
+const GRANT: &str = include_str!("lua/grant.lua");
 
 /// `rules::check_progress`: sequence numbers compared as their 128-digit zero-padded form
 /// ([`SequenceNumber::padded`](checkpoint_core::SequenceNumber::padded)) and sub-sequences as
 /// 20-digit zero-padded strings, so text order is numeric order.
-const PROGRESS: &str = r#"
--- 0: TRIM_HORIZON, LATEST, AT_TIMESTAMP; 1: a sequence number; 2: SHARD_END.
-local function pos_rank(p)
-  if p == 'SHARD_END' then return 2 end
-  if string.find(p, '^%d+$') then return 1 end
-  return 0
-end
-
-local function pad(s, width)
-  return string.rep('0', width - #s) .. s
-end
-
--- True when the attempted position is behind the stored one (false: none), or the shard
--- already ended and the attempt is anything else.
-local function regresses(stored, stored_sub, att, att_padded, att_sub_padded)
-  if not stored then return false end
-  if stored == 'SHARD_END' then return att ~= 'SHARD_END' end
-  local sr, ar = pos_rank(stored), pos_rank(att)
-  if sr ~= ar then return ar < sr end
-  if ar ~= 1 then return false end
-  local s = pad(stored, 128)
-  if att_padded ~= s then return att_padded < s end
-  return att_sub_padded < pad(stored_sub or '0', 20)
-end
-"#;
+const PROGRESS: &str = include_str!("lua/progress.lua");
 
 /// The `FIELDS` table of the Lua record helpers, from [`FIELDS`], then [`RECORD`].
 fn record_prelude() -> String {
@@ -388,10 +312,10 @@ fn record_prelude() -> String {
     format!("local FIELDS = {{{}}}\n{RECORD}", names.join(", "))
 }
 
-/// A script of the given helper pieces and body. Every script is compiled once by the server
-/// and its body runs per call, so each carries only the helpers it uses: defining a Lua
-/// function is work done on every call.
-fn script(pieces: &[Piece], body: &str) -> LuaScript {
+/// The script of operation `name`: its pieces and body. Its script form carries only the helpers
+/// it uses (a script's whole text, helper definitions included, runs on every `EVALSHA`); its
+/// function form calls the helpers the library defined once, at `FUNCTION LOAD`.
+fn script(name: &str, pieces: &[Piece], body: &str) -> LuaScript {
     let mut code = String::new();
     for piece in pieces {
         match piece {
@@ -402,8 +326,77 @@ fn script(pieces: &[Piece], body: &str) -> LuaScript {
         }
     }
     code.push_str(body);
-    LuaScript::new(code)
+    let hash = Script::new(&code).get_hash().to_owned();
+    LuaScript {
+        function: format!("{}_{name}", LIBRARY_NAME.as_str()),
+        code,
+        hash,
+    }
 }
+
+/// The text of every operation, in the library's order: its function's suffix and its body.
+const BODIES: [(&str, &str); 18] = [
+    ("init", include_str!("lua/init.lua")),
+    ("create", include_str!("lua/create.lua")),
+    ("get_lease", include_str!("lua/get_lease.lua")),
+    ("renew", include_str!("lua/renew.lua")),
+    ("renew_many", include_str!("lua/renew_many.lua")),
+    ("checkpoint", include_str!("lua/checkpoint.lua")),
+    ("release", include_str!("lua/release.lua")),
+    ("force_release", include_str!("lua/force_release.lua")),
+    ("delete", include_str!("lua/delete.lua")),
+    ("steal", include_str!("lua/steal.lua")),
+    ("claim", include_str!("lua/claim.lua")),
+    ("reset_checkpoint", include_str!("lua/reset_checkpoint.lua")),
+    ("register", include_str!("lua/register.lua")),
+    ("heartbeat", include_str!("lua/heartbeat.lua")),
+    ("deregister", include_str!("lua/deregister.lua")),
+    ("live_workers", include_str!("lua/live_workers.lua")),
+    ("prune", include_str!("lua/prune.lua")),
+    ("import", include_str!("lua/import.lua")),
+];
+
+/// The body of operation `name` (one of [`BODIES`]).
+fn body(name: &str) -> &'static str {
+    BODIES
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, body)| *body)
+        .unwrap_or_else(|| panic!("no Lua body named {name}"))
+}
+
+/// The library's text with `{name}` where its name goes: the shebang, every helper piece once,
+/// then one `redis.register_function` per operation whose callback takes `KEYS` and `ARGV` as
+/// parameters, so the bodies are the same text in both forms.
+fn library_template() -> String {
+    let mut code = String::from("#!lua name={name}\n");
+    code.push_str(CLOCK);
+    code.push_str(&record_prelude());
+    code.push_str(GRANT);
+    code.push_str(PROGRESS);
+    for (name, body) in BODIES {
+        code.push_str(&format!(
+            "redis.register_function('{{name}}_{name}', function(KEYS, ARGV)\n{body}end)\n"
+        ));
+    }
+    code
+}
+
+/// The library's name: `checkpoint_` and the first 16 hex digits of the SHA1 of its template.
+/// Two builds with the same Lua load the same library; a build with other Lua loads one of its
+/// own beside it, so processes of two versions sharing a server never call each other's code.
+/// (Libraries of older versions stay loaded until removed with `FUNCTION DELETE`; each is a few
+/// kilobytes.)
+pub static LIBRARY_NAME: LazyLock<String> = LazyLock::new(|| {
+    let hash = Script::new(&library_template()).get_hash().to_owned();
+    format!("checkpoint_{}", &hash[..16])
+});
+
+/// The source of the function library, for `FUNCTION LOAD`: the helpers are defined once, when
+/// the server loads the library, and every `FCALL` runs only its operation's body (the script
+/// form runs its helper definitions on every call).
+pub static LIBRARY: LazyLock<String> =
+    LazyLock::new(|| library_template().replace("{name}", LIBRARY_NAME.as_str()));
 
 /// The helper pieces a script can include (in this order: later pieces use earlier ones).
 #[derive(Clone, Copy)]
@@ -418,103 +411,23 @@ use Piece::{Clock, Grant, Progress, Record};
 
 /// `init`: checks the types of the app's keys and writes the layout version.
 /// KEYS: meta, index, workers. Replies `[OK|MISMATCH, detail]`.
-pub(crate) static INIT: LazyLock<LuaScript> = LazyLock::new(|| {
-    script(
-        &[],
-        r#"
-local expected = {'hash', 'zset', 'zset'}
-for i, key in ipairs(KEYS) do
-  local t = redis.call('TYPE', key)['ok']
-  if t ~= 'none' and t ~= expected[i] then
-    return {'MISMATCH', key .. ' holds a ' .. t .. ', expected a ' .. expected[i]}
-  end
-end
-redis.call('HSETNX', KEYS[1], 'layout', ARGV[1])
-local layout = redis.call('HGET', KEYS[1], 'layout')
-if layout ~= ARGV[1] then
-  return {'MISMATCH', KEYS[1] .. ' says layout ' .. tostring(layout) .. ', this version writes layout ' .. ARGV[1]}
-end
-return {'OK', ''}
-"#,
-    )
-});
+pub(crate) static INIT: LazyLock<LuaScript> = LazyLock::new(|| script("init", &[], body("init")));
 
 /// Operation 2. KEYS: lease, index. ARGV: member, parents, has_initial, text, sub, nonce.
 /// Replies 1 when it created the record, 0 when one existed. The record keeps the nonce of the
 /// call that created it (`created_by`), so a retry of a call whose reply was lost finds its own
 /// nonce and still reports 1: re-read, never guessed.
-pub(crate) static CREATE: LazyLock<LuaScript> = LazyLock::new(|| {
-    script(
-        &[],
-        r#"
-if redis.call('EXISTS', KEYS[1]) == 1 then
-  if redis.call('HGET', KEYS[1], 'created_by') == ARGV[6] then return 1 end
-  return 0
-end
-if ARGV[3] == '1' then
-  redis.call('HSET', KEYS[1], 'token', '0', 'owner_switches', '0', 'parents', ARGV[2],
-    'checkpoint', ARGV[4], 'checkpoint_sub', ARGV[5], 'created_by', ARGV[6])
-else
-  redis.call('HSET', KEYS[1], 'token', '0', 'owner_switches', '0', 'parents', ARGV[2],
-    'created_by', ARGV[6])
-end
-redis.call('ZADD', KEYS[2], 0, ARGV[1])
-return 1
-"#,
-    )
-});
+pub(crate) static CREATE: LazyLock<LuaScript> =
+    LazyLock::new(|| script("create", &[], body("create")));
 
 /// Operation 3, `rules::get_lease`, claim reservation included. KEYS: lease, index. ARGV:
 /// worker, duration_ms, member.
-pub(crate) static GET_LEASE: LazyLock<LuaScript> = LazyLock::new(|| {
-    script(
-        &[Clock, Record, Grant],
-        r#"
-local now = now_ms()
-local v = read(KEYS[1])
-local created = v == nil
-if created then v = {false, '0', false, false, false, false, false, '', false, '0'} end
-local bad = invalid(v)
-if bad then return reply('CORRUPT', fmt(now), bad, nil) end
-local deadline = fmt(now + tonumber(ARGV[2]))
-if v[1] == ARGV[1] then
-  v[3] = deadline
-  redis.call('HSET', KEYS[1], 'deadline', deadline)
-  return reply('OK', fmt(now), '', v)
-end
-if v[1] and v[3] and tonumber(v[3]) > now then return reply('HELD', fmt(now), '', v) end
--- A claim is honoured: a lease released while claimed is reserved for the claimant until the
--- deadline it was released with.
-if not v[1] and v[9] and v[9] ~= ARGV[1] and v[3] and tonumber(v[3]) > now then
-  return reply('HELD', fmt(now), '', v)
-end
-if created then
-  redis.call('HSET', KEYS[1], 'parents', v[8])
-  redis.call('ZADD', KEYS[2], 0, ARGV[3])
-end
-grant(KEYS[1], v, ARGV[1], deadline)
-return reply('OK', fmt(now), '', v)
-"#,
-    )
-});
+pub(crate) static GET_LEASE: LazyLock<LuaScript> =
+    LazyLock::new(|| script("get_lease", &[Clock, Record, Grant], body("get_lease")));
 
 /// Operation 4, `rules::renew`. KEYS: lease. ARGV: worker, token, duration_ms.
-pub(crate) static RENEW: LazyLock<LuaScript> = LazyLock::new(|| {
-    script(
-        &[Clock, Record],
-        r#"
-local now = now_ms()
-local v = read(KEYS[1])
-if v == nil then return reply('LOST', fmt(now), '', nil) end
-local bad = invalid(v)
-if bad then return reply('CORRUPT', fmt(now), bad, nil) end
-if not held_by(v, ARGV[1], ARGV[2]) then return reply('LOST', fmt(now), '', v) end
-v[3] = fmt(now + tonumber(ARGV[3]))
-redis.call('HSET', KEYS[1], 'deadline', v[3])
-return reply('OK', fmt(now), '', v)
-"#,
-    )
-});
+pub(crate) static RENEW: LazyLock<LuaScript> =
+    LazyLock::new(|| script("renew", &[Clock, Record], body("renew")));
 
 /// Operation 4 batched: `rules::renew` over every key of one chunk in one script, so a chunk is
 /// one atomic step. Every record of the chunk is read and validated first; a corrupt one aborts
@@ -523,268 +436,67 @@ return reply('OK', fmt(now), '', v)
 /// Replies `[OK, now, entry...]` with each entry one string, `OK` followed by the record's
 /// [`FIELDS`] in order, each after a newline (an absent field is empty: no valid present value
 /// is), or `LOST`; or `[CORRUPT, index (1-based), field]`.
-pub(crate) static RENEW_MANY: LazyLock<LuaScript> = LazyLock::new(|| {
-    script(
-        &[Clock, Record],
-        r#"
-local now = now_ms()
-local deadline = fmt(now + tonumber(ARGV[2]))
-local records = {}
-for i, key in ipairs(KEYS) do
-  local v = read(key)
-  if v ~= nil then
-    local bad = invalid(v)
-    if bad then return {'CORRUPT', tostring(i), bad} end
-  end
-  records[i] = v or false
-end
-local out = {'OK', fmt(now)}
-for i, key in ipairs(KEYS) do
-  local v = records[i]
-  if v and held_by(v, ARGV[1], ARGV[2 + i]) then
-    redis.call('HSET', key, 'deadline', deadline)
-    -- One bulk string per record (no validated value contains a newline): far cheaper to
-    -- build and to send than a nested array.
-    out[i + 2] = 'OK\n' .. v[1] .. '\n' .. v[2] .. '\n' .. deadline .. '\n' .. (v[4] or '')
-      .. '\n' .. (v[5] or '') .. '\n' .. (v[6] or '') .. '\n' .. (v[7] or '') .. '\n'
-      .. (v[8] or '') .. '\n' .. (v[9] or '') .. '\n' .. v[10]
-  else
-    out[i + 2] = 'LOST'
-  end
-end
-return out
-"#,
-    )
-});
+pub(crate) static RENEW_MANY: LazyLock<LuaScript> =
+    LazyLock::new(|| script("renew_many", &[Clock, Record], body("renew_many")));
 
 /// Operations 5 and 14, `rules::checkpoint` / `rules::prepare_checkpoint`.
 /// KEYS: lease. ARGV: worker, token, mode (`commit` | `prepare`), text, sub, padded sequence
 /// (empty unless a sequence), padded sub.
-pub(crate) static CHECKPOINT: LazyLock<LuaScript> = LazyLock::new(|| {
-    script(
-        &[Record, Progress],
-        r#"
-local v = read(KEYS[1])
-if v == nil then return reply('LOST', '', '', nil) end
-local bad = invalid(v)
-if bad then return reply('CORRUPT', '', bad, nil) end
-if not held_by(v, ARGV[1], ARGV[2]) then return reply('LOST', '', '', v) end
-if regresses(v[4], v[5], ARGV[4], ARGV[6], ARGV[7]) then return reply('REGRESSION', '', '', v) end
-if ARGV[3] == 'commit' then
-  v[4] = ARGV[4]
-  v[5] = ARGV[5]
-  v[10] = '0'
-  redis.call('HSET', KEYS[1], 'checkpoint', v[4], 'checkpoint_sub', v[5], 'owner_switches', '0')
-  if v[6] or v[7] then
-    redis.call('HDEL', KEYS[1], 'pending', 'pending_sub')
-    v[6] = false
-    v[7] = false
-  end
-else
-  v[6] = ARGV[4]
-  v[7] = ARGV[5]
-  redis.call('HSET', KEYS[1], 'pending', v[6], 'pending_sub', v[7])
-end
-return reply('OK', '', '', v)
-"#,
-    )
-});
+pub(crate) static CHECKPOINT: LazyLock<LuaScript> =
+    LazyLock::new(|| script("checkpoint", &[Record, Progress], body("checkpoint")));
 
 /// Operation 7, `rules::remove_lease_owner`: a claimed lease keeps its deadline (the claimant's
 /// reservation). KEYS: lease. ARGV: worker, token.
-pub(crate) static RELEASE: LazyLock<LuaScript> = LazyLock::new(|| {
-    script(
-        &[Record],
-        r#"
-local v = read(KEYS[1])
-if v == nil then return reply('LOST', '', '', nil) end
-local bad = invalid(v)
-if bad then return reply('CORRUPT', '', bad, nil) end
-if held_by(v, ARGV[1], ARGV[2]) then
-  v[1] = false
-  if v[9] then
-    -- Claimed: the deadline stays as the claimant's reservation (rules::get_lease).
-    redis.call('HDEL', KEYS[1], 'owner')
-  else
-    v[3] = false
-    redis.call('HDEL', KEYS[1], 'owner', 'deadline')
-  end
-  return reply('OK', '', '', v)
-end
-if not v[1] and v[2] == ARGV[2] then return reply('OK', '', '', v) end
-return reply('LOST', '', '', v)
-"#,
-    )
-});
+pub(crate) static RELEASE: LazyLock<LuaScript> =
+    LazyLock::new(|| script("release", &[Record], body("release")));
 
 /// Operation 7, admin form, `rules::evict_lease`. KEYS: lease.
-pub(crate) static FORCE_RELEASE: LazyLock<LuaScript> = LazyLock::new(|| {
-    script(
-        &[Record],
-        r#"
-local v = read(KEYS[1])
-if v == nil then return reply('NOTFOUND', '', '', nil) end
-local bad = invalid(v)
-if bad then return reply('CORRUPT', '', bad, nil) end
-if v[1] or v[3] then redis.call('HDEL', KEYS[1], 'owner', 'deadline') end
-v[1] = false
-v[3] = false
-return reply('OK', '', '', v)
-"#,
-    )
-});
+pub(crate) static FORCE_RELEASE: LazyLock<LuaScript> =
+    LazyLock::new(|| script("force_release", &[Record], body("force_release")));
 
 /// Operation 8. KEYS: lease, index. ARGV: member.
-pub(crate) static DELETE: LazyLock<LuaScript> = LazyLock::new(|| {
-    script(
-        &[],
-        r#"
-redis.call('DEL', KEYS[1])
-redis.call('ZREM', KEYS[2], ARGV[1])
-return 1
-"#,
-    )
-});
+pub(crate) static DELETE: LazyLock<LuaScript> =
+    LazyLock::new(|| script("delete", &[], body("delete")));
 
 /// Operation 10, `rules::steal`. KEYS: lease.
 /// ARGV: thief, expected owner, expected token, expected token + 1, duration_ms.
-pub(crate) static STEAL: LazyLock<LuaScript> = LazyLock::new(|| {
-    script(
-        &[Clock, Record, Grant],
-        r#"
-local now = now_ms()
-local v = read(KEYS[1])
-if v == nil then return reply('CHANGED', fmt(now), '', nil) end
-local bad = invalid(v)
-if bad then return reply('CORRUPT', fmt(now), bad, nil) end
-if held_by(v, ARGV[2], ARGV[3]) then
-  grant(KEYS[1], v, ARGV[1], fmt(now + tonumber(ARGV[5])))
-  return reply('OK', fmt(now), '', v)
-end
-if held_by(v, ARGV[1], ARGV[4]) then return reply('OK', fmt(now), '', v) end
-return reply('CHANGED', fmt(now), '', v)
-"#,
-    )
-});
+pub(crate) static STEAL: LazyLock<LuaScript> =
+    LazyLock::new(|| script("steal", &[Clock, Record, Grant], body("steal")));
 
 /// Operation 11, `rules::claim`. KEYS: lease. ARGV: claimant.
-pub(crate) static CLAIM: LazyLock<LuaScript> = LazyLock::new(|| {
-    script(
-        &[Record],
-        r#"
-local v = read(KEYS[1])
-if v == nil then return reply('NOTFOUND', '', '', nil) end
-local bad = invalid(v)
-if bad then return reply('CORRUPT', '', bad, nil) end
-if v[1] == ARGV[1] or v[9] == ARGV[1] then return reply('OK', '', '', v) end
-v[9] = ARGV[1]
-redis.call('HSET', KEYS[1], 'claim', v[9])
-return reply('OK', '', '', v)
-"#,
-    )
-});
+pub(crate) static CLAIM: LazyLock<LuaScript> =
+    LazyLock::new(|| script("claim", &[Record], body("claim")));
 
 /// Admin reset, `rules::reset_checkpoint`. KEYS: lease. ARGV: has_position, text, sub.
-pub(crate) static RESET_CHECKPOINT: LazyLock<LuaScript> = LazyLock::new(|| {
-    script(
-        &[Record],
-        r#"
-local v = read(KEYS[1])
-if v == nil then return reply('NOTFOUND', '', '', nil) end
-local bad = invalid(v)
-if bad then return reply('CORRUPT', '', bad, nil) end
-if ARGV[1] == '1' then
-  v[4] = ARGV[2]
-  v[5] = ARGV[3]
-  redis.call('HSET', KEYS[1], 'checkpoint', v[4], 'checkpoint_sub', v[5], 'owner_switches', '0')
-else
-  v[4] = false
-  v[5] = false
-  redis.call('HSET', KEYS[1], 'owner_switches', '0')
-  redis.call('HDEL', KEYS[1], 'checkpoint', 'checkpoint_sub')
-end
-v[10] = '0'
-if v[6] or v[7] then
-  redis.call('HDEL', KEYS[1], 'pending', 'pending_sub')
-  v[6] = false
-  v[7] = false
-end
-return reply('OK', '', '', v)
-"#,
-    )
-});
+pub(crate) static RESET_CHECKPOINT: LazyLock<LuaScript> =
+    LazyLock::new(|| script("reset_checkpoint", &[Record], body("reset_checkpoint")));
 
 /// Operation 12, `rules::register_worker`. KEYS: workers, worker_instances. ARGV: worker,
 /// ttl_ms, instance. Registers when the worker has no entry, when its entry is this instance's,
 /// or when its expiry is at or before server now (a takeover); replies 1 then, 0 (nothing
 /// written) while another instance's entry is live.
-pub(crate) static REGISTER: LazyLock<LuaScript> = LazyLock::new(|| {
-    script(
-        &[Clock],
-        r#"
-local now = now_ms()
-local expiry = redis.call('ZSCORE', KEYS[1], ARGV[1])
-if expiry and tonumber(expiry) > now and redis.call('HGET', KEYS[2], ARGV[1]) ~= ARGV[3] then
-  return 0
-end
-redis.call('ZADD', KEYS[1], fmt(now + tonumber(ARGV[2])), ARGV[1])
-redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
-return 1
-"#,
-    )
-});
+pub(crate) static REGISTER: LazyLock<LuaScript> =
+    LazyLock::new(|| script("register", &[Clock], body("register")));
 
 /// Operation 12, `rules::heartbeat`: only for a worker this instance registered. KEYS: workers,
 /// worker_instances. ARGV: worker, ttl_ms, instance. Replies 1, 0 when the worker is not
 /// registered, 2 when another instance's entry stands there (nothing written then).
-pub(crate) static HEARTBEAT: LazyLock<LuaScript> = LazyLock::new(|| {
-    script(
-        &[Clock],
-        r#"
-if not redis.call('ZSCORE', KEYS[1], ARGV[1]) then return 0 end
-if redis.call('HGET', KEYS[2], ARGV[1]) ~= ARGV[3] then return 2 end
-redis.call('ZADD', KEYS[1], fmt(now_ms() + tonumber(ARGV[2])), ARGV[1])
-return 1
-"#,
-    )
-});
+pub(crate) static HEARTBEAT: LazyLock<LuaScript> =
+    LazyLock::new(|| script("heartbeat", &[Clock], body("heartbeat")));
 
 /// Operation 12, deregister: removes the worker and its instance entry. KEYS: workers,
 /// worker_instances. ARGV: worker.
-pub(crate) static DEREGISTER: LazyLock<LuaScript> = LazyLock::new(|| {
-    script(
-        &[],
-        r#"
-redis.call('HDEL', KEYS[2], ARGV[1])
-return redis.call('ZREM', KEYS[1], ARGV[1])
-"#,
-    )
-});
+pub(crate) static DEREGISTER: LazyLock<LuaScript> =
+    LazyLock::new(|| script("deregister", &[], body("deregister")));
 
 /// Operation 12, live workers: expiry strictly after server now. KEYS: workers.
-pub(crate) static LIVE_WORKERS: LazyLock<LuaScript> = LazyLock::new(|| {
-    script(
-        &[Clock],
-        r#"
-return redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. fmt(now_ms()), '+inf')
-"#,
-    )
-});
+pub(crate) static LIVE_WORKERS: LazyLock<LuaScript> =
+    LazyLock::new(|| script("live_workers", &[Clock], body("live_workers")));
 
 /// Operation 12, prune: removes workers whose expiry is at or before server now, with their
 /// instance entries. KEYS: workers, worker_instances. Replies the count removed.
-pub(crate) static PRUNE: LazyLock<LuaScript> = LazyLock::new(|| {
-    script(
-        &[Clock],
-        r#"
-local now = fmt(now_ms())
-for _, w in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)) do
-  redis.call('HDEL', KEYS[2], w)
-end
-return redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-"#,
-    )
-});
+pub(crate) static PRUNE: LazyLock<LuaScript> =
+    LazyLock::new(|| script("prune", &[Clock], body("prune")));
 
 /// Every script, for `SCRIPT LOAD` at init.
 pub(crate) fn all() -> [&'static LuaScript; 17] {
@@ -809,387 +521,13 @@ pub(crate) fn all() -> [&'static LuaScript; 17] {
     ]
 }
 
-/// The verdict of a lease script.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Status {
-    Ok,
-    Held,
-    Lost,
-    Changed,
-    Regression,
-    NotFound,
-    Corrupt,
-}
-
-/// A decoded lease-script reply.
-#[derive(Debug)]
-pub(crate) struct Reply {
-    pub(crate) status: Status,
-    /// The server clock the script judged by; `None` from a script that does not read it.
-    pub(crate) now: Option<SystemTime>,
-    /// The corrupt field's name, for [`Status::Corrupt`].
-    pub(crate) detail: String,
-    /// The record after the operation, or `None` when absent.
-    pub(crate) lease: Option<Lease>,
-}
-
-pub(crate) fn protocol_error(what: impl Into<String>) -> Error {
-    Error::backend_message(
-        "redis",
-        false,
-        format!("unexpected script reply: {}", what.into()),
-    )
-}
-
-pub(crate) fn text(value: &Value) -> Result<String> {
-    match value {
-        Value::BulkString(bytes) => String::from_utf8(bytes.clone())
-            .map_err(|_| protocol_error("a reply string is not UTF-8")),
-        Value::SimpleString(s) => Ok(s.clone()),
-        Value::Int(i) => Ok(i.to_string()),
-        Value::Okay => Ok("OK".to_owned()),
-        other => Err(protocol_error(format!("expected a string, got {other:?}"))),
-    }
-}
-
-pub(crate) fn items(value: Value) -> Result<Vec<Value>> {
-    match value {
-        Value::Array(items) | Value::Set(items) => Ok(items),
-        other => Err(protocol_error(format!("expected an array, got {other:?}"))),
-    }
-}
-
-fn status(s: &str) -> Result<Status> {
-    Ok(match s {
-        "OK" => Status::Ok,
-        "HELD" => Status::Held,
-        "LOST" => Status::Lost,
-        "CHANGED" => Status::Changed,
-        "REGRESSION" => Status::Regression,
-        "NOTFOUND" => Status::NotFound,
-        "CORRUPT" => Status::Corrupt,
-        other => return Err(protocol_error(format!("unknown status {other:?}"))),
-    })
-}
-
-fn millis(ms: &str) -> Result<SystemTime> {
-    let ms: u64 = ms
-        .parse()
-        .map_err(|_| protocol_error(format!("bad server time {ms:?}")))?;
-    Ok(SystemTime::UNIX_EPOCH + Duration::from_millis(ms))
-}
-
-/// Decodes `[status, now, detail]` or `[status, now, detail, value × FIELDS]`.
-pub(crate) fn decode_reply(key: &LeaseKey, value: Value) -> Result<Reply> {
-    let items = items(value)?;
-    if items.len() != 3 && items.len() != 3 + FIELDS.len() {
-        return Err(protocol_error(format!(
-            "{} items, expected 3 or {}",
-            items.len(),
-            3 + FIELDS.len()
-        )));
-    }
-    let status = status(&text(&items[0])?)?;
-    let now = match text(&items[1])?.as_str() {
-        "" => None,
-        ms => Some(millis(ms)?),
-    };
-    let detail = text(&items[2])?;
-    let lease = if items.len() > 3 {
-        Some(decode_values(key, &items[3..])?)
-    } else {
-        None
-    };
-    Ok(Reply {
-        status,
-        now,
-        detail,
-        lease,
-    })
-}
-
-/// Decodes the reply of an `HMGET` of [`FIELDS`]: `None` when no field exists (no record).
-pub(crate) fn decode_hmget(key: &LeaseKey, value: Value) -> Result<Option<Lease>> {
-    let values = items(value)?;
-    if values.iter().all(|v| matches!(v, Value::Nil)) {
-        return Ok(None);
-    }
-    decode_values(key, &values).map(Some)
-}
-
-/// A reply value that is a string or nil, borrowed.
-fn optional_str(value: &Value) -> Result<Option<&str>> {
-    match value {
-        Value::Nil => Ok(None),
-        Value::BulkString(bytes) => std::str::from_utf8(bytes)
-            .map(Some)
-            .map_err(|_| protocol_error("a reply string is not UTF-8")),
-        Value::SimpleString(s) => Ok(Some(s)),
-        other => Err(protocol_error(format!(
-            "expected a string or nil, got {other:?}"
-        ))),
-    }
-}
-
-/// Decodes a record given as the values of [`FIELDS`] in order (nil: absent).
-fn decode_values(key: &LeaseKey, values: &[Value]) -> Result<Lease> {
-    if values.len() != FIELDS.len() {
-        return Err(protocol_error(format!(
-            "{} record values, expected {}",
-            values.len(),
-            FIELDS.len()
-        )));
-    }
-    let mut fields = [None; FIELDS.len()];
-    for (slot, value) in fields.iter_mut().zip(values) {
-        *slot = optional_str(value)?;
-    }
-    decode_fields(key, &fields)
-}
-
-/// Decodes renew-many's reply for one chunk of `keys` (in the order they were sent) into
-/// `outcome` (unsorted): `[OK, now, entry...]` with each entry one string, `OK` then the values
-/// of [`FIELDS`] each after a newline (empty: absent), or `LOST`; or `[CORRUPT, index, field]`.
-pub(crate) fn decode_renew_many(
-    keys: &[(LeaseKey, FencingToken)],
-    value: Value,
-    outcome: &mut RenewOutcome,
-) -> Result<()> {
-    let mut items = items(value)?.into_iter();
-    let head = items
-        .next()
-        .ok_or_else(|| protocol_error("empty renew-many reply"))?;
-    match text(&head)?.as_str() {
-        "OK" => {}
-        "CORRUPT" => {
-            let index = items
-                .next()
-                .map(|v| text(&v))
-                .transpose()?
-                .unwrap_or_default();
-            let name = items
-                .next()
-                .map(|v| text(&v))
-                .transpose()?
-                .unwrap_or_default();
-            let key = index
-                .parse::<usize>()
-                .ok()
-                .and_then(|i| i.checked_sub(1))
-                .and_then(|i| keys.get(i))
-                .ok_or_else(|| protocol_error(format!("bad corrupt index {index:?}")))?;
-            return Err(corrupt_field(&key.0, &name));
-        }
-        other => return Err(protocol_error(format!("renew-many status {other:?}"))),
-    }
-    let _now = items
-        .next()
-        .ok_or_else(|| protocol_error("renew-many reply without server time"))?;
-    if items.len() != keys.len() {
-        return Err(protocol_error(format!(
-            "{} renew-many entries for {} keys",
-            items.len(),
-            keys.len()
-        )));
-    }
-    for ((key, _), entry) in keys.iter().zip(items) {
-        let entry =
-            optional_str(&entry)?.ok_or_else(|| protocol_error("a nil renew-many entry"))?;
-        let mut parts = entry.split('\n');
-        match status(parts.next().unwrap_or_default())? {
-            Status::Ok => {
-                let mut fields = [None; FIELDS.len()];
-                for slot in &mut fields {
-                    let part = parts
-                        .next()
-                        .ok_or_else(|| protocol_error("a renew-many entry is short"))?;
-                    *slot = (!part.is_empty()).then_some(part);
-                }
-                if parts.next().is_some() {
-                    return Err(protocol_error("a renew-many entry is long"));
-                }
-                outcome.renewed.push(decode_fields(key, &fields)?);
-            }
-            Status::Lost => outcome.lost.push(key.clone()),
-            other => return Err(protocol_error(format!("renew-many entry status {other:?}"))),
-        }
-    }
-    Ok(())
-}
-
-/// The [`Error::Corrupt`] for a field a script found bad.
-pub(crate) fn corrupt_field(key: &LeaseKey, name: &str) -> Error {
-    let field = FIELDS.into_iter().find(|f| *f == name).unwrap_or("record");
-    Error::corrupt(key, field, "the stored value does not decode")
-}
-
-/// A canonical decimal u64 (no sign, no leading zero), as the scripts write and check it.
-fn parse_u64(key: &LeaseKey, name: &'static str, value: &str) -> Result<u64> {
-    let canonical = !value.is_empty()
-        && value.bytes().all(|b| b.is_ascii_digit())
-        && (value == "0" || !value.starts_with('0'));
-    let parsed = if canonical {
-        value.parse::<u64>().ok()
-    } else {
-        None
-    };
-    parsed.ok_or_else(|| Error::corrupt(key, name, format!("{value:?} is not a decimal u64")))
-}
-
-fn parse_id(key: &LeaseKey, name: &'static str, value: &str) -> Result<WorkerId> {
-    WorkerId::new(value).map_err(|e| Error::corrupt(key, name, e.to_string()))
-}
-
-fn parse_position(
-    key: &LeaseKey,
-    name: &'static str,
-    sub_name: &'static str,
-    text: &str,
-    sub: Option<&str>,
-) -> Result<Position> {
-    let sub = match sub {
-        Some(s) => parse_u64(key, sub_name, s)?,
-        None => 0,
-    };
-    Position::decode(name, text, sub).map_err(|e| Error::corrupt(key, name, e.to_string()))
-}
-
-/// Decodes the values of [`FIELDS`], in order (`None`: absent); a field that does not decode
-/// is [`Error::Corrupt`] naming it.
-fn decode_fields(key: &LeaseKey, fields: &[Option<&str>; FIELDS.len()]) -> Result<Lease> {
-    let [
-        owner,
-        token,
-        deadline,
-        checkpoint,
-        checkpoint_sub,
-        pending,
-        pending_sub,
-        parents,
-        claim,
-        owner_switches,
-    ] = *fields;
-    let owner = owner.map(|v| parse_id(key, field::OWNER, v)).transpose()?;
-    let token = match token {
-        Some(v) => FencingToken(parse_u64(key, field::TOKEN, v)?),
-        None => return Err(Error::corrupt(key, field::TOKEN, "missing")),
-    };
-    let deadline = deadline
-        .map(|v| {
-            parse_u64(key, field::DEADLINE, v)
-                .map(|ms| SystemTime::UNIX_EPOCH + Duration::from_millis(ms))
-        })
-        .transpose()?;
-    let checkpoint = checkpoint
-        .map(|v| {
-            parse_position(
-                key,
-                field::CHECKPOINT,
-                field::CHECKPOINT_SUB,
-                v,
-                checkpoint_sub,
-            )
-        })
-        .transpose()?;
-    let pending_checkpoint = pending
-        .map(|v| parse_position(key, field::PENDING, field::PENDING_SUB, v, pending_sub))
-        .transpose()?;
-    let parents = match parents {
-        None | Some("") => Vec::new(),
-        Some(v) => v
-            .split(',')
-            .map(|p| {
-                ShardId::new(p).map_err(|e| Error::corrupt(key, field::PARENTS, e.to_string()))
-            })
-            .collect::<Result<Vec<_>>>()?,
-    };
-    let claim = claim.map(|v| parse_id(key, field::CLAIM, v)).transpose()?;
-    let owner_switches_since_checkpoint = match owner_switches {
-        Some(v) => parse_u64(key, field::OWNER_SWITCHES, v)?,
-        None => return Err(Error::corrupt(key, field::OWNER_SWITCHES, "missing")),
-    };
-    Ok(Lease {
-        key: key.clone(),
-        owner,
-        token,
-        deadline,
-        checkpoint,
-        pending_checkpoint,
-        parents,
-        claim,
-        owner_switches_since_checkpoint,
-    })
-}
-
-/// The script arguments of a position: text, sub, padded sequence (empty unless a sequence),
-/// padded sub.
-pub(crate) fn position_args(position: &Position) -> [String; 4] {
-    let padded = match position {
-        Position::Sequence { sequence, .. } => sequence.padded(),
-        _ => String::new(),
-    };
-    let sub = position.sub_sequence();
-    [
-        position.encode(),
-        sub.to_string(),
-        padded,
-        format!("{sub:020}"),
-    ]
-}
-
 /// Admin import, `rules::import_lease`: writes a whole record only where no key exists.
 /// KEYS: lease, index. ARGV: member, nonce, then the ten values of [`FIELDS`] in order (`''`
 /// for an absent field; `parents` is written even when empty, as `CREATE` writes it). Replies 1
 /// when it wrote, 0 when a record existed. Like [`CREATE`], the record keeps the call's nonce
 /// (`created_by`), so a retry of a call whose reply was lost still reports 1.
-pub(crate) static IMPORT: LazyLock<LuaScript> = LazyLock::new(|| {
-    script(
-        &[Record],
-        r#"
-if redis.call('EXISTS', KEYS[1]) == 1 then
-  if redis.call('HGET', KEYS[1], 'created_by') == ARGV[2] then return 1 end
-  return 0
-end
-for i = 1, 10 do
-  local value = ARGV[i + 2]
-  if value ~= '' or i == 8 then redis.call('HSET', KEYS[1], FIELDS[i], value) end
-end
-redis.call('HSET', KEYS[1], 'created_by', ARGV[2])
-redis.call('ZADD', KEYS[2], 0, ARGV[1])
-return 1
-"#,
-    )
-});
-
-/// The [`IMPORT`] values of `lease`, in [`FIELDS`] order (`''` for an absent field).
-pub(crate) fn import_values(lease: &Lease) -> [String; 10] {
-    let id = |w: &Option<WorkerId>| w.as_ref().map_or(String::new(), |w| w.to_string());
-    let position = |p: &Option<Position>| match p {
-        Some(p) => (p.encode(), p.sub_sequence().to_string()),
-        None => (String::new(), String::new()),
-    };
-    let (checkpoint, checkpoint_sub) = position(&lease.checkpoint);
-    let (pending, pending_sub) = position(&lease.pending_checkpoint);
-    let deadline = lease.deadline.map_or(String::new(), |d| {
-        d.duration_since(SystemTime::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_millis()
-            .to_string()
-    });
-    let parents: Vec<&str> = lease.parents.iter().map(ShardId::as_str).collect();
-    [
-        id(&lease.owner),
-        lease.token.0.to_string(),
-        deadline,
-        checkpoint,
-        checkpoint_sub,
-        pending,
-        pending_sub,
-        parents.join(","),
-        id(&lease.claim),
-        lease.owner_switches_since_checkpoint.to_string(),
-    ]
-}
+pub(crate) static IMPORT: LazyLock<LuaScript> =
+    LazyLock::new(|| script("import", &[Record], body("import")));
 
 #[cfg(test)]
 mod tests {
@@ -1197,17 +535,6 @@ mod tests {
 
     fn key() -> LeaseKey {
         LeaseKey::parse("s", "x").unwrap()
-    }
-
-    /// The record values in [`FIELDS`] order, as a script or `HMGET` replies with them.
-    fn values(pairs: &[(&str, &str)]) -> Vec<Value> {
-        FIELDS
-            .iter()
-            .map(|f| match pairs.iter().rev().find(|(name, _)| name == f) {
-                Some((_, v)) => Value::BulkString(v.as_bytes().to_vec()),
-                None => Value::Nil,
-            })
-            .collect()
     }
 
     #[test]
@@ -1245,135 +572,65 @@ mod tests {
     }
 
     #[test]
-    fn decodes_a_full_record() {
-        let lease = decode_values(
-            &key(),
-            &values(&[
-                ("owner", "w"),
-                ("token", "18446744073709551615"),
-                ("deadline", "1700000000123"),
-                ("checkpoint", "12345678901234567890123"),
-                ("checkpoint_sub", "7"),
-                ("pending", "SHARD_END"),
-                ("pending_sub", "0"),
-                ("parents", "a,b"),
-                ("claim", "c"),
-                ("owner_switches", "3"),
-            ]),
-        )
-        .unwrap();
-        assert_eq!(lease.token, FencingToken(u64::MAX));
-        assert_eq!(
-            lease.checkpoint,
-            Some(Position::sequence_with_sub("12345678901234567890123", 7).unwrap())
-        );
-        assert_eq!(lease.pending_checkpoint, Some(Position::ShardEnd));
-        assert_eq!(lease.parents.len(), 2);
-    }
-
-    #[test]
-    fn a_corrupt_field_is_named() {
-        let base = [("token", "1"), ("owner_switches", "0")];
-        let cases: &[(&str, &str, &str)] = &[
-            ("token", "abc", "token"),
-            ("token", "01", "token"),
-            ("token", "18446744073709551616", "token"),
-            ("owner", "a\tb", "owner"),
-            ("deadline", "-5", "deadline"),
-            ("checkpoint", "NOPE", "checkpoint"),
-            ("checkpoint_sub", "x", "checkpoint_sub"),
-            ("parents", "a,,b", "parents"),
-            ("claim", "", "claim"),
-            ("owner_switches", "1.5", "owner_switches"),
-        ];
-        for (name, value, expected) in cases {
-            let mut pairs: Vec<(&str, &str)> =
-                base.iter().filter(|(f, _)| f != name).copied().collect();
-            pairs.push((name, value));
-            if *name == "checkpoint_sub" {
-                pairs.push(("checkpoint", "5"));
-            }
-            let err = decode_values(&key(), &values(&pairs)).unwrap_err();
-            assert_eq!(err.field(), Some(*expected), "{name}={value}: {err}");
+    fn the_library_registers_every_operation_under_its_versioned_name() {
+        let name = LIBRARY_NAME.as_str();
+        assert!(name.starts_with("checkpoint_") && name.len() == "checkpoint_".len() + 16);
+        assert!(LIBRARY.starts_with(&format!("#!lua name={name}\n")));
+        assert!(!LIBRARY.contains("{name}"));
+        for (operation, body) in BODIES {
+            let register = format!(
+                "redis.register_function('{name}_{operation}', function(KEYS, ARGV)\n{body}end)"
+            );
+            assert!(
+                LIBRARY.contains(&register),
+                "{operation} is registered with its body"
+            );
         }
-        let err = decode_values(&key(), &values(&[("owner_switches", "0")])).unwrap_err();
-        assert_eq!(err.field(), Some("token"));
-    }
-
-    #[test]
-    fn replies_carry_the_record_positionally() {
-        let head = |status: &str| {
-            vec![
-                Value::SimpleString(status.to_owned()),
-                Value::BulkString(b"1700000000000".to_vec()),
-                Value::BulkString(Vec::new()),
-            ]
-        };
-        let reply = decode_reply(&key(), Value::Array(head("LOST"))).unwrap();
-        assert_eq!((reply.status, reply.lease), (Status::Lost, None));
-        let mut full = head("OK");
-        full.extend(values(&[
-            ("owner", "w"),
-            ("token", "3"),
-            ("owner_switches", "1"),
-        ]));
-        let lease = decode_reply(&key(), Value::Array(full))
-            .unwrap()
-            .lease
-            .unwrap();
-        assert_eq!(lease.token, FencingToken(3));
-        assert_eq!(lease.owner, Some(WorkerId::new("w").unwrap()));
-        assert_eq!((lease.checkpoint, lease.deadline), (None, None));
-        let mut short = head("OK");
-        short.push(Value::Nil);
-        assert!(decode_reply(&key(), Value::Array(short)).is_err());
-
         assert_eq!(
-            decode_hmget(&key(), Value::Array(vec![Value::Nil; FIELDS.len()])).unwrap(),
-            None
+            LIBRARY.matches("redis.register_function(").count(),
+            BODIES.len()
         );
-        let err = decode_hmget(&key(), Value::Array(values(&[("owner", "w")]))).unwrap_err();
-        assert_eq!(err.field(), Some("token"));
-    }
-
-    #[test]
-    fn renew_many_entries_decode_in_field_order() {
-        let keys = [
-            (LeaseKey::parse("s", "a").unwrap(), FencingToken(1)),
-            (LeaseKey::parse("s", "b").unwrap(), FencingToken(2)),
-        ];
-        let entry = |text: &str| Value::BulkString(text.as_bytes().to_vec());
-        let ok = "OK\nw\n1\n1700000000000\n42\n0\n\n\na,b\n\n0";
-        let reply = Value::Array(vec![entry("OK"), entry("1"), entry(ok), entry("LOST")]);
-        let mut outcome = RenewOutcome::default();
-        decode_renew_many(&keys, reply, &mut outcome).unwrap();
-        assert_eq!(outcome.lost, vec![keys[1].0.clone()]);
-        let lease = &outcome.renewed[0];
-        assert_eq!(lease.checkpoint, Some(Position::sequence("42").unwrap()));
-        assert_eq!(lease.parents.len(), 2);
-        assert_eq!(
-            (lease.pending_checkpoint.as_ref(), lease.claim.as_ref()),
-            (None, None)
-        );
-
-        for bad in ["OK\nw\n1", &format!("{ok}\nextra")] {
-            let reply = Value::Array(vec![entry("OK"), entry("1"), entry(bad), entry("LOST")]);
-            assert!(decode_renew_many(&keys, reply, &mut RenewOutcome::default()).is_err());
+        // Each helper is defined once, before the first function.
+        let first = LIBRARY.find("redis.register_function(").unwrap();
+        for helper in [
+            "local function now_ms",
+            "local function invalid",
+            "local function grant",
+            "local function regresses",
+        ] {
+            assert_eq!(LIBRARY.matches(helper).count(), 1, "{helper}");
+            assert!(LIBRARY.find(helper).unwrap() < first, "{helper}");
         }
-        let corrupt = Value::Array(vec![entry("CORRUPT"), entry("2"), entry("claim")]);
-        let err = decode_renew_many(&keys, corrupt, &mut RenewOutcome::default()).unwrap_err();
-        assert_eq!(err.field(), Some("claim"));
-        assert!(err.to_string().contains("s/b"), "{err}");
     }
 
     #[test]
-    fn position_args_pad_for_text_comparison() {
-        let [text, sub, padded, sub_padded] =
-            position_args(&Position::sequence_with_sub("0042", 9).unwrap());
-        assert_eq!((text.as_str(), sub.as_str()), ("42", "9"));
-        assert_eq!(padded.len(), 128);
-        assert_eq!(sub_padded, "00000000000000000009");
-        let [text, _, padded, _] = position_args(&Position::AtTimestamp(5));
-        assert_eq!((text.as_str(), padded.as_str()), ("AT_TIMESTAMP:5", ""));
+    fn every_script_calls_its_function_and_carries_only_its_pieces() {
+        let mut functions: Vec<&str> = all().iter().map(|s| s.function()).collect();
+        functions.push(IMPORT.function());
+        for (operation, _) in BODIES {
+            let function = format!("{}_{operation}", LIBRARY_NAME.as_str());
+            assert!(functions.contains(&function.as_str()), "{operation}");
+        }
+        assert!(RENEW.code().contains("local function now_ms"));
+        assert!(!RENEW.code().contains("local function regresses"));
+        assert!(!DELETE.code().contains("local function"));
+        assert_eq!(RENEW.hash(), Script::new(RENEW.code()).get_hash());
+    }
+
+    #[test]
+    fn script_modes_parse_from_their_url_names() {
+        for (text, mode) in [
+            ("auto", ScriptMode::Auto),
+            ("functions", ScriptMode::Functions),
+            ("scripts", ScriptMode::Scripts),
+        ] {
+            assert_eq!(ScriptMode::parse(text).unwrap(), mode);
+        }
+        for bad in ["", "eval", "Functions", "auto\0"] {
+            assert_eq!(
+                ScriptMode::parse(bad).unwrap_err().field(),
+                Some("script_mode")
+            );
+        }
     }
 }

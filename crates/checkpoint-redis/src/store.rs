@@ -1,7 +1,8 @@
 //! [`RedisStore`]: the [`Checkpointer`] and [`Membership`] implementations.
 //!
-//! Every conditional operation is one Lua script from [`crate::scripts`], sent by its SHA1
-//! (`EVALSHA`; sent again as `EVAL` on `NOSCRIPT`, see `connection.rs`). A script runs
+//! Every conditional operation is one Lua script from [`crate::scripts`], called as a function
+//! of the library (`FCALL`) or sent by its SHA1 (`EVALSHA`; `EVAL` on `NOSCRIPT`), see
+//! [`crate::ScriptMode`] and `connection.rs`. A script runs
 //! atomically on the server: it reads the record, reads the server clock (`TIME`), applies the
 //! transcription of the matching [`checkpoint_core::rules`] function and writes the record
 //! back, with no other command of any client in between. Reads that need no condition are single commands
@@ -9,6 +10,7 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -25,7 +27,8 @@ use redis::cluster_async::ClusterConnection;
 use crate::config::RedisConfig;
 use crate::connection::Connection;
 use crate::error::{STORE, from_redis};
-use crate::scripts::{self, KeyLayout, LuaScript, Reply, Status};
+use crate::reply::{self, Reply, Status};
+use crate::scripts::{self, KeyLayout, LuaScript, ScriptMode};
 
 /// The most leases one renew-many script renews: a larger batch is several scripts in one
 /// pipeline, so the single-threaded server serves other clients between them (about 3 ms of
@@ -67,6 +70,10 @@ pub struct RedisStore {
 struct Inner {
     config: RedisConfig,
     conn: Connection,
+    /// Whether calls go as `FCALL` of the function library (else as scripts): the
+    /// [`ScriptMode`] resolved at init, cleared if a server later answers that it has no
+    /// functions (see [`Connection::run_scripts`]).
+    functions: AtomicBool,
 }
 
 impl fmt::Debug for RedisStore {
@@ -107,14 +114,14 @@ fn nonce() -> String {
 fn record(reply: Reply) -> Result<Lease> {
     reply
         .lease
-        .ok_or_else(|| scripts::protocol_error("a successful reply without the record"))
+        .ok_or_else(|| reply::protocol_error("a successful reply without the record"))
 }
 
 /// Turns a `CORRUPT` or unknown status into its error.
 fn unexpected(key: &LeaseKey, reply: &Reply) -> Error {
     match reply.status {
-        Status::Corrupt => scripts::corrupt_field(key, &reply.detail),
-        other => scripts::protocol_error(format!("status {other:?} for {key}")),
+        Status::Corrupt => reply::corrupt_field(key, &reply.detail),
+        other => reply::protocol_error(format!("status {other:?} for {key}")),
     }
 }
 
@@ -219,7 +226,11 @@ impl RedisStore {
         let store = Self {
             keys: KeyLayout::new(config.prefix(), &app),
             app,
-            inner: Arc::new(Inner { config, conn }),
+            inner: Arc::new(Inner {
+                functions: AtomicBool::new(config.script_mode() != ScriptMode::Scripts),
+                config,
+                conn,
+            }),
             instance: InstanceId::random(),
         };
         store.init().await?;
@@ -251,6 +262,47 @@ impl RedisStore {
     /// The keys of this store's app.
     pub fn key_layout(&self) -> &KeyLayout {
         &self.keys
+    }
+
+    /// How this store sends its Lua now: [`ScriptMode::Functions`] or [`ScriptMode::Scripts`]
+    /// ([`RedisConfig::with_script_mode`]; `Auto` resolved at open by whether the server
+    /// accepted the function library).
+    pub fn script_mode(&self) -> ScriptMode {
+        if self.inner.functions.load(Ordering::Relaxed) {
+            ScriptMode::Functions
+        } else {
+            ScriptMode::Scripts
+        }
+    }
+
+    /// Loads the Lua the store will call: the function library (`FUNCTION LOAD`, on every
+    /// master of a cluster) unless the mode is [`ScriptMode::Scripts`] or, for
+    /// [`ScriptMode::Auto`], the server has no functions; otherwise every script
+    /// (`SCRIPT LOAD` in one pipeline, on the node owning the app's slot, so later calls go by
+    /// hash).
+    ///
+    /// Errors: a non-retryable [`Error::Backend`] when [`ScriptMode::Functions`] was asked of a
+    /// server without functions; the mapped redis error otherwise.
+    async fn load_lua(&self, meta_key: &str) -> Result<()> {
+        let backoff = self.inner.config.backoff();
+        let mode = self.inner.config.script_mode();
+        let functions = mode != ScriptMode::Scripts
+            && backoff.retry(|_| self.inner.conn.load_library()).await?;
+        if mode == ScriptMode::Functions && !functions {
+            return Err(Error::backend_message(
+                STORE,
+                false,
+                "script_mode=functions, but the server has no functions (Redis 7.0 or later) \
+                 or this user may not load them (FUNCTION LOAD); use script_mode=scripts",
+            ));
+        }
+        self.inner.functions.store(functions, Ordering::Relaxed);
+        if !functions {
+            backoff
+                .retry(|_| self.inner.conn.load_scripts(meta_key, scripts::all()))
+                .await?;
+        }
+        Ok(())
     }
 
     /// The server-side id (`CLIENT ID`) of the connection currently in use, for `CLIENT LIST`
@@ -305,7 +357,7 @@ impl RedisStore {
         let mut values = self.eval_pipelined(script, &[(keys, args)]).await?;
         values
             .pop()
-            .ok_or_else(|| scripts::protocol_error("no reply to a script"))
+            .ok_or_else(|| reply::protocol_error("no reply to a script"))
     }
 
     /// Runs one script several times in one pipeline (one round trip), once per `(keys, args)`
@@ -320,7 +372,11 @@ impl RedisStore {
         self.inner
             .config
             .backoff()
-            .retry(|_| self.inner.conn.run_scripts(script, calls, wait))
+            .retry(|_| {
+                self.inner
+                    .conn
+                    .run_scripts(script, calls, wait, &self.inner.functions)
+            })
             .await
     }
 
@@ -337,7 +393,7 @@ impl RedisStore {
             keys.push(self.keys.index());
         }
         let value = self.eval(script, &keys, &args).await?;
-        scripts::decode_reply(key, value)
+        reply::decode_reply(key, value)
     }
 }
 
@@ -353,27 +409,23 @@ impl LeaseManager for RedisStore {
             .with_multi_process(true)
     }
 
-    /// Loads every script (`SCRIPT LOAD`, so later calls go by hash) and checks the app's keys:
+    /// Loads the function library or every script (see [`RedisConfig::with_script_mode`]) and
+    /// checks the app's keys:
     /// each present key must have the type this layout gives it, and the meta hash's `layout`
     /// must be this version (written when absent). Anything else is
     /// [`Error::SchemaMismatch`] naming the key. Idempotent; concurrent calls are safe (one
     /// script, `HSETNX`).
     async fn init(&self) -> Result<()> {
-        // Every `SCRIPT LOAD` in one pipeline, on the node owning the app's slot.
         let keys = [self.keys.meta(), self.keys.index(), self.keys.workers()];
-        self.inner
-            .config
-            .backoff()
-            .retry(|_| self.inner.conn.load_scripts(&keys[0], scripts::all()))
-            .await?;
-        let reply = scripts::items(
+        self.load_lua(&keys[0]).await?;
+        let reply = reply::items(
             self.eval(&scripts::INIT, &keys, &[scripts::LAYOUT_VERSION.to_owned()])
                 .await?,
         )?;
-        let status = reply.first().map(scripts::text).transpose()?;
+        let status = reply.first().map(reply::text).transpose()?;
         let detail = reply
             .get(1)
-            .map(scripts::text)
+            .map(reply::text)
             .transpose()?
             .unwrap_or_default();
         match status.as_deref() {
@@ -382,7 +434,7 @@ impl LeaseManager for RedisStore {
                 store: STORE,
                 detail,
             }),
-            other => Err(scripts::protocol_error(format!("init status {other:?}"))),
+            other => Err(reply::protocol_error(format!("init status {other:?}"))),
         }
     }
 
@@ -416,7 +468,7 @@ impl LeaseManager for RedisStore {
         match self.eval(&scripts::CREATE, &keys, &args).await? {
             Value::Int(1) => Ok(true),
             Value::Int(0) => Ok(false),
-            other => Err(scripts::protocol_error(format!("create replied {other:?}"))),
+            other => Err(reply::protocol_error(format!("create replied {other:?}"))),
         }
     }
 
@@ -443,14 +495,14 @@ impl LeaseManager for RedisStore {
             Status::Held => {
                 let now = reply
                     .now
-                    .ok_or_else(|| scripts::protocol_error("HELD without the server time"))?;
+                    .ok_or_else(|| reply::protocol_error("HELD without the server time"))?;
                 let lease = record(reply)?;
                 // A free lease reserved for its claimant is held for everyone else.
                 let holder = lease
                     .owner
                     .clone()
                     .or_else(|| lease.claim.clone())
-                    .ok_or_else(|| scripts::protocol_error("HELD without an owner"))?;
+                    .ok_or_else(|| reply::protocol_error("HELD without an owner"))?;
                 Err(Error::LeaseHeld {
                     key: key.clone(),
                     holder,
@@ -520,7 +572,7 @@ impl LeaseManager for RedisStore {
         };
         let mut outcome = RenewOutcome::default();
         for (chunk, value) in chunks.iter().zip(values) {
-            scripts::decode_renew_many(chunk, value, &mut outcome)?;
+            reply::decode_renew_many(chunk, value, &mut outcome)?;
         }
         outcome.renewed.sort_by(|a, b| a.key.cmp(&b.key));
         outcome.lost.sort();
@@ -618,7 +670,7 @@ impl LeaseManager for RedisStore {
                     .retry(|_| self.inner.conn.hmget_all(&lease_keys, &scripts::FIELDS))
                     .await?;
                 for (key, value) in keys.iter().zip(values) {
-                    if let Some(lease) = scripts::decode_hmget(key, value)? {
+                    if let Some(lease) = reply::decode_hmget(key, value)? {
                         leases.push(lease);
                     }
                 }
@@ -727,11 +779,11 @@ impl LeaseManager for RedisStore {
         }
         let keys = [self.keys.lease(&record.key), self.keys.index()];
         let mut args = vec![KeyLayout::member(&record.key), nonce()];
-        args.extend(scripts::import_values(record));
+        args.extend(reply::import_values(record));
         match self.eval(&scripts::IMPORT, &keys, &args).await? {
             Value::Int(1) => Ok(true),
             Value::Int(0) => Ok(false),
-            other => Err(scripts::protocol_error(format!("import replied {other:?}"))),
+            other => Err(reply::protocol_error(format!("import replied {other:?}"))),
         }
     }
 }
@@ -778,7 +830,7 @@ impl Checkpointer for RedisStore {
                     .clone()
             })
             .await?;
-        scripts::decode_hmget(key, value)
+        reply::decode_hmget(key, value)
     }
 
     /// Admin reset, one script (`rules::reset_checkpoint`): the one write that may move a
@@ -808,7 +860,7 @@ impl RedisStore {
         position: &Position,
         mode: &str,
     ) -> Result<Lease> {
-        let [text, sub, padded, sub_padded] = scripts::position_args(position);
+        let [text, sub, padded, sub_padded] = reply::position_args(position);
         let args = vec![
             worker.to_string(),
             token.0.to_string(),
@@ -826,7 +878,7 @@ impl RedisStore {
             Status::Lost => Err(lost(key, worker, token)),
             Status::Regression => {
                 let stored = record(reply)?.checkpoint.ok_or_else(|| {
-                    scripts::protocol_error("REGRESSION without a stored checkpoint")
+                    reply::protocol_error("REGRESSION without a stored checkpoint")
                 })?;
                 Err(Error::CheckpointRegression {
                     key: key.clone(),
@@ -855,9 +907,7 @@ impl Membership for RedisStore {
         match self.eval(&scripts::REGISTER, &keys, &args).await? {
             Value::Int(1) => Ok(()),
             Value::Int(0) => Err(Error::worker_id_in_use(worker)),
-            other => Err(scripts::protocol_error(format!(
-                "register replied {other:?}"
-            ))),
+            other => Err(reply::protocol_error(format!("register replied {other:?}"))),
         }
     }
 
@@ -876,7 +926,7 @@ impl Membership for RedisStore {
             Value::Int(1) => Ok(()),
             Value::Int(0) => Err(Error::worker_not_found(worker)),
             Value::Int(2) => Err(Error::worker_id_in_use(worker)),
-            other => Err(scripts::protocol_error(format!(
+            other => Err(reply::protocol_error(format!(
                 "heartbeat replied {other:?}"
             ))),
         }
@@ -887,10 +937,10 @@ impl Membership for RedisStore {
         let value = self
             .eval(&scripts::LIVE_WORKERS, &[self.keys.workers()], &[])
             .await?;
-        let mut workers = scripts::items(value)?
+        let mut workers = reply::items(value)?
             .iter()
             .map(|v| {
-                let id = scripts::text(v)?;
+                let id = reply::text(v)?;
                 WorkerId::new(id.as_str())
                     .map_err(|e| Error::corrupt(&id, scripts::field::WORKER, e.to_string()))
             })
@@ -919,9 +969,10 @@ impl Membership for RedisStore {
             )
             .await?
         {
-            Value::Int(n) => usize::try_from(n)
-                .map_err(|_| scripts::protocol_error(format!("prune replied {n}"))),
-            other => Err(scripts::protocol_error(format!("prune replied {other:?}"))),
+            Value::Int(n) => {
+                usize::try_from(n).map_err(|_| reply::protocol_error(format!("prune replied {n}")))
+            }
+            other => Err(reply::protocol_error(format!("prune replied {other:?}"))),
         }
     }
 }

@@ -299,7 +299,10 @@ async fn a_lost_reply_without_retries_is_a_retryable_error() {
 /// Scripts are called by hash; after the server forgot them (`SCRIPT FLUSH`, as after a restart)
 /// the `NOSCRIPT` reply makes the store load the script again and the operation succeeds.
 async fn scripts_are_reloaded_after_noscript() {
-    let Some(store) = common::open(common::config(), random_app("noscript")).await else {
+    // Scripts mode: the function library (the default on this server) has no script cache
+    // to flush; `tests/functions.rs` covers a flushed library.
+    let config = common::config().with_script_mode(checkpoint_redis::ScriptMode::Scripts);
+    let Some(store) = common::open(config, random_app("noscript")).await else {
         return;
     };
     let a = WorkerId::new("a").unwrap();

@@ -1,0 +1,76 @@
+-- v[1] owner, v[2] token, v[3] deadline, v[4] checkpoint, v[5] checkpoint_sub, v[6] pending,
+-- v[7] pending_sub, v[8] parents, v[9] claim, v[10] owner_switches; false: absent.
+local U64_MAX = '18446744073709551615'
+
+-- A canonical decimal u64: digits, no leading zero, at most u64::MAX.
+local function is_u64(s)
+  return s and #s >= 1 and #s <= 20 and string.find(s, '^%d+$') ~= nil
+    and (#s == 1 or string.byte(s, 1) ~= 48) and (#s < 20 or s <= U64_MAX)
+end
+
+local function is_id(s)
+  return #s >= 1 and #s <= 256 and string.find(s, '^[%w_%.%-]+$') ~= nil
+end
+
+-- A worker id (owner, claim): 1 to 256 bytes without control characters (C0 and DEL, or C1
+-- encoded as UTF-8 \194\128 to \194\159), as WorkerId::new accepts.
+local function is_worker(s)
+  return #s >= 1 and #s <= 256 and string.find(s, '%c') == nil and string.find(s, '\194[\128-\159]') == nil
+end
+
+-- What Position::decode accepts, with the sub-sequence already known to be a u64.
+local function is_position(p, sub)
+  if p == 'TRIM_HORIZON' or p == 'LATEST' or p == 'SHARD_END' then return sub == '0' end
+  local ts = string.match(p, '^AT_TIMESTAMP:%+?(%d+)$')
+  if ts then
+    ts = string.gsub(ts, '^0+', '')
+    return sub == '0' and (#ts < 20 or (#ts == 20 and ts <= U64_MAX))
+  end
+  return #p >= 1 and #p <= 128 and string.find(p, '^%d+$') ~= nil
+end
+
+-- The first field of record v that the client could not decode, or nil.
+local function invalid(v)
+  if v[1] and not is_worker(v[1]) then return 'owner' end
+  if not is_u64(v[2]) then return 'token' end
+  if v[3] and not is_u64(v[3]) then return 'deadline' end
+  if v[4] then
+    if v[5] and not is_u64(v[5]) then return 'checkpoint_sub' end
+    if not is_position(v[4], v[5] or '0') then return 'checkpoint' end
+  end
+  if v[6] then
+    if v[7] and not is_u64(v[7]) then return 'pending_sub' end
+    if not is_position(v[6], v[7] or '0') then return 'pending' end
+  end
+  if v[8] and v[8] ~= '' then
+    for piece in string.gmatch(v[8] .. ',', '([^,]*),') do
+      if not is_id(piece) then return 'parents' end
+    end
+  end
+  if v[9] and not is_worker(v[9]) then return 'claim' end
+  if not is_u64(v[10]) then return 'owner_switches' end
+  return nil
+end
+
+-- The record of key, or nil when the key does not exist. A hash holding none of the known
+-- fields (only possible by hand) is a record of absent fields, which fails validation.
+local function read(key)
+  local v = redis.call('HMGET', key, unpack(FIELDS))
+  for i = 1, 10 do
+    if v[i] then return v end
+  end
+  if redis.call('EXISTS', key) == 1 then return v end
+  return nil
+end
+
+local function held_by(v, worker, token)
+  return v[1] == worker and v[2] == token
+end
+
+-- [status, now, detail] and, when there is a record, its ten values (false is sent as nil).
+-- `now` is the server clock the script judged by, as text, or '' for a script that does not
+-- read the clock.
+local function reply(status, now, detail, v)
+  if v == nil then return {status, now, detail} end
+  return {status, now, detail, v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9], v[10]}
+end
