@@ -81,27 +81,30 @@ fn millis(ms: &str) -> Result<SystemTime> {
     Ok(SystemTime::UNIX_EPOCH + Duration::from_millis(ms))
 }
 
-/// Decodes `[status, now, detail]` or `[status, now, detail, value × FIELDS]`.
+/// Decodes `[status, now, detail]` (no record) or `[value × FIELDS, status, now, detail]` (the
+/// record, then the verdict: the script appends the verdict to the record it read). `now` is
+/// the server clock in milliseconds, an integer, or empty from a script that reads no clock.
 pub(crate) fn decode_reply(key: &LeaseKey, value: Value) -> Result<Reply> {
     let items = items(value)?;
-    if items.len() != 3 && items.len() != 3 + FIELDS.len() {
-        return Err(protocol_error(format!(
-            "{} items, expected 3 or {}",
-            items.len(),
-            3 + FIELDS.len()
-        )));
-    }
-    let status = status(&text(&items[0])?)?;
-    let now = match text(&items[1])?.as_str() {
+    let (record, verdict) = match items.len() {
+        3 => (None, &items[..]),
+        n if n == FIELDS.len() + 3 => (Some(&items[..FIELDS.len()]), &items[FIELDS.len()..]),
+        n => {
+            return Err(protocol_error(format!(
+                "{n} items, expected 3 or {}",
+                FIELDS.len() + 3
+            )));
+        }
+    };
+    let status = status(&text(&verdict[0])?)?;
+    let now = match text(&verdict[1])?.as_str() {
         "" => None,
         ms => Some(millis(ms)?),
     };
-    let detail = text(&items[2])?;
-    let lease = if items.len() > 3 {
-        Some(decode_values(key, &items[3..])?)
-    } else {
-        None
-    };
+    let detail = text(&verdict[2])?;
+    let lease = record
+        .map(|values| decode_values(key, values))
+        .transpose()?;
     Ok(Reply {
         status,
         now,
@@ -323,20 +326,11 @@ fn decode_fields(key: &LeaseKey, fields: &[Option<&str>; FIELDS.len()]) -> Resul
     })
 }
 
-/// The script arguments of a position: text, sub, padded sequence (empty unless a sequence),
-/// padded sub.
-pub(crate) fn position_args(position: &Position) -> [String; 4] {
-    let padded = match position {
-        Position::Sequence { sequence, .. } => sequence.padded(),
-        _ => String::new(),
-    };
-    let sub = position.sub_sequence();
-    [
-        position.encode(),
-        sub.to_string(),
-        padded,
-        format!("{sub:020}"),
-    ]
+/// The script arguments of a position: its text ([`Position::encode`], a sequence number
+/// without leading zeros) and its sub-sequence in decimal, the forms the Lua progress check
+/// compares (`src/lua/progress.lua`: by length, then as text).
+pub(crate) fn position_args(position: &Position) -> [String; 2] {
+    [position.encode(), position.sub_sequence().to_string()]
 }
 
 /// The [`IMPORT`](crate::scripts::IMPORT) values of `lease`, in [`FIELDS`] order (`''` for an absent field).
@@ -446,21 +440,21 @@ mod tests {
 
     #[test]
     fn replies_carry_the_record_positionally() {
-        let head = |status: &str| {
+        let verdict = |status: &str| {
             vec![
                 Value::SimpleString(status.to_owned()),
-                Value::BulkString(b"1700000000000".to_vec()),
+                Value::Int(1_700_000_000_000),
                 Value::BulkString(Vec::new()),
             ]
         };
-        let reply = decode_reply(&key(), Value::Array(head("LOST"))).unwrap();
+        let reply = decode_reply(&key(), Value::Array(verdict("LOST"))).unwrap();
         assert_eq!((reply.status, reply.lease), (Status::Lost, None));
-        let mut full = head("OK");
-        full.extend(values(&[
-            ("owner", "w"),
-            ("token", "3"),
-            ("owner_switches", "1"),
-        ]));
+        assert_eq!(
+            reply.now,
+            Some(SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_000))
+        );
+        let mut full = values(&[("owner", "w"), ("token", "3"), ("owner_switches", "1")]);
+        full.extend(verdict("OK"));
         let lease = decode_reply(&key(), Value::Array(full))
             .unwrap()
             .lease
@@ -468,7 +462,13 @@ mod tests {
         assert_eq!(lease.token, FencingToken(3));
         assert_eq!(lease.owner, Some(WorkerId::new("w").unwrap()));
         assert_eq!((lease.checkpoint, lease.deadline), (None, None));
-        let mut short = head("OK");
+        let mut clockless = verdict("OK");
+        clockless[1] = Value::BulkString(Vec::new());
+        assert_eq!(
+            decode_reply(&key(), Value::Array(clockless)).unwrap().now,
+            None
+        );
+        let mut short = verdict("OK");
         short.push(Value::Nil);
         assert!(decode_reply(&key(), Value::Array(short)).is_err());
 
@@ -511,13 +511,10 @@ mod tests {
     }
 
     #[test]
-    fn position_args_pad_for_text_comparison() {
-        let [text, sub, padded, sub_padded] =
-            position_args(&Position::sequence_with_sub("0042", 9).unwrap());
+    fn position_args_are_canonical_decimal_text() {
+        let [text, sub] = position_args(&Position::sequence_with_sub("0042", 9).unwrap());
         assert_eq!((text.as_str(), sub.as_str()), ("42", "9"));
-        assert_eq!(padded.len(), 128);
-        assert_eq!(sub_padded, "00000000000000000009");
-        let [text, _, padded, _] = position_args(&Position::AtTimestamp(5));
-        assert_eq!((text.as_str(), padded.as_str()), ("AT_TIMESTAMP:5", ""));
+        let [text, sub] = position_args(&Position::AtTimestamp(5));
+        assert_eq!((text.as_str(), sub.as_str()), ("AT_TIMESTAMP:5", "0"));
     }
 }

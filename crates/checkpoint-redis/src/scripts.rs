@@ -30,17 +30,19 @@
 //!
 //! Lua numbers are doubles, so no u64 is ever computed as a number: tokens and counters are
 //! incremented as decimal strings (saturating at `u64::MAX` like [`FencingToken::next`](checkpoint_core::FencingToken::next)),
-//! sequence numbers are compared as their 128-digit zero-padded form
-//! ([`SequenceNumber::padded`](checkpoint_core::SequenceNumber::padded)) and sub-sequences as
-//! 20-digit zero-padded strings. Only milliseconds of server time (below 2^53) are numbers.
+//! sequence numbers and sub-sequences are compared as decimal text without leading zeros (the
+//! shorter is smaller, equal lengths compare as text). Only milliseconds of server time (below
+//! 2^53) are numbers.
 //!
 //! # Replies
 //!
-//! A lease script replies `[status, server_now_ms, detail]` (`server_now_ms` empty from a script
-//! that does not read the clock), followed, when there is a record,
-//! by the values of the stored fields in `FIELDS` order (nil for an absent field): the status (`OK`, `HELD`,
-//! `LOST`, `CHANGED`, `REGRESSION`, `NOTFOUND`, `CORRUPT`), the server clock it judged by, the
-//! offending field for `CORRUPT`, and the record as it stands after the operation. Every script
+//! A lease script replies `[status, server_now_ms, detail]` when there is no record, and
+//! otherwise the values of the stored fields in `FIELDS` order (nil for an absent field)
+//! followed by the same three: the status (`OK`, `HELD`, `LOST`, `CHANGED`, `REGRESSION`,
+//! `NOTFOUND`, `CORRUPT`), the server clock it judged by (milliseconds, an integer; empty from a
+//! script that does not read the clock), and the offending field for `CORRUPT`. The record is
+//! the one as it stands after the operation; the verdict is appended to the very table `HMGET`
+//! returned, so a reply builds no second table and formats no number as text. Every script
 //! reads the record with one `HMGET` of those fields and validates all of them before it writes
 //! anything, so a hand-edited record is reported as corrupt and never written by an operation.
 //!
@@ -301,9 +303,9 @@ const RECORD: &str = include_str!("lua/record.lua");
 /// a number) and the grant of `rules::grant`.
 const GRANT: &str = include_str!("lua/grant.lua");
 
-/// `rules::check_progress`: sequence numbers compared as their 128-digit zero-padded form
-/// ([`SequenceNumber::padded`](checkpoint_core::SequenceNumber::padded)) and sub-sequences as
-/// 20-digit zero-padded strings, so text order is numeric order.
+/// `rules::check_progress`: sequence numbers and sub-sequences compared as decimal text without
+/// leading zeros, by length and then as text, which is numeric order without building a padded
+/// copy of either.
 const PROGRESS: &str = include_str!("lua/progress.lua");
 
 /// The `FIELDS` table of the Lua record helpers, from [`FIELDS`], then [`RECORD`].
@@ -440,8 +442,8 @@ pub(crate) static RENEW_MANY: LazyLock<LuaScript> =
     LazyLock::new(|| script("renew_many", &[Clock, Record], body("renew_many")));
 
 /// Operations 5 and 14, `rules::checkpoint` / `rules::prepare_checkpoint`.
-/// KEYS: lease. ARGV: worker, token, mode (`commit` | `prepare`), text, sub, padded sequence
-/// (empty unless a sequence), padded sub.
+/// KEYS: lease. ARGV: worker, token, mode (`commit` | `prepare`), text, sub (as
+/// `reply::position_args` gives them).
 pub(crate) static CHECKPOINT: LazyLock<LuaScript> =
     LazyLock::new(|| script("checkpoint", &[Record, Progress], body("checkpoint")));
 

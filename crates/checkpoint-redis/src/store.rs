@@ -792,8 +792,9 @@ impl LeaseManager for RedisStore {
 impl Checkpointer for RedisStore {
     /// Operation 5, one script (`rules::checkpoint`): writes only if owner and token match
     /// (fencing) and the position is not behind the stored one (monotonic positions; sequence
-    /// numbers compared as 128-digit zero-padded text, so numerically). Repeating an equal
-    /// checkpoint is accepted, which is what makes a retry after a lost reply safe.
+    /// numbers compared as decimal text without leading zeros, by length then as text, so
+    /// numerically). Repeating an equal checkpoint is accepted, which is what makes a retry
+    /// after a lost reply safe.
     async fn checkpoint_sequence(
         &self,
         key: &LeaseKey,
@@ -860,15 +861,13 @@ impl RedisStore {
         position: &Position,
         mode: &str,
     ) -> Result<Lease> {
-        let [text, sub, padded, sub_padded] = reply::position_args(position);
+        let [text, sub] = reply::position_args(position);
         let args = vec![
             worker.to_string(),
             token.0.to_string(),
             mode.to_owned(),
             text,
             sub,
-            padded,
-            sub_padded,
         ];
         let reply = self
             .lease_script(&scripts::CHECKPOINT, key, false, args)

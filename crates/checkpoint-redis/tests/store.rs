@@ -298,18 +298,37 @@ async fn a_corrupt_field_is_reported_and_never_overwritten() {
     let bad_lease = store.get_lease(&bad, &w, long()).await.unwrap();
     let bad_key = store.key_layout().lease(&bad);
 
+    let long_sequence = "1".repeat(129);
+    let long_parent = "p".repeat(257);
+    // Each kind of fault, and the values at the edge of the scripts' fast check of the usual
+    // record shape (`usual` in src/lua/record.lua): a space inside a number, a leading zero, a
+    // C1 control character in a worker id (byte 194 then 128 to 159), too many digits.
     for (field, value) in [
         ("token", "abc"),
         ("token", "-1"),
         ("token", "18446744073709551616"),
+        ("token", "0123"),
+        ("token", "1 2"),
+        ("token", ""),
         ("owner", "a\nb"),
+        ("owner", "w\u{85}"),
+        ("owner", ""),
         ("deadline", "soon"),
+        ("deadline", "1 2"),
+        ("deadline", "00"),
         ("checkpoint", "NOPE"),
         ("checkpoint", "AT_TIMESTAMP:x"),
+        ("checkpoint", ""),
+        ("checkpoint", long_sequence.as_str()),
         ("checkpoint_sub", "1.5"),
+        ("checkpoint_sub", "01"),
         ("parents", "a,,b"),
+        ("parents", "a,"),
+        ("parents", long_parent.as_str()),
         ("claim", "x\u{7f}"),
+        ("claim", "x\u{9f}"),
         ("owner_switches", ""),
+        ("owner_switches", "099"),
     ] {
         hset(&mut admin, &bad_key, "checkpoint", "5").await;
         hset(&mut admin, &bad_key, field, value).await;
@@ -422,6 +441,66 @@ async fn a_corrupt_field_is_reported_and_never_overwritten() {
         .await
         .unwrap();
     assert_corrupt(store.live_workers().await, "worker", "worker member");
+}
+
+/// Valid records outside the usual shape the scripts check fastest (`usual` in
+/// src/lua/record.lua) are still accepted by every script, field by field: keyword and
+/// timestamp checkpoints, a stored sequence number with leading zeros (compared by its value),
+/// two parents, a 20-digit token, and worker ids with characters U+0080 to U+00BF (byte 194).
+async fn valid_records_outside_the_usual_shape_are_accepted() {
+    let Some(store) = common::open(common::config(), random_app("unusual")).await else {
+        return;
+    };
+    let mut admin = common::admin().await;
+    let w = WorkerId::new("w\u{a9}").unwrap();
+    let key = LeaseKey::parse("s", "x").unwrap();
+    let lease = store.get_lease(&key, &w, long()).await.unwrap();
+    let redis_key = store.key_layout().lease(&key);
+    let seq = |s: &str| Position::sequence(s).unwrap();
+    for (field, value) in [
+        ("checkpoint", "TRIM_HORIZON"),
+        ("checkpoint", "AT_TIMESTAMP:1700000000000"),
+        ("parents", "a,b.c"),
+        ("claim", "c\u{bf}"),
+        ("checkpoint", "0000042"),
+    ] {
+        hset(&mut admin, &redis_key, field, value).await;
+        let what = format!("{field}={value:?}");
+        let stored = store.fetch_checkpoint(&key).await.unwrap().unwrap();
+        let renewed = store.renew(&key, &w, lease.token, long()).await;
+        assert!(renewed.is_ok(), "renew with {what}: {renewed:?}");
+        let taken = store.get_lease(&key, &w, long()).await;
+        assert_eq!(taken.map(|l| l.token).ok(), Some(lease.token), "{what}");
+        assert_eq!(stored.owner.as_ref(), Some(&w), "{what}");
+    }
+    // The stored 0000042 is 42: 41 is behind it, 42 repeats it, 43 moves on.
+    let behind = store
+        .checkpoint_sequence(&key, &w, lease.token, &seq("41"))
+        .await;
+    assert!(
+        matches!(behind, Err(Error::CheckpointRegression { .. })),
+        "41 after a stored 0000042: {behind:?}"
+    );
+    store
+        .checkpoint_sequence(&key, &w, lease.token, &seq("42"))
+        .await
+        .expect("42 repeats the stored 0000042");
+    let moved = store
+        .checkpoint_sequence(&key, &w, lease.token, &seq("43"))
+        .await
+        .expect("43 after 42");
+    assert_eq!(moved.checkpoint, Some(seq("43")));
+    // A 20-digit token (at most u64::MAX) decodes and fences like any other.
+    hset(&mut admin, &redis_key, "token", "18446744073709551615").await;
+    let stored = store.fetch_checkpoint(&key).await.unwrap().unwrap();
+    assert_eq!(stored.token.0, u64::MAX);
+    let renewed = store.renew(&key, &w, stored.token, long()).await;
+    assert!(renewed.is_ok(), "renew with a 20-digit token: {renewed:?}");
+    let stale = store.renew(&key, &w, lease.token, long()).await;
+    assert!(
+        matches!(stale, Err(Error::LeaseLost { .. })),
+        "the old token is fenced: {stale:?}"
+    );
 }
 
 /// An existing key of the wrong type, or a meta hash from another layout version, is a schema
@@ -602,5 +681,5 @@ async fn wait_for_missing_replicas_is_a_retryable_shortfall() {
 
 checkpoint_test_support::server_tests! {
     backend: checkpoint_test_support::Backend::Redis,
-    tests: [key_layout_shares_the_app_hash_tag_and_uses_the_server_clock, listing_uses_the_index_never_keys_or_scan, passwords_are_redacted, a_corrupt_field_is_reported_and_never_overwritten, an_incompatible_layout_is_a_schema_mismatch, renew_many_across_chunks, wait_for_missing_replicas_is_a_retryable_shortfall],
+    tests: [key_layout_shares_the_app_hash_tag_and_uses_the_server_clock, listing_uses_the_index_never_keys_or_scan, passwords_are_redacted, a_corrupt_field_is_reported_and_never_overwritten, valid_records_outside_the_usual_shape_are_accepted, an_incompatible_layout_is_a_schema_mismatch, renew_many_across_chunks, wait_for_missing_replicas_is_a_retryable_shortfall],
 }

@@ -3,7 +3,7 @@ if v == nil then return reply('LOST', '', '', nil) end
 local bad = invalid(v)
 if bad then return reply('CORRUPT', '', bad, nil) end
 if not held_by(v, ARGV[1], ARGV[2]) then return reply('LOST', '', '', v) end
-if regresses(v[4], v[5], ARGV[4], ARGV[6], ARGV[7]) then return reply('REGRESSION', '', '', v) end
+if regresses(v[4], v[5], ARGV[4], ARGV[5]) then return reply('REGRESSION', '', '', v) end
 if ARGV[3] == 'commit' then
   v[4] = ARGV[4]
   v[5] = ARGV[5]

@@ -29,8 +29,8 @@ local function is_position(p, sub)
   return #p >= 1 and #p <= 128 and string.find(p, '^%d+$') ~= nil
 end
 
--- The first field of record v that the client could not decode, or nil.
-local function invalid(v)
+-- The first field of record v that the client could not decode, or nil, checked field by field.
+local function first_invalid(v)
   if v[1] and not is_worker(v[1]) then return 'owner' end
   if not is_u64(v[2]) then return 'token' end
   if v[3] and not is_u64(v[3]) then return 'deadline' end
@@ -52,6 +52,47 @@ local function invalid(v)
   return nil
 end
 
+-- A worker id (owner, claim) with no control character and no byte 194 at all: what is_worker
+-- accepts, and stricter (it lets through the characters U+0080 to U+00BF, which start with
+-- byte 194).
+local function plain_worker(s)
+  return #s >= 1 and #s <= 256 and not string.find(s, '[%c\194]')
+end
+
+-- True for a record in the shape this crate writes for a sequence-number checkpoint: decimal
+-- u64 fields of 1 to 19 digits without a leading zero (so below u64::MAX), positions absent or
+-- 1 to 128 digits, plain worker ids, at most one parent. Everything it accepts,
+-- first_invalid accepts; it costs five pattern matches where first_invalid needs about ten
+-- (counted with callgrind: a pattern match is a C call of a few thousand instructions).
+-- false: the record may still be valid (a TRIM_HORIZON checkpoint, two parents, a worker id
+-- with U+0080 to U+00BF), and first_invalid decides.
+local function usual(v)
+  local token, deadline, cp_sub, pd_sub, switches = v[2], v[3] or '0', v[5] or '0', v[7] or '0', v[10]
+  if not token or not switches or #token > 19 or #deadline > 19 or #cp_sub > 19 or #pd_sub > 19
+      or #switches > 19 then
+    return false
+  end
+  local numbers = ' ' .. token .. ' ' .. deadline .. ' ' .. cp_sub .. ' ' .. pd_sub .. ' ' .. switches
+  if not string.find(numbers, '^ %d+ %d+ %d+ %d+ %d+$') or string.find(numbers, ' 0%d') then
+    return false
+  end
+  local cp, pd, parents = v[4], v[6], v[8]
+  if cp and (#cp > 128 or not string.find(cp, '^%d+$')) then return false end
+  if pd and (#pd > 128 or not string.find(pd, '^%d+$')) then return false end
+  if parents and parents ~= '' and (#parents > 256 or not string.find(parents, '^[%w_%.%-]+$')) then
+    return false
+  end
+  if v[1] and not plain_worker(v[1]) then return false end
+  if v[9] and not plain_worker(v[9]) then return false end
+  return true
+end
+
+-- The first field of record v that the client could not decode, or nil.
+local function invalid(v)
+  if usual(v) then return nil end
+  return first_invalid(v)
+end
+
 -- The record of key, or nil when the key does not exist. A hash holding none of the known
 -- fields (only possible by hand) is a record of absent fields, which fails validation.
 local function read(key)
@@ -67,10 +108,14 @@ local function held_by(v, worker, token)
   return v[1] == worker and v[2] == token
 end
 
--- [status, now, detail] and, when there is a record, its ten values (false is sent as nil).
--- `now` is the server clock the script judged by, as text, or '' for a script that does not
--- read the clock.
+-- [status, now, detail], or when there is a record its ten values (false is sent as nil)
+-- followed by [status, now, detail]: appended to v itself, so no second table is built. `now`
+-- is the server clock the script judged by, in milliseconds, as a number (sent as an integer,
+-- never formatted as text here), or '' for a script that does not read the clock.
 local function reply(status, now, detail, v)
   if v == nil then return {status, now, detail} end
-  return {status, now, detail, v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9], v[10]}
+  v[11] = status
+  v[12] = now
+  v[13] = detail
+  return v
 end

@@ -9,7 +9,7 @@ for i, key in ipairs(KEYS) do
   end
   records[i] = v or false
 end
-local out = {'OK', fmt(now)}
+local out = {'OK', now}
 for i, key in ipairs(KEYS) do
   local v = records[i]
   if v and held_by(v, ARGV[1], ARGV[2 + i]) then
