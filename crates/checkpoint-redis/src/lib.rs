@@ -195,9 +195,11 @@
 //! application already has (its address, credentials, TLS and timeouts), with this crate's key
 //! prefix and backoff from a [`RedisConfig`].
 
+mod checkpoints;
 mod config;
 mod connection;
 mod error;
+mod membership;
 mod reply;
 pub mod scripts;
 mod store;

@@ -1,4 +1,5 @@
-//! [`RedisStore`]: the [`Checkpointer`] and [`Membership`] implementations.
+//! [`RedisStore`] and its [`LeaseManager`] implementation ([`checkpoint_core::Checkpointer`] is in
+//! `checkpoints.rs`, [`checkpoint_core::Membership`] in `membership.rs`).
 //!
 //! Every conditional operation is one Lua script from [`crate::scripts`], called as a function
 //! of the library (`FCALL`) or sent by its SHA1 (`EVALSHA`; `EVAL` on `NOSCRIPT`), see
@@ -16,9 +17,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use checkpoint_core::Listing;
 use checkpoint_core::{
-    AppName, BatchMode, Capabilities, Checkpointer, ClockSource, Durability, Error, FencingToken,
-    HeartbeatTtl, InstanceId, Lease, LeaseDuration, LeaseKey, LeaseManager, Membership, Position,
-    RenewOutcome, Result, ShardId, StreamName, WorkerId, rules,
+    AppName, BatchMode, Capabilities, ClockSource, Durability, Error, FencingToken, InstanceId,
+    Lease, LeaseDuration, LeaseKey, LeaseManager, Position, RenewOutcome, Result, ShardId,
+    StreamName, WorkerId, rules,
 };
 use redis::Value;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -60,14 +61,14 @@ const SCAN_COUNT: usize = 1_000;
 /// ```
 #[derive(Clone)]
 pub struct RedisStore {
-    app: AppName,
-    keys: KeyLayout,
-    inner: Arc<Inner>,
+    pub(crate) app: AppName,
+    pub(crate) keys: KeyLayout,
+    pub(crate) inner: Arc<Inner>,
     /// This handle's nonce, written with the membership entries it registers.
-    instance: InstanceId,
+    pub(crate) instance: InstanceId,
 }
 
-struct Inner {
+pub(crate) struct Inner {
     config: RedisConfig,
     conn: Connection,
     /// Whether calls go as `FCALL` of the function library (else as scripts): the
@@ -111,21 +112,21 @@ fn nonce() -> String {
 }
 
 /// The reply's record; a missing one where the status promises it is a protocol error.
-fn record(reply: Reply) -> Result<Lease> {
+pub(crate) fn record(reply: Reply) -> Result<Lease> {
     reply
         .lease
         .ok_or_else(|| reply::protocol_error("a successful reply without the record"))
 }
 
 /// Turns a `CORRUPT` or unknown status into its error.
-fn unexpected(key: &LeaseKey, reply: &Reply) -> Error {
+pub(crate) fn unexpected(key: &LeaseKey, reply: &Reply) -> Error {
     match reply.status {
         Status::Corrupt => reply::corrupt_field(key, &reply.detail),
         other => reply::protocol_error(format!("status {other:?} for {key}")),
     }
 }
 
-fn lost(key: &LeaseKey, worker: &WorkerId, token: FencingToken) -> Error {
+pub(crate) fn lost(key: &LeaseKey, worker: &WorkerId, token: FencingToken) -> Error {
     Error::LeaseLost {
         key: key.clone(),
         worker: worker.clone(),
@@ -315,7 +316,7 @@ impl RedisStore {
 
     /// Runs one command, retried with the configured backoff on transient faults. Only used for
     /// reads and for writes that are idempotent as a whole (`ZREM`).
-    async fn command<T, F>(&self, build: F) -> Result<T>
+    pub(crate) async fn command<T, F>(&self, build: F) -> Result<T>
     where
         T: redis::FromRedisValue + Send,
         F: Fn() -> redis::Cmd + Send + Sync,
@@ -348,7 +349,7 @@ impl RedisStore {
     /// creation nonce), so a lost reply is resolved by re-reading, never reported as a failure
     /// or success by guessing. The same makes a `WAIT` shortfall safe to retry. When the
     /// retries are spent the caller gets a retryable [`Error::Backend`].
-    async fn eval(
+    pub(crate) async fn eval(
         &self,
         script: &'static LuaScript,
         keys: &[String],
@@ -363,7 +364,7 @@ impl RedisStore {
     /// Runs one script several times in one pipeline (one round trip), once per `(keys, args)`
     /// (all of this app, so of one slot), then `WAIT` if configured; retried as a whole like
     /// [`Self::eval`], which every script of this crate makes safe.
-    async fn eval_pipelined(
+    pub(crate) async fn eval_pipelined(
         &self,
         script: &'static LuaScript,
         calls: &[(&[String], &[String])],
@@ -381,7 +382,7 @@ impl RedisStore {
     }
 
     /// Runs a lease script on the record of `key` and decodes its reply.
-    async fn lease_script(
+    pub(crate) async fn lease_script(
         &self,
         script: &'static LuaScript,
         key: &LeaseKey,
@@ -784,194 +785,6 @@ impl LeaseManager for RedisStore {
             Value::Int(1) => Ok(true),
             Value::Int(0) => Ok(false),
             other => Err(reply::protocol_error(format!("import replied {other:?}"))),
-        }
-    }
-}
-
-#[async_trait]
-impl Checkpointer for RedisStore {
-    /// Operation 5, one script (`rules::checkpoint`): writes only if owner and token match
-    /// (fencing) and the position is not behind the stored one (monotonic positions; sequence
-    /// numbers compared as decimal text without leading zeros, by length then as text, so
-    /// numerically). Repeating an equal checkpoint is accepted, which is what makes a retry
-    /// after a lost reply safe.
-    async fn checkpoint_sequence(
-        &self,
-        key: &LeaseKey,
-        worker: &WorkerId,
-        token: FencingToken,
-        position: &Position,
-    ) -> Result<Lease> {
-        self.write_position(key, worker, token, position, "commit")
-            .await
-    }
-
-    /// Operation 14, one script (`rules::prepare_checkpoint`): fenced and checked exactly like a
-    /// checkpoint; stores the pending position.
-    async fn prepare_checkpoint(
-        &self,
-        key: &LeaseKey,
-        worker: &WorkerId,
-        token: FencingToken,
-        position: &Position,
-    ) -> Result<Lease> {
-        self.write_position(key, worker, token, position, "prepare")
-            .await
-    }
-
-    /// Operation 6: one `HMGET` of the record's fields, atomic by itself and always read from
-    /// the server this store writes to (strongly consistent on one primary).
-    async fn fetch_checkpoint(&self, key: &LeaseKey) -> Result<Option<Lease>> {
-        let lease_key = self.keys.lease(key);
-        let value: Value = self
-            .command(|| {
-                redis::cmd("HMGET")
-                    .arg(&lease_key)
-                    .arg(&scripts::FIELDS[..])
-                    .clone()
-            })
-            .await?;
-        reply::decode_hmget(key, value)
-    }
-
-    /// Admin reset, one script (`rules::reset_checkpoint`): the one write that may move a
-    /// position backwards; ownership and token are untouched.
-    async fn reset_checkpoint(&self, key: &LeaseKey, position: Option<&Position>) -> Result<Lease> {
-        let args = match position {
-            Some(p) => vec!["1".to_owned(), p.encode(), p.sub_sequence().to_string()],
-            None => vec!["0".to_owned(), String::new(), "0".to_owned()],
-        };
-        let reply = self
-            .lease_script(&scripts::RESET_CHECKPOINT, key, false, args)
-            .await?;
-        match reply.status {
-            Status::Ok => record(reply),
-            Status::NotFound => Err(Error::lease_not_found(key)),
-            _ => Err(unexpected(key, &reply)),
-        }
-    }
-}
-
-impl RedisStore {
-    async fn write_position(
-        &self,
-        key: &LeaseKey,
-        worker: &WorkerId,
-        token: FencingToken,
-        position: &Position,
-        mode: &str,
-    ) -> Result<Lease> {
-        let [text, sub] = reply::position_args(position);
-        let args = vec![
-            worker.to_string(),
-            token.0.to_string(),
-            mode.to_owned(),
-            text,
-            sub,
-        ];
-        let reply = self
-            .lease_script(&scripts::CHECKPOINT, key, false, args)
-            .await?;
-        match reply.status {
-            Status::Ok => record(reply),
-            Status::Lost => Err(lost(key, worker, token)),
-            Status::Regression => {
-                let stored = record(reply)?.checkpoint.ok_or_else(|| {
-                    reply::protocol_error("REGRESSION without a stored checkpoint")
-                })?;
-                Err(Error::CheckpointRegression {
-                    key: key.clone(),
-                    stored,
-                    attempted: position.clone(),
-                })
-            }
-            _ => Err(unexpected(key, &reply)),
-        }
-    }
-}
-
-#[async_trait]
-impl Membership for RedisStore {
-    /// Operation 12, register (`scripts::REGISTER`, [`checkpoint_core::rules::register_worker`]):
-    /// one script, so atomic: the expiry becomes server `TIME` + ttl and the instance entry this
-    /// handle's nonce, unless another instance's entry is live ([`Error::WorkerIdInUse`],
-    /// nothing written).
-    async fn register_worker(&self, worker: &WorkerId, ttl: HeartbeatTtl) -> Result<()> {
-        let args = [
-            worker.to_string(),
-            ttl.as_millis().to_string(),
-            self.instance.to_string(),
-        ];
-        let keys = [self.keys.workers(), self.keys.worker_instances()];
-        match self.eval(&scripts::REGISTER, &keys, &args).await? {
-            Value::Int(1) => Ok(()),
-            Value::Int(0) => Err(Error::worker_id_in_use(worker)),
-            other => Err(reply::protocol_error(format!("register replied {other:?}"))),
-        }
-    }
-
-    /// Operation 12, heartbeat (`scripts::HEARTBEAT`, [`checkpoint_core::rules::heartbeat`]):
-    /// one script moves the expiry only if the worker is registered by this handle's instance;
-    /// not registered is [`Error::NotFound`] (deregistered or pruned: register again), another
-    /// instance's entry [`Error::WorkerIdInUse`].
-    async fn heartbeat(&self, worker: &WorkerId, ttl: HeartbeatTtl) -> Result<()> {
-        let args = [
-            worker.to_string(),
-            ttl.as_millis().to_string(),
-            self.instance.to_string(),
-        ];
-        let keys = [self.keys.workers(), self.keys.worker_instances()];
-        match self.eval(&scripts::HEARTBEAT, &keys, &args).await? {
-            Value::Int(1) => Ok(()),
-            Value::Int(0) => Err(Error::worker_not_found(worker)),
-            Value::Int(2) => Err(Error::worker_id_in_use(worker)),
-            other => Err(reply::protocol_error(format!(
-                "heartbeat replied {other:?}"
-            ))),
-        }
-    }
-
-    /// One script: members whose expiry is after the server's `TIME`, sorted by id.
-    async fn live_workers(&self) -> Result<Vec<WorkerId>> {
-        let value = self
-            .eval(&scripts::LIVE_WORKERS, &[self.keys.workers()], &[])
-            .await?;
-        let mut workers = reply::items(value)?
-            .iter()
-            .map(|v| {
-                let id = reply::text(v)?;
-                WorkerId::new(id.as_str())
-                    .map_err(|e| Error::corrupt(&id, scripts::field::WORKER, e.to_string()))
-            })
-            .collect::<Result<Vec<_>>>()?;
-        workers.sort();
-        Ok(workers)
-    }
-
-    /// One script (`scripts::DEREGISTER`): removes the worker and its instance entry; absent
-    /// is not an error.
-    async fn deregister_worker(&self, worker: &WorkerId) -> Result<()> {
-        let keys = [self.keys.workers(), self.keys.worker_instances()];
-        self.eval(&scripts::DEREGISTER, &keys, &[worker.to_string()])
-            .await?;
-        Ok(())
-    }
-
-    /// One script: removes members whose expiry is at or before the server's `TIME`. If the
-    /// reply is lost and the call retried, the count is that of the retry (possibly 0).
-    async fn prune_dead_workers(&self) -> Result<usize> {
-        match self
-            .eval(
-                &scripts::PRUNE,
-                &[self.keys.workers(), self.keys.worker_instances()],
-                &[],
-            )
-            .await?
-        {
-            Value::Int(n) => {
-                usize::try_from(n).map_err(|_| reply::protocol_error(format!("prune replied {n}")))
-            }
-            other => Err(reply::protocol_error(format!("prune replied {other:?}"))),
         }
     }
 }
