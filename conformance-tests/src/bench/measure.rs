@@ -150,3 +150,12 @@ where
     })
     .await?
 }
+
+/// The median of the rounds' throughputs (the upper middle one of an even count; 0 for none):
+/// with rounds alternating between the library and its baseline, a burst of load on the machine
+/// spoils one round of each rather than one side's whole figure.
+pub(crate) fn median_throughput(rounds: &[Stats]) -> f64 {
+    let mut rates: Vec<f64> = rounds.iter().map(Stats::throughput).collect();
+    rates.sort_by(f64::total_cmp);
+    rates.get(rates.len() / 2).copied().unwrap_or(0.0)
+}

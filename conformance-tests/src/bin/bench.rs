@@ -2,7 +2,7 @@
 //! renewal saves over one request per lease.
 //!
 //! ```text
-//! cargo run --release -p conformance-tests --bin bench -- [--backend sqlite|postgres|mysql|redis|dynamo|memory|all] [--op get_lease|renew|checkpoint|fetch|renew_many|all] [--consumer] [--quick] [--seconds S]
+//! cargo run --release -p conformance-tests --bin bench -- [--backend sqlite|postgres|mysql|redis|dynamo|memory|all] [--op get_lease|renew|checkpoint|fetch|renew_many|all] [--consumer [--consumer-part throughput|idle|failover|all]] [--quick] [--seconds S]
 //! ```
 //!
 //! For every reachable backend, in one run:
@@ -19,7 +19,8 @@
 //!   (the KCL's default renewal thread pool).
 //!
 //! - with `--consumer`, instead: the consumer runtime's throughput, idle cost and failover time
-//!   (see `src/bench/consumer.rs`).
+//!   (see `src/bench/consumer.rs`); `--consumer-part` runs one of the three (and implies
+//!   `--consumer`).
 //!
 //! Library and raw rounds alternate, so a change of load on the machine hits both. Server URLs
 //! come from `CHECKPOINT_POSTGRES_URL`, `CHECKPOINT_MYSQL_URL`, `CHECKPOINT_REDIS_URL` and `CHECKPOINT_DYNAMO_ENDPOINT`
@@ -238,6 +239,8 @@ pub(crate) struct Settings {
     pub(crate) renew_many: bool,
     /// `--consumer`: the consumer benchmark instead of the single operations.
     pub(crate) consumer: bool,
+    /// `--consumer-part`: which parts of the consumer benchmark run (default all).
+    pub(crate) consumer_parts: Vec<consumer::Part>,
     /// `--consumer-child …`: this process is a worker the consumer benchmark started.
     pub(crate) child: Option<consumer::ChildArgs>,
     pub(crate) quick: bool,
@@ -251,6 +254,7 @@ impl Settings {
         let mut op = "all".to_owned();
         let mut quick = false;
         let mut consumer = false;
+        let mut consumer_parts = consumer::Part::parse("all")?;
         let mut child = None;
         let mut seconds: Option<f64> = None;
         let mut args = std::env::args().skip(1);
@@ -260,6 +264,11 @@ impl Settings {
                 "--op" => op = args.next().ok_or("--op needs a value")?,
                 "--quick" => quick = true,
                 "--consumer" => consumer = true,
+                "--consumer-part" => {
+                    let value = args.next().ok_or("--consumer-part needs a value")?;
+                    consumer_parts = consumer::Part::parse(&value)?;
+                    consumer = true;
+                }
                 "--consumer-child" => child = Some(consumer::ChildArgs::parse(&mut args)?),
                 "--seconds" => {
                     let value = args.next().ok_or("--seconds needs a value")?;
@@ -273,7 +282,8 @@ impl Settings {
                     return Err(
                         "usage: bench [--backend sqlite|postgres|mysql|redis|dynamo|memory|all] \
                                 [--op get_lease|renew|checkpoint|fetch|renew_many|all] \
-                                [--consumer] [--quick] [--seconds S]"
+                                [--consumer [--consumer-part throughput|idle|failover|all]] \
+                                [--quick] [--seconds S]"
                             .to_owned(),
                     );
                 }
@@ -310,6 +320,7 @@ impl Settings {
             ops,
             renew_many,
             consumer,
+            consumer_parts,
             child,
             quick,
             budget,

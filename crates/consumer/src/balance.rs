@@ -8,8 +8,10 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use checkpoint_core::{
-    Error, Lease, LeaseKey, Listing, Position, PositionRank, Result, ShardId, StreamName, WorkerId,
+    Error, FencingToken, Lease, LeaseDuration, LeaseKey, Listing, Position, PositionRank, Result,
+    ShardId, StreamName, WorkerId,
 };
+use tracing::Instrument;
 
 use crate::config::Balance;
 use crate::metrics as m;
@@ -282,39 +284,49 @@ async fn take_stream(
     }
     let duration = shared.config.lease_duration;
     let mut taken = 0;
-    for lease in &free {
-        if mine >= target
-            || total >= shared.config.max_leases
-            || taken >= shared.config.max_leases_per_tick
-        {
+    let mut candidates = free.iter().copied();
+    loop {
+        // As many as this pass may still take; their grants go out together, so taking a
+        // crashed worker's leases costs about one store round trip, not one per lease. A
+        // refused grant (another worker was faster) leaves room for the next candidates.
+        let want = target
+            .saturating_sub(mine)
+            .min(shared.config.max_leases.saturating_sub(total))
+            .min(shared.config.max_leases_per_tick.saturating_sub(taken));
+        let batch: Vec<&Lease> = candidates.by_ref().take(want).collect();
+        if batch.is_empty() {
             break;
         }
-        if lease.owner.as_ref() == Some(&shared.id) {
-            // Still ours in the store but no longer processed here (a processor stopped when
-            // its renewal came back too late): free it first, so the new processor runs under
-            // a new token and nothing from the old one can pass as its own.
-            release(shared, &lease.key, lease.token).await;
+        let mut pending = tokio::task::JoinSet::new();
+        for (i, lease) in batch.iter().enumerate() {
+            let ours = (lease.owner.as_ref() == Some(&shared.id)).then_some(lease.token);
+            let grant = grant(Arc::clone(shared), i, lease.key.clone(), ours, duration);
+            pending.spawn(grant.in_current_span());
         }
-        let started = Instant::now();
-        match shared
-            .call(
-                "get_lease",
-                shared.store.get_lease(&lease.key, &shared.id, duration),
-            )
-            .await
-        {
-            Ok(granted) => {
-                shared.count(m::LEASES_TAKEN, &granted.key);
-                let expired = lease.owner.as_ref().filter(|o| *o != &shared.id);
-                tracing::info!(key = %granted.key, token = %granted.token, previous_owner = ?expired, "lease taken");
-                if start_shard(shared, granted, started).await {
-                    mine += 1;
-                    total += 1;
-                    taken += 1;
-                }
+        let mut results: Vec<(usize, Instant, Result<Lease>)> = Vec::with_capacity(batch.len());
+        while let Some(done) = pending.join_next().await {
+            match done {
+                Ok(r) => results.push(r),
+                Err(e) => tracing::warn!(error = %e, "taking lease failed: task ended"),
             }
-            Err(Error::LeaseHeld { .. }) => {}
-            Err(e) => tracing::warn!(key = %lease.key, error = %e, "taking lease failed"),
+        }
+        results.sort_by_key(|(i, _, _)| *i);
+        for (i, started, result) in results {
+            let lease = batch[i];
+            match result {
+                Ok(granted) => {
+                    shared.count(m::LEASES_TAKEN, &granted.key);
+                    let expired = lease.owner.as_ref().filter(|o| *o != &shared.id);
+                    tracing::info!(key = %granted.key, token = %granted.token, previous_owner = ?expired, "lease taken");
+                    if start_shard(shared, granted, started).await {
+                        mine += 1;
+                        total += 1;
+                        taken += 1;
+                    }
+                }
+                Err(Error::LeaseHeld { .. }) => {}
+                Err(e) => tracing::warn!(key = %lease.key, error = %e, "taking lease failed"),
+            }
         }
     }
     if !free.is_empty()
@@ -326,6 +338,30 @@ async fn take_stream(
     }
     steal(shared, listing, &eligible, mine, target).await;
     next_takeover
+}
+
+/// One grant of a take pass, `i`-th of its batch. A lease the store still names this worker
+/// as owner of with token `ours` (a processor here stopped when its renewal came back too late)
+/// is freed first, so the new processor runs under a new token and nothing from the old one can
+/// pass as its own. Returns `i`, when the `get_lease` request started, and the store's answer.
+async fn grant(
+    shared: Arc<Shared>,
+    i: usize,
+    key: LeaseKey,
+    ours: Option<FencingToken>,
+    duration: LeaseDuration,
+) -> (usize, Instant, Result<Lease>) {
+    if let Some(token) = ours {
+        release(&shared, &key, token).await;
+    }
+    let started = Instant::now();
+    let result = shared
+        .call(
+            "get_lease",
+            shared.store.get_lease(&key, &shared.id, duration),
+        )
+        .await;
+    (i, started, result)
 }
 
 /// Steals (or claims) from the most loaded worker of the stream when it holds at least 2 more

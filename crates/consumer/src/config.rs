@@ -27,7 +27,8 @@ use checkpoint_core::{
 /// | shutdown grace period | 30 s | at most 24 h |
 ///
 /// With the defaults a crashed worker's shards are processed again within
-/// [`WorkerConfig::failover_bound`] = 13 s.
+/// [`WorkerConfig::failover_bound`] = 13 s, when each surviving worker's share of them is at
+/// most 4 (the default leases per tick).
 ///
 /// ```
 /// use std::time::Duration;
@@ -131,8 +132,14 @@ impl WorkerConfig {
     }
 
     /// The longest an abandoned lease can stay unprocessed: it expires one lease duration after
-    /// its holder's last renewal, and the next taking tick of a live worker comes within one
-    /// renew interval.
+    /// its holder's last renewal (by the store's clock), and a live worker takes it within one
+    /// renew interval after that: at once when its wake at the expiry finds it, at its next
+    /// tick if that take failed. A take pass sends its grants together, so it costs about one
+    /// store round trip however many leases it takes; the bound assumes the store answers well
+    /// within the renew interval. A pass takes at most
+    /// [`max leases per tick`](WorkerConfigBuilder::with_max_leases_per_tick) (default 4): a
+    /// survivor whose share of a crashed worker's leases is larger takes the rest one renew
+    /// interval per further `max_leases_per_tick` later.
     pub fn failover_bound(&self) -> Duration {
         self.lease_duration.get() + self.renew_interval
     }
@@ -175,7 +182,9 @@ impl WorkerConfigBuilder {
         self
     }
 
-    /// The most free or expired leases taken per tick. Default 4.
+    /// The most free or expired leases taken per pass (each tick, and each wake at another
+    /// worker's expiry). Default 4. A share of a crashed worker's leases above it is taken one
+    /// renew interval per further `max` later (see [`WorkerConfig::failover_bound`]).
     pub fn with_max_leases_per_tick(mut self, max: usize) -> Self {
         self.config.max_leases_per_tick = max;
         self

@@ -75,7 +75,8 @@ impl std::fmt::Debug for Shared {
 ///    shard it held ended), creating missing leases with their parents, and prunes dead
 ///    workers from membership;
 /// 4. per stream, takes free and expired leases up to its fair share `ceil(eligible shards /
-///    workers of the stream)` (at most `max_leases_per_tick` per tick). The workers of a
+///    workers of the stream)` (at most `max_leases_per_tick` per pass, their grants sent
+///    together). The workers of a
 ///    stream are this one, the holders of a live lease of that stream, and the registered
 ///    workers that hold no lease at all yet (starting); a worker busy with other streams of
 ///    the app does not count. A shard is eligible once it has not ended and every parent
