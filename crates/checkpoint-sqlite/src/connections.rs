@@ -213,6 +213,11 @@ impl WalCheckpointer {
         self.changed.wait(guard).unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Whether every background pass asked for up to number `n` has finished.
+    fn served(&self, n: u64) -> bool {
+        self.lock().served >= n
+    }
+
     /// Asks for a background pass; returns its number.
     fn request(&self) -> u64 {
         let mut s = self.lock();
@@ -322,6 +327,9 @@ struct HookState {
     inline_at: c_int,
     /// The log's size at the last nudge.
     nudged_at: c_int,
+    /// The number of the background pass the last nudge asked for, until the writer has
+    /// copied what that pass could not.
+    awaiting: Option<u64>,
 }
 
 thread_local! {
@@ -337,6 +345,7 @@ fn wal_hook(wal: &Wal, pages: c_int) -> rusqlite::Result<()> {
         if pages < h.nudged_at {
             // The log started over.
             h.nudged_at = 0;
+            h.awaiting = None;
         }
         if pages >= h.inline_at {
             // The background checkpointer has not let the log start over: do what SQLite
@@ -352,9 +361,25 @@ fn wal_hook(wal: &Wal, pages: c_int) -> rusqlite::Result<()> {
                 let _ = wal.checkpoint();
             }) {
                 h.nudged_at = 0;
+                h.awaiting = None;
+            }
+        } else if let Some(n) = h.awaiting
+            && h.checkpointer.served(n)
+        {
+            // The background pass copied the log as it was when the pass began; the frames
+            // committed while it ran keep the log from starting over, and under a steady
+            // stream of writes every later pass would leave some too, so the log would grow
+            // to the inline threshold (and every commit pays for a longer log: SQLite looks
+            // frames up through hash chains that grow with it). The writer copies those few
+            // frames now, between its transactions, so its next write starts the log over.
+            // Busy or running: tried again after the next commit.
+            if h.checkpointer.writer_checkpoint(false, || {
+                let _ = wal.checkpoint();
+            }) {
+                h.awaiting = None;
             }
         } else if pages - h.nudged_at >= h.pages {
-            h.checkpointer.request();
+            h.awaiting = Some(h.checkpointer.request());
             h.nudged_at = pages;
         }
     });
@@ -542,6 +567,7 @@ fn writer_thread(
             pages,
             inline_at: pages.saturating_mul(WRITER_CHECKPOINT_FACTOR as c_int),
             nudged_at: 0,
+            awaiting: None,
         }));
     }
     writer_loop(inner, rx, &mut conn);

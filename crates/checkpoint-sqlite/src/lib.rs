@@ -99,6 +99,7 @@
 mod config;
 mod connections;
 mod error;
+mod rows;
 pub mod schema;
 mod store;
 
