@@ -21,8 +21,12 @@
 //!   [`SqliteConfig::with_wal_checkpoint_pages`] new pages. The checkpointer runs
 //!   `PRAGMA wal_checkpoint(PASSIVE)` on its own connection, which blocks neither the writer nor
 //!   the readers. A passive checkpoint cannot copy frames committed while it runs, and the log
-//!   only starts over once every frame was copied, so under a steady stream of writes the log
-//!   could grow without end: when it reaches ten times the threshold the writer checkpoints it
+//!   only starts over once every frame was copied, so after a background pass finished the
+//!   writer copies what that pass left (a few frames, between its transactions) and its next
+//!   write starts the log over: a long log makes every commit slower, since SQLite looks
+//!   frames up through hash chains that grow with it. Should that not let the log start over
+//!   either (another process reading an old snapshot), the log could grow without end under a
+//!   steady stream of writes: when it reaches ten times the threshold the writer checkpoints it
 //!   itself inside the hook, as SQLite would have, and its next write starts the log over. (If
 //!   a background pass is running then, the writer lets it finish and tries after its next
 //!   commits; only at twenty times the threshold does it wait for that pass.)
