@@ -101,6 +101,7 @@ mod error;
 mod rows;
 pub mod schema;
 mod store;
+mod workers;
 
 pub use config::{
     DEFAULT_BUSY_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DEFAULT_TABLE_PREFIX,

@@ -1,4 +1,5 @@
-//! [`SqliteStore`]: the [`Checkpointer`] and [`Membership`] implementations.
+//! [`SqliteStore`]: opening, the connection threads' entry points, and the [`LeaseManager`] and
+//! [`Checkpointer`] implementations ([`checkpoint_core::Membership`] is in `workers.rs`).
 //!
 //! Every lease operation is one `BEGIN IMMEDIATE` transaction on one connection: it takes the
 //! database's write lock (waiting up to the busy timeout for another connection or process),
@@ -15,8 +16,8 @@ use checkpoint_core::Listing;
 use checkpoint_core::rules::{self, Outcome};
 use checkpoint_core::{
     AppName, BatchMode, Capabilities, Checkpointer, ClockSource, Durability, Error, FencingToken,
-    HeartbeatTtl, InstanceId, Lease, LeaseDuration, LeaseKey, LeaseManager, Membership, Position,
-    RenewOutcome, Result, ShardId, StreamName, WorkerId,
+    InstanceId, Lease, LeaseDuration, LeaseKey, LeaseManager, Position, RenewOutcome, Result,
+    ShardId, StreamName, WorkerId,
 };
 use rusqlite::{Connection, params};
 use tokio::sync::oneshot;
@@ -24,7 +25,7 @@ use tokio::sync::oneshot;
 use crate::config::{Location, SqliteConfig};
 use crate::connections::{Connections, Direct, WriteJob, reply};
 use crate::error::{STORE, from_sqlite};
-use crate::rows::{collect_leases, from_ms, read_lease, text, to_ms, write_lease};
+use crate::rows::{collect_leases, from_ms, read_lease, to_ms, write_lease};
 use crate::schema::{self, Sql};
 
 /// A lease/checkpoint store on one SQLite database, for one app.
@@ -64,7 +65,7 @@ pub struct SqliteStore {
     inner: Arc<Inner>,
     conns: Arc<Connections>,
     /// This handle's nonce, written with the membership records it registers.
-    instance: InstanceId,
+    pub(crate) instance: InstanceId,
 }
 
 /// What every connection thread needs: the configuration and the statements.
@@ -274,7 +275,7 @@ impl SqliteStore {
     /// database is busy. `f` returning an error rolls its own changes back. A retry runs `f`
     /// again against the record as it is then, which is how a busy database is resolved: never
     /// by guessing.
-    async fn write<T, F>(&self, f: F) -> Result<T>
+    pub(crate) async fn write<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
         F: Fn(&Connection, &Sql, &AppName, SystemTime, i64) -> Result<T> + Send + Sync + 'static,
@@ -302,7 +303,7 @@ impl SqliteStore {
 
     /// One read: a single `SELECT` (atomic by itself) on a reader thread, retried while the
     /// database is busy.
-    async fn read<T, F>(&self, f: F) -> Result<T>
+    pub(crate) async fn read<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
         F: Fn(&Connection, &Sql, &AppName, SystemTime, i64) -> Result<T> + Send + Sync + 'static,
@@ -684,113 +685,4 @@ impl Checkpointer for SqliteStore {
         })
         .await
     }
-}
-
-#[async_trait]
-impl Membership for SqliteStore {
-    /// Operation 12, register ([`checkpoint_core::rules::register_worker`]): one upsert whose
-    /// `DO UPDATE … WHERE` replaces an existing row only when it carries this handle's nonce or
-    /// has expired by the host clock (`expires_ms <= now`); no row changed is
-    /// [`Error::WorkerIdInUse`]. The expiry becomes now + `ttl` by the host clock.
-    async fn register_worker(&self, worker: &WorkerId, ttl: HeartbeatTtl) -> Result<()> {
-        let worker = worker.clone();
-        let instance = self.instance.clone();
-        self.write(move |conn, sql, app, _, now_ms| {
-            let changed = conn
-                .prepare_cached(&sql.upsert_worker)
-                .and_then(|mut s| {
-                    s.execute(params![
-                        app.as_str(),
-                        worker.as_str(),
-                        expiry(now_ms, ttl),
-                        instance.as_str(),
-                        now_ms
-                    ])
-                })
-                .map_err(from_sqlite)?;
-            if changed == 0 {
-                return Err(Error::worker_id_in_use(&worker));
-            }
-            Ok(())
-        })
-        .await
-    }
-
-    /// Operation 12, heartbeat ([`checkpoint_core::rules::heartbeat`]): one `UPDATE` of the row
-    /// carrying this handle's nonce; when none changed, a read in the same write transaction
-    /// tells another instance's row ([`Error::WorkerIdInUse`]) from none ([`Error::NotFound`]).
-    async fn heartbeat(&self, worker: &WorkerId, ttl: HeartbeatTtl) -> Result<()> {
-        let worker = worker.clone();
-        let instance = self.instance.clone();
-        self.write(move |conn, sql, app, _, now_ms| {
-            let updated = conn
-                .prepare_cached(&sql.heartbeat)
-                .and_then(|mut s| {
-                    s.execute(params![
-                        app.as_str(),
-                        worker.as_str(),
-                        expiry(now_ms, ttl),
-                        instance.as_str()
-                    ])
-                })
-                .map_err(from_sqlite)?;
-            if updated > 0 {
-                return Ok(());
-            }
-            let exists = conn
-                .prepare_cached(&sql.worker_exists)
-                .and_then(|mut s| s.exists(params![app.as_str(), worker.as_str()]))
-                .map_err(from_sqlite)?;
-            Err(if exists {
-                Error::worker_id_in_use(&worker)
-            } else {
-                Error::worker_not_found(&worker)
-            })
-        })
-        .await
-    }
-
-    async fn live_workers(&self) -> Result<Vec<WorkerId>> {
-        self.read(move |conn, sql, app, _, now_ms| {
-            let mut stmt = conn
-                .prepare_cached(&sql.live_workers)
-                .map_err(from_sqlite)?;
-            let mut rows = stmt
-                .query(params![app.as_str(), now_ms])
-                .map_err(from_sqlite)?;
-            let mut workers = Vec::new();
-            while let Some(row) = rows.next().map_err(from_sqlite)? {
-                let raw = text(row, 0, &app.as_str(), "worker")?.unwrap_or_default();
-                workers.push(WorkerId::new(raw.clone()).map_err(|e| {
-                    Error::corrupt(format!("{app}/{raw}"), "worker", e.to_string())
-                })?);
-            }
-            Ok(workers)
-        })
-        .await
-    }
-
-    async fn deregister_worker(&self, worker: &WorkerId) -> Result<()> {
-        let worker = worker.clone();
-        self.write(move |conn, sql, app, _, _| {
-            conn.prepare_cached(&sql.delete_worker)
-                .and_then(|mut s| s.execute(params![app.as_str(), worker.as_str()]))
-                .map_err(from_sqlite)?;
-            Ok(())
-        })
-        .await
-    }
-
-    async fn prune_dead_workers(&self) -> Result<usize> {
-        self.write(move |conn, sql, app, _, now_ms| {
-            conn.prepare_cached(&sql.prune_workers)
-                .and_then(|mut s| s.execute(params![app.as_str(), now_ms]))
-                .map_err(from_sqlite)
-        })
-        .await
-    }
-}
-
-fn expiry(now_ms: i64, ttl: HeartbeatTtl) -> i64 {
-    now_ms.saturating_add(i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX))
 }
