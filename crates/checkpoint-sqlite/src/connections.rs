@@ -21,8 +21,12 @@
 //!   [`SqliteConfig::with_wal_checkpoint_pages`] new pages. The checkpointer runs
 //!   `PRAGMA wal_checkpoint(PASSIVE)` on its own connection, which blocks neither the writer nor
 //!   the readers. A passive checkpoint cannot copy frames committed while it runs, and the log
-//!   only starts over once every frame was copied, so under a steady stream of writes the log
-//!   could grow without end: when it reaches ten times the threshold the writer checkpoints it
+//!   only starts over once every frame was copied, so after a background pass finished the
+//!   writer copies what that pass left (a few frames, between its transactions) and its next
+//!   write starts the log over: a long log makes every commit slower, since SQLite looks
+//!   frames up through hash chains that grow with it. Should that not let the log start over
+//!   either (another process reading an old snapshot), the log could grow without end under a
+//!   steady stream of writes: when it reaches ten times the threshold the writer checkpoints it
 //!   itself inside the hook, as SQLite would have, and its next write starts the log over. (If
 //!   a background pass is running then, the writer lets it finish and tries after its next
 //!   commits; only at twenty times the threshold does it wait for that pass.)
@@ -213,6 +217,11 @@ impl WalCheckpointer {
         self.changed.wait(guard).unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Whether every background pass asked for up to number `n` has finished.
+    fn served(&self, n: u64) -> bool {
+        self.lock().served >= n
+    }
+
     /// Asks for a background pass; returns its number.
     fn request(&self) -> u64 {
         let mut s = self.lock();
@@ -322,6 +331,9 @@ struct HookState {
     inline_at: c_int,
     /// The log's size at the last nudge.
     nudged_at: c_int,
+    /// The number of the background pass the last nudge asked for, until the writer has
+    /// copied what that pass could not.
+    awaiting: Option<u64>,
 }
 
 thread_local! {
@@ -337,6 +349,7 @@ fn wal_hook(wal: &Wal, pages: c_int) -> rusqlite::Result<()> {
         if pages < h.nudged_at {
             // The log started over.
             h.nudged_at = 0;
+            h.awaiting = None;
         }
         if pages >= h.inline_at {
             // The background checkpointer has not let the log start over: do what SQLite
@@ -352,9 +365,25 @@ fn wal_hook(wal: &Wal, pages: c_int) -> rusqlite::Result<()> {
                 let _ = wal.checkpoint();
             }) {
                 h.nudged_at = 0;
+                h.awaiting = None;
+            }
+        } else if let Some(n) = h.awaiting
+            && h.checkpointer.served(n)
+        {
+            // The background pass copied the log as it was when the pass began; the frames
+            // committed while it ran keep the log from starting over, and under a steady
+            // stream of writes every later pass would leave some too, so the log would grow
+            // to the inline threshold (and every commit pays for a longer log: SQLite looks
+            // frames up through hash chains that grow with it). The writer copies those few
+            // frames now, between its transactions, so its next write starts the log over.
+            // Busy or running: tried again after the next commit.
+            if h.checkpointer.writer_checkpoint(false, || {
+                let _ = wal.checkpoint();
+            }) {
+                h.awaiting = None;
             }
         } else if pages - h.nudged_at >= h.pages {
-            h.checkpointer.request();
+            h.awaiting = Some(h.checkpointer.request());
             h.nudged_at = pages;
         }
     });
@@ -542,6 +571,7 @@ fn writer_thread(
             pages,
             inline_at: pages.saturating_mul(WRITER_CHECKPOINT_FACTOR as c_int),
             nudged_at: 0,
+            awaiting: None,
         }));
     }
     writer_loop(inner, rx, &mut conn);

@@ -25,10 +25,9 @@
 //!
 //! Every write operation runs inside one SQLite transaction begun with `BEGIN IMMEDIATE`: it
 //! takes the database's single write lock, reads the row, applies the matching
-//! [`checkpoint_core::rules`] function and writes the row back, so its results are exactly the
-//! reference store's. (A checkpoint of a sequence number first tries one conditional
-//! `UPDATE … RETURNING` that only matches where the rule would accept the position; when it
-//! matches nothing, the row is read and the rule decides.) Writes waiting at the same moment
+//! [`checkpoint_core::rules`] function and writes back what the rule changed (the deadline
+//! alone for a renewal, the checkpoint columns alone for a checkpoint, else the whole row), so
+//! its results are exactly the reference store's. Writes waiting at the same moment
 //! share one transaction, each inside a savepoint of its own (group commit): an operation that
 //! fails is rolled back alone, and every reply is sent after `COMMIT` returned. Writers in other
 //! processes wait for the lock (up to the busy timeout, default 5 s) and then see the committed
@@ -99,8 +98,10 @@
 mod config;
 mod connections;
 mod error;
+mod rows;
 pub mod schema;
 mod store;
+mod workers;
 
 pub use config::{
     DEFAULT_BUSY_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DEFAULT_TABLE_PREFIX,

@@ -120,8 +120,8 @@ pub(crate) struct Sql {
     migrations: String,
     pub(crate) select_lease: String,
     pub(crate) upsert_lease: String,
-    pub(crate) checkpoint_sequence: String,
-    pub(crate) renew: String,
+    pub(crate) update_deadline: String,
+    pub(crate) update_checkpoint: String,
     pub(crate) delete_lease: String,
     pub(crate) list_leases: String,
     pub(crate) list_stream_leases: String,
@@ -140,10 +140,10 @@ fn quote(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
-/// The lease columns read by [`Sql::select_lease`] and the list statements, in the order
-/// `store::decode_lease` reads them.
-const SELECT_COLUMNS: &str = "stream, shard, owner, token, deadline_ms, checkpoint, checkpoint_sub, \
-                              pending, pending_sub, parents, claim, owner_switches";
+/// The lease columns read by [`Sql::select_lease`] (which finds the row by its key) and, after
+/// `stream, shard`, by the list statements, in the order `rows::read_lease` reads them.
+const SELECT_COLUMNS: &str = "owner, token, deadline_ms, checkpoint, checkpoint_sub, pending, \
+                              pending_sub, parents, claim, owner_switches";
 
 impl Sql {
     /// Statements for tables named with `prefix` (already validated).
@@ -166,58 +166,27 @@ impl Sql {
                  parents = excluded.parents, claim = excluded.claim, \
                  owner_switches = excluded.owner_switches"
             ),
-            // The checkpoint of a sequence number as one conditional statement: ?4 owner, ?5
-            // token (decimal text), ?6 the canonical digits, ?7 their length, ?8 the
-            // sub-sequence (canonical decimal text), ?9 its length. It matches only a row held
-            // by ?4 with ?5 (fencing), with no pending position and a well-formed owner-switch
-            // count (it overwrites these without decoding them), whose stored checkpoint is
-            // absent, TRIM_HORIZON or LATEST, or a well-formed sequence number not ahead of
-            // ?6/?8 (canonical decimals compare as (length, text)): monotonic positions. Every
-            // other row (a stale token, a regression, SHARD_END, AT_TIMESTAMP, a pending
-            // position, anything hand-edited) is left to the general path, which reads it and
-            // applies `rules::checkpoint`.
-            // Renewal as one conditional statement: ?4 owner, ?5 token (decimal text), ?6 the
-            // new deadline in ms. It matches only a row held by ?4 with ?5 (fencing) whose
-            // deadline, the one column it overwrites without decoding it, is absent or a
-            // well-formed number; any other row is left to the general path, which reads it and
-            // applies `rules::renew`.
-            renew: format!(
-                "UPDATE {leases} SET deadline_ms = ?6 \
-                 WHERE app = ?1 AND stream = ?2 AND shard = ?3 AND owner = ?4 AND token = ?5 \
-                 AND (deadline_ms IS NULL OR (typeof(deadline_ms) = 'integer' AND deadline_ms >= 0)) \
-                 RETURNING {SELECT_COLUMNS}"
+            // The narrow writes of `rows::write_lease`, after the row was read in the same
+            // write transaction: the deadline alone (?4), and the checkpoint columns alone (?4
+            // checkpoint, ?5 its sub-sequence, ?6 pending, ?7 its sub-sequence, ?8 the
+            // owner-switch count).
+            update_deadline: format!(
+                "UPDATE {leases} SET deadline_ms = ?4 WHERE app = ?1 AND stream = ?2 AND shard = ?3"
             ),
-            checkpoint_sequence: format!(
-                "UPDATE {leases} SET checkpoint = ?6, checkpoint_sub = ?8, pending = NULL, \
-                 pending_sub = NULL, owner_switches = '0' \
-                 WHERE app = ?1 AND stream = ?2 AND shard = ?3 AND owner = ?4 AND token = ?5 \
-                 AND pending IS NULL AND pending_sub IS NULL \
-                 AND typeof(owner_switches) = 'text' AND owner_switches <> '' \
-                 AND owner_switches NOT GLOB '*[^0-9]*' AND length(owner_switches) < 20 \
-                 AND (owner_switches = '0' OR owner_switches GLOB '[1-9]*') \
-                 AND (checkpoint_sub IS NULL OR (typeof(checkpoint_sub) = 'text' AND checkpoint_sub <> '' \
-                      AND checkpoint_sub NOT GLOB '*[^0-9]*' AND length(checkpoint_sub) < 20 \
-                      AND (checkpoint_sub = '0' OR checkpoint_sub GLOB '[1-9]*'))) \
-                 AND (checkpoint IS NULL \
-                      OR (checkpoint IN ('TRIM_HORIZON', 'LATEST') \
-                          AND coalesce(checkpoint_sub, '0') = '0') \
-                      OR (typeof(checkpoint) = 'text' AND checkpoint <> '' AND checkpoint NOT GLOB '*[^0-9]*' \
-                          AND (checkpoint = '0' OR checkpoint GLOB '[1-9]*') \
-                          AND (length(checkpoint) < ?7 OR (length(checkpoint) = ?7 \
-                               AND (checkpoint < ?6 OR (checkpoint = ?6 \
-                                    AND (length(coalesce(checkpoint_sub, '0')) < ?9 \
-                                         OR (length(coalesce(checkpoint_sub, '0')) = ?9 \
-                                             AND coalesce(checkpoint_sub, '0') <= ?8)))))))) \
-                 RETURNING {SELECT_COLUMNS}"
+            update_checkpoint: format!(
+                "UPDATE {leases} SET checkpoint = ?4, checkpoint_sub = ?5, pending = ?6, \
+                 pending_sub = ?7, owner_switches = ?8 WHERE app = ?1 AND stream = ?2 AND shard = ?3"
             ),
             delete_lease: format!(
                 "DELETE FROM {leases} WHERE app = ?1 AND stream = ?2 AND shard = ?3"
             ),
             list_leases: format!(
-                "SELECT {SELECT_COLUMNS} FROM {leases} WHERE app = ?1 ORDER BY stream, shard"
+                "SELECT stream, shard, {SELECT_COLUMNS} FROM {leases} WHERE app = ?1 \
+                 ORDER BY stream, shard"
             ),
             list_stream_leases: format!(
-                "SELECT {SELECT_COLUMNS} FROM {leases} WHERE app = ?1 AND stream = ?2 ORDER BY shard"
+                "SELECT stream, shard, {SELECT_COLUMNS} FROM {leases} WHERE app = ?1 AND stream = ?2 \
+                 ORDER BY shard"
             ),
             upsert_worker: format!(
                 "INSERT INTO {workers} (app, worker, expires_ms, instance) VALUES (?1, ?2, ?3, ?4) \

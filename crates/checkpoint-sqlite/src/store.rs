@@ -1,4 +1,5 @@
-//! [`SqliteStore`]: the [`Checkpointer`] and [`Membership`] implementations.
+//! [`SqliteStore`]: opening, the connection threads' entry points, and the [`LeaseManager`] and
+//! [`Checkpointer`] implementations ([`checkpoint_core::Membership`] is in `workers.rs`).
 //!
 //! Every lease operation is one `BEGIN IMMEDIATE` transaction on one connection: it takes the
 //! database's write lock (waiting up to the busy timeout for another connection or process),
@@ -7,25 +8,24 @@
 //! commit, no other writer in any process can interleave: this is what makes each operation
 //! atomic, and it gives exactly the reference semantics of [`checkpoint_core::MemoryStore`].
 
-use std::fmt;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use async_trait::async_trait;
 use checkpoint_core::Listing;
 use checkpoint_core::rules::{self, Outcome};
 use checkpoint_core::{
     AppName, BatchMode, Capabilities, Checkpointer, ClockSource, Durability, Error, FencingToken,
-    HeartbeatTtl, InstanceId, Lease, LeaseDuration, LeaseKey, LeaseManager, Membership, Position,
-    RenewOutcome, Result, ShardId, StreamName, WorkerId,
+    InstanceId, Lease, LeaseDuration, LeaseKey, LeaseManager, Position, RenewOutcome, Result,
+    ShardId, StreamName, WorkerId,
 };
-use rusqlite::types::ValueRef;
-use rusqlite::{Connection, Row, params};
+use rusqlite::{Connection, params};
 use tokio::sync::oneshot;
 
 use crate::config::{Location, SqliteConfig};
 use crate::connections::{Connections, Direct, WriteJob, reply};
 use crate::error::{STORE, from_sqlite};
+use crate::rows::{collect_leases, from_ms, read_lease, to_ms, write_lease};
 use crate::schema::{self, Sql};
 
 /// A lease/checkpoint store on one SQLite database, for one app.
@@ -65,7 +65,7 @@ pub struct SqliteStore {
     inner: Arc<Inner>,
     conns: Arc<Connections>,
     /// This handle's nonce, written with the membership records it registers.
-    instance: InstanceId,
+    pub(crate) instance: InstanceId,
 }
 
 /// What every connection thread needs: the configuration and the statements.
@@ -82,23 +82,6 @@ impl Inner {
         let ms = to_ms(self.config.clock().now())?;
         Ok((from_ms(ms), ms))
     }
-}
-
-fn to_ms(t: SystemTime) -> Result<i64> {
-    t.duration_since(UNIX_EPOCH)
-        .ok()
-        .and_then(|d| i64::try_from(d.as_millis()).ok())
-        .ok_or_else(|| {
-            Error::backend_message(
-                STORE,
-                false,
-                "the clock is before 1970 or beyond year 292 million",
-            )
-        })
-}
-
-fn from_ms(ms: i64) -> SystemTime {
-    UNIX_EPOCH + Duration::from_millis(ms.max(0).unsigned_abs())
 }
 
 impl SqliteStore {
@@ -260,8 +243,9 @@ impl SqliteStore {
         }
         let sql = &self.inner.sql;
         let current = read_lease(conn, sql, &self.app, key)?;
+        let before = current.clone();
         let lease = rules::checkpoint(current, key, worker, token, position)?;
-        write_lease(conn, sql, &self.app, &lease)?;
+        write_lease(conn, sql, &self.app, before.as_ref(), &lease)?;
         Ok(lease)
     }
 
@@ -291,7 +275,7 @@ impl SqliteStore {
     /// database is busy. `f` returning an error rolls its own changes back. A retry runs `f`
     /// again against the record as it is then, which is how a busy database is resolved: never
     /// by guessing.
-    async fn write<T, F>(&self, f: F) -> Result<T>
+    pub(crate) async fn write<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
         F: Fn(&Connection, &Sql, &AppName, SystemTime, i64) -> Result<T> + Send + Sync + 'static,
@@ -319,7 +303,7 @@ impl SqliteStore {
 
     /// One read: a single `SELECT` (atomic by itself) on a reader thread, retried while the
     /// database is busy.
-    async fn read<T, F>(&self, f: F) -> Result<T>
+    pub(crate) async fn read<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
         F: Fn(&Connection, &Sql, &AppName, SystemTime, i64) -> Result<T> + Send + Sync + 'static,
@@ -357,9 +341,11 @@ impl SqliteStore {
     {
         let key = key.clone();
         self.write(move |conn, sql, app, now, _| {
-            let outcome = rule(read_lease(conn, sql, app, &key)?, now)?;
+            let current = read_lease(conn, sql, app, &key)?;
+            let before = current.clone();
+            let outcome = rule(current, now)?;
             if let Outcome::Write(lease) = &outcome {
-                write_lease(conn, sql, app, lease)?;
+                write_lease(conn, sql, app, before.as_ref(), lease)?;
             }
             Ok(outcome.into_lease())
         })
@@ -367,13 +353,11 @@ impl SqliteStore {
     }
 }
 
-/// Renews one lease inside the caller's write transaction: the conditional `UPDATE …
-/// RETURNING` (`renew`, the prepared [`Sql::renew`]) first, then, when it matched no row,
-/// [`rules::renew`] on the row as read.
+/// Renews one lease inside the caller's write transaction: reads the row, applies
+/// [`rules::renew`] and writes the new deadline.
 #[allow(clippy::too_many_arguments)]
 fn renew_one(
     conn: &Connection,
-    renew: &mut rusqlite::Statement<'_>,
     sql: &Sql,
     app: &AppName,
     key: &LeaseKey,
@@ -381,229 +365,12 @@ fn renew_one(
     token: FencingToken,
     duration: LeaseDuration,
     now: SystemTime,
-    now_ms: i64,
 ) -> Result<Lease> {
-    let deadline = now_ms.saturating_add(i64::try_from(duration.as_millis()).unwrap_or(i64::MAX));
-    let mut rows = renew
-        .query(params![
-            app.as_str(),
-            key.stream.as_str(),
-            key.shard.as_str(),
-            worker.as_str(),
-            token.0.to_string(),
-            deadline,
-        ])
-        .map_err(from_sqlite)?;
-    if let Some(row) = rows.next().map_err(from_sqlite)? {
-        return decode_lease(row);
-    }
-    drop(rows);
-    let lease = rules::renew(
-        read_lease(conn, sql, app, key)?,
-        key,
-        worker,
-        token,
-        duration,
-        now,
-    )?;
-    write_lease(conn, sql, app, &lease)?;
+    let current = read_lease(conn, sql, app, key)?;
+    let before = current.clone();
+    let lease = rules::renew(current, key, worker, token, duration, now)?;
+    write_lease(conn, sql, app, before.as_ref(), &lease)?;
     Ok(lease)
-}
-
-/// Reads one lease row of `app`, or `None`.
-fn read_lease(
-    conn: &Connection,
-    sql: &Sql,
-    app: &AppName,
-    key: &LeaseKey,
-) -> Result<Option<Lease>> {
-    let mut stmt = conn
-        .prepare_cached(&sql.select_lease)
-        .map_err(from_sqlite)?;
-    let mut rows = stmt
-        .query(params![
-            app.as_str(),
-            key.stream.as_str(),
-            key.shard.as_str()
-        ])
-        .map_err(from_sqlite)?;
-    match rows.next().map_err(from_sqlite)? {
-        Some(row) => decode_lease(row).map(Some),
-        None => Ok(None),
-    }
-}
-
-/// Writes the whole row of `lease` (insert or update). Only ever called inside a transaction
-/// that read the row first and applied a rule to it.
-fn write_lease(conn: &Connection, sql: &Sql, app: &AppName, lease: &Lease) -> Result<()> {
-    let deadline = lease.deadline.map(to_ms).transpose()?;
-    let parents = lease
-        .parents
-        .iter()
-        .map(ShardId::as_str)
-        .collect::<Vec<_>>()
-        .join(",");
-    let mut stmt = conn
-        .prepare_cached(&sql.upsert_lease)
-        .map_err(from_sqlite)?;
-    stmt.execute(params![
-        app.as_str(),
-        lease.key.stream.as_str(),
-        lease.key.shard.as_str(),
-        lease.owner.as_ref().map(WorkerId::as_str),
-        lease.token.0.to_string(),
-        deadline,
-        lease.checkpoint.as_ref().map(Position::encode),
-        lease
-            .checkpoint
-            .as_ref()
-            .map(|p| p.sub_sequence().to_string()),
-        lease.pending_checkpoint.as_ref().map(Position::encode),
-        lease
-            .pending_checkpoint
-            .as_ref()
-            .map(|p| p.sub_sequence().to_string()),
-        parents,
-        lease.claim.as_ref().map(WorkerId::as_str),
-        lease.owner_switches_since_checkpoint.to_string(),
-    ])
-    .map_err(from_sqlite)?;
-    Ok(())
-}
-
-/// Reads a row of `SELECT_COLUMNS` into a [`Lease`]; a value this store would never have written
-/// is [`Error::Corrupt`] naming the column.
-fn decode_lease(row: &Row<'_>) -> Result<Lease> {
-    let raw_stream = text(row, 0, &"?", "stream")?.unwrap_or_default();
-    let raw_shard = text(row, 1, &"?", "shard")?.unwrap_or_default();
-    let id = format!("{raw_stream}/{raw_shard}");
-    let stream =
-        StreamName::new(raw_stream).map_err(|e| Error::corrupt(&id, "stream", e.to_string()))?;
-    let shard = ShardId::new(raw_shard).map_err(|e| Error::corrupt(&id, "shard", e.to_string()))?;
-    let key = LeaseKey::new(stream, shard);
-    // The record's id for errors; formatted only when one is reported.
-    let rid: &dyn fmt::Display = &key;
-    let owner = text(row, 2, rid, "owner")?
-        .map(|o| WorkerId::new(o).map_err(|e| Error::corrupt(rid, "owner", e.to_string())))
-        .transpose()?;
-    let token = FencingToken(
-        u64_text(row, 3, rid, "token")?.ok_or_else(|| Error::corrupt(rid, "token", "is NULL"))?,
-    );
-    let deadline = match row.get_ref(4).map_err(from_sqlite)? {
-        ValueRef::Null => None,
-        ValueRef::Integer(ms) if ms >= 0 => Some(from_ms(ms)),
-        other => {
-            return Err(Error::corrupt(
-                rid,
-                "deadline_ms",
-                format!("{other:?} is not milliseconds since 1970"),
-            ));
-        }
-    };
-    let checkpoint = position(row, 5, 6, rid, "checkpoint", "checkpoint_sub")?;
-    let pending = position(row, 7, 8, rid, "pending", "pending_sub")?;
-    let parents = match text(row, 9, rid, "parents")? {
-        None => return Err(Error::corrupt(rid, "parents", "is NULL")),
-        Some(p) if p.is_empty() => Vec::new(),
-        Some(p) => p
-            .split(',')
-            .map(|s| ShardId::new(s).map_err(|e| Error::corrupt(rid, "parents", e.to_string())))
-            .collect::<Result<Vec<_>>>()?,
-    };
-    let claim = text(row, 10, rid, "claim")?
-        .map(|c| WorkerId::new(c).map_err(|e| Error::corrupt(rid, "claim", e.to_string())))
-        .transpose()?;
-    let owner_switches = u64_text(row, 11, rid, "owner_switches")?
-        .ok_or_else(|| Error::corrupt(rid, "owner_switches", "is NULL"))?;
-    Ok(Lease {
-        key,
-        owner,
-        token,
-        deadline,
-        checkpoint,
-        pending_checkpoint: pending,
-        parents,
-        claim,
-        owner_switches_since_checkpoint: owner_switches,
-    })
-}
-
-/// A TEXT column, or `None` for NULL; any other type is corrupt.
-fn text(
-    row: &Row<'_>,
-    idx: usize,
-    id: &dyn fmt::Display,
-    field: &'static str,
-) -> Result<Option<String>> {
-    match row.get_ref(idx).map_err(from_sqlite)? {
-        ValueRef::Null => Ok(None),
-        ValueRef::Text(bytes) => std::str::from_utf8(bytes)
-            .map(|s| Some(s.to_owned()))
-            .map_err(|_| Error::corrupt(id, field, "is not UTF-8")),
-        other => Err(Error::corrupt(
-            id,
-            field,
-            format!("{:?} is not text", other.data_type()),
-        )),
-    }
-}
-
-/// A `u64` stored as canonical decimal TEXT (an INTEGER is accepted when not negative).
-fn u64_text(
-    row: &Row<'_>,
-    idx: usize,
-    id: &dyn fmt::Display,
-    field: &'static str,
-) -> Result<Option<u64>> {
-    match row.get_ref(idx).map_err(from_sqlite)? {
-        ValueRef::Null => Ok(None),
-        ValueRef::Integer(i) => u64::try_from(i)
-            .map(Some)
-            .map_err(|_| Error::corrupt(id, field, format!("{i} is negative"))),
-        ValueRef::Text(bytes) => {
-            let s = std::str::from_utf8(bytes)
-                .map_err(|_| Error::corrupt(id, field, "is not UTF-8"))?;
-            if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
-                return Err(Error::corrupt(
-                    id,
-                    field,
-                    format!("{s:?} is not an unsigned decimal number"),
-                ));
-            }
-            s.parse::<u64>()
-                .map(Some)
-                .map_err(|_| Error::corrupt(id, field, format!("{s:?} does not fit in 64 bits")))
-        }
-        other => Err(Error::corrupt(
-            id,
-            field,
-            format!("{:?} is not a number", other.data_type()),
-        )),
-    }
-}
-
-/// A position column and its sub-sequence column.
-fn position(
-    row: &Row<'_>,
-    idx: usize,
-    sub_idx: usize,
-    id: &dyn fmt::Display,
-    field: &'static str,
-    sub_field: &'static str,
-) -> Result<Option<Position>> {
-    let Some(encoded) = text(row, idx, id, field)? else {
-        return Ok(None);
-    };
-    let sub = u64_text(row, sub_idx, id, sub_field)?.unwrap_or(0);
-    Position::decode(field, &encoded, sub)
-        .map(Some)
-        .map_err(|e| {
-            let reason = match e {
-                Error::InvalidInput { reason, .. } => reason,
-                other => other.to_string(),
-            };
-            Error::corrupt(id, field, reason)
-        })
 }
 
 #[async_trait]
@@ -657,7 +424,7 @@ impl LeaseManager for SqliteStore {
             let current = read_lease(conn, sql, app, &key)?;
             match rules::create_if_absent(current.as_ref(), &key, &parents, initial.as_ref()) {
                 Some(lease) => {
-                    write_lease(conn, sql, app, &lease)?;
+                    write_lease(conn, sql, app, None, &lease)?;
                     Ok(true)
                 }
                 None => Ok(false),
@@ -683,10 +450,9 @@ impl LeaseManager for SqliteStore {
         .await
     }
 
-    /// Operation 4. Fencing, in one write transaction: one conditional `UPDATE … RETURNING`
-    /// (`Sql::renew`) moves the deadline only while owner and token match; the returned row is
-    /// decoded before the commit. When it matches no row, the row is read and [`rules::renew`]
-    /// decides: [`Error::LeaseLost`] (or [`Error::Corrupt`]) and nothing written.
+    /// Operation 4. Fencing, in one write transaction: the row is read, [`rules::renew`]
+    /// moves the deadline only while owner and token match, and the deadline alone is written
+    /// back; otherwise [`Error::LeaseLost`] (or [`Error::Corrupt`]) and nothing written.
     async fn renew(
         &self,
         key: &LeaseKey,
@@ -695,11 +461,8 @@ impl LeaseManager for SqliteStore {
         duration: LeaseDuration,
     ) -> Result<Lease> {
         let (k, worker) = (key.clone(), worker.clone());
-        self.write(move |conn, sql, app, now, now_ms| {
-            let mut renew = conn.prepare_cached(&sql.renew).map_err(from_sqlite)?;
-            renew_one(
-                conn, &mut renew, sql, app, &k, &worker, token, duration, now, now_ms,
-            )
+        self.write(move |conn, sql, app, now, _| {
+            renew_one(conn, sql, app, &k, &worker, token, duration, now)
         })
         .await
     }
@@ -715,13 +478,10 @@ impl LeaseManager for SqliteStore {
     ) -> Result<RenewOutcome> {
         rules::check_renew_batch(leases)?;
         let (worker, leases) = (worker.clone(), leases.to_vec());
-        self.write(move |conn, sql, app, now, now_ms| {
+        self.write(move |conn, sql, app, now, _| {
             let mut outcome = RenewOutcome::default();
-            let mut renew = conn.prepare_cached(&sql.renew).map_err(from_sqlite)?;
             for (key, token) in &leases {
-                match renew_one(
-                    conn, &mut renew, sql, app, key, &worker, *token, duration, now, now_ms,
-                ) {
+                match renew_one(conn, sql, app, key, &worker, *token, duration, now) {
                     Ok(lease) => outcome.renewed.push(lease),
                     Err(Error::LeaseLost { .. }) => outcome.lost.push(key.clone()),
                     Err(e) => return Err(e),
@@ -860,7 +620,7 @@ impl LeaseManager for SqliteStore {
             let current = read_lease(conn, sql, app, &record.key)?;
             match rules::import_lease(current.as_ref(), &record)? {
                 Some(lease) => {
-                    write_lease(conn, sql, app, &lease)?;
+                    write_lease(conn, sql, app, None, &lease)?;
                     Ok(true)
                 }
                 None => Ok(false),
@@ -872,14 +632,11 @@ impl LeaseManager for SqliteStore {
 
 #[async_trait]
 impl Checkpointer for SqliteStore {
-    /// Operation 5. Fencing and monotonic positions, in one write transaction. A sequence
-    /// number first tries one conditional `UPDATE … RETURNING` (`Sql::checkpoint_sequence`)
-    /// that matches only when owner and token match and the stored position is well formed and
-    /// not ahead; the returned row is decoded before the commit (a hand-edited column makes the
-    /// operation fail with [`Error::Corrupt`] and roll back). When it matches no row, the row
-    /// is read and [`rules::checkpoint`] decides, exactly as for every other position: a stale
-    /// holder or a regression writes nothing. Durable once `COMMIT` returns, to the degree of
-    /// [`crate::Synchronous`].
+    /// Operation 5. Fencing and monotonic positions, in one write transaction: the row is
+    /// read (a hand-edited column is [`Error::Corrupt`]), [`rules::checkpoint`] decides, and
+    /// only the checkpoint columns are written back; a stale holder
+    /// ([`Error::LeaseLost`]) or a regression ([`Error::CheckpointRegression`]) writes
+    /// nothing. Durable once `COMMIT` returns, to the degree of [`crate::Synchronous`].
     async fn checkpoint_sequence(
         &self,
         key: &LeaseKey,
@@ -889,41 +646,10 @@ impl Checkpointer for SqliteStore {
     ) -> Result<Lease> {
         let (k, worker, position) = (key.clone(), worker.clone(), position.clone());
         self.write(move |conn, sql, app, _, _| {
-            if let Position::Sequence {
-                sequence,
-                sub_sequence,
-            } = &position
-            {
-                let digits = sequence.as_str();
-                let sub = sub_sequence.to_string();
-                let mut stmt = conn
-                    .prepare_cached(&sql.checkpoint_sequence)
-                    .map_err(from_sqlite)?;
-                let mut rows = stmt
-                    .query(params![
-                        app.as_str(),
-                        k.stream.as_str(),
-                        k.shard.as_str(),
-                        worker.as_str(),
-                        token.0.to_string(),
-                        digits,
-                        digits.len() as i64,
-                        sub,
-                        sub.len() as i64,
-                    ])
-                    .map_err(from_sqlite)?;
-                if let Some(row) = rows.next().map_err(from_sqlite)? {
-                    return decode_lease(row);
-                }
-            }
-            let lease = rules::checkpoint(
-                read_lease(conn, sql, app, &k)?,
-                &k,
-                &worker,
-                token,
-                &position,
-            )?;
-            write_lease(conn, sql, app, &lease)?;
+            let current = read_lease(conn, sql, app, &k)?;
+            let before = current.clone();
+            let lease = rules::checkpoint(current, &k, &worker, token, &position)?;
+            write_lease(conn, sql, app, before.as_ref(), &lease)?;
             Ok(lease)
         })
         .await
@@ -959,122 +685,4 @@ impl Checkpointer for SqliteStore {
         })
         .await
     }
-}
-
-fn collect_leases(rows: rusqlite::Result<rusqlite::Rows<'_>>) -> Result<Vec<Lease>> {
-    let mut rows = rows.map_err(from_sqlite)?;
-    let mut leases = Vec::new();
-    while let Some(row) = rows.next().map_err(from_sqlite)? {
-        leases.push(decode_lease(row)?);
-    }
-    Ok(leases)
-}
-
-#[async_trait]
-impl Membership for SqliteStore {
-    /// Operation 12, register ([`checkpoint_core::rules::register_worker`]): one upsert whose
-    /// `DO UPDATE … WHERE` replaces an existing row only when it carries this handle's nonce or
-    /// has expired by the host clock (`expires_ms <= now`); no row changed is
-    /// [`Error::WorkerIdInUse`]. The expiry becomes now + `ttl` by the host clock.
-    async fn register_worker(&self, worker: &WorkerId, ttl: HeartbeatTtl) -> Result<()> {
-        let worker = worker.clone();
-        let instance = self.instance.clone();
-        self.write(move |conn, sql, app, _, now_ms| {
-            let changed = conn
-                .prepare_cached(&sql.upsert_worker)
-                .and_then(|mut s| {
-                    s.execute(params![
-                        app.as_str(),
-                        worker.as_str(),
-                        expiry(now_ms, ttl),
-                        instance.as_str(),
-                        now_ms
-                    ])
-                })
-                .map_err(from_sqlite)?;
-            if changed == 0 {
-                return Err(Error::worker_id_in_use(&worker));
-            }
-            Ok(())
-        })
-        .await
-    }
-
-    /// Operation 12, heartbeat ([`checkpoint_core::rules::heartbeat`]): one `UPDATE` of the row
-    /// carrying this handle's nonce; when none changed, a read in the same write transaction
-    /// tells another instance's row ([`Error::WorkerIdInUse`]) from none ([`Error::NotFound`]).
-    async fn heartbeat(&self, worker: &WorkerId, ttl: HeartbeatTtl) -> Result<()> {
-        let worker = worker.clone();
-        let instance = self.instance.clone();
-        self.write(move |conn, sql, app, _, now_ms| {
-            let updated = conn
-                .prepare_cached(&sql.heartbeat)
-                .and_then(|mut s| {
-                    s.execute(params![
-                        app.as_str(),
-                        worker.as_str(),
-                        expiry(now_ms, ttl),
-                        instance.as_str()
-                    ])
-                })
-                .map_err(from_sqlite)?;
-            if updated > 0 {
-                return Ok(());
-            }
-            let exists = conn
-                .prepare_cached(&sql.worker_exists)
-                .and_then(|mut s| s.exists(params![app.as_str(), worker.as_str()]))
-                .map_err(from_sqlite)?;
-            Err(if exists {
-                Error::worker_id_in_use(&worker)
-            } else {
-                Error::worker_not_found(&worker)
-            })
-        })
-        .await
-    }
-
-    async fn live_workers(&self) -> Result<Vec<WorkerId>> {
-        self.read(move |conn, sql, app, _, now_ms| {
-            let mut stmt = conn
-                .prepare_cached(&sql.live_workers)
-                .map_err(from_sqlite)?;
-            let mut rows = stmt
-                .query(params![app.as_str(), now_ms])
-                .map_err(from_sqlite)?;
-            let mut workers = Vec::new();
-            while let Some(row) = rows.next().map_err(from_sqlite)? {
-                let raw = text(row, 0, &app.as_str(), "worker")?.unwrap_or_default();
-                workers.push(WorkerId::new(raw.clone()).map_err(|e| {
-                    Error::corrupt(format!("{app}/{raw}"), "worker", e.to_string())
-                })?);
-            }
-            Ok(workers)
-        })
-        .await
-    }
-
-    async fn deregister_worker(&self, worker: &WorkerId) -> Result<()> {
-        let worker = worker.clone();
-        self.write(move |conn, sql, app, _, _| {
-            conn.prepare_cached(&sql.delete_worker)
-                .and_then(|mut s| s.execute(params![app.as_str(), worker.as_str()]))
-                .map_err(from_sqlite)?;
-            Ok(())
-        })
-        .await
-    }
-
-    async fn prune_dead_workers(&self) -> Result<usize> {
-        self.write(move |conn, sql, app, _, now_ms| {
-            conn.prepare_cached(&sql.prune_workers)
-                .and_then(|mut s| s.execute(params![app.as_str(), now_ms]))
-                .map_err(from_sqlite)
-        })
-        .await
-    }
-}
-
-fn expiry(now_ms: i64, ttl: HeartbeatTtl) -> i64 {
-    now_ms.saturating_add(i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX))
 }

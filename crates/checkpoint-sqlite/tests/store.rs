@@ -488,7 +488,7 @@ async fn the_background_checkpointer_keeps_the_log_from_growing() {
     let db = TempDb::new();
     let (store, k, me, token) = with_threshold(&db.0, 100).await;
     let mut n = 0u64;
-    let mut first_round = None;
+    let mut largest = 0;
     for _ in 0..20 {
         for _ in 0..250 {
             n += 1;
@@ -500,18 +500,15 @@ async fn the_background_checkpointer_keeps_the_log_from_growing() {
         // A pass that starts with no write in flight copies the whole log, so the next write
         // starts it over.
         store.wal_checkpoint_pass().await.expect("pass");
-        first_round.get_or_insert(wal_size(&db.0, &store).0);
+        largest = largest.max(wal_size(&db.0, &store).0);
     }
-    let (size, frame) = wal_size(&db.0, &store);
-    let first_round = first_round.expect("one round");
+    // The file keeps its largest size. Without checkpoints the log would hold all 5,000
+    // commits; it never held more than a few rounds' worth of the threshold.
+    let frame = wal_size(&db.0, &store).1;
     assert!(
-        first_round < 1000 * frame,
-        "one round of 250 checkpoints wrote {first_round} bytes of log"
-    );
-    // The file keeps its largest size; it never outgrew the first round's.
-    assert!(
-        size <= first_round + frame,
-        "the log grew from {first_round} to {size} bytes over 5000 checkpoints"
+        largest < 1000 * frame,
+        "the log reached {largest} bytes ({} frames) over 5000 checkpoints",
+        largest / frame
     );
     assert!(store.wal_checkpointer_idle().await.expect("idle") >= 20);
     assert_eq!(
