@@ -44,9 +44,9 @@ impl PostgresStore {
         rows.iter().map(decode_lease).collect()
     }
 
-    /// Renews `leases` in chunks of [`PostgresConfig::renew_chunk`] with `parallel` tasks, task `i`
-    /// running chunks `i`, `i + parallel`, … one after the other. Every task runs to its end;
-    /// then the first error, if any, is the answer.
+    /// Renews `leases` in chunks of [`crate::PostgresConfig::renew_chunk`] with `parallel`
+    /// tasks, task `i` running chunks `i`, `i + parallel`, … one after the other. Every task
+    /// runs to its end; then the first error, if any, is the answer.
     pub(crate) async fn renew_parallel(
         &self,
         worker: &WorkerId,
