@@ -124,6 +124,7 @@
 mod checkpoints;
 mod config;
 mod error;
+mod renew;
 mod row;
 mod schema;
 mod store;

@@ -128,8 +128,12 @@
 //! `verify-ca`, `verify-full`, with `sslrootcert=<CA file>` for a private authority) in the
 //! URL. `tests/tls.rs` runs against a TLS-only server with a private CA.
 
+mod checkpoints;
 mod config;
 mod error;
+mod membership;
+mod renew;
+mod row;
 mod schema;
 mod store;
 

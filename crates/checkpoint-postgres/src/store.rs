@@ -1,4 +1,8 @@
-//! [`PostgresStore`]: the [`Checkpointer`] and [`Membership`] implementations.
+//! [`PostgresStore`]: opening, the conditional-write machinery, and the [`LeaseManager`]
+//! implementation. [`crate::checkpoints`] holds the [`checkpoint_core::Checkpointer`]
+//! implementation and the transactional checkpoint, [`crate::membership`] the
+//! [`checkpoint_core::Membership`] one, [`crate::renew`] the chunked statements of renew-many,
+//! and [`crate::row`] the decoding of rows and the statements' parameters.
 //!
 //! Every write is one SQL statement run in its own implicit transaction (see
 //! [`crate::schema`] for the statements): a conditional `UPDATE … WHERE owner = $ AND token = $
@@ -32,23 +36,22 @@ use async_trait::async_trait;
 use checkpoint_core::Listing;
 use checkpoint_core::rules::{self, Outcome};
 use checkpoint_core::{
-    AppName, BatchMode, Capabilities, Checkpointer, ClockSource, Durability, Error, FencingToken,
-    HeartbeatTtl, InstanceId, Lease, LeaseDuration, LeaseKey, LeaseManager, Membership, Position,
-    RenewOutcome, Result, ShardId, StreamName, WorkerId,
+    AppName, BatchMode, Capabilities, ClockSource, Durability, Error, FencingToken, InstanceId,
+    Lease, LeaseDuration, LeaseKey, LeaseManager, Position, RenewOutcome, Result, ShardId,
+    StreamName, WorkerId,
 };
-use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
-use sqlx::{Connection, PgConnection, PgExecutor, Row};
+use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::{PgExecutor, Row};
 
 use crate::config::PostgresConfig;
 use crate::error::{STORE, from_sqlx};
+use crate::renew::RENEW_PARALLEL;
+use crate::row::{decode_lease, from_micros, millis, token_param};
 use crate::schema::{self, Statements, Tables};
 
 /// How often one call runs its statement again after the re-read found that the record changed
 /// in between (another writer was faster every time) before giving up with a retryable error.
-const MAX_RACES: usize = 8;
-
-/// Most renew-many chunk statements run at once (never more than the pool's connections).
-const RENEW_PARALLEL: usize = 4;
+pub(crate) const MAX_RACES: usize = 8;
 
 /// A lease/checkpoint store on one PostgreSQL database, for one app.
 ///
@@ -70,17 +73,17 @@ const RENEW_PARALLEL: usize = 4;
 /// ```
 #[derive(Clone)]
 pub struct PostgresStore {
-    app: AppName,
-    inner: Arc<Inner>,
+    pub(crate) app: AppName,
+    pub(crate) inner: Arc<Inner>,
     /// This handle's nonce, written with the membership records it registers.
-    instance: InstanceId,
+    pub(crate) instance: InstanceId,
 }
 
-struct Inner {
-    pool: PgPool,
-    config: PostgresConfig,
-    tables: Tables,
-    sql: Statements,
+pub(crate) struct Inner {
+    pub(crate) pool: PgPool,
+    pub(crate) config: PostgresConfig,
+    pub(crate) tables: Tables,
+    pub(crate) sql: Statements,
 }
 
 impl fmt::Debug for PostgresStore {
@@ -97,7 +100,7 @@ impl fmt::Debug for PostgresStore {
     }
 }
 
-type Attempt<'a> = Pin<Box<dyn Future<Output = Result<Option<Lease>>> + Send + 'a>>;
+pub(crate) type Attempt<'a> = Pin<Box<dyn Future<Output = Result<Option<Lease>>> + Send + 'a>>;
 
 impl PostgresStore {
     /// Opens a connection pool described by `config` for `app` and runs [`LeaseManager::init`]
@@ -189,74 +192,8 @@ impl PostgresStore {
         &self.inner.tables.leases
     }
 
-    /// Transactional checkpoint (operation 13): writes the fenced checkpoint of `key` inside the
-    /// caller's own open transaction on `conn` (a `&mut *tx` of a
-    /// `sqlx::Transaction<'_, Postgres>`), so the application's state and the position commit
-    /// or roll back together: exactly-once processing.
-    ///
-    /// Same rules as [`Checkpointer::checkpoint_sequence`]. Fencing: the conditional `UPDATE` matches
-    /// only while `worker` holds the lease with `token`, and the row lock it takes is held until
-    /// the caller's transaction ends, so no steal or take-over can slip in between this check and
-    /// the commit (keep the transaction short: a competing `get_lease` or `steal` waits for it).
-    /// Otherwise [`Error::LeaseLost`] or [`Error::CheckpointRegression`], with nothing written
-    /// by this call; the caller should roll back. Faults are not retried here: the transaction
-    /// belongs to the caller. `conn` outside a transaction is [`Error::InvalidInput`] naming
-    /// `transaction` (the write would commit on its own, which is what
-    /// [`Checkpointer::checkpoint_sequence`] is for).
-    ///
-    /// ```no_run
-    /// # use std::time::Duration;
-    /// # use checkpoint_core::{AppName, Checkpointer, LeaseManager, LeaseDuration, LeaseKey, Position, WorkerId};
-    /// # use checkpoint_postgres::PostgresStore;
-    /// # async fn demo() -> checkpoint_core::Result<()> {
-    /// let store = PostgresStore::connect("postgres://postgres@127.0.0.1/test", AppName::new("billing")?).await?;
-    /// let key = LeaseKey::parse("orders", "shard-0")?;
-    /// let me = WorkerId::new("worker-1")?;
-    /// let lease = store.get_lease(&key, &me, LeaseDuration::new(Duration::from_secs(10))?).await?;
-    ///
-    /// let mut tx = store.pool().begin().await.expect("begin");
-    /// sqlx::query("UPDATE totals SET amount = amount + 42 WHERE id = 1")
-    ///     .execute(&mut *tx).await.expect("app write");
-    /// store.checkpoint_in_transaction(&mut tx, &key, &me, lease.token, &Position::sequence("1000")?).await?;
-    /// tx.commit().await.expect("commit"); // the total and the position, or neither
-    /// # Ok(()) }
-    /// ```
-    pub async fn checkpoint_in_transaction(
-        &self,
-        conn: &mut PgConnection,
-        key: &LeaseKey,
-        worker: &WorkerId,
-        token: FencingToken,
-        position: &Position,
-    ) -> Result<Lease> {
-        if !conn.is_in_transaction() {
-            return Err(Error::invalid(
-                "transaction",
-                "the connection is not inside a transaction; begin one first",
-            ));
-        }
-        for _ in 0..MAX_RACES {
-            let written = self
-                .checkpoint_statement(
-                    &mut *conn,
-                    &self.inner.sql.checkpoint,
-                    key,
-                    worker,
-                    token,
-                    position,
-                )
-                .await?;
-            if let Some(lease) = written {
-                return Ok(lease);
-            }
-            let (current, _) = self.reread(&mut *conn, key).await?;
-            rules::checkpoint(current, key, worker, token, position)?;
-        }
-        Err(raced(key))
-    }
-
     /// Runs `op` with the configured backoff while it fails with a retryable error.
-    async fn retry<T, F, Fut>(&self, mut op: F) -> Result<T>
+    pub(crate) async fn retry<T, F, Fut>(&self, mut op: F) -> Result<T>
     where
         F: FnMut() -> Fut + Send,
         Fut: Future<Output = Result<T>> + Send,
@@ -306,7 +243,7 @@ impl PostgresStore {
     /// lets `rule` decide. `rule` failing is the operation's answer; `Outcome::Unchanged` is an
     /// idempotent repeat, returned as is; `Outcome::Write` means the record changed between the
     /// statement and the re-read, so the statement runs again. Retried on transient faults.
-    async fn conditional<'a, S, R>(
+    pub(crate) async fn conditional<'a, S, R>(
         &'a self,
         key: &'a LeaseKey,
         statement: S,
@@ -333,7 +270,7 @@ impl PostgresStore {
     }
 
     /// The record (or `None`) and the server's clock, read in one statement.
-    async fn reread<'e, E: PgExecutor<'e>>(
+    pub(crate) async fn reread<'e, E: PgExecutor<'e>>(
         &self,
         exec: E,
         key: &LeaseKey,
@@ -357,112 +294,8 @@ impl PostgresStore {
         Ok((lease, now))
     }
 
-    /// The fenced checkpoint (or prepare) statement: `sql` is `checkpoint` or
-    /// `prepare_checkpoint`.
-    async fn checkpoint_statement<'e, E: PgExecutor<'e>>(
-        &self,
-        exec: E,
-        sql: &sqlx::SqlStr,
-        key: &LeaseKey,
-        worker: &WorkerId,
-        token: FencingToken,
-        position: &Position,
-    ) -> Result<Option<Lease>> {
-        let row = sqlx::query(sql.clone())
-            .bind(self.app.as_str())
-            .bind(key.stream.as_str())
-            .bind(key.shard.as_str())
-            .bind(worker.as_str())
-            .bind(token_param(token))
-            .bind(position.encode())
-            .bind(position.sub_sequence().to_string())
-            .bind(progress_key(position))
-            .fetch_optional(exec)
-            .await
-            .map_err(from_sqlx)?;
-        row.as_ref().map(decode_lease).transpose()
-    }
-
-    /// One renew-many statement for `chunk` (see [`LeaseManager::renew_many`]): the renewed
-    /// leases, in no particular order. Retried on transient faults.
-    async fn renew_chunk(
-        &self,
-        worker: &WorkerId,
-        chunk: &[(LeaseKey, FencingToken)],
-        duration: LeaseDuration,
-    ) -> Result<Vec<Lease>> {
-        let streams: Vec<&str> = chunk.iter().map(|(k, _)| k.stream.as_str()).collect();
-        let shards: Vec<&str> = chunk.iter().map(|(k, _)| k.shard.as_str()).collect();
-        let tokens: Vec<i64> = chunk.iter().map(|(_, t)| token_param(*t)).collect();
-        let rows = self
-            .retry(|| async {
-                sqlx::query(self.inner.sql.renew_many.clone())
-                    .bind(self.app.as_str())
-                    .bind(worker.as_str())
-                    .bind(&streams)
-                    .bind(&shards)
-                    .bind(&tokens)
-                    .bind(millis(duration.get()))
-                    .fetch_all(&self.inner.pool)
-                    .await
-                    .map_err(from_sqlx)
-            })
-            .await?;
-        rows.iter().map(decode_lease).collect()
-    }
-
-    /// Renews `leases` in chunks of [`PostgresConfig::renew_chunk`] with `parallel` tasks, task `i`
-    /// running chunks `i`, `i + parallel`, … one after the other. Every task runs to its end;
-    /// then the first error, if any, is the answer.
-    async fn renew_parallel(
-        &self,
-        worker: &WorkerId,
-        leases: &[(LeaseKey, FencingToken)],
-        duration: LeaseDuration,
-        parallel: usize,
-    ) -> Result<Vec<Lease>> {
-        let leases: Arc<[(LeaseKey, FencingToken)]> = leases.into();
-        let mut tasks = tokio::task::JoinSet::new();
-        for first in 0..parallel {
-            let (store, worker, leases) = (self.clone(), worker.clone(), leases.clone());
-            tasks.spawn(async move {
-                let mut renewed = Vec::new();
-                let chunks = leases
-                    .chunks(store.inner.config.renew_chunk())
-                    .skip(first)
-                    .step_by(parallel);
-                for chunk in chunks {
-                    renewed.extend(store.renew_chunk(&worker, chunk, duration).await?);
-                }
-                Ok::<_, Error>(renewed)
-            });
-        }
-        let mut renewed = Vec::with_capacity(leases.len());
-        let mut failure = None;
-        while let Some(joined) = tasks.join_next().await {
-            match joined {
-                Ok(Ok(part)) => renewed.extend(part),
-                Ok(Err(e)) => {
-                    failure.get_or_insert(e);
-                }
-                Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-                Err(e) => {
-                    failure.get_or_insert(Error::backend_message(
-                        STORE,
-                        true,
-                        format!("a renew-many task was cancelled: {e}"),
-                    ));
-                }
-            }
-        }
-        match failure {
-            Some(e) => Err(e),
-            None => Ok(renewed),
-        }
-    }
-
     /// Runs a statement that returns at most one lease row.
-    fn lease_row<'a>(
+    pub(crate) fn lease_row<'a>(
         &'a self,
         query: sqlx::query::Query<'a, sqlx::Postgres, sqlx::postgres::PgArguments>,
     ) -> Attempt<'a> {
@@ -476,7 +309,7 @@ impl PostgresStore {
     }
 
     /// A query on `sql` with the key parameters `$1` app, `$2` stream, `$3` shard bound.
-    fn keyed<'a>(
+    pub(crate) fn keyed<'a>(
         &'a self,
         sql: &sqlx::SqlStr,
         key: &'a LeaseKey,
@@ -931,322 +764,12 @@ impl LeaseManager for PostgresStore {
     }
 }
 
-#[async_trait]
-impl Checkpointer for PostgresStore {
-    /// Operation 5 (fencing, monotonic positions): `UPDATE … WHERE owner = $worker AND token =
-    /// $token AND stored progress key <= new progress key`, the progress key being the rank and
-    /// the zero-padded sequence and sub-sequence, so text order is progress order and nothing
-    /// but `SHARD_END` follows `SHARD_END`. No row: [`Error::LeaseLost`] or
-    /// [`Error::CheckpointRegression`] from the re-read, nothing written.
-    async fn checkpoint_sequence(
-        &self,
-        key: &LeaseKey,
-        worker: &WorkerId,
-        token: FencingToken,
-        position: &Position,
-    ) -> Result<Lease> {
-        self.conditional(
-            key,
-            || {
-                Box::pin(self.checkpoint_statement(
-                    &self.inner.pool,
-                    &self.inner.sql.checkpoint,
-                    key,
-                    worker,
-                    token,
-                    position,
-                ))
-            },
-            |current, _| {
-                rules::checkpoint(current, key, worker, token, position).map(Outcome::Write)
-            },
-        )
-        .await
-    }
-
-    /// Operation 14: fenced and checked against the stored checkpoint exactly as
-    /// [`Checkpointer::checkpoint_sequence`], storing the pending position.
-    async fn prepare_checkpoint(
-        &self,
-        key: &LeaseKey,
-        worker: &WorkerId,
-        token: FencingToken,
-        position: &Position,
-    ) -> Result<Lease> {
-        self.conditional(
-            key,
-            || {
-                Box::pin(self.checkpoint_statement(
-                    &self.inner.pool,
-                    &self.inner.sql.prepare_checkpoint,
-                    key,
-                    worker,
-                    token,
-                    position,
-                ))
-            },
-            |current, _| {
-                rules::prepare_checkpoint(current, key, worker, token, position).map(Outcome::Write)
-            },
-        )
-        .await
-    }
-
-    async fn fetch_checkpoint(&self, key: &LeaseKey) -> Result<Option<Lease>> {
-        self.retry(|| self.lease_row(self.keyed(&self.inner.sql.fetch, key)))
-            .await
-    }
-
-    async fn reset_checkpoint(&self, key: &LeaseKey, position: Option<&Position>) -> Result<Lease> {
-        self.conditional(
-            key,
-            || {
-                self.lease_row(
-                    self.keyed(&self.inner.sql.reset_checkpoint, key)
-                        .bind(position.map(Position::encode))
-                        .bind(position.map_or(0, Position::sub_sequence).to_string()),
-                )
-            },
-            |current, _| rules::reset_checkpoint(current, key, position).map(Outcome::Write),
-        )
-        .await
-    }
-}
-
-#[async_trait]
-impl Membership for PostgresStore {
-    /// Operation 12, register ([`checkpoint_core::rules::register_worker`]): one upsert whose
-    /// `DO UPDATE … WHERE` replaces the row only when it carries this handle's nonce or has
-    /// expired by the server's clock; PostgreSQL serialises concurrent upserts of one key, so of
-    /// two instances registering at once exactly one row wins. No row affected is
-    /// [`Error::WorkerIdInUse`]. A retry after a lost reply finds this instance's row.
-    async fn register_worker(&self, worker: &WorkerId, ttl: HeartbeatTtl) -> Result<()> {
-        let done = self
-            .retry(|| async {
-                sqlx::query(self.inner.sql.register_worker.clone())
-                    .bind(self.app.as_str())
-                    .bind(worker.as_str())
-                    .bind(millis(ttl.get()))
-                    .bind(self.instance.as_str())
-                    .execute(&self.inner.pool)
-                    .await
-                    .map_err(from_sqlx)
-            })
-            .await?;
-        if done.rows_affected() == 0 {
-            return Err(Error::worker_id_in_use(worker));
-        }
-        Ok(())
-    }
-
-    /// Operation 12, heartbeat ([`checkpoint_core::rules::heartbeat`]): one statement extends
-    /// the row carrying this handle's nonce and reads, in the same snapshot, whether a row of
-    /// the id exists: another instance's row is [`Error::WorkerIdInUse`], none
-    /// [`Error::NotFound`].
-    async fn heartbeat(&self, worker: &WorkerId, ttl: HeartbeatTtl) -> Result<()> {
-        let (beaten, present): (bool, bool) = self
-            .retry(|| async {
-                sqlx::query_as(self.inner.sql.heartbeat.clone())
-                    .bind(self.app.as_str())
-                    .bind(worker.as_str())
-                    .bind(millis(ttl.get()))
-                    .bind(self.instance.as_str())
-                    .fetch_one(&self.inner.pool)
-                    .await
-                    .map_err(from_sqlx)
-            })
-            .await?;
-        match (beaten, present) {
-            (true, _) => Ok(()),
-            (false, true) => Err(Error::worker_id_in_use(worker)),
-            (false, false) => Err(Error::worker_not_found(worker)),
-        }
-    }
-
-    async fn live_workers(&self) -> Result<Vec<WorkerId>> {
-        let names: Vec<String> = self
-            .retry(|| async {
-                sqlx::query_scalar(self.inner.sql.live_workers.clone())
-                    .bind(self.app.as_str())
-                    .fetch_all(&self.inner.pool)
-                    .await
-                    .map_err(from_sqlx)
-            })
-            .await?;
-        names
-            .into_iter()
-            .map(|name| {
-                WorkerId::new(name.clone()).map_err(|e| {
-                    Error::corrupt(format!("worker {name:?}"), "worker", e.to_string())
-                })
-            })
-            .collect()
-    }
-
-    async fn deregister_worker(&self, worker: &WorkerId) -> Result<()> {
-        self.retry(|| async {
-            sqlx::query(self.inner.sql.deregister_worker.clone())
-                .bind(self.app.as_str())
-                .bind(worker.as_str())
-                .execute(&self.inner.pool)
-                .await
-                .map_err(from_sqlx)?;
-            Ok(())
-        })
-        .await
-    }
-
-    /// One `DELETE … WHERE expires_at <= clock_timestamp()`. If a first attempt's reply is lost,
-    /// the retry's count misses what that attempt deleted.
-    async fn prune_dead_workers(&self) -> Result<usize> {
-        let done = self
-            .retry(|| async {
-                sqlx::query(self.inner.sql.prune_workers.clone())
-                    .bind(self.app.as_str())
-                    .execute(&self.inner.pool)
-                    .await
-                    .map_err(from_sqlx)
-            })
-            .await?;
-        Ok(usize::try_from(done.rows_affected()).unwrap_or(usize::MAX))
-    }
-}
-
 /// The retryable error when every attempt found the record changed by another writer between
 /// the conditional statement and the re-read.
-fn raced(key: &LeaseKey) -> Error {
+pub(crate) fn raced(key: &LeaseKey) -> Error {
     Error::backend_message(
         STORE,
         true,
         format!("lease {key} kept changing under concurrent writers; nothing was written"),
     )
-}
-
-/// A token as the `bigint` column stores it. Tokens beyond `i64::MAX` cannot be stored, so no
-/// record holds one: they become -1, which the `token >= 0` check keeps out of every row, and the
-/// fenced statement matches nothing.
-fn token_param(token: FencingToken) -> i64 {
-    i64::try_from(token.0).unwrap_or(-1)
-}
-
-/// Whole milliseconds (durations are validated to at most 24 h).
-fn millis(d: Duration) -> i64 {
-    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
-}
-
-/// The progress key of a position, the same text the table's generated `checkpoint_order`
-/// column computes from a stored one: `0` for the initial positions (all equal), `1` then the
-/// sequence number zero-padded to 128 digits and the sub-sequence to 20 for a sequence, `2` for
-/// `SHARD_END`. Byte order of these keys is [`Position::cmp_progress`] order.
-fn progress_key(position: &Position) -> String {
-    match position {
-        Position::Sequence {
-            sequence,
-            sub_sequence,
-        } => format!("1{}{sub_sequence:020}", sequence.padded()),
-        Position::ShardEnd => "2".to_owned(),
-        Position::TrimHorizon | Position::Latest | Position::AtTimestamp(_) => "0".to_owned(),
-    }
-}
-
-fn from_micros(us: i64) -> Option<SystemTime> {
-    u64::try_from(us)
-        .ok()
-        .map(|us| UNIX_EPOCH + Duration::from_micros(us))
-}
-
-/// Decodes a row with the columns of `schema::LEASE_COLUMNS_SQL`. A stored value this crate
-/// would never write is [`Error::Corrupt`] naming the record and the column.
-fn decode_lease(row: &PgRow) -> Result<Lease> {
-    let stream: String = row.try_get("stream").map_err(from_sqlx)?;
-    let shard: String = row.try_get("shard").map_err(from_sqlx)?;
-    let id = format!("{stream}/{shard}");
-    let corrupt = |field: &'static str, e: Error| Error::corrupt(&id, field, e.to_string());
-    let key = LeaseKey::new(
-        StreamName::new(stream.clone()).map_err(|e| corrupt("stream", e))?,
-        ShardId::new(shard.clone()).map_err(|e| corrupt("shard", e))?,
-    );
-    let worker = |field: &'static str| -> Result<Option<WorkerId>> {
-        let name: Option<String> = row.try_get(field).map_err(from_sqlx)?;
-        name.map(|n| WorkerId::new(n).map_err(|e| corrupt(field, e)))
-            .transpose()
-    };
-    let position = |field: &'static str, sub_field: &'static str| -> Result<Option<Position>> {
-        let text: Option<String> = row.try_get(field).map_err(from_sqlx)?;
-        let sub: String = row.try_get(sub_field).map_err(from_sqlx)?;
-        let Some(text) = text else { return Ok(None) };
-        let sub: u64 = sub
-            .parse()
-            .map_err(|_| Error::corrupt(&id, sub_field, format!("{sub:?} is not a u64")))?;
-        Position::decode(field, &text, sub)
-            .map(Some)
-            .map_err(|e| corrupt(field, e))
-    };
-    let token: i64 = row.try_get("token").map_err(from_sqlx)?;
-    let token = u64::try_from(token)
-        .map_err(|_| Error::corrupt(&id, "token", format!("{token} is negative")))?;
-    let deadline: Option<i64> = row.try_get("deadline_us").map_err(from_sqlx)?;
-    let deadline = deadline
-        .map(|us| from_micros(us).ok_or_else(|| Error::corrupt(&id, "deadline", "is before 1970")))
-        .transpose()?;
-    let parents: Vec<String> = row.try_get("parents").map_err(from_sqlx)?;
-    let parents = parents
-        .into_iter()
-        .map(|p| ShardId::new(p).map_err(|e| corrupt("parents", e)))
-        .collect::<Result<Vec<_>>>()?;
-    let switches: i64 = row.try_get("owner_switches").map_err(from_sqlx)?;
-    let switches = u64::try_from(switches)
-        .map_err(|_| Error::corrupt(&id, "owner_switches", format!("{switches} is negative")))?;
-    Ok(Lease {
-        key,
-        owner: worker("owner")?,
-        token: FencingToken(token),
-        deadline,
-        checkpoint: position("checkpoint", "checkpoint_sub")?,
-        pending_checkpoint: position("pending_checkpoint", "pending_checkpoint_sub")?,
-        parents,
-        claim: worker("claim")?,
-        owner_switches_since_checkpoint: switches,
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn progress_keys_sort_in_progress_order() {
-        let positions = [
-            Position::TrimHorizon,
-            Position::sequence("0").unwrap(),
-            Position::sequence_with_sub("0", 1).unwrap(),
-            Position::sequence("9").unwrap(),
-            Position::sequence("10").unwrap(),
-            Position::sequence_with_sub("10", u64::MAX).unwrap(),
-            Position::sequence(&"9".repeat(128)).unwrap(),
-            Position::ShardEnd,
-        ];
-        for pair in positions.windows(2) {
-            assert!(progress_key(&pair[0]) < progress_key(&pair[1]), "{pair:?}");
-            assert_eq!(
-                pair[0].cmp_progress(&pair[1]),
-                std::cmp::Ordering::Less,
-                "{pair:?}"
-            );
-        }
-        assert_eq!(
-            progress_key(&Position::Latest),
-            progress_key(&Position::AtTimestamp(5))
-        );
-        assert_eq!(
-            progress_key(&Position::sequence("0010").unwrap()),
-            progress_key(&Position::sequence("10").unwrap())
-        );
-    }
-
-    #[test]
-    fn huge_tokens_never_match_a_stored_one() {
-        assert_eq!(token_param(FencingToken(7)), 7);
-        assert_eq!(token_param(FencingToken(u64::MAX)), -1);
-    }
 }
