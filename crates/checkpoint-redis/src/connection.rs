@@ -16,7 +16,7 @@ use redis::aio::{ConnectionLike, ConnectionManager};
 use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
 use redis::{
-    Cmd, ErrorKind, Pipeline, RedisError, RedisFuture, RedisResult, ServerErrorKind, Value,
+    Cmd, Pipeline, RedisError, RedisFuture, RedisResult, ServerError, ServerErrorKind, Value,
 };
 
 use crate::config::WaitForReplicas;
@@ -91,21 +91,64 @@ impl fmt::Display for ReplicationShortfall {
 
 impl std::error::Error for ReplicationShortfall {}
 
-fn is_noscript(err: &RedisError) -> bool {
-    err.kind() == ErrorKind::Server(ServerErrorKind::NoScript) || has_code(err, "NOSCRIPT")
-}
-
-/// `FCALL` of a function this server does not have (`ERR Function not found`): the server
-/// restarted without persistence, its functions were flushed, or it joined the cluster after
-/// the library was loaded. The call did not run.
-fn is_function_missing(err: &RedisError) -> bool {
-    has_detail(err, "Function not found")
-}
-
-/// A server that has no function commands (before Redis 7.0: `unknown command`) or does not let
-/// this user load functions (`NOPERM`).
+/// A server without function commands (before Redis 7.0: `unknown command`), or where this user
+/// may not load functions (`NOPERM`): the answers to `FUNCTION LOAD` that make
+/// [`ScriptMode::Auto`](crate::ScriptMode::Auto) choose scripts.
 fn lacks_functions(err: &RedisError) -> bool {
     has_detail(err, "unknown command") || has_code(err, "NOPERM")
+}
+
+/// How the server refused the calls of one script command or pipeline, judged from the errors of
+/// the call entries only (indices below `calls`; a pipeline's `WAIT` comes after them and is
+/// never taken for a refusal of the calls). `None` unless every error on a call entry is the
+/// same refusal: anything else is an error to report, not a form to change.
+///
+/// A refused call did not run; calls of the same pipeline without an error did run (a flush in
+/// the middle of a pipeline of `renew_many` chunks), and are sent again with the refused ones,
+/// which every script of this crate makes safe (the same argument as for a retry after a lost
+/// reply, see `RedisStore::eval`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Refusal {
+    /// `ERR Function not found`: the server does not have the library (a restart without
+    /// persistence, `FUNCTION FLUSH`, a master that joined the cluster after open).
+    FunctionMissing,
+    /// `ERR unknown command`: the server has no `FCALL` (a downgrade, a failover to an older
+    /// replica).
+    NoFunctions,
+    /// `NOSCRIPT`: the server does not have the script (a restart, `SCRIPT FLUSH`, a slot moved
+    /// to a node that never loaded it).
+    NoScript,
+}
+
+fn refusal(err: &RedisError, calls: usize) -> Option<Refusal> {
+    let errors = err.clone().into_server_errors()?;
+    let mut on_calls = errors.iter().filter(|(i, _)| *i < calls).map(|(_, e)| e);
+    let classify = |e: &ServerError| {
+        let detail = e.details().unwrap_or_default();
+        if detail.starts_with("Function not found") {
+            Some(Refusal::FunctionMissing)
+        } else if detail.starts_with("unknown command") {
+            Some(Refusal::NoFunctions)
+        } else if e.kind() == Some(ServerErrorKind::NoScript) || e.code() == "NOSCRIPT" {
+            Some(Refusal::NoScript)
+        } else {
+            None
+        }
+    };
+    let first = classify(on_calls.next()?)?;
+    on_calls
+        .all(|e| classify(e) == Some(first))
+        .then_some(first)
+}
+
+/// The form a store's calls take: `FCALL` of the function library while `functions` is set,
+/// scripts otherwise. `auto` ([`ScriptMode::Auto`](crate::ScriptMode::Auto)): a server that
+/// answers `unknown command` to `FCALL` switches the store to scripts for good; without it
+/// ([`ScriptMode::Functions`](crate::ScriptMode::Functions)) that answer is an error.
+#[derive(Debug)]
+pub(crate) struct LuaForm {
+    pub(crate) functions: AtomicBool,
+    pub(crate) auto: bool,
 }
 
 /// One script call: its keys and its arguments.
@@ -231,8 +274,8 @@ fn check_wait(reply: Value, wait: WaitForReplicas) -> Result<()> {
 impl Connection {
     /// Runs `script` once per call (all calls with keys of one app, so of one slot), then
     /// `WAIT` when `wait` is set; returns the scripts' replies in order. Each call is an `FCALL`
-    /// of the script's function while `functions` is set (the store's [`ScriptMode`] resolved
-    /// at open), else an `EVALSHA` of its hash.
+    /// of the script's function while `form.functions` is set (the store's [`ScriptMode`]
+    /// resolved at open), else an `EVALSHA` of its hash.
     ///
     /// - Single node: one pipeline, one round trip (`WAIT` included, on the same connection).
     /// - Cluster: each call a command of its own on the node's multiplexed connection, so the
@@ -241,15 +284,14 @@ impl Connection {
     ///   that ran the scripts unless the slot moved in between (a resharding: `WAIT` then
     ///   answers for the wrong node, and may report replicas that the write did not reach).
     ///
-    /// A call refused before it ran is sent again, once, where the refusal says how:
-    /// `Function not found` (a restart without persistence, `FUNCTION FLUSH`, a master that
-    /// joined the cluster after open) loads the library on the node that refused and sends the
-    /// `FCALL` again; `unknown command` (the server no longer has functions: a downgrade, or a
-    /// failover to an older replica) clears `functions` for every later call and sends the
-    /// call as a script; `NOSCRIPT` (a restarted server, `SCRIPT FLUSH`, a slot moved to a node
-    /// that never loaded the script) sends it as `EVAL` with the source, routed and redirected
-    /// like the `EVALSHA`, so the script runs and is cached on exactly the node that owns the
-    /// keys. None of these refusals ran anything, so sending again is safe.
+    /// Calls the server refused ([`Refusal`], judged from the call entries only) are sent again,
+    /// once, in the form the refusal asks for: `Function not found` loads the library on the
+    /// node that refused and sends the `FCALL`s again; `unknown command` to `FCALL`, when
+    /// `form.auto`, clears `form.functions` for every later call and sends the calls as
+    /// scripts (without `auto` it is returned as an error); `NOSCRIPT` sends them as `EVAL`
+    /// with the source, routed and redirected like the `EVALSHA`, so the script runs and is
+    /// cached on exactly the node that owns the keys. A refused call did not run; the calls of a
+    /// pipeline that did run are sent again with it, which every script makes safe.
     ///
     /// Errors: the mapped redis error ([`from_redis`]); a [`ReplicationShortfall`] as a
     /// retryable [`Error::Backend`] when `WAIT` counted fewer replicas than asked.
@@ -260,11 +302,11 @@ impl Connection {
         script: &LuaScript,
         calls: &[Call<'_>],
         wait: Option<WaitForReplicas>,
-        functions: &AtomicBool,
+        form: &LuaForm,
     ) -> Result<Vec<Value>> {
         match self {
             Self::Single(conn) => {
-                let mut values = single_calls(conn, script, calls, wait, functions)
+                let mut values = single_calls(conn, script, calls, wait, form)
                     .await
                     .map_err(from_redis)?;
                 if let Some(wait) = wait {
@@ -279,7 +321,7 @@ impl Connection {
                 let values = futures::future::try_join_all(
                     calls
                         .iter()
-                        .map(|call| cluster_call(conn, script, *call, functions)),
+                        .map(|call| cluster_call(conn, script, *call, form)),
                 )
                 .await
                 .map_err(from_redis)?;
@@ -512,27 +554,34 @@ async fn single_calls(
     script: &LuaScript,
     calls: &[Call<'_>],
     wait: Option<WaitForReplicas>,
-    functions: &AtomicBool,
+    form: &LuaForm,
 ) -> RedisResult<Vec<Value>> {
-    if functions.load(Ordering::Relaxed) {
-        match single_pipeline(conn, script, calls, Form::Function, wait).await {
-            Err(e) if is_function_missing(&e) => {
+    if form.functions.load(Ordering::Relaxed) {
+        let sent = single_pipeline(conn, script, calls, Form::Function, wait).await;
+        match sent.as_ref().err().and_then(|e| refusal(e, calls.len())) {
+            Some(Refusal::FunctionMissing) => {
                 let reply = function_load().query_async(&mut conn.clone()).await;
                 if library_loaded(reply)? {
                     return single_pipeline(conn, script, calls, Form::Function, wait).await;
                 }
-                functions.store(false, Ordering::Relaxed);
+                if !form.auto {
+                    return sent;
+                }
+                form.functions.store(false, Ordering::Relaxed);
             }
-            Err(e) if lacks_functions(&e) => functions.store(false, Ordering::Relaxed),
-            other => return other,
+            Some(Refusal::NoFunctions) if form.auto => {
+                form.functions.store(false, Ordering::Relaxed);
+            }
+            _ => return sent,
         }
         tracing::debug!("redis server without functions: sending scripts from now on");
     }
-    match single_pipeline(conn, script, calls, Form::ByHash, wait).await {
-        Err(e) if is_noscript(&e) => {
+    let sent = single_pipeline(conn, script, calls, Form::ByHash, wait).await;
+    match sent.as_ref().err().and_then(|e| refusal(e, calls.len())) {
+        Some(Refusal::NoScript) => {
             single_pipeline(conn, script, calls, Form::WithSource, wait).await
         }
-        other => other,
+        _ => sent,
     }
 }
 
@@ -560,15 +609,15 @@ async fn cluster_call(
     conn: &ClusterConnection,
     script: &LuaScript,
     call: Call<'_>,
-    functions: &AtomicBool,
+    form: &LuaForm,
 ) -> RedisResult<Value> {
     let mut conn = conn.clone();
-    if functions.load(Ordering::Relaxed) {
-        match script_cmd(script, call, Form::Function)
+    if form.functions.load(Ordering::Relaxed) {
+        let sent = script_cmd(script, call, Form::Function)
             .query_async::<Value>(&mut conn)
-            .await
-        {
-            Err(e) if is_function_missing(&e) => {
+            .await;
+        match sent.as_ref().err().and_then(|e| refusal(e, 1)) {
+            Some(Refusal::FunctionMissing) => {
                 let route = slot_route(call.0.first().map_or("", String::as_str));
                 let reply = conn.route_command(function_load(), route).await;
                 if library_loaded(reply)? {
@@ -576,23 +625,28 @@ async fn cluster_call(
                         .query_async::<Value>(&mut conn)
                         .await;
                 }
-                functions.store(false, Ordering::Relaxed);
+                if !form.auto {
+                    return sent;
+                }
+                form.functions.store(false, Ordering::Relaxed);
             }
-            Err(e) if lacks_functions(&e) => functions.store(false, Ordering::Relaxed),
-            other => return other,
+            Some(Refusal::NoFunctions) if form.auto => {
+                form.functions.store(false, Ordering::Relaxed);
+            }
+            _ => return sent,
         }
         tracing::debug!("redis cluster node without functions: sending scripts from now on");
     }
-    match script_cmd(script, call, Form::ByHash)
+    let sent = script_cmd(script, call, Form::ByHash)
         .query_async::<Value>(&mut conn)
-        .await
-    {
-        Err(e) if is_noscript(&e) => {
+        .await;
+    match sent.as_ref().err().and_then(|e| refusal(e, 1)) {
+        Some(Refusal::NoScript) => {
             script_cmd(script, call, Form::WithSource)
                 .query_async::<Value>(&mut conn)
                 .await
         }
-        other => other,
+        _ => sent,
     }
 }
 

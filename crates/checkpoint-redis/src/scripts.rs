@@ -110,14 +110,17 @@ impl LuaScript {
 #[non_exhaustive]
 pub enum ScriptMode {
     /// Functions when the server has them (Redis 7.0 or later), scripts otherwise: decided at
-    /// open by `FUNCTION LOAD`, which a server before 7.0 answers with `unknown command` (so
-    /// does a server where the user may not load functions, `NOPERM`). The default.
+    /// open by `FUNCTION LOAD`, which a server before 7.0 answers with `unknown command`, and a
+    /// server where this user may not load functions with `NOPERM`; either makes the store send
+    /// scripts. A server that later answers `unknown command` to `FCALL` (a downgrade, a
+    /// failover to an older replica) switches the store to scripts for good. The default.
     #[default]
     Auto,
     /// Always the function library: `FUNCTION LOAD` at open (on every master of a cluster) and
     /// `FCALL`; loaded again and the call re-sent when a server answers `Function not found`
     /// (a restart without persistence, `FUNCTION FLUSH`, a master added to the cluster later).
-    /// Opening fails with a non-retryable [`Error::Backend`] on a server without functions.
+    /// Opening fails with a non-retryable [`Error::Backend`] on a server without functions,
+    /// and a server that loses them later makes each call fail instead of falling back.
     Functions,
     /// Always one script per operation: `SCRIPT LOAD` at open on the node owning the app's
     /// slot, `EVALSHA`, and `EVAL` with the source after `NOSCRIPT`. What servers before Redis
@@ -500,7 +503,8 @@ pub(crate) static LIVE_WORKERS: LazyLock<LuaScript> =
 pub(crate) static PRUNE: LazyLock<LuaScript> =
     LazyLock::new(|| script("prune", &[Clock], body("prune")));
 
-/// Every script, for `SCRIPT LOAD` at init.
+/// Every script but [`IMPORT`] (an admin operation, loaded on its first use through
+/// `NOSCRIPT`), for `SCRIPT LOAD` at init.
 pub(crate) fn all() -> [&'static LuaScript; 17] {
     [
         &INIT,

@@ -26,7 +26,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::cluster_async::ClusterConnection;
 
 use crate::config::RedisConfig;
-use crate::connection::Connection;
+use crate::connection::{Connection, LuaForm};
 use crate::error::{STORE, from_redis};
 use crate::reply::{self, Reply, Status};
 use crate::scripts::{self, KeyLayout, LuaScript, ScriptMode};
@@ -72,9 +72,9 @@ pub(crate) struct Inner {
     config: RedisConfig,
     conn: Connection,
     /// Whether calls go as `FCALL` of the function library (else as scripts): the
-    /// [`ScriptMode`] resolved at init, cleared if a server later answers that it has no
-    /// functions (see [`Connection::run_scripts`]).
-    functions: AtomicBool,
+    /// [`ScriptMode`] resolved at init, cleared in `Auto` mode if a server later answers that
+    /// it has no functions (see [`Connection::run_scripts`]).
+    lua: LuaForm,
 }
 
 impl fmt::Debug for RedisStore {
@@ -228,7 +228,10 @@ impl RedisStore {
             keys: KeyLayout::new(config.prefix(), &app),
             app,
             inner: Arc::new(Inner {
-                functions: AtomicBool::new(config.script_mode() != ScriptMode::Scripts),
+                lua: LuaForm {
+                    functions: AtomicBool::new(config.script_mode() != ScriptMode::Scripts),
+                    auto: config.script_mode() == ScriptMode::Auto,
+                },
                 config,
                 conn,
             }),
@@ -269,7 +272,7 @@ impl RedisStore {
     /// ([`RedisConfig::with_script_mode`]; `Auto` resolved at open by whether the server
     /// accepted the function library).
     pub fn script_mode(&self) -> ScriptMode {
-        if self.inner.functions.load(Ordering::Relaxed) {
+        if self.inner.lua.functions.load(Ordering::Relaxed) {
             ScriptMode::Functions
         } else {
             ScriptMode::Scripts
@@ -297,7 +300,7 @@ impl RedisStore {
                  or this user may not load them (FUNCTION LOAD); use script_mode=scripts",
             ));
         }
-        self.inner.functions.store(functions, Ordering::Relaxed);
+        self.inner.lua.functions.store(functions, Ordering::Relaxed);
         if !functions {
             backoff
                 .retry(|_| self.inner.conn.load_scripts(meta_key, scripts::all()))
@@ -337,9 +340,11 @@ impl RedisStore {
             .await
     }
 
-    /// Runs one script by hash (loading it on `NOSCRIPT` on the node that runs it), followed
-    /// by `WAIT` when [`RedisConfig::with_wait_for_replicas`] is set, retried with the
-    /// configured backoff on transient faults.
+    /// Runs one script, as an `FCALL` of its function or by hash (`EVALSHA`) as the store's
+    /// [`ScriptMode`] says (loading the library or the script where a node refuses the call for
+    /// lack of it, see [`Connection::run_scripts`]), followed by `WAIT` when
+    /// [`RedisConfig::with_wait_for_replicas`] is set, retried with the configured backoff on
+    /// transient faults.
     ///
     /// A fault after the script was sent (dropped connection, response timeout, a failover)
     /// leaves it unknown whether the script ran. The retry runs the same script again, which
@@ -376,7 +381,7 @@ impl RedisStore {
             .retry(|_| {
                 self.inner
                     .conn
-                    .run_scripts(script, calls, wait, &self.inner.functions)
+                    .run_scripts(script, calls, wait, &self.inner.lua)
             })
             .await
     }

@@ -3,8 +3,9 @@
 //! server touches no other test): the function library on a server that has functions, scripts
 //! on one that has none (started with `FUNCTION` and `FCALL` renamed away, which answers
 //! `unknown command` exactly as a server before Redis 7.0 does) or where the user may not load
-//! them, scripts when forced, the library loaded again after `FUNCTION FLUSH`, and a store
-//! whose server restarts without functions switching to scripts. Registered under the shared
+//! them, scripts when forced, the library loaded again after `FUNCTION FLUSH`, a store whose
+//! server restarts without functions switching to scripts (only in `Auto` mode), and a refused
+//! `WAIT` never taken for a refusal of the calls before it. Registered under the shared
 //! server's reachability (`CHECKPOINT_REDIS_URL`): ignored when no Redis is configured.
 
 use std::time::Duration;
@@ -244,6 +245,70 @@ async fn a_server_restarted_without_functions_gets_scripts() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+async fn functions_mode_reports_a_server_that_lost_functions_instead_of_switching() {
+    let (server, port, dir) = Server::start_fresh("forced", &[]).await;
+    let store = RedisStore::open(config(port, ScriptMode::Functions), random_app("fn"))
+        .await
+        .expect("open");
+    exercise(&store).await;
+    server.kill();
+    let server = Server::start(port, &dir, NO_FUNCTIONS).expect("restart");
+    server.wait_ready(port).await;
+    let key = LeaseKey::parse("s", "shard-1").unwrap();
+    let me = WorkerId::new("w").unwrap();
+    let duration = LeaseDuration::new(Duration::from_secs(60)).unwrap();
+    let refused = until_not_retryable(|| store.get_lease(&key, &me, duration)).await;
+    assert!(
+        refused.is_err(),
+        "script_mode=functions never falls back to scripts: {refused:?}"
+    );
+    assert_eq!(store.script_mode(), ScriptMode::Functions);
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A refused `WAIT` after the calls of a pipeline is the caller's error, never taken for a
+/// refusal of the calls: the store does not switch to scripts and does not send the calls again.
+/// (Opening runs the init function followed by `WAIT`, so the open itself is refused here.)
+async fn a_refused_wait_is_not_a_refusal_of_the_calls() {
+    let (server, port, dir) = Server::start_fresh("nowait", &[]).await;
+    let mut admin = admin(port).await;
+    let _: () = redis::cmd("ACL")
+        .arg(
+            &[
+                "SETUSER", "nowait", "on", ">pw", "~*", "&*", "+@all", "-wait",
+            ][..],
+        )
+        .query_async(&mut admin)
+        .await
+        .expect("ACL SETUSER");
+    let config = config(port, ScriptMode::Auto)
+        .with_username("nowait")
+        .with_password("pw")
+        .with_wait_for_replicas(1, Duration::from_millis(10));
+    let refused = RedisStore::open(config, random_app("fn")).await;
+    let err = refused.expect_err("WAIT is refused");
+    assert!(err.to_string().contains("wait"), "{err}");
+    assert_eq!(
+        calls(&mut admin, "fcall").await,
+        1,
+        "the init FCALL, not sent again"
+    );
+    assert_eq!(
+        calls(&mut admin, "evalsha").await,
+        0,
+        "no switch to scripts"
+    );
+    assert_eq!(calls(&mut admin, "eval").await, 0, "no switch to scripts");
+    assert_eq!(
+        calls(&mut admin, "script|load").await,
+        0,
+        "no switch to scripts"
+    );
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 checkpoint_test_support::server_tests! {
     backend: checkpoint_test_support::Backend::Redis,
     tests: [
@@ -253,5 +318,7 @@ checkpoint_test_support::server_tests! {
         scripts_mode_sends_scripts_to_a_server_with_functions,
         a_flushed_library_is_loaded_again_by_the_next_call,
         a_server_restarted_without_functions_gets_scripts,
+        functions_mode_reports_a_server_that_lost_functions_instead_of_switching,
+        a_refused_wait_is_not_a_refusal_of_the_calls,
     ],
 }

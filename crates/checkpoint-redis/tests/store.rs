@@ -446,7 +446,8 @@ async fn a_corrupt_field_is_reported_and_never_overwritten() {
 /// Valid records outside the usual shape the scripts check fastest (`usual` in
 /// src/lua/record.lua) are still accepted by every script, field by field: keyword and
 /// timestamp checkpoints, a stored sequence number with leading zeros (compared by its value),
-/// two parents, a 20-digit token, and worker ids with characters U+0080 to U+00BF (byte 194).
+/// two parents, a 20-digit token, and worker ids with characters U+00A0 to U+00BF (byte 194, as the C1 controls U+0080 to U+009F
+/// that the field-by-field check refuses).
 async fn valid_records_outside_the_usual_shape_are_accepted() {
     let Some(store) = common::open(common::config(), random_app("unusual")).await else {
         return;

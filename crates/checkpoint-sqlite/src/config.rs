@@ -281,7 +281,10 @@ impl SqliteConfig {
     /// SQLite would run that checkpoint inside the commit that crosses the threshold, making
     /// that write wait for the copy and two `fsync`s. The store instead runs it on a
     /// checkpointer thread with a connection of its own, in `PASSIVE` mode, which never blocks
-    /// the writer or any reader; the writer only nudges it. A log that keeps growing anyway
+    /// the writer or any reader; the writer nudges it, and after each pass copies the few
+    /// frames committed while it ran (inside its next commit, so that one commit's writes wait
+    /// for the copy and its `fsync`s, once per pass), so the log starts over. A log that keeps
+    /// growing anyway
     /// (the checkpointer cannot finish while writes keep arriving, or falls behind) is
     /// checkpointed by the writer itself once it holds ten times this many pages, as SQLite
     /// would have done (at the latest at twenty times, when it first lets a running background

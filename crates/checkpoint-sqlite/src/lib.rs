@@ -72,8 +72,11 @@
 //! A file database has one more thread and connection: the WAL checkpointer, which copies the
 //! write-ahead log into the database file in the background (`PASSIVE`, blocking no reader or
 //! writer) whenever the writer has added [`SqliteConfig::with_wal_checkpoint_pages`] pages, so
-//! no write waits for that copy and its `fsync`s. Only a log that keeps growing regardless
-//! (ten times that many pages) is checkpointed by the writer itself, as SQLite would do.
+//! no write waits for that copy and its `fsync`s. The frames committed while a background pass
+//! ran are copied by the writer after its next commit (a few frames, but with the checkpoint's
+//! two `fsync`s, which the writes of that one commit wait for: once per pass), so the log starts
+//! over; a log that keeps growing regardless (ten times that many pages) is checkpointed by the
+//! writer itself, as SQLite would do.
 //!
 //! # Transactional checkpoint
 //!

@@ -3,8 +3,9 @@
 //!
 //! Every lease operation is one `BEGIN IMMEDIATE` transaction on one connection: it takes the
 //! database's write lock (waiting up to the busy timeout for another connection or process),
-//! reads the row, reads the host clock, applies the matching [`rules`] function and writes the
-//! row back with one upsert, then commits. Because the write lock is held from the read to the
+//! reads the row, reads the host clock, applies the matching [`rules`] function and writes back
+//! only what the rule changed (the deadline alone, the checkpoint columns alone, or the whole
+//! row with one upsert), then commits. Because the write lock is held from the read to the
 //! commit, no other writer in any process can interleave: this is what makes each operation
 //! atomic, and it gives exactly the reference semantics of [`checkpoint_core::MemoryStore`].
 

@@ -303,15 +303,16 @@ async fn take_stream(
             let grant = grant(Arc::clone(shared), i, lease.key.clone(), ours, duration);
             pending.spawn(grant.in_current_span());
         }
-        let mut results: Vec<(usize, Instant, Result<Lease>)> = Vec::with_capacity(batch.len());
+        // Each granted lease starts as soon as its grant comes back (held, so renewed), not
+        // after the slowest grant of the pass.
         while let Some(done) = pending.join_next().await {
-            match done {
-                Ok(r) => results.push(r),
-                Err(e) => tracing::warn!(error = %e, "taking lease failed: task ended"),
-            }
-        }
-        results.sort_by_key(|(i, _, _)| *i);
-        for (i, started, result) in results {
+            let (i, started, result) = match done {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::warn!(error = %e, "taking lease failed: task ended");
+                    continue;
+                }
+            };
             let lease = batch[i];
             match result {
                 Ok(granted) => {

@@ -53,8 +53,8 @@ local function first_invalid(v)
 end
 
 -- A worker id (owner, claim) with no control character and no byte 194 at all: what is_worker
--- accepts, and stricter (it lets through the characters U+0080 to U+00BF, which start with
--- byte 194).
+-- accepts, and stricter (is_worker also lets through U+00A0 to U+00BF, which start with byte
+-- 194; it refuses U+0080 to U+009F, the C1 controls).
 local function plain_worker(s)
   return #s >= 1 and #s <= 256 and not string.find(s, '[%c\194]')
 end
@@ -65,7 +65,7 @@ end
 -- first_invalid accepts; it costs five pattern matches where first_invalid needs about ten
 -- (counted with callgrind: a pattern match is a C call of a few thousand instructions).
 -- false: the record may still be valid (a TRIM_HORIZON checkpoint, two parents, a worker id
--- with U+0080 to U+00BF), and first_invalid decides.
+-- with U+00A0 to U+00BF), and first_invalid decides.
 local function usual(v)
   local token, deadline, cp_sub, pd_sub, switches = v[2], v[3] or '0', v[5] or '0', v[7] or '0', v[10]
   if not token or not switches or #token > 19 or #deadline > 19 or #cp_sub > 19 or #pd_sub > 19
