@@ -146,8 +146,13 @@ fn decode_values(key: &LeaseKey, values: &[Value]) -> Result<Lease> {
         )));
     }
     let mut fields = [None; FIELDS.len()];
-    for (slot, value) in fields.iter_mut().zip(values) {
-        *slot = optional_str(value)?;
+    for ((slot, value), name) in fields.iter_mut().zip(values).zip(FIELDS) {
+        *slot = match value {
+            Value::BulkString(bytes) if std::str::from_utf8(bytes).is_err() => {
+                return Err(Error::corrupt(key, name, "is not valid UTF-8"));
+            }
+            other => optional_str(other)?,
+        };
     }
     decode_fields(key, &fields)
 }

@@ -420,6 +420,52 @@ async fn a_corrupt_field_is_reported_and_never_overwritten() {
         store.fetch_checkpoint(&bad).await.expect("repaired");
     }
 
+    // A worker id that is not valid UTF-8, of each kind Rust's decoder refuses: a stray byte,
+    // an overlong form, a surrogate, a code point above U+10FFFF, a truncated sequence.
+    let bad_owners: [&[u8]; 5] = [
+        b"w\xff",
+        b"\xc0\xaf",
+        b"\xed\xa0\x80",
+        b"\xf4\x90\x80\x80",
+        b"w\xe2\x82",
+    ];
+    for bytes in bad_owners {
+        let _: i64 = redis::cmd("HSET")
+            .arg(&bad_key)
+            .arg("owner")
+            .arg(bytes)
+            .query_async(&mut admin)
+            .await
+            .unwrap();
+        let what = format!("owner={bytes:?}");
+        assert_corrupt(
+            store.fetch_checkpoint(&bad).await,
+            "owner",
+            &format!("fetch {what}"),
+        );
+        assert_corrupt(
+            store.renew(&bad, &w, bad_lease.token, long()).await,
+            "owner",
+            &format!("renew {what}"),
+        );
+        let stored: Vec<u8> = redis::cmd("HGET")
+            .arg(&bad_key)
+            .arg("owner")
+            .query_async(&mut admin)
+            .await
+            .unwrap();
+        assert_eq!(stored, bytes, "a script overwrote the corrupt owner {what}");
+        let deadline: String = redis::cmd("HGET")
+            .arg(&bad_key)
+            .arg("deadline")
+            .query_async(&mut admin)
+            .await
+            .unwrap();
+        assert_eq!(deadline, "1", "a script renewed a record with {what}");
+    }
+    hset(&mut admin, &bad_key, "owner", "w").await;
+    store.fetch_checkpoint(&bad).await.expect("repaired");
+
     // A bad index member and a bad worker member.
     let _: i64 = redis::cmd("ZADD")
         .arg(store.key_layout().index())
@@ -463,6 +509,7 @@ async fn valid_records_outside_the_usual_shape_are_accepted() {
         ("checkpoint", "AT_TIMESTAMP:1700000000000"),
         ("parents", "a,b.c"),
         ("claim", "c\u{bf}"),
+        ("claim", "c\u{20ac}\u{1d11e}"),
         ("checkpoint", "0000042"),
     ] {
         hset(&mut admin, &redis_key, field, value).await;

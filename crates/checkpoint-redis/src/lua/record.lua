@@ -12,10 +12,47 @@ local function is_id(s)
   return #s >= 1 and #s <= 256 and string.find(s, '^[%w_%.%-]+$') ~= nil
 end
 
--- A worker id (owner, claim): 1 to 256 bytes without control characters (C0 and DEL, or C1
--- encoded as UTF-8 \194\128 to \194\159), as WorkerId::new accepts.
+-- Whether s is valid UTF-8 as Rust's str::from_utf8 decides: no stray continuation byte, no
+-- overlong form, no surrogate (U+D800 to U+DFFF), nothing above U+10FFFF. ASCII text returns
+-- at the first pattern match.
+local function is_utf8(s)
+  if not string.find(s, '[\128-\255]') then return true end
+  local i, n = 1, #s
+  while i <= n do
+    local c = string.byte(s, i)
+    local need, low, high = 0, 128, 191
+    if c < 128 then
+      need = 0
+    elseif c >= 194 and c <= 223 then
+      need = 1
+    elseif c >= 224 and c <= 239 then
+      need = 2
+      if c == 224 then low = 160 elseif c == 237 then high = 159 end
+    elseif c >= 240 and c <= 244 then
+      need = 3
+      if c == 240 then low = 144 elseif c == 244 then high = 143 end
+    else
+      return false
+    end
+    for k = 1, need do
+      local b = string.byte(s, i + k)
+      if not b then return false end
+      if k == 1 then
+        if b < low or b > high then return false end
+      elseif b < 128 or b > 191 then
+        return false
+      end
+    end
+    i = i + need + 1
+  end
+  return true
+end
+
+-- A worker id (owner, claim): 1 to 256 bytes of valid UTF-8 without control characters (C0 and
+-- DEL, or C1 encoded as UTF-8 \194\128 to \194\159), as WorkerId::new accepts.
 local function is_worker(s)
-  return #s >= 1 and #s <= 256 and string.find(s, '%c') == nil and string.find(s, '\194[\128-\159]') == nil
+  return #s >= 1 and #s <= 256 and string.find(s, '%c') == nil
+    and string.find(s, '\194[\128-\159]') == nil and is_utf8(s)
 end
 
 -- What Position::decode accepts, with the sub-sequence already known to be a u64.
@@ -52,11 +89,10 @@ local function first_invalid(v)
   return nil
 end
 
--- A worker id (owner, claim) with no control character and no byte 194 at all: what is_worker
--- accepts, and stricter (is_worker also lets through U+00A0 to U+00BF, which start with byte
--- 194; it refuses U+0080 to U+009F, the C1 controls).
+-- A worker id (owner, claim) of ASCII without control characters: what is_worker accepts, and
+-- stricter (is_worker also lets through every other valid UTF-8 character but the C1 controls).
 local function plain_worker(s)
-  return #s >= 1 and #s <= 256 and not string.find(s, '[%c\194]')
+  return #s >= 1 and #s <= 256 and not string.find(s, '[%c\128-\255]')
 end
 
 -- True for a record in the shape this crate writes for a sequence-number checkpoint: decimal
@@ -65,7 +101,7 @@ end
 -- first_invalid accepts; it costs five pattern matches where first_invalid needs about ten
 -- (counted with callgrind: a pattern match is a C call of a few thousand instructions).
 -- false: the record may still be valid (a TRIM_HORIZON checkpoint, two parents, a worker id
--- with U+00A0 to U+00BF), and first_invalid decides.
+-- with a character outside ASCII), and first_invalid decides.
 local function usual(v)
   local token, deadline, cp_sub, pd_sub, switches = v[2], v[3] or '0', v[5] or '0', v[7] or '0', v[10]
   if not token or not switches or #token > 19 or #deadline > 19 or #cp_sub > 19 or #pd_sub > 19
